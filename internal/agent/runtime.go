@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// Runtime is what the agent needs from the container engine. internal/docker
+// implements it against the Docker Engine API; tests use agenttest.Runtime.
+// Every method enforces node-local policy itself (managed-only, volume roots):
+// the agent passes commands through unchanged.
+//
+// Errors carry a protocol code (protocol.Errorf / protocol.CodeOf).
+type Runtime interface {
+	// Info describes the engine for agent_identify; an error means the
+	// engine is unreachable (readiness fails).
+	Info(ctx context.Context) (protocol.EngineInfo, error)
+	// Create pulls (per pullPolicy) and creates the container of a validated
+	// create command. progress may be called with pull stages.
+	Create(ctx context.Context, cmd *protocol.Command, progress ProgressFunc) (res protocol.CreateResult, warnings []string, err error)
+	Start(ctx context.Context, containerID string) error
+	// Stop and Restart use timeout (seconds) as the grace period when non-nil.
+	Stop(ctx context.Context, containerID string, timeout *int) error
+	Restart(ctx context.Context, containerID string, timeout *int) error
+	Kill(ctx context.Context, containerID, signal string) error
+	// Delete removes the container (force); a missing managed container is
+	// not an error: alreadyAbsent reports it.
+	Delete(ctx context.Context, containerID string) (alreadyAbsent bool, err error)
+	// Logs returns the last cmd.LogLines() lines (cmd.Since, cmd.Timestamps).
+	Logs(ctx context.Context, cmd *protocol.Command) ([]string, error)
+	// FollowLogs streams lines to emit until the container stops or ctx
+	// ends. emit blocks while the server is slow (backpressure); its error
+	// ends the stream.
+	FollowLogs(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error
+	Inspect(ctx context.Context, containerID string) (protocol.InspectResult, error)
+	// List returns every container this agent manages.
+	List(ctx context.Context) ([]protocol.InventoryItem, error)
+	Stats(ctx context.Context, containerID string) (protocol.StatsResult, error)
+	Update(ctx context.Context, containerID string, res *protocol.Resources) (warnings []string, err error)
+	// Events calls emit for each event of a managed container until ctx ends,
+	// resubscribing (with Since) when the engine restarts.
+	Events(ctx context.Context, emit func(protocol.ContainerEvent)) error
+}
+
+// ProgressFunc reports a stage of long work (command_progress).
+type ProgressFunc func(stage, detail string)
+
+// HostSampler reads host resource usage for heartbeats.
+type HostSampler interface {
+	Sample(ctx context.Context) (protocol.HostResources, error)
+}
+
+// Observer receives the agent's operational signals (Prometheus metrics in
+// internal/health). Methods must not block.
+type Observer interface {
+	Connected(up bool)
+	Reconnect()
+	CommandDone(action protocol.Action, status protocol.Status, took time.Duration)
+	OutboxDepth(n int)
+	LogLinesStreamed(n int)
+	RuntimeError(action protocol.Action)
+}
