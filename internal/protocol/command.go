@@ -71,7 +71,7 @@ type Command struct {
 }
 
 // LogLines returns the number of log lines asked for, or the default.
-func (c *Command) LogLines() int {
+func (c Command) LogLines() int {
 	if c.Lines == nil || *c.Lines == 0 {
 		return DefaultLogLines
 	}
