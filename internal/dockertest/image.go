@@ -1,0 +1,205 @@
+package dockertest
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	_ "embed" // the workload's source
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
+)
+
+// WorkloadRepo is the repository of the workload image; the tag is a hash of
+// the workload's source and build recipe.
+const WorkloadRepo = "lormas-test-workload"
+
+//go:embed workload/main.go
+var workloadSource []byte
+
+const workloadDockerfile = "FROM scratch\nCOPY workload /workload\nENTRYPOINT [\"/workload\"]\n"
+
+// buildTimeout bounds compiling the workload and building its image.
+const buildTimeout = 5 * time.Minute
+
+var workload struct {
+	mu  sync.Mutex
+	tag string
+}
+
+// WorkloadImage returns the tag of the test workload image, building it when
+// no image with that tag exists yet. The tag is derived from the workload's
+// source, so every test process of the same source shares one image; builds
+// are serialised within the process and, with a lock file, across processes.
+func WorkloadImage(t testing.TB) string {
+	t.Helper()
+	cli := Require(t)
+	workload.mu.Lock()
+	defer workload.mu.Unlock()
+	if workload.tag != "" {
+		return workload.tag
+	}
+	tag := WorkloadRepo + ":" + workloadHash()
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	if err := ensureImage(ctx, cli, tag); err != nil {
+		t.Fatalf("dockertest: workload image %s: %v", tag, err)
+	}
+	workload.tag = tag
+	return tag
+}
+
+func workloadHash() string {
+	h := sha256.New()
+	h.Write(workloadSource)
+	h.Write([]byte(workloadDockerfile))
+	h.Write([]byte(runtime.GOARCH))
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func ensureImage(ctx context.Context, cli *client.Client, tag string) error {
+	if ok, err := imageExists(ctx, cli, tag); err != nil || ok {
+		return err
+	}
+	unlock, err := lockFile(filepath.Join(os.TempDir(), strings.ReplaceAll(tag, ":", "-")+".lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Another process may have built it while this one waited for the lock.
+	if ok, err := imageExists(ctx, cli, tag); err != nil || ok {
+		return err
+	}
+	bin, err := compileWorkload(ctx)
+	if err != nil {
+		return err
+	}
+	return buildImage(ctx, cli, tag, bin)
+}
+
+func imageExists(ctx context.Context, cli *client.Client, tag string) (bool, error) {
+	_, err := cli.ImageInspect(ctx, tag)
+	switch {
+	case err == nil:
+		return true, nil
+	case cerrdefs.IsNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("inspect image: %w", err)
+	}
+}
+
+// compileWorkload builds the workload as a static linux binary with the Go
+// toolchain that runs the tests, in a throwaway module.
+func compileWorkload(ctx context.Context) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "lormas-workload-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	files := map[string]string{
+		"go.mod":  "module workload\n\ngo 1.21\n",
+		"main.go": string(workloadSource),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	out := filepath.Join(dir, "workload")
+	cmd := exec.CommandContext(ctx, goBinary(), "build", "-trimpath", "-ldflags=-s -w", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH,
+		"GOFLAGS=-buildvcs=false", "GOTOOLCHAIN=local", "GOWORK=off")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build workload: %w: %s", err, msg)
+	}
+	return os.ReadFile(out)
+}
+
+// goBinary finds the go command of the toolchain in use: the one on PATH,
+// resolved through its own GOROOT, else the GOROOT the test binary was built
+// with.
+func goBinary() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		if root, err := exec.Command(p, "env", "GOROOT").Output(); err == nil {
+			if bin := filepath.Join(strings.TrimSpace(string(root)), "bin", "go"); fileExists(bin) {
+				return bin
+			}
+		}
+		return p
+	}
+	//lint:ignore SA1019 the fallback when no go is on PATH
+	return filepath.Join(runtime.GOROOT(), "bin", "go") //nolint:staticcheck
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// buildImage builds tag from an in-memory context with the classic builder
+// and reads the build stream to its end, failing on any error inside it.
+func buildImage(ctx context.Context, cli *client.Client, tag string, bin []byte) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, mode int64, data []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), ModTime: time.Unix(0, 0)}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	if err := add("Dockerfile", 0o644, []byte(workloadDockerfile)); err != nil {
+		return err
+	}
+	if err := add("workload", 0o755, bin); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	resp, err := cli.ImageBuild(ctx, &buf, build.ImageBuildOptions{
+		Tags:        []string{tag},
+		Remove:      true,
+		ForceRemove: true,
+		Version:     build.BuilderV1,
+		Labels:      map[string]string{"org.lormas.test": "workload"},
+	})
+	if err != nil {
+		return fmt.Errorf("build image: %w", err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var msg jsonmessage.JSONMessage
+		if err := dec.Decode(&msg); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fmt.Errorf("read build output: %w", err)
+		}
+		if msg.Error != nil {
+			return fmt.Errorf("build image: %s", msg.Error.Message)
+		}
+	}
+	if ok, err := imageExists(ctx, cli, tag); err != nil || !ok {
+		return fmt.Errorf("build image: %s missing after a successful build (%v)", tag, err)
+	}
+	return nil
+}

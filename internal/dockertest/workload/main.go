@@ -1,0 +1,143 @@
+// Command workload is the test workload of the Docker integration tests. It is
+// built as a static binary into a FROM-scratch image by dockertest.WorkloadImage
+// and behaves as each test asks, through flags (the container's Cmd) or
+// WORKLOAD_* environment variables (flags win):
+//
+//	-lines N            print N numbered lines to stdout ("stdout line 1" ...)   WORKLOAD_LINES
+//	-stderr-lines M     interleave M numbered lines on stderr ("stderr line 1")  WORKLOAD_STDERR_LINES
+//	-interval D         pause D (a Go duration) between lines                    WORKLOAD_INTERVAL
+//	-flood              print "flood line N" as fast as possible, forever        WORKLOAD_FLOOD
+//	                    (or N lines with -lines N)
+//	-listen ADDR        serve HTTP 200 "ok" on TCP ADDR (":8080")                WORKLOAD_LISTEN
+//	-listen-udp ADDR    echo UDP datagrams on ADDR                               WORKLOAD_LISTEN_UDP
+//	-alloc BYTES        allocate and touch BYTES of memory                       WORKLOAD_ALLOC
+//	-ignore-sigterm     ignore SIGTERM (stop must wait for the grace period)    WORKLOAD_IGNORE_SIGTERM
+//	-exit CODE          exit with CODE after printing; default: sleep forever    WORKLOAD_EXIT
+//
+// As PID 1 of a container a process without a SIGTERM handler never sees
+// SIGTERM, so the workload handles it: it exits 0 unless -ignore-sigterm.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	lines := flag.Int("lines", envInt("WORKLOAD_LINES", 0), "stdout lines to print")
+	stderrLines := flag.Int("stderr-lines", envInt("WORKLOAD_STDERR_LINES", 0), "stderr lines to print")
+	interval := flag.Duration("interval", envDuration("WORKLOAD_INTERVAL", 0), "pause between lines")
+	flood := flag.Bool("flood", envBool("WORKLOAD_FLOOD"), "print lines as fast as possible")
+	listen := flag.String("listen", os.Getenv("WORKLOAD_LISTEN"), "TCP address to serve HTTP 200 on")
+	listenUDP := flag.String("listen-udp", os.Getenv("WORKLOAD_LISTEN_UDP"), "UDP address to echo on")
+	alloc := flag.Int64("alloc", int64(envInt("WORKLOAD_ALLOC", 0)), "bytes of memory to allocate")
+	ignoreTerm := flag.Bool("ignore-sigterm", envBool("WORKLOAD_IGNORE_SIGTERM"), "ignore SIGTERM")
+	exit := flag.Int("exit", envInt("WORKLOAD_EXIT", -1), "exit code after printing; -1 sleeps forever")
+	flag.Parse()
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for s := range sig {
+			if s == syscall.SIGTERM && *ignoreTerm {
+				fmt.Println("ignoring SIGTERM")
+				continue
+			}
+			os.Exit(0)
+		}
+	}()
+
+	if *alloc > 0 {
+		buf := make([]byte, *alloc)
+		for i := range buf {
+			if i%4096 == 0 {
+				buf[i] = 1
+			}
+		}
+		keep = buf
+	}
+	if *listen != "" {
+		go serveHTTP(*listen)
+	}
+	if *listenUDP != "" {
+		go echoUDP(*listenUDP)
+	}
+
+	if *flood {
+		out := bufio.NewWriterSize(os.Stdout, 64<<10)
+		for i := 1; *lines == 0 || i <= *lines; i++ {
+			fmt.Fprintf(out, "flood line %d\n", i)
+		}
+		out.Flush()
+	} else {
+		for i := 1; i <= max(*lines, *stderrLines); i++ {
+			if i <= *lines {
+				fmt.Fprintf(os.Stdout, "stdout line %d\n", i)
+			}
+			if i <= *stderrLines {
+				fmt.Fprintf(os.Stderr, "stderr line %d\n", i)
+			}
+			if *interval > 0 {
+				time.Sleep(*interval)
+			}
+		}
+	}
+	if *exit >= 0 {
+		os.Exit(*exit)
+	}
+	select {}
+}
+
+// keep holds -alloc's memory so it stays resident.
+var keep []byte
+
+func serveHTTP(addr string) {
+	err := http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	}))
+	fmt.Fprintln(os.Stderr, "listen:", err)
+	os.Exit(3)
+}
+
+func echoUDP(addr string) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen-udp:", err)
+		os.Exit(3)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			continue
+		}
+		_, _ = pc.WriteTo(buf[:n], from)
+	}
+}
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envBool(key string) bool {
+	v, _ := strconv.ParseBool(os.Getenv(key))
+	return v
+}
