@@ -1,0 +1,309 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTest(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func testNode(id, name string) Node {
+	now := time.Date(2024, 1, 2, 3, 4, 5, 6000, time.UTC)
+	return Node{ID: id, Name: name, Description: "d " + name, CreatedAt: now, TokenID: "jti-" + id, TokenIssuedAt: now}
+}
+
+func TestOpenCreatesPrivateFileAndSchema(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, FileName)
+	s := openTest(t, path)
+
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("database file mode = %o, want 600", got)
+	}
+	di, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := di.Mode().Perm(); got != 0o700 {
+		t.Errorf("data dir mode = %o, want 700", got)
+	}
+	v, err := s.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != SchemaVersion {
+		t.Errorf("schema version = %d, want %d", v, SchemaVersion)
+	}
+	var mode string
+	if err := s.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "wal" {
+		t.Errorf("journal_mode = %q, want wal", mode)
+	}
+}
+
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestMigrateFromEmptyAndIdempotent(t *testing.T) {
+	ctx := context.Background()
+	db := rawDB(t, filepath.Join(t.TempDir(), "m.db"))
+	steps := []string{
+		`CREATE TABLE a (x INTEGER)`,
+		`ALTER TABLE a ADD COLUMN y TEXT; CREATE TABLE b (z TEXT)`,
+	}
+	if err := migrate(ctx, db, steps[:1]); err != nil {
+		t.Fatalf("migrate to 1: %v", err)
+	}
+	if _, err := db.Exec(`INSERT INTO a (x) VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	// Second run with one more step applies only that step; the data survives.
+	if err := migrate(ctx, db, steps); err != nil {
+		t.Fatalf("migrate to 2: %v", err)
+	}
+	// And re-running at the current version changes nothing (a re-applied
+	// CREATE TABLE would fail).
+	if err := migrate(ctx, db, steps); err != nil {
+		t.Fatalf("re-run at version 2: %v", err)
+	}
+	var x int
+	var y sql.NullString
+	if err := db.QueryRow(`SELECT x, y FROM a`).Scan(&x, &y); err != nil {
+		t.Fatal(err)
+	}
+	if x != 1 || y.Valid {
+		t.Errorf("row after migrations = (%d, %v), want (1, NULL)", x, y)
+	}
+	var v int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != 2 {
+		t.Errorf("user_version = %d, want 2", v)
+	}
+}
+
+func TestMigrateFailureRollsBack(t *testing.T) {
+	ctx := context.Background()
+	db := rawDB(t, filepath.Join(t.TempDir(), "m.db"))
+	steps := []string{`CREATE TABLE a (x INTEGER)`, `CREATE TABLE b (`}
+	err := migrate(ctx, db, steps)
+	if err == nil || !strings.Contains(err.Error(), "migration 2") {
+		t.Fatalf("migrate = %v, want an error naming migration 2", err)
+	}
+	var v int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != 0 {
+		t.Errorf("user_version after failed migration = %d, want 0", v)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'a'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("table a exists after a failed migration run: the run was not atomic")
+	}
+}
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	db := rawDB(t, path)
+	if _, err := db.Exec(`PRAGMA user_version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err := Open(context.Background(), path)
+	if err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("Open = %v, want a newer-schema error", err)
+	}
+}
+
+func TestNodesCRUD(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), FileName))
+
+	a, b := testNode("id-a", "alpha"), testNode("id-b", "beta")
+	b.CreatedAt = b.CreatedAt.Add(time.Second)
+	for _, n := range []Node{a, b} {
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatalf("CreateNode(%s): %v", n.Name, err)
+		}
+	}
+	dup := testNode("id-c", "alpha")
+	if err := s.CreateNode(ctx, dup); !errors.Is(err, ErrDuplicateName) {
+		t.Fatalf("CreateNode duplicate = %v, want ErrDuplicateName", err)
+	}
+
+	got, err := s.Node(ctx, "id-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "alpha" || got.Description != "d alpha" || !got.CreatedAt.Equal(a.CreatedAt) ||
+		got.TokenID != "jti-id-a" || !got.LastHeartbeat.IsZero() || got.Resources != nil {
+		t.Errorf("Node = %+v, want %+v", got, a)
+	}
+	if _, err := s.Node(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Node(nope) = %v, want ErrNotFound", err)
+	}
+
+	list, err := s.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Name != "alpha" || list[1].Name != "beta" {
+		t.Errorf("Nodes = %+v, want alpha, beta", list)
+	}
+
+	at := time.Date(2025, 5, 6, 7, 8, 9, 0, time.UTC)
+	res := json.RawMessage(`{"cpu":0.25,"memory":"512MB"}`)
+	if err := s.RecordHeartbeat(ctx, "id-a", at, res); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIdentify(ctx, "id-a", "1.2.3", json.RawMessage(`{"hostname":"h"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetToken(ctx, "id-a", "jti-2", at); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Node(ctx, "id-a")
+	if !got.LastHeartbeat.Equal(at) || string(got.Resources) != string(res) || got.AgentVersion != "1.2.3" ||
+		string(got.AgentInfo) != `{"hostname":"h"}` || got.TokenID != "jti-2" || !got.TokenIssuedAt.Equal(at) {
+		t.Errorf("after updates Node = %+v", got)
+	}
+	if err := s.RecordHeartbeat(ctx, "nope", at, res); !errors.Is(err, ErrNotFound) {
+		t.Errorf("RecordHeartbeat(nope) = %v, want ErrNotFound", err)
+	}
+
+	if err := s.DeleteNode(ctx, "id-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteNode(ctx, "id-a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second DeleteNode = %v, want ErrNotFound", err)
+	}
+	// The name is free again.
+	if err := s.CreateNode(ctx, testNode("id-d", "alpha")); err != nil {
+		t.Errorf("CreateNode after delete: %v", err)
+	}
+}
+
+func TestEnrollNode(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), FileName))
+
+	first := testNode("id-1", "worker")
+	n, created, err := s.EnrollNode(ctx, first)
+	if err != nil || !created || n.ID != "id-1" {
+		t.Fatalf("first EnrollNode = %+v, %v, %v; want id-1 created", n, created, err)
+	}
+	again := testNode("id-2", "worker")
+	again.TokenID = "jti-new"
+	n, created, err = s.EnrollNode(ctx, again)
+	if err != nil || created || n.ID != "id-1" || n.TokenID != "jti-new" {
+		t.Fatalf("second EnrollNode = %+v, %v, %v; want id-1 re-issued with jti-new", n, created, err)
+	}
+	stored, _ := s.Node(ctx, "id-1")
+	if stored.TokenID != "jti-new" {
+		t.Errorf("stored token id = %q, want jti-new", stored.TokenID)
+	}
+	if _, err := s.Node(ctx, "id-2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("re-enrollment created a second node: %v", err)
+	}
+}
+
+func TestEnrollNodeConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), FileName))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := s.EnrollNode(ctx, testNode(string(rune('a'+i)), "same"))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("EnrollNode: %v", err)
+		}
+	}
+	list, err := s.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Errorf("concurrent enrollments of one name made %d nodes, want 1", len(list))
+	}
+}
+
+func TestSettingsPersistAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, created, err := s.SettingOrInit(ctx, "k", func() (string, error) { return "first", nil })
+	if err != nil || !created || v != "first" {
+		t.Fatalf("SettingOrInit = %q, %v, %v", v, created, err)
+	}
+	v, created, err = s.SettingOrInit(ctx, "k", func() (string, error) { return "second", nil })
+	if err != nil || created || v != "first" {
+		t.Fatalf("second SettingOrInit = %q, %v, %v; want first, not created", v, created, err)
+	}
+	if err := s.CreateNode(ctx, testNode("id-a", "alpha")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openTest(t, path)
+	v, ok, err := s2.Setting(ctx, "k")
+	if err != nil || !ok || v != "first" {
+		t.Errorf("after reopen Setting = %q, %v, %v; want first", v, ok, err)
+	}
+	if _, err := s2.Node(ctx, "id-a"); err != nil {
+		t.Errorf("node after reopen: %v", err)
+	}
+	if err := s2.SetSetting(ctx, "k", "third"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := s2.Setting(ctx, "k"); v != "third" {
+		t.Errorf("after SetSetting = %q, want third", v)
+	}
+}
