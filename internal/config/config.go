@@ -1,0 +1,216 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config is the agent's configuration. Every field's tags document it:
+// env (the variable), envDefault (its default), help (its meaning) and, for
+// defaults computed at run time or applied by a library, shown (the default
+// as the table prints it; in parentheses it is a description, not a value). The order of the fields is the order of the table.
+type Config struct {
+	ServerURL           string `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
+	NodeToken           Secret `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
+	NodeTokenFile       string `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed)"`
+	EnrollmentToken     Secret `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls once under NODE_NAME and stores the issued token in STATE_DIR/node-token"`
+	EnrollmentTokenFile string `env:"ENROLLMENT_TOKEN_FILE" help:"file holding the enrollment token (whitespace trimmed)"`
+	StateDir            string `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (the enrolled token, mode 0600); created with mode 0700"`
+	NodeName            string `env:"NODE_NAME" shown:"(host name)" help:"node name sent in agent_identify and used for enrollment (in Kubernetes: spec.nodeName)"`
+	NodeID              string `env:"NODE_ID" help:"node id for heartbeats when the token carries no nodeId/sub claim (else NODE_NAME)"`
+	LogLevel            string `env:"LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
+	LogFormat           string `env:"LOG_FORMAT" envDefault:"text" help:"log format: text (colour only on a terminal) or json"`
+
+	HeartbeatInterval     time.Duration `env:"HEARTBEAT_INTERVAL" envDefault:"10s" help:"interval between heartbeats (Go duration: 10s, 1m)"`
+	ReconnectDelay        time.Duration `env:"RECONNECT_DELAY" envDefault:"1s" help:"first reconnect backoff; doubles (full jitter) up to RECONNECT_MAX_DELAY"`
+	ReconnectMaxDelay     time.Duration `env:"RECONNECT_MAX_DELAY" envDefault:"60s" help:"reconnect backoff cap"`
+	MaxReconnectAttempts  int           `env:"MAX_RECONNECT_ATTEMPTS" envDefault:"0" help:"failed dials in a row before the agent exits with status 1; 0 retries forever"`
+	MaxConcurrentCommands int           `env:"MAX_CONCURRENT_COMMANDS" envDefault:"32" help:"commands run in parallel (commands for one container always run one at a time)"`
+	MaxMessageBytes       ByteSize      `env:"MAX_MESSAGE_BYTES" envDefault:"1048576" help:"largest incoming frame in bytes (or a size: 1m, 4MiB); larger frames close the connection with 1009"`
+	ShutdownTimeout       time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGINT/SIGTERM, how long in-flight commands may finish before the agent exits"`
+	OutboxLimit           int           `env:"OUTBOX_LIMIT" envDefault:"1000" help:"command results kept while disconnected, sent after the next identify"`
+
+	VolumeRoots         []string      `env:"VOLUME_ROOTS" envDefault:"/var/lib/lormas/volumes" help:"comma-separated absolute directories under which bind-mount volumes may live"`
+	AllowUnmanaged      bool          `env:"ALLOW_UNMANAGED" envDefault:"false" help:"let the server act on containers this agent did not create"`
+	StatusEvents        bool          `env:"STATUS_EVENTS" envDefault:"true" help:"send container_event and inventory messages (false for a server that rejects unknown types)"`
+	DiskLimitMode       string        `env:"DISK_LIMIT_MODE" envDefault:"warn" help:"when the storage driver cannot enforce resources.disk: warn (create, with a warning) or strict (fail)"`
+	ContainerPidsLimit  int64         `env:"CONTAINER_PIDS_LIMIT" envDefault:"512" help:"maximum processes per container unless the command sets resources.pids"`
+	ContainerLogMaxSize string        `env:"CONTAINER_LOG_MAX_SIZE" envDefault:"10m" help:"json-file log rotation: size of one container log file"`
+	ContainerLogMaxFile int           `env:"CONTAINER_LOG_MAX_FILE" envDefault:"3" help:"json-file log rotation: number of container log files kept"`
+	DockerTimeout       time.Duration `env:"DOCKER_TIMEOUT" envDefault:"30s" help:"timeout of each Docker API call (image pulls and log streams excepted)"`
+
+	TLSCAFile             string `env:"TLS_CA_FILE" help:"PEM CA bundle trusted for wss:// and https:// in addition to the system roots"`
+	TLSCertFile           string `env:"TLS_CERT_FILE" help:"client certificate (PEM) for mutual TLS; needs TLS_KEY_FILE"`
+	TLSKeyFile            string `env:"TLS_KEY_FILE" help:"client key (PEM) for mutual TLS; needs TLS_CERT_FILE"`
+	TLSInsecureSkipVerify bool   `env:"TLS_INSECURE_SKIP_VERIFY" envDefault:"false" help:"skip server certificate verification (testing only; warns at every dial)"`
+	HealthAddr            string `env:"HEALTH_ADDR" envDefault:":8080" help:"listen address of /healthz, /readyz and /metrics; empty disables"`
+
+	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (read by the Docker client)"`
+	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (read by the Docker client)"`
+	DockerCertPath  string `env:"DOCKER_CERT_PATH" help:"directory with ca.pem, cert.pem, key.pem for the Docker daemon (read by the Docker client)"`
+	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (read by gopsutil)"`
+	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (read by gopsutil)"`
+	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (read by gopsutil; also used to find Docker's data root for disk usage)"`
+
+	// dotEnv holds the .env entries that the real environment did not set.
+	dotEnv map[string]string
+}
+
+// passThrough lists the variables read by libraries from the process
+// environment rather than from Config.
+var passThrough = []string{"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "HOST_PROC", "HOST_SYS", "HOST_ROOT"}
+
+// Load reads the configuration from environ (os.Environ form) and from
+// .env in the working directory, then validates it. On failure the error
+// lists every problem, one per line (see Problems).
+func Load(environ []string) (*Config, error) {
+	return load(environ, DotEnvFile)
+}
+
+// Problems splits an error returned by Load into its lines, one per problem.
+func Problems(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var pe *ProblemError
+	if errors.As(err, &pe) {
+		return pe.Problems
+	}
+	return []string{err.Error()}
+}
+
+// ProblemError is Load's error: every configuration problem found.
+type ProblemError struct {
+	Problems []string
+}
+
+func (e *ProblemError) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+func load(environ []string, dotEnvPath string) (*Config, error) {
+	var problems []string
+	vars, derrs := readDotEnv(dotEnvPath)
+	for _, e := range derrs {
+		problems = append(problems, e.Error())
+	}
+	osEnv := env.ToMap(environ)
+	merged := make(map[string]string, len(vars)+len(osEnv))
+	fromDotEnv := map[string]string{}
+	for k, v := range vars {
+		if _, set := osEnv[k]; !set {
+			merged[k] = v
+			fromDotEnv[k] = v
+		}
+	}
+	for k, v := range osEnv {
+		merged[k] = v
+	}
+
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: merged})
+	failed := map[string]bool{}
+	if err != nil {
+		for _, e := range unwrapAll(err) {
+			key, line := describeEnvError(e)
+			failed[key] = true
+			problems = append(problems, line)
+		}
+	}
+	cfg.dotEnv = fromDotEnv
+	// caarlos0/env applies envDefault to a variable set to "", but an empty
+	// HEALTH_ADDR means "disabled".
+	if v, set := merged["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
+		cfg.HealthAddr = ""
+	}
+	cfg.normalize()
+	problems = append(problems, cfg.validate(failed)...)
+	if len(problems) > 0 {
+		return nil, &ProblemError{Problems: problems}
+	}
+	return &cfg, nil
+}
+
+// normalize trims values and fills the defaults that are computed.
+func (c *Config) normalize() {
+	c.ServerURL = strings.TrimSpace(c.ServerURL)
+	// A token pasted with a trailing newline (a Kubernetes Secret made with
+	// echo) must still work in the Authorization header.
+	c.NodeToken = NewSecret(strings.TrimSpace(c.NodeToken.Reveal()))
+	c.EnrollmentToken = NewSecret(strings.TrimSpace(c.EnrollmentToken.Reveal()))
+	c.NodeTokenFile = strings.TrimSpace(c.NodeTokenFile)
+	c.EnrollmentTokenFile = strings.TrimSpace(c.EnrollmentTokenFile)
+	c.NodeName = strings.TrimSpace(c.NodeName)
+	c.NodeID = strings.TrimSpace(c.NodeID)
+	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
+	c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat))
+	c.DiskLimitMode = strings.ToLower(strings.TrimSpace(c.DiskLimitMode))
+	c.ContainerLogMaxSize = strings.TrimSpace(c.ContainerLogMaxSize)
+	c.HealthAddr = strings.TrimSpace(c.HealthAddr)
+	roots := c.VolumeRoots[:0:0]
+	for _, r := range c.VolumeRoots {
+		if r = strings.TrimSpace(r); r != "" {
+			roots = append(roots, r)
+		}
+	}
+	c.VolumeRoots = roots
+	if c.NodeName == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.NodeName = h
+		}
+	}
+}
+
+// DotEnvPassThrough returns the library-read variables (DOCKER_HOST,
+// HOST_PROC, ...) that came from .env and not from the real environment.
+// main exports them with os.Setenv so that the Docker client and gopsutil,
+// which read the process environment, see them.
+func (c *Config) DotEnvPassThrough() map[string]string {
+	out := map[string]string{}
+	for _, k := range passThrough {
+		if v, ok := c.dotEnv[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func unwrapAll(err error) []error {
+	if agg, ok := errors.AsType[env.AggregateError](err); ok {
+		return agg.Errors
+	}
+	if m, ok := err.(interface{ Unwrap() []error }); ok {
+		return m.Unwrap()
+	}
+	return []error{err}
+}
+
+// describeEnvError turns a caarlos0/env error into "VARIABLE: problem".
+func describeEnvError(err error) (key, line string) {
+	var pe env.ParseError
+	if errors.As(err, &pe) {
+		key = envKeyOfField(pe.Name)
+		inner := pe.Err
+		var pve env.ParseValueError
+		if errors.As(inner, &pve) {
+			inner = pve.Err
+		}
+		return key, fmt.Sprintf("%s: %v", key, inner)
+	}
+	return "", err.Error()
+}
+
+// envKeyOfField maps a Config field name to its variable.
+func envKeyOfField(field string) string {
+	f, ok := reflect.TypeFor[Config]().FieldByName(field)
+	if !ok {
+		return field
+	}
+	key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return key
+}

@@ -1,0 +1,371 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testToken looks like a JWT; tests assert it never appears in error text.
+const testToken = "eyJhbGciOiJIUzI1NiJ9.eyJub2RlSWQiOiJuMSJ9.c2VjcmV0LXNpZ25hdHVyZQ"
+
+// loadIn runs load with a .env path inside a fresh temporary directory
+// (content "" means no .env file at all).
+func loadIn(t *testing.T, dotenv string, environ ...string) (*Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".env")
+	if dotenv != "" {
+		if err := os.WriteFile(path, []byte(dotenv), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// STATE_DIR defaults to /var/lib/lormas-agent; keep tests off the host.
+	environ = append([]string{"STATE_DIR=" + filepath.Join(dir, "state")}, environ...)
+	return load(environ, path)
+}
+
+func mustLoad(t *testing.T, dotenv string, environ ...string) *Config {
+	t.Helper()
+	cfg, err := loadIn(t, dotenv, environ...)
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	return cfg
+}
+
+func TestDefaults(t *testing.T) {
+	cfg := mustLoad(t, "", "NODE_TOKEN="+testToken)
+	host, _ := os.Hostname()
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"SERVER_URL", cfg.ServerURL, "ws://localhost:3000"},
+		{"NODE_NAME", cfg.NodeName, host},
+		{"NODE_ID", cfg.NodeID, ""},
+		{"LOG_LEVEL", cfg.LogLevel, "info"},
+		{"LOG_FORMAT", cfg.LogFormat, "text"},
+		{"HEARTBEAT_INTERVAL", cfg.HeartbeatInterval, 10 * time.Second},
+		{"RECONNECT_DELAY", cfg.ReconnectDelay, time.Second},
+		{"RECONNECT_MAX_DELAY", cfg.ReconnectMaxDelay, 60 * time.Second},
+		{"MAX_RECONNECT_ATTEMPTS", cfg.MaxReconnectAttempts, 0},
+		{"MAX_CONCURRENT_COMMANDS", cfg.MaxConcurrentCommands, 32},
+		{"MAX_MESSAGE_BYTES", cfg.MaxMessageBytes, ByteSize(1 << 20)},
+		{"SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout, 10 * time.Second},
+		{"OUTBOX_LIMIT", cfg.OutboxLimit, 1000},
+		{"VOLUME_ROOTS", cfg.VolumeRoots, []string{"/var/lib/lormas/volumes"}},
+		{"ALLOW_UNMANAGED", cfg.AllowUnmanaged, false},
+		{"STATUS_EVENTS", cfg.StatusEvents, true},
+		{"DISK_LIMIT_MODE", cfg.DiskLimitMode, "warn"},
+		{"CONTAINER_PIDS_LIMIT", cfg.ContainerPidsLimit, int64(512)},
+		{"CONTAINER_LOG_MAX_SIZE", cfg.ContainerLogMaxSize, "10m"},
+		{"CONTAINER_LOG_MAX_FILE", cfg.ContainerLogMaxFile, 3},
+		{"DOCKER_TIMEOUT", cfg.DockerTimeout, 30 * time.Second},
+		{"TLS_CA_FILE", cfg.TLSCAFile, ""},
+		{"TLS_INSECURE_SKIP_VERIFY", cfg.TLSInsecureSkipVerify, false},
+		{"HEALTH_ADDR", cfg.HealthAddr, ":8080"},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %#v, want %#v", c.name, c.got, c.want)
+		}
+	}
+	if cfg.NodeToken.Reveal() != testToken {
+		t.Errorf("NODE_TOKEN not kept")
+	}
+	// StateDir default is the documented one when not overridden.
+	if got := Default("STATE_DIR"); got != "/var/lib/lormas-agent" {
+		t.Errorf("STATE_DIR default = %q", got)
+	}
+}
+
+func TestEveryVariableParsed(t *testing.T) {
+	dir := t.TempDir()
+	ca := writeFile(t, dir, "ca.pem", "ca")
+	cert := writeFile(t, dir, "cert.pem", "cert")
+	key := writeFile(t, dir, "key.pem", "key")
+	environ := []string{
+		"SERVER_URL=https://lormas.example.com/base/",
+		"NODE_TOKEN=" + testToken,
+		"NODE_NAME=node-7",
+		"NODE_ID=id-7",
+		"LOG_LEVEL=DEBUG",
+		"LOG_FORMAT=json",
+		"HEARTBEAT_INTERVAL=3s",
+		"RECONNECT_DELAY=250ms",
+		"RECONNECT_MAX_DELAY=2m",
+		"MAX_RECONNECT_ATTEMPTS=10",
+		"MAX_CONCURRENT_COMMANDS=4",
+		"MAX_MESSAGE_BYTES=4MiB",
+		"SHUTDOWN_TIMEOUT=30s",
+		"OUTBOX_LIMIT=50",
+		"VOLUME_ROOTS=/srv/a, /srv/b ,",
+		"ALLOW_UNMANAGED=true",
+		"STATUS_EVENTS=false",
+		"DISK_LIMIT_MODE=strict",
+		"CONTAINER_PIDS_LIMIT=100",
+		"CONTAINER_LOG_MAX_SIZE=20MiB",
+		"CONTAINER_LOG_MAX_FILE=5",
+		"DOCKER_TIMEOUT=5s",
+		"TLS_CA_FILE=" + ca,
+		"TLS_CERT_FILE=" + cert,
+		"TLS_KEY_FILE=" + key,
+		"TLS_INSECURE_SKIP_VERIFY=true",
+		"HEALTH_ADDR=127.0.0.1:9100",
+		"DOCKER_HOST=unix:///run/docker.sock",
+		"DOCKER_TLS_VERIFY=1",
+		"DOCKER_CERT_PATH=/certs",
+		"HOST_PROC=/host/proc",
+		"HOST_SYS=/host/sys",
+		"HOST_ROOT=/host",
+		"STATE_DIR=" + filepath.Join(dir, "state"),
+	}
+	cfg, err := load(environ, filepath.Join(dir, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		ServerURL: "https://lormas.example.com/base/", NodeToken: NewSecret(testToken),
+		StateDir: filepath.Join(dir, "state"), NodeName: "node-7", NodeID: "id-7",
+		LogLevel: "debug", LogFormat: "json",
+		HeartbeatInterval: 3 * time.Second, ReconnectDelay: 250 * time.Millisecond,
+		ReconnectMaxDelay: 2 * time.Minute, MaxReconnectAttempts: 10, MaxConcurrentCommands: 4,
+		MaxMessageBytes: 4 << 20, ShutdownTimeout: 30 * time.Second, OutboxLimit: 50,
+		VolumeRoots: []string{"/srv/a", "/srv/b"}, AllowUnmanaged: true, StatusEvents: false,
+		DiskLimitMode: "strict", ContainerPidsLimit: 100, ContainerLogMaxSize: "20MiB",
+		ContainerLogMaxFile: 5, DockerTimeout: 5 * time.Second,
+		TLSCAFile: ca, TLSCertFile: cert, TLSKeyFile: key, TLSInsecureSkipVerify: true,
+		HealthAddr: "127.0.0.1:9100",
+		DockerHost: "unix:///run/docker.sock", DockerTLSVerify: "1", DockerCertPath: "/certs",
+		HostProc: "/host/proc", HostSys: "/host/sys", HostRoot: "/host",
+		dotEnv: map[string]string{},
+	}
+	if !reflect.DeepEqual(*cfg, want) {
+		t.Errorf("got  %+v\nwant %+v", *cfg, want)
+	}
+	// Every documented variable was exercised by this test.
+	set := map[string]bool{}
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		set[k] = true
+	}
+	for _, v := range Variables() {
+		if !set[v.Name] && !strings.Contains(v.Name, "_FILE") && !strings.HasPrefix(v.Name, "ENROLLMENT") {
+			t.Errorf("variable %s not covered", v.Name)
+		}
+	}
+}
+
+func TestHealthAddrEmptyDisables(t *testing.T) {
+	cfg := mustLoad(t, "", "NODE_TOKEN="+testToken, "HEALTH_ADDR=")
+	if cfg.HealthAddr != "" {
+		t.Errorf("HEALTH_ADDR = %q, want empty (disabled)", cfg.HealthAddr)
+	}
+}
+
+func TestDotEnvPrecedence(t *testing.T) {
+	dotenv := strings.Join([]string{
+		"# agent settings",
+		"export NODE_TOKEN='" + testToken + "'",
+		"LOG_LEVEL=debug",
+		`NODE_NAME="from dotenv"   # comment`,
+		"HOST_PROC=/host/proc",
+		"DOCKER_HOST=unix:///from/dotenv.sock",
+		"",
+	}, "\n")
+	cfg := mustLoad(t, dotenv, "LOG_LEVEL=warn", "DOCKER_HOST=unix:///real.sock")
+	if cfg.LogLevel != "warn" {
+		t.Errorf("LOG_LEVEL = %q, want the real environment's warn", cfg.LogLevel)
+	}
+	if cfg.NodeName != "from dotenv" {
+		t.Errorf("NODE_NAME = %q, want the .env value", cfg.NodeName)
+	}
+	if cfg.NodeToken.Reveal() != testToken {
+		t.Errorf("NODE_TOKEN from .env not read")
+	}
+	if cfg.DockerHost != "unix:///real.sock" {
+		t.Errorf("DOCKER_HOST = %q, want the real environment's", cfg.DockerHost)
+	}
+	got := cfg.DotEnvPassThrough()
+	want := map[string]string{"HOST_PROC": "/host/proc"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("DotEnvPassThrough = %v, want %v", got, want)
+	}
+}
+
+func TestDotEnvMissingIsFine(t *testing.T) {
+	cfg, err := load([]string{"NODE_TOKEN=" + testToken, "STATE_DIR=" + t.TempDir()}, filepath.Join(t.TempDir(), "none", ".env"))
+	if err != nil || cfg == nil {
+		t.Fatalf("load without .env: %v", err)
+	}
+}
+
+func TestLoadReadsDotEnvInWorkingDirectory(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, ".env", "NODE_TOKEN="+testToken+"\nNODE_NAME=wd\n")
+	t.Chdir(dir)
+	cfg, err := Load([]string{"STATE_DIR=" + filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NodeName != "wd" {
+		t.Errorf("NODE_NAME = %q, want wd from ./.env", cfg.NodeName)
+	}
+}
+
+func TestInvalidValues(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	cases := []struct {
+		env  string
+		want string // the problem line starts with the variable and contains this
+	}{
+		{"SERVER_URL=ftp://x", "SERVER_URL: "},
+		{"SERVER_URL=ws://", "SERVER_URL: "},
+		{"LOG_LEVEL=verbose", `LOG_LEVEL: "verbose" is not one of`},
+		{"LOG_FORMAT=xml", `LOG_FORMAT: "xml"`},
+		{"DISK_LIMIT_MODE=maybe", "DISK_LIMIT_MODE: "},
+		{"HEARTBEAT_INTERVAL=abc", "HEARTBEAT_INTERVAL: "},
+		{"HEARTBEAT_INTERVAL=-1s", "HEARTBEAT_INTERVAL: must be a positive duration"},
+		{"RECONNECT_DELAY=0s", "RECONNECT_DELAY: must be a positive"},
+		{"RECONNECT_MAX_DELAY=100ms", "RECONNECT_MAX_DELAY: 100ms is less than RECONNECT_DELAY"},
+		{"SHUTDOWN_TIMEOUT=0", "SHUTDOWN_TIMEOUT: "},
+		{"DOCKER_TIMEOUT=0s", "DOCKER_TIMEOUT: "},
+		{"MAX_RECONNECT_ATTEMPTS=-1", "MAX_RECONNECT_ATTEMPTS: -1 is out of range"},
+		{"MAX_RECONNECT_ATTEMPTS=ten", "MAX_RECONNECT_ATTEMPTS: "},
+		{"MAX_CONCURRENT_COMMANDS=0", "MAX_CONCURRENT_COMMANDS: 0 is out of range 1..4096"},
+		{"MAX_MESSAGE_BYTES=12", "MAX_MESSAGE_BYTES: 12 is out of range"},
+		{"MAX_MESSAGE_BYTES=1e99g", "MAX_MESSAGE_BYTES: invalid size"},
+		{"MAX_MESSAGE_BYTES=-1", "MAX_MESSAGE_BYTES: invalid size"},
+		{"OUTBOX_LIMIT=0", "OUTBOX_LIMIT: 0 is out of range"},
+		{"VOLUME_ROOTS=relative/dir", `VOLUME_ROOTS: "relative/dir" is not an absolute path`},
+		{"VOLUME_ROOTS=/", `VOLUME_ROOTS: "/" would allow`},
+		{"VOLUME_ROOTS= , ", "VOLUME_ROOTS: must list at least one"},
+		{"ALLOW_UNMANAGED=perhaps", "ALLOW_UNMANAGED: "},
+		{"STATUS_EVENTS=2", "STATUS_EVENTS: "},
+		{"CONTAINER_PIDS_LIMIT=0", "CONTAINER_PIDS_LIMIT: 0 is out of range"},
+		{"CONTAINER_LOG_MAX_SIZE=big", "CONTAINER_LOG_MAX_SIZE: invalid size"},
+		{"CONTAINER_LOG_MAX_SIZE=10", "CONTAINER_LOG_MAX_SIZE: must be at least 1k"},
+		{"CONTAINER_LOG_MAX_FILE=0", "CONTAINER_LOG_MAX_FILE: 0 is out of range"},
+		{"TLS_CERT_FILE=" + writeFile(t, dir, "c.pem", "x"), "TLS_KEY_FILE: must be set together with TLS_CERT_FILE"},
+		{"TLS_KEY_FILE=" + writeFile(t, dir, "k.pem", "x"), "TLS_CERT_FILE: must be set together with TLS_KEY_FILE"},
+		{"TLS_CA_FILE=" + missing, "TLS_CA_FILE: open " + missing},
+		{"TLS_INSECURE_SKIP_VERIFY=yes", "TLS_INSECURE_SKIP_VERIFY: "},
+		{"HEALTH_ADDR=8080", "HEALTH_ADDR: want host:port"},
+		{"HEALTH_ADDR=:http", `HEALTH_ADDR: port "http"`},
+		{"NODE_NAME=bad\x01name", "NODE_NAME: "},
+		{"NODE_TOKEN_FILE=" + missing, "NODE_TOKEN: set only one of"},
+	}
+	for _, c := range cases {
+		t.Run(c.env, func(t *testing.T) {
+			_, err := loadIn(t, "", "NODE_TOKEN="+testToken, c.env)
+			problems := Problems(err)
+			if len(problems) != 1 {
+				t.Fatalf("got %d problems %q, want exactly 1 containing %q", len(problems), problems, c.want)
+			}
+			if !strings.HasPrefix(problems[0], c.want[:strings.Index(c.want, ":")+1]) || !strings.Contains(problems[0], c.want) {
+				t.Errorf("problem %q, want it to contain %q", problems[0], c.want)
+			}
+			if strings.Contains(err.Error(), testToken) {
+				t.Errorf("token in error: %v", err)
+			}
+		})
+	}
+}
+
+func TestMultipleProblemsAtOnce(t *testing.T) {
+	_, err := loadIn(t, "GOOD=1\nthis line is broken\n",
+		"SERVER_URL=gopher://x", "LOG_LEVEL=loud", "HEARTBEAT_INTERVAL=soon",
+		"MAX_CONCURRENT_COMMANDS=-3", "VOLUME_ROOTS=rel", "TLS_CERT_FILE=/x")
+	got := Problems(err)
+	wantPrefixes := []string{
+		".env line 2: ", "SERVER_URL: ", "LOG_LEVEL: ", "HEARTBEAT_INTERVAL: ",
+		"MAX_CONCURRENT_COMMANDS: ", "VOLUME_ROOTS: ", "TLS_KEY_FILE: ", "TLS_CERT_FILE: ", "NODE_TOKEN: required",
+	}
+	if len(got) != len(wantPrefixes) {
+		t.Fatalf("got %d problems:\n%s\nwant %d", len(got), strings.Join(got, "\n"), len(wantPrefixes))
+	}
+	for _, p := range wantPrefixes {
+		found := false
+		for _, g := range got {
+			// The .env line is prefixed by the file's path.
+			found = found || strings.HasPrefix(g, p) || strings.HasPrefix(p, ".env") && strings.Contains(g, "/"+p)
+		}
+		if !found {
+			t.Errorf("no problem starting %q in:\n%s", p, strings.Join(got, "\n"))
+		}
+	}
+	t.Logf("%v", err)
+	// One line per problem in the error text.
+	if n := strings.Count(err.Error(), "\n"); n != len(got) {
+		t.Errorf("error has %d lines after the title, want %d:\n%v", n, len(got), err)
+	}
+}
+
+func TestTokenSourceRules(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "tok", testToken+"\n")
+	cases := []struct {
+		name    string
+		environ []string
+		want    string // "" = valid
+	}{
+		{"none", nil, "NODE_TOKEN: required"},
+		{"token", []string{"NODE_TOKEN=" + testToken}, ""},
+		{"token with newline", []string{"NODE_TOKEN=" + testToken + "\n"}, ""},
+		{"token with inner space", []string{"NODE_TOKEN=abc " + testToken}, "NODE_TOKEN: contains whitespace"},
+		{"file", []string{"NODE_TOKEN_FILE=" + file}, ""},
+		{"missing file", []string{"NODE_TOKEN_FILE=" + dir + "/nope"}, "NODE_TOKEN_FILE: open " + dir + "/nope: no such file"},
+		{"empty file", []string{"NODE_TOKEN_FILE=" + writeFile(t, dir, "empty", " \n")}, "NODE_TOKEN_FILE: " + dir + "/empty: file is empty"},
+		{"enrollment", []string{"ENROLLMENT_TOKEN=" + testToken}, ""},
+		{"enrollment file", []string{"ENROLLMENT_TOKEN_FILE=" + file}, ""},
+		{"enrollment file missing", []string{"ENROLLMENT_TOKEN_FILE=" + dir + "/nope"}, "ENROLLMENT_TOKEN_FILE: open"},
+		{"token and enrollment", []string{"NODE_TOKEN=" + testToken, "ENROLLMENT_TOKEN=" + testToken},
+			"NODE_TOKEN: set only one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE (set: NODE_TOKEN, ENROLLMENT_TOKEN)"},
+		{"enrollment both", []string{"ENROLLMENT_TOKEN=" + testToken, "ENROLLMENT_TOKEN_FILE=" + file}, "ENROLLMENT_TOKEN: set only one"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := loadIn(t, "", c.environ...)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			p := Problems(err)
+			if len(p) != 1 || !strings.HasPrefix(p[0], c.want) {
+				t.Errorf("problems %q, want one starting %q", p, c.want)
+			}
+			if strings.Contains(err.Error(), testToken) {
+				t.Errorf("token in error: %v", err)
+			}
+		})
+	}
+}
+
+func TestMalformedDotEnvNeverEchoesSecret(t *testing.T) {
+	_, err := loadIn(t, "NODE_TOKEN=\""+testToken+"\n", "NODE_TOKEN_FILE=/nope")
+	if err == nil {
+		t.Fatal("want error")
+	}
+	if strings.Contains(err.Error(), testToken) || strings.Contains(err.Error(), testToken[:10]) {
+		t.Errorf("secret echoed: %v", err)
+	}
+	if !strings.Contains(err.Error(), ".env line 1 (NODE_TOKEN): unterminated double quote") {
+		t.Errorf("error does not name the line: %v", err)
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,230 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// Limits of the numeric settings.
+const (
+	minMessageBytes       = 1 << 10
+	maxMessageBytes       = 256 << 20
+	maxConcurrentCommands = 4096
+	maxOutboxLimit        = 1_000_000
+	maxPidsLimit          = 4_194_304 // the kernel's pid_max ceiling
+	maxLogFiles           = 100
+)
+
+// ByteSize is a byte count given as a number or a size string ("1m",
+// "4MiB"; protocol.ParseSize syntax, every unit binary).
+type ByteSize int64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	n, err := protocol.ParseSize(string(text))
+	if err != nil {
+		return err
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+// validate returns one line per problem. failed lists the variables whose
+// value could not be parsed at all (already reported), so they are not
+// reported a second time for being zero.
+func (c *Config) validate(failed map[string]bool) []string {
+	var problems []string
+	add := func(key, format string, args ...any) {
+		if failed[key] {
+			return
+		}
+		problems = append(problems, key+": "+fmt.Sprintf(format, args...))
+	}
+
+	if _, err := endpoint.Parse(c.ServerURL); err != nil {
+		add("SERVER_URL", "%v", err)
+	}
+	problems = append(problems, c.validateTokens()...)
+	if c.NodeName == "" {
+		add("NODE_NAME", "not set and the host name is unknown")
+	} else if len(c.NodeName) > 253 || strings.ContainsFunc(c.NodeName, isControl) {
+		add("NODE_NAME", "must be at most 253 printable characters")
+	}
+	if strings.ContainsFunc(c.NodeID, isControl) {
+		add("NODE_ID", "must not contain control characters")
+	}
+	if c.StateDir == "" {
+		add("STATE_DIR", "must not be empty")
+	}
+	oneOf(add, "LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error")
+	oneOf(add, "LOG_FORMAT", c.LogFormat, "text", "json")
+	oneOf(add, "DISK_LIMIT_MODE", c.DiskLimitMode, "warn", "strict")
+
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"HEARTBEAT_INTERVAL", c.HeartbeatInterval},
+		{"RECONNECT_DELAY", c.ReconnectDelay},
+		{"RECONNECT_MAX_DELAY", c.ReconnectMaxDelay},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"DOCKER_TIMEOUT", c.DockerTimeout},
+	} {
+		if d.val <= 0 {
+			add(d.key, "must be a positive duration such as 10s, got %s", d.val)
+		}
+	}
+	if c.ReconnectDelay > 0 && c.ReconnectMaxDelay > 0 && c.ReconnectMaxDelay < c.ReconnectDelay {
+		add("RECONNECT_MAX_DELAY", "%s is less than RECONNECT_DELAY (%s)", c.ReconnectMaxDelay, c.ReconnectDelay)
+	}
+
+	inRange(add, "MAX_RECONNECT_ATTEMPTS", int64(c.MaxReconnectAttempts), 0, 1<<31-1)
+	inRange(add, "MAX_CONCURRENT_COMMANDS", int64(c.MaxConcurrentCommands), 1, maxConcurrentCommands)
+	inRange(add, "MAX_MESSAGE_BYTES", int64(c.MaxMessageBytes), minMessageBytes, maxMessageBytes)
+	inRange(add, "OUTBOX_LIMIT", int64(c.OutboxLimit), 1, maxOutboxLimit)
+	inRange(add, "CONTAINER_PIDS_LIMIT", c.ContainerPidsLimit, 1, maxPidsLimit)
+	inRange(add, "CONTAINER_LOG_MAX_FILE", int64(c.ContainerLogMaxFile), 1, maxLogFiles)
+	if n, err := protocol.ParseSize(c.ContainerLogMaxSize); err != nil {
+		add("CONTAINER_LOG_MAX_SIZE", "%v", err)
+	} else if n < minMessageBytes {
+		add("CONTAINER_LOG_MAX_SIZE", "must be at least 1k")
+	}
+
+	if len(c.VolumeRoots) == 0 {
+		add("VOLUME_ROOTS", "must list at least one directory")
+	}
+	for _, r := range c.VolumeRoots {
+		switch {
+		case !filepath.IsAbs(r):
+			add("VOLUME_ROOTS", "%q is not an absolute path", r)
+		case filepath.Clean(r) == "/":
+			add("VOLUME_ROOTS", `"/" would allow every host path`)
+		}
+	}
+
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		if c.TLSCertFile == "" {
+			add("TLS_CERT_FILE", "must be set together with TLS_KEY_FILE")
+		} else {
+			add("TLS_KEY_FILE", "must be set together with TLS_CERT_FILE")
+		}
+	}
+	for _, f := range []struct{ key, path string }{
+		{"TLS_CA_FILE", c.TLSCAFile}, {"TLS_CERT_FILE", c.TLSCertFile}, {"TLS_KEY_FILE", c.TLSKeyFile},
+	} {
+		if f.path != "" {
+			if err := readable(f.path); err != nil {
+				add(f.key, "%v", err)
+			}
+		}
+	}
+
+	if c.HealthAddr != "" {
+		if err := checkListenAddr(c.HealthAddr); err != nil {
+			add("HEALTH_ADDR", "%v", err)
+		}
+	}
+	return problems
+}
+
+// validateTokens applies the token-source rule: exactly one of NODE_TOKEN,
+// NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE, or none when an
+// enrolled token is already stored in STATE_DIR. Messages never include a
+// token value.
+func (c *Config) validateTokens() []string {
+	var set []string
+	if !c.NodeToken.IsZero() {
+		set = append(set, "NODE_TOKEN")
+	}
+	if c.NodeTokenFile != "" {
+		set = append(set, "NODE_TOKEN_FILE")
+	}
+	if !c.EnrollmentToken.IsZero() {
+		set = append(set, "ENROLLMENT_TOKEN")
+	}
+	if c.EnrollmentTokenFile != "" {
+		set = append(set, "ENROLLMENT_TOKEN_FILE")
+	}
+	switch {
+	case len(set) > 1:
+		return []string{fmt.Sprintf("%s: set only one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE (set: %s)",
+			set[0], strings.Join(set, ", "))}
+	case len(set) == 0:
+		if _, err := c.StoredToken(); err == nil {
+			return nil
+		}
+		return []string{"NODE_TOKEN: required: set NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN or ENROLLMENT_TOKEN_FILE"}
+	}
+	var problems []string
+	switch set[0] {
+	case "NODE_TOKEN":
+		if err := checkTokenText(c.NodeToken.Reveal()); err != nil {
+			problems = append(problems, "NODE_TOKEN: "+err.Error())
+		}
+	case "NODE_TOKEN_FILE":
+		if _, err := readTokenFile(c.NodeTokenFile); err != nil {
+			problems = append(problems, "NODE_TOKEN_FILE: "+err.Error())
+		}
+	case "ENROLLMENT_TOKEN":
+		if err := checkTokenText(c.EnrollmentToken.Reveal()); err != nil {
+			problems = append(problems, "ENROLLMENT_TOKEN: "+err.Error())
+		}
+	case "ENROLLMENT_TOKEN_FILE":
+		// Only needed while no token has been stored by an earlier enrollment.
+		if _, err := c.StoredToken(); err != nil {
+			if _, err := readTokenFile(c.EnrollmentTokenFile); err != nil {
+				problems = append(problems, "ENROLLMENT_TOKEN_FILE: "+err.Error())
+			}
+		}
+	}
+	return problems
+}
+
+// checkTokenText refuses a token that could not travel in a header or a
+// query string unchanged. It never includes the token in its error.
+func checkTokenText(tok string) error {
+	if strings.TrimSpace(tok) != tok {
+		return errors.New("has leading or trailing whitespace")
+	}
+	if strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return errors.New("contains whitespace or control characters")
+	}
+	return nil
+}
+
+func oneOf(add func(key, format string, args ...any), key, val string, allowed ...string) {
+	for _, a := range allowed {
+		if val == a {
+			return
+		}
+	}
+	add(key, "%q is not one of %s", val, strings.Join(allowed, ", "))
+}
+
+func inRange(add func(key, format string, args ...any), key string, val, lo, hi int64) {
+	if val < lo || val > hi {
+		add(key, "%d is out of range %d..%d", val, lo, hi)
+	}
+}
+
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port or :port: %w", err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return fmt.Errorf("port %q must be a number 1..65535", port)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < ' ' || r == 0x7f }
