@@ -31,17 +31,17 @@ func TestParseDotEnv(t *testing.T) {
 		t.Fatalf("errors: %v", errs)
 	}
 	want := map[string]string{
-		"A": "overridden",
-		"B": "spaced value",
-		"C": "exported",
-		"D": `single # not a comment $HOME \n`,
-		"E": "double \"quoted\"\n\tescape \\ $HOME",
-		"F": "value",
-		"G": "",
-		"H": "url#fragment",
-		"I": "quoted",
-		"J": "a=b=c",
-		"K": "crlf",
+		"A":      "overridden",
+		"B":      "spaced value",
+		"C":      "exported",
+		"D":      `single # not a comment $HOME \n`,
+		"E":      "double \"quoted\"\n\tescape \\ $HOME",
+		"F":      "value",
+		"G":      "",
+		"H":      "url#fragment",
+		"I":      "quoted",
+		"J":      "a=b=c",
+		"K":      "crlf",
 		"export": "not-a-prefix",
 	}
 	if !reflect.DeepEqual(got, want) {
