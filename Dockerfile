@@ -1,0 +1,84 @@
+# Lormas node agent (default target) and reference server.
+#
+#   docker build -t lormas-agent .                          # the agent (last stage = default target)
+#   docker build --target server -t lormas-server .         # the reference server
+#   docker buildx build --platform linux/amd64,linux/arm64 --target agent -t REPO/lormas-agent:TAG .
+#   docker build --build-arg VERSION=$(git describe --tags --always) \
+#                --build-arg COMMIT=$(git rev-parse HEAD) -t lormas-agent .
+#
+# Run the agent as non-root (uid 65532) with only the socket's group, host metrics from /proc:
+#
+#   docker run -d --name lormas-agent --restart unless-stopped --read-only \
+#     --group-add "$(stat -c %g /var/run/docker.sock)" \
+#     -v /var/run/docker.sock:/var/run/docker.sock \
+#     -v /proc:/host/proc:ro -e HOST_PROC=/host/proc \
+#     -v lormas-agent-state:/var/lib/lormas-agent \
+#     -e SERVER_URL=wss://lormas.example.com -e NODE_TOKEN_FILE=/run/secrets/node-token \
+#     lormas-agent
+#
+# Only classic Dockerfile syntax is used (no RUN --mount, no heredocs), so the legacy builder
+# (DOCKER_BUILDKIT=0) builds it too. BuildKit sets BUILDPLATFORM/TARGETOS/TARGETARCH, so the
+# toolchain runs natively and cross-compiles; the legacy builder sets none of them: the
+# builder then runs as linux/amd64 and compiles for its own platform. The TARGET* ARGs carry no
+# default on purpose: under BuildKit an ARG default would win over --platform (docker/buildx#510).
+
+FROM --platform=${BUILDPLATFORM:-linux/amd64} golang:1.26-bookworm AS build
+WORKDIR /src
+ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# Modules first, in their own layer: source edits do not download them again.
+COPY go.mod go.sum ./
+RUN go mod download && go mod verify
+COPY cmd ./cmd
+COPY internal ./internal
+ARG TARGETOS
+ARG TARGETARCH
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN GOOS="${TARGETOS:-$(go env GOOS)}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" \
+    go build -trimpath \
+      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
+      -o /out/bin/ ./cmd/lormas-agent ./cmd/lormas-server \
+ && mkdir -p /out/state /out/data
+
+# The reference server: SQLite under DATA_DIR, secrets generated there on first start.
+FROM gcr.io/distroless/static-debian12:nonroot AS server
+ARG VERSION=dev
+ARG COMMIT=unknown
+LABEL org.opencontainers.image.title="lormas-server" \
+      org.opencontainers.image.description="Lormas reference control plane: node enrollment, node tokens, command API for Lormas node agents" \
+      org.opencontainers.image.source="https://github.com/lormas/lormas-agent" \
+      org.opencontainers.image.url="https://github.com/lormas/lormas-agent" \
+      org.opencontainers.image.vendor="Lormas" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
+COPY --from=build /out/bin/lormas-server /usr/local/bin/lormas-server
+# An empty directory owned by the runtime user: a named volume mounted here starts with its owner.
+COPY --from=build --chown=65532:65532 /out/data /var/lib/lormas-server
+ENV DATA_DIR=/var/lib/lormas-server LISTEN_ADDR=:3000
+VOLUME ["/var/lib/lormas-server"]
+USER 65532:65532
+EXPOSE 3000
+ENTRYPOINT ["/usr/local/bin/lormas-server"]
+
+# The node agent (default target). HEALTHCHECK runs the binary itself: the image has no shell.
+FROM gcr.io/distroless/static-debian12:nonroot AS agent
+ARG VERSION=dev
+ARG COMMIT=unknown
+LABEL org.opencontainers.image.title="lormas-agent" \
+      org.opencontainers.image.description="Lormas node agent: runs Lormas server commands against the local Docker Engine" \
+      org.opencontainers.image.source="https://github.com/lormas/lormas-agent" \
+      org.opencontainers.image.url="https://github.com/lormas/lormas-agent" \
+      org.opencontainers.image.vendor="Lormas" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
+COPY --from=build /out/bin/lormas-agent /usr/local/bin/lormas-agent
+COPY --from=build --chown=65532:65532 /out/state /var/lib/lormas-agent
+ENV STATE_DIR=/var/lib/lormas-agent HEALTH_ADDR=:8080
+VOLUME ["/var/lib/lormas-agent"]
+USER 65532:65532
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/lormas-agent", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/lormas-agent"]
