@@ -323,7 +323,9 @@ func TestTokenSourceRules(t *testing.T) {
 		{"empty file", []string{"NODE_TOKEN_FILE=" + writeFile(t, dir, "empty", " \n")}, "NODE_TOKEN_FILE: " + dir + "/empty: file is empty"},
 		{"enrollment", []string{"ENROLLMENT_TOKEN=" + testToken}, ""},
 		{"enrollment file", []string{"ENROLLMENT_TOKEN_FILE=" + file}, ""},
-		{"enrollment file missing", []string{"ENROLLMENT_TOKEN_FILE=" + dir + "/nope"}, "ENROLLMENT_TOKEN_FILE: open"},
+		// Not there yet: awaited at enrollment (the server writes it).
+		{"enrollment file not yet written", []string{"ENROLLMENT_TOKEN_FILE=" + dir + "/nope"}, ""},
+		{"enrollment file is a directory", []string{"ENROLLMENT_TOKEN_FILE=" + dir}, "ENROLLMENT_TOKEN_FILE: read " + dir},
 		{"token and enrollment", []string{"NODE_TOKEN=" + testToken, "ENROLLMENT_TOKEN=" + testToken},
 			"NODE_TOKEN: set only one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE (set: NODE_TOKEN, ENROLLMENT_TOKEN)"},
 		{"enrollment both", []string{"ENROLLMENT_TOKEN=" + testToken, "ENROLLMENT_TOKEN_FILE=" + file}, "ENROLLMENT_TOKEN: set only one"},

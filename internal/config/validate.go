@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -178,9 +179,11 @@ func (c *Config) validateTokens() []string {
 			problems = append(problems, "ENROLLMENT_TOKEN: "+err.Error())
 		}
 	case "ENROLLMENT_TOKEN_FILE":
-		// Only needed while no token has been stored by an earlier enrollment.
+		// Only needed while no token has been stored by an earlier
+		// enrollment. A file that does not exist yet is awaited at
+		// enrollment (compose: the server writes it on its first start).
 		if _, err := c.StoredToken(); err != nil {
-			if _, err := readTokenFile(c.EnrollmentTokenFile); err != nil {
+			if _, err := readTokenFile(c.EnrollmentTokenFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				problems = append(problems, "ENROLLMENT_TOKEN_FILE: "+err.Error())
 			}
 		}
