@@ -54,6 +54,8 @@ type Config struct {
 	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (read by the Docker client)"`
 	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (read by the Docker client)"`
 	DockerCertPath  string `env:"DOCKER_CERT_PATH" help:"directory with ca.pem, cert.pem, key.pem for the Docker daemon (read by the Docker client)"`
+	HTTPSProxy      string `env:"HTTPS_PROXY" help:"HTTP CONNECT proxy for wss:// and https:// connections to the server (also https_proxy; HTTP_PROXY for ws://)"`
+	NoProxy         string `env:"NO_PROXY" help:"comma-separated hosts reached without the proxy (also no_proxy)"`
 	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (read by gopsutil)"`
 	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (read by gopsutil)"`
 	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (read by gopsutil; also used to find Docker's data root for disk usage)"`
@@ -62,9 +64,13 @@ type Config struct {
 	dotEnv map[string]string
 }
 
-// passThrough lists the variables read by libraries from the process
-// environment rather than from Config.
-var passThrough = []string{"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "HOST_PROC", "HOST_SYS", "HOST_ROOT"}
+// passThrough lists the variables read by libraries (the Docker client,
+// net/http's proxy selection, gopsutil) from the process environment rather
+// than from Config.
+var passThrough = []string{
+	"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
+	"https_proxy", "http_proxy", "no_proxy", "HOST_PROC", "HOST_SYS", "HOST_ROOT",
+}
 
 // Load reads the configuration from environ (os.Environ form) and from
 // .env in the working directory, then validates it. On failure the error

@@ -119,6 +119,8 @@ func TestEveryVariableParsed(t *testing.T) {
 		"DOCKER_HOST=unix:///run/docker.sock",
 		"DOCKER_TLS_VERIFY=1",
 		"DOCKER_CERT_PATH=/certs",
+		"HTTPS_PROXY=http://proxy:3128",
+		"NO_PROXY=localhost",
 		"HOST_PROC=/host/proc",
 		"HOST_SYS=/host/sys",
 		"HOST_ROOT=/host",
@@ -141,6 +143,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		TLSCAFile: ca, TLSCertFile: cert, TLSKeyFile: key, TLSInsecureSkipVerify: true,
 		HealthAddr: "127.0.0.1:9100",
 		DockerHost: "unix:///run/docker.sock", DockerTLSVerify: "1", DockerCertPath: "/certs",
+		HTTPSProxy: "http://proxy:3128", NoProxy: "localhost",
 		HostProc: "/host/proc", HostSys: "/host/sys", HostRoot: "/host",
 		dotEnv: map[string]string{},
 	}
