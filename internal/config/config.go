@@ -220,3 +220,21 @@ func envKeyOfField(field string) string {
 	key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 	return key
 }
+
+// LookupEnv returns the value of one variable as Load would see it (the
+// real environment, else .env in the working directory), without
+// validating anything else: `lormas-agent healthcheck` needs HEALTH_ADDR
+// even when the rest of the configuration is broken. ok is false when
+// neither sets it.
+func LookupEnv(environ []string, key string) (value string, ok bool) {
+	return lookupEnv(environ, DotEnvFile, key)
+}
+
+func lookupEnv(environ []string, dotEnvPath, key string) (string, bool) {
+	if v, ok := env.ToMap(environ)[key]; ok {
+		return v, true
+	}
+	vars, _ := readDotEnv(dotEnvPath)
+	v, ok := vars[key]
+	return v, ok
+}

@@ -374,3 +374,25 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	}
 	return p
 }
+
+func TestLookupEnv(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, ".env", "HEALTH_ADDR=:9000\nbroken line\nLOG_LEVEL=debug\n")
+	cases := []struct {
+		environ []string
+		key     string
+		want    string
+		ok      bool
+	}{
+		{nil, "HEALTH_ADDR", ":9000", true},
+		{[]string{"HEALTH_ADDR=:9100"}, "HEALTH_ADDR", ":9100", true},
+		{[]string{"HEALTH_ADDR="}, "HEALTH_ADDR", "", true},
+		{nil, "NODE_NAME", "", false},
+	}
+	for _, c := range cases {
+		got, ok := lookupEnv(c.environ, path, c.key)
+		if got != c.want || ok != c.ok {
+			t.Errorf("lookupEnv(%q, %s) = %q, %v; want %q, %v", c.environ, c.key, got, ok, c.want, c.ok)
+		}
+	}
+}
