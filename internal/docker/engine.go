@@ -1,0 +1,204 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+
+	"github.com/lormas/lormas-agent/internal/policy"
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// Defaults of Options.
+const (
+	DefaultCallTimeout = 30 * time.Second
+	DefaultPidsLimit   = 512
+	DefaultLogMaxSize  = "10m"
+	DefaultLogMaxFile  = 3
+	// PullTimeout bounds one image pull, which may move gigabytes.
+	PullTimeout = 10 * time.Minute
+	// defaultStopGrace is Docker's own default stop timeout, used to size the
+	// deadline of a stop without an explicit timeout.
+	defaultStopGrace = 10
+)
+
+// Disk limit modes (DISK_LIMIT_MODE).
+const (
+	DiskLimitWarn   = "warn"   // create without the limit, with a warning
+	DiskLimitStrict = "strict" // refuse the create (code invalid)
+)
+
+// Options configure an Engine. The Docker connection itself comes from the
+// environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
+// DOCKER_API_VERSION), as for the docker CLI.
+type Options struct {
+	NodeID         string   // value of the lormas.node label; "" leaves it off
+	VolumeRoots    []string // bind mounts must lie inside one; default policy.DefaultVolumeRoot
+	AllowUnmanaged bool     // act on containers without the lormas labels
+	DiskLimitMode  string   // DiskLimitWarn (default) or DiskLimitStrict
+	PidsLimit      int64    // default pids limit; 0 = DefaultPidsLimit, negative = unlimited
+	LogMaxSize     string   // json-file max-size; default DefaultLogMaxSize
+	LogMaxFile     int      // json-file max-file; default DefaultLogMaxFile
+	CallTimeout    time.Duration
+	Logger         *slog.Logger
+}
+
+// Engine executes commands against the Docker Engine. It is safe for
+// concurrent use; the agent serialises commands per container.
+type Engine struct {
+	cli         *client.Client
+	owner       policy.Ownership
+	volumes     *policy.Volumes
+	diskMode    string
+	pidsLimit   int64 // 0 = unlimited
+	logOpts     map[string]string
+	callTimeout time.Duration
+	pullTimeout time.Duration
+	log         *slog.Logger
+
+	storageMu sync.Mutex
+	storage   *storageSupport // nil until the daemon answered Info
+
+	// Events resubscription backoff (tests shorten it).
+	eventsMinBackoff, eventsMaxBackoff time.Duration
+}
+
+// New returns an Engine for the Docker Engine configured in the environment.
+// It does not contact the daemon: a daemon that is down shows up as
+// unavailable errors (and in Info) until it comes back.
+func New(opts Options) (*Engine, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("configure docker client: %w", err)
+	}
+	e, err := newEngine(cli, opts)
+	if err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func newEngine(cli *client.Client, opts Options) (*Engine, error) {
+	roots := opts.VolumeRoots
+	if len(roots) == 0 {
+		roots = []string{policy.DefaultVolumeRoot}
+	}
+	// The socket the agent itself talks to is never mountable, wherever it is.
+	var extra []string
+	if sock, ok := strings.CutPrefix(cli.DaemonHost(), "unix://"); ok {
+		extra = append(extra, sock)
+	}
+	vols, err := policy.NewVolumes(roots, extra...)
+	if err != nil {
+		return nil, fmt.Errorf("volume roots: %w", err)
+	}
+	e := &Engine{
+		cli:              cli,
+		owner:            policy.Ownership{NodeID: opts.NodeID, AllowUnmanaged: opts.AllowUnmanaged},
+		volumes:          vols,
+		diskMode:         opts.DiskLimitMode,
+		pidsLimit:        opts.PidsLimit,
+		callTimeout:      opts.CallTimeout,
+		pullTimeout:      PullTimeout,
+		log:              opts.Logger,
+		eventsMinBackoff: 500 * time.Millisecond,
+		eventsMaxBackoff: 30 * time.Second,
+	}
+	switch e.diskMode {
+	case "":
+		e.diskMode = DiskLimitWarn
+	case DiskLimitWarn, DiskLimitStrict:
+	default:
+		return nil, fmt.Errorf("disk limit mode %q: want %s or %s", opts.DiskLimitMode, DiskLimitWarn, DiskLimitStrict)
+	}
+	switch {
+	case e.pidsLimit == 0:
+		e.pidsLimit = DefaultPidsLimit
+	case e.pidsLimit < 0:
+		e.pidsLimit = 0
+	}
+	maxSize, maxFile := opts.LogMaxSize, opts.LogMaxFile
+	if maxSize == "" {
+		maxSize = DefaultLogMaxSize
+	}
+	if maxFile <= 0 {
+		maxFile = DefaultLogMaxFile
+	}
+	if _, err := protocol.ParseSize(maxSize); err != nil {
+		return nil, fmt.Errorf("log max size: %w", err)
+	}
+	e.logOpts = map[string]string{"max-size": maxSize, "max-file": fmt.Sprint(maxFile)}
+	if e.callTimeout <= 0 {
+		e.callTimeout = DefaultCallTimeout
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log = e.log.With("component", "docker")
+	return e, nil
+}
+
+// Close releases the Docker client. Containers are left as they are.
+func (e *Engine) Close() error { return e.cli.Close() }
+
+// call returns the context of one Docker API call: ctx bounded by the call
+// timeout plus extra (a stop's grace period, for instance).
+func (e *Engine) call(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.callTimeout+extra)
+}
+
+// Info returns the engine's version and the negotiated API version.
+func (e *Engine) Info(ctx context.Context) (protocol.EngineInfo, error) {
+	ctx, cancel := e.call(ctx, 0)
+	defer cancel()
+	v, err := e.cli.ServerVersion(ctx)
+	if err != nil {
+		return protocol.EngineInfo{}, dockerError(err, "query docker engine version")
+	}
+	return protocol.EngineInfo{Version: v.Version, APIVersion: e.cli.ClientVersion()}, nil
+}
+
+// lookup finds the container named id for action and checks that this agent
+// may act on it. It refuses ids that are not container names (the id is part
+// of API URLs) and containers Docker matched by id prefix instead of name.
+func (e *Engine) lookup(ctx context.Context, action, id string) (container.InspectResponse, error) {
+	if err := protocol.ValidateContainerID(id); err != nil {
+		return container.InspectResponse{}, err
+	}
+	ictx, cancel := e.call(ctx, 0)
+	defer cancel()
+	c, err := e.cli.ContainerInspect(ictx, id)
+	if err == nil && !namedAs(c, id) {
+		err = errNoSuchContainer
+	}
+	if err != nil {
+		if errors.Is(err, errNoSuchContainer) || isNotFound(err) {
+			return c, protocol.Errorf(protocol.CodeNotFound, "%s container %s: no such container", action, id)
+		}
+		return c, dockerError(err, "%s container %s", action, id)
+	}
+	var labels map[string]string
+	if c.Config != nil {
+		labels = c.Config.Labels
+	}
+	if err := e.owner.Check(id, labels); err != nil {
+		return c, fmt.Errorf("%s container %s: %w", action, id, err)
+	}
+	return c, nil
+}
+
+var errNoSuchContainer = errors.New("no such container")
+
+// namedAs reports whether Docker's answer for id is the container named id
+// (Docker also resolves ids and id prefixes).
+func namedAs(c container.InspectResponse, id string) bool {
+	return c.ContainerJSONBase != nil && strings.TrimPrefix(c.Name, "/") == id
+}

@@ -1,0 +1,155 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// maxLogsBytes caps the text of one logs result (it travels in one frame); the
+// oldest lines are left out beyond it.
+const maxLogsBytes = 8 << 20
+
+// Logs returns the last cmd.LogLines() lines of the container's stdout and
+// stderr, in the order Docker returns them, optionally since cmd.Since and
+// with Docker's timestamps.
+func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, error) {
+	c, err := e.lookup(ctx, "logs", cmd.ContainerID)
+	if err != nil {
+		return nil, err
+	}
+	since, err := parseSince(cmd.Since)
+	if err != nil {
+		return nil, err
+	}
+	n := cmd.LogLines()
+	ctx, cancel := e.call(ctx, 0)
+	defer cancel()
+	rc, err := e.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{
+		ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n), Since: since, Timestamps: cmd.Timestamps,
+	})
+	if err != nil {
+		return nil, dockerError(err, "read logs of container %s", cmd.ContainerID)
+	}
+	defer rc.Close()
+	ring := newLineRing(n, maxLogsBytes)
+	err = readLogs(rc, c.Config.Tty, cmd.Timestamps, func(_, line string) error {
+		ring.add(line)
+		return nil
+	})
+	if err != nil {
+		return nil, dockerError(err, "read logs of container %s", cmd.ContainerID)
+	}
+	return ring.lines(), nil
+}
+
+// FollowLogs streams the container's log lines to emit, starting with the
+// last cmd.LogLines() lines, until the container stops (Docker ends the
+// stream) or ctx ends (nil then: the caller ended it). emit runs on the
+// reading goroutine, so a slow emit slows the reading: nothing is buffered
+// beyond one line per stream.
+func (e *Engine) FollowLogs(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	c, err := e.lookup(ctx, "logs", cmd.ContainerID)
+	if err != nil {
+		return err
+	}
+	since, err := parseSince(cmd.Since)
+	if err != nil {
+		return err
+	}
+	// The stream has no deadline, but opening it has: a daemon that does not
+	// answer within the call timeout cancels the request.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	opened := time.AfterFunc(e.callTimeout, cancel)
+	rc, err := e.cli.ContainerLogs(sctx, c.ID, container.LogsOptions{
+		ShowStdout: true, ShowStderr: true, Follow: true,
+		Tail: strconv.Itoa(cmd.LogLines()), Since: since, Timestamps: cmd.Timestamps,
+	})
+	if !opened.Stop() {
+		if err == nil {
+			rc.Close()
+		}
+		err = context.DeadlineExceeded
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return dockerError(err, "follow logs of container %s", cmd.ContainerID)
+	}
+	defer rc.Close()
+	var emitErr error
+	err = readLogs(rc, c.Config.Tty, cmd.Timestamps, func(stream, line string) error {
+		emitErr = emit(stream, line)
+		return emitErr
+	})
+	switch {
+	case emitErr != nil:
+		return emitErr
+	case ctx.Err() != nil:
+		return nil
+	case err != nil:
+		return dockerError(err, "follow logs of container %s", cmd.ContainerID)
+	}
+	return nil
+}
+
+// parseSince turns the since field (RFC 3339 time or Unix seconds, possibly
+// fractional) into Docker's form, seconds.nanoseconds.
+func parseSince(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return unixNano(t), nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < math.MaxInt32*4 && !strings.ContainsAny(s, "eE+-") {
+		return s, nil
+	}
+	return "", protocol.Errorf(protocol.CodeInvalid, "since %q is neither an RFC 3339 time nor Unix seconds", s)
+}
+
+// unixNano renders t as Docker's seconds.nanoseconds time filter.
+func unixNano(t time.Time) string {
+	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
+}
+
+// lineRing keeps the last max lines whose text fits in maxBytes (at least
+// the newest line).
+type lineRing struct {
+	buf      []string
+	head     int // buf[head:] are the kept lines
+	max      int
+	bytes    int
+	maxBytes int
+}
+
+func newLineRing(max, maxBytes int) *lineRing {
+	return &lineRing{max: max, maxBytes: maxBytes}
+}
+
+func (r *lineRing) add(line string) {
+	r.buf = append(r.buf, line)
+	r.bytes += len(line)
+	for n := len(r.buf) - r.head; n > r.max || r.bytes > r.maxBytes && n > 1; n-- {
+		r.bytes -= len(r.buf[r.head])
+		r.buf[r.head] = ""
+		r.head++
+	}
+	if r.head > len(r.buf)/2 {
+		r.buf = append(r.buf[:0], r.buf[r.head:]...)
+		r.head = 0
+	}
+}
+
+func (r *lineRing) lines() []string {
+	return append([]string{}, r.buf[r.head:]...)
+}
