@@ -1,0 +1,292 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/google/uuid"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// maxCommandIDLength bounds a client-chosen command id.
+const maxCommandIDLength = 128
+
+var errCommandTimeout = errors.New("no command_result within COMMAND_TIMEOUT")
+
+// prepareCommand validates cmd with the protocol's own rules and gives it
+// an id (a client may choose one: re-posting a command with the id of one
+// that timed out asks the agent for its stored result instead of running it
+// again, SPEC 4.2).
+func prepareCommand(cmd *protocol.Command) error {
+	cmd.Type = protocol.TypeCommand
+	if err := cmd.Validate(); err != nil {
+		return badRequest("%v", err)
+	}
+	if cmd.ID == "" {
+		cmd.ID = uuid.NewString()
+	}
+	if len(cmd.ID) > maxCommandIDLength || strings.ContainsFunc(cmd.ID, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r)
+	}) {
+		return badRequest("id must be at most %d characters without spaces or control characters", maxCommandIDLength)
+	}
+	return nil
+}
+
+// handleCommand sends a command to the node and answers with the agent's
+// command_result, 200 whatever its status.
+func (srv *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
+	n, ok := srv.lookupNode(w, r)
+	if !ok {
+		return
+	}
+	var cmd protocol.Command
+	if err := srv.decodeBody(w, r, &cmd); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if cmd.Follow {
+		writeError(w, http.StatusBadRequest,
+			"follow is not supported here; stream logs with GET /api/nodes/{id}/containers/{containerId}/logs?follow=1")
+		return
+	}
+	if err := prepareCommand(&cmd); err != nil {
+		writeErr(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), srv.cfg.CommandTimeout)
+	defer cancel()
+	result, err := srv.dispatch(ctx, n.ID, &cmd)
+	switch {
+	case err == nil:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(append(result, '\n'))
+	case errors.Is(err, errNotConnected):
+		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
+	case errors.Is(err, errCommandTimeout):
+		writeJSON(w, http.StatusGatewayTimeout, struct {
+			Error     string `json:"error"`
+			CommandID string `json:"commandId"`
+		}{fmt.Sprintf("node %s sent no result for command %s within %s; re-post with \"id\": %q to collect it",
+			n.ID, cmd.ID, srv.cfg.CommandTimeout, cmd.ID), cmd.ID})
+	case errors.Is(err, errShuttingDown):
+		writeError(w, http.StatusServiceUnavailable, "%v", err)
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads an answer.
+	default:
+		writeErr(w, err)
+	}
+	srv.log.Info("command dispatched", "node", n.ID, "command_id", cmd.ID, "action", cmd.Action,
+		"container", cmd.ContainerID, "err", err)
+}
+
+// dispatch sends cmd to the node and waits for its command_result until ctx
+// ends. If the session drops meanwhile the request keeps waiting: the
+// command is resent on the node's next session and the agent either runs it
+// or replays the result it queued while disconnected.
+func (srv *Server) dispatch(ctx context.Context, nodeID string, cmd *protocol.Command) ([]byte, error) {
+	frame, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	wt := newWaiter(cmd.ID, nodeID, frame, false)
+	sess, err := srv.hub.register(wt)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.hub.unregister(wt)
+	// A failed send (session ended) is not final: see resend.
+	_ = sess.send(ctx, frame)
+	select {
+	case res := <-wt.result:
+		return res, nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, errCommandTimeout
+		}
+		return nil, ctx.Err()
+	case <-srv.closing:
+		return nil, errShuttingDown
+	}
+}
+
+// handleLogs streams a container's logs as Server-Sent Events: "log" events
+// ({line, stream?, timestamp?}), then one "result" event with the
+// command_result. With follow=1 the agent follows the log until the
+// container stops or the client disconnects (the server then sends the
+// agent a cancel). Query: follow, lines, since, timestamps.
+func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
+	n, ok := srv.lookupNode(w, r)
+	if !ok {
+		return
+	}
+	cmd := protocol.Command{Action: protocol.ActionLogs, ContainerID: r.PathValue("containerId")}
+	q := r.URL.Query()
+	var err error
+	if cmd.Follow, err = queryBool(q.Get("follow")); err != nil {
+		writeError(w, http.StatusBadRequest, "follow: %v", err)
+		return
+	}
+	if cmd.Timestamps, err = queryBool(q.Get("timestamps")); err != nil {
+		writeError(w, http.StatusBadRequest, "timestamps: %v", err)
+		return
+	}
+	if v := q.Get("lines"); v != "" {
+		lines, err := strconv.Atoi(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "lines must be a whole number, got %q", v)
+			return
+		}
+		cmd.Lines = &lines
+	}
+	cmd.Since = q.Get("since")
+	if err := prepareCommand(&cmd); err != nil {
+		writeErr(w, err)
+		return
+	}
+	frame, err := json.Marshal(cmd)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	wt := newWaiter(cmd.ID, n.ID, frame, cmd.Follow)
+	sess, err := srv.hub.register(wt)
+	switch {
+	case errors.Is(err, errNotConnected):
+		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
+		return
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	defer srv.hub.unregister(wt)
+
+	ctx := r.Context()
+	var deadline <-chan time.Time
+	if !cmd.Follow {
+		t := time.NewTimer(srv.cfg.CommandTimeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	if err := sess.send(ctx, frame); err != nil {
+		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
+		return
+	}
+	out, err := startSSE(w)
+	if err != nil {
+		return
+	}
+	cancelAgent := func() {
+		if !cmd.Follow {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), closeWriteTimeout)
+		defer cancel()
+		_ = sess.send(cctx, mustMarshal(protocol.Cancel{CommandID: cmd.ID}))
+	}
+	tick := time.NewTicker(sseKeepalive)
+	defer tick.Stop()
+	var reported int64
+	for {
+		select {
+		case f := <-wt.logs:
+			if sendLogLines(out, f) != nil {
+				cancelAgent()
+				return
+			}
+			if d := wt.dropped.Load(); d > reported {
+				reported = d
+				_ = out.send(jsonEvent("dropped", struct {
+					Frames int64 `json:"frames"`
+				}{d}))
+			}
+		case res := <-wt.result:
+			if !cmd.Follow {
+				if sendResultLines(out, res) != nil {
+					return
+				}
+			}
+			_ = out.send(rawEvent("result", res))
+			return
+		case <-wt.lost:
+			_ = out.send(jsonEvent("error", apiError{Error: "node disconnected; the log stream ended"}))
+			return
+		case <-deadline:
+			_ = out.send(jsonEvent("error", apiError{Error: fmt.Sprintf("no result within %s", srv.cfg.CommandTimeout)}))
+			return
+		case <-tick.C:
+			if out.keepalive() != nil {
+				cancelAgent()
+				return
+			}
+		case <-ctx.Done():
+			cancelAgent()
+			return
+		case <-srv.closing:
+			cancelAgent()
+			return
+		}
+	}
+}
+
+// logLine is the payload of a "log" event.
+type logLine struct {
+	Line      string `json:"line"`
+	Stream    string `json:"stream,omitempty"`
+	Timestamp string `json:"timestamp,omitempty"`
+}
+
+// sendLogLines turns one agent log frame (a line, or a batch in "lines")
+// into one event per line.
+func sendLogLines(out *sseWriter, frame []byte) error {
+	var m protocol.LogMessage
+	if err := json.Unmarshal(frame, &m); err != nil {
+		return nil // decoded once already; cannot happen
+	}
+	lines := m.Lines
+	if len(lines) == 0 {
+		lines = []string{m.Line}
+	}
+	for _, l := range lines {
+		if err := out.send(jsonEvent("log", logLine{Line: l, Stream: m.Stream, Timestamp: m.Timestamp})); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendResultLines sends the lines of a (non-follow) logs result as events.
+func sendResultLines(out *sseWriter, frame []byte) error {
+	var res struct {
+		Result protocol.LogsResult `json:"result"`
+	}
+	if json.Unmarshal(frame, &res) != nil {
+		return nil // an error result, or another shape: the result event tells
+	}
+	for _, l := range res.Result.Logs {
+		if err := out.send(jsonEvent("log", logLine{Line: l})); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func queryBool(v string) (bool, error) {
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("want 1, 0, true or false, got %q", v)
+	}
+	return b, nil
+}
