@@ -38,7 +38,7 @@ RUN GOOS="${TARGETOS:-$(go env GOOS)}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" 
     go build -trimpath \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/bin/ ./cmd/lormas-agent ./cmd/lormas-server \
- && mkdir -p /out/state /out/data
+ && mkdir -p /out/state /out/data /out/enrollment
 
 # The reference server: SQLite under DATA_DIR, secrets generated there on first start.
 FROM gcr.io/distroless/static-debian12:nonroot AS server
@@ -53,8 +53,10 @@ LABEL org.opencontainers.image.title="lormas-server" \
       org.opencontainers.image.revision="${COMMIT}" \
       org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
 COPY --from=build /out/bin/lormas-server /usr/local/bin/lormas-server
-# An empty directory owned by the runtime user: a named volume mounted here starts with its owner.
+# Empty directories owned by the runtime user: a named volume mounted on one starts with its owner.
+# /run/lormas/enrollment is where compose.yaml has the server export its enrollment token.
 COPY --from=build --chown=65532:65532 /out/data /var/lib/lormas-server
+COPY --from=build --chown=65532:65532 /out/enrollment /run/lormas/enrollment
 ENV DATA_DIR=/var/lib/lormas-server LISTEN_ADDR=:3000
 VOLUME ["/var/lib/lormas-server"]
 USER 65532:65532
@@ -75,6 +77,9 @@ LABEL org.opencontainers.image.title="lormas-agent" \
       org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
 COPY --from=build /out/bin/lormas-agent /usr/local/bin/lormas-agent
 COPY --from=build --chown=65532:65532 /out/state /var/lib/lormas-agent
+# Mount point of the (read-only) enrollment-token volume in compose.yaml; owned like the server's,
+# so the volume gets the same owner whichever container mounts it first.
+COPY --from=build --chown=65532:65532 /out/enrollment /run/lormas/enrollment
 ENV STATE_DIR=/var/lib/lormas-agent HEALTH_ADDR=:8080
 VOLUME ["/var/lib/lormas-agent"]
 USER 65532:65532

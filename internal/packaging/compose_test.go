@@ -1,0 +1,237 @@
+package packaging
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+// composeCommand returns the Compose tool as an argv prefix: $COMPOSE (e.g.
+// "docker compose"), else docker-compose (v1, as on this machine), else the
+// docker CLI's compose plugin (v2).
+func composeCommand(t testing.TB) []string {
+	t.Helper()
+	if c := strings.Fields(os.Getenv("COMPOSE")); len(c) > 0 {
+		if _, err := exec.LookPath(c[0]); err != nil {
+			unavailable(t, "COMPOSE=%s: %v", os.Getenv("COMPOSE"), err)
+		}
+		return c
+	}
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}
+	}
+	if p, err := exec.LookPath("docker"); err == nil {
+		if exec.Command(p, "compose", "version").Run() == nil {
+			return []string{p, "compose"}
+		}
+	}
+	unavailable(t, "no Compose tool: neither docker-compose nor the docker compose plugin")
+	return nil
+}
+
+// composeProject runs Compose on the repository's compose.yaml as project
+// name, with only the settings in envFile (never a developer's .env).
+type composeProject struct {
+	cmd     []string
+	repo    string
+	name    string
+	envFile string
+}
+
+func newComposeProject(t testing.TB, name string, settings map[string]string) *composeProject {
+	t.Helper()
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
+		b.WriteString(k + "=" + settings[k] + "\n")
+	}
+	envFile := filepath.Join(t.TempDir(), "compose.env")
+	if err := os.WriteFile(envFile, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &composeProject{cmd: composeCommand(t), repo: repoRoot(t), name: name, envFile: envFile}
+}
+
+// run runs a Compose subcommand. Variables in the settings file are also
+// exported, since Compose v1 gives the process environment precedence.
+func (p *composeProject) run(ctx context.Context, args ...string) result {
+	full := append(slices.Clone(p.cmd[1:]), "--project-name", p.name, "--env-file", p.envFile,
+		"--file", filepath.Join(p.repo, "compose.yaml"))
+	full = append(full, args...)
+	env, _ := os.ReadFile(p.envFile)
+	vars := []string{"COMPOSE_DOCKER_CLI_BUILD=0", "DOCKER_BUILDKIT=0"}
+	for _, line := range strings.Split(strings.TrimSpace(string(env)), "\n") {
+		if line != "" {
+			vars = append(vars, line)
+		}
+	}
+	return run(ctx, p.repo, vars, p.cmd[0], full...)
+}
+
+// composeConfig is the part of `compose config` the tests read.
+type composeConfig struct {
+	Services map[string]composeService `json:"services"`
+	Volumes  map[string]any            `json:"volumes"`
+}
+
+type composeService struct {
+	Build struct {
+		Context string `json:"context"`
+		Target  string `json:"target"`
+	} `json:"build"`
+	Image       string             `json:"image"`
+	User        string             `json:"user"`
+	ReadOnly    bool               `json:"read_only"`
+	CapDrop     []string           `json:"cap_drop"`
+	CapAdd      []string           `json:"cap_add"`
+	Privileged  bool               `json:"privileged"`
+	SecurityOpt []string           `json:"security_opt"`
+	GroupAdd    []any              `json:"group_add"`
+	Restart     string             `json:"restart"`
+	Environment map[string]*string `json:"environment"`
+	Volumes     []any              `json:"volumes"`
+	Ports       []any              `json:"ports"`
+	Healthcheck *struct {
+		Test []string `json:"test"`
+	} `json:"healthcheck"`
+	DependsOn any `json:"depends_on"`
+}
+
+// mounts normalises the short and long volume syntaxes into source ->
+// (target, read-only).
+func (s composeService) mounts(t *testing.T) map[string]struct {
+	target   string
+	readOnly bool
+} {
+	t.Helper()
+	m := map[string]struct {
+		target   string
+		readOnly bool
+	}{}
+	for _, v := range s.Volumes {
+		switch v := v.(type) {
+		case string:
+			parts := strings.Split(v, ":")
+			ro := len(parts) > 2 && strings.Contains(parts[2], "ro")
+			m[parts[0]] = struct {
+				target   string
+				readOnly bool
+			}{parts[1], ro}
+		case map[string]any:
+			src, _ := v["source"].(string)
+			dst, _ := v["target"].(string)
+			ro, _ := v["read_only"].(bool)
+			m[src] = struct {
+				target   string
+				readOnly bool
+			}{dst, ro}
+		default:
+			t.Fatalf("volume entry %#v", v)
+		}
+	}
+	return m
+}
+
+// TestComposeConfig: the Compose tool accepts compose.yaml, and what it
+// resolves is the hardened, self-enrolling, secret-free system SPEC 7 asks for.
+func TestComposeConfig(t *testing.T) {
+	p := newComposeProject(t, "lormasconfigtest", map[string]string{"DOCKER_GID": "4242", "NODE_NAME": "edge-7"})
+	ctx, cancel := contextWithTimeout()
+	defer cancel()
+	r := p.run(ctx, "config")
+	if r.err != nil {
+		t.Fatalf("compose config: %s", r)
+	}
+	var cfg composeConfig
+	if err := yaml.Unmarshal([]byte(r.stdout), &cfg); err != nil {
+		t.Fatalf("decode compose config: %v\n%s", err, r.stdout)
+	}
+	server, agent := cfg.Services["lormas-server"], cfg.Services["lormas-agent"]
+	if len(cfg.Services) != 2 || server.Image == "" || agent.Image == "" {
+		t.Fatalf("services %v: want lormas-server and lormas-agent", slices.Sorted(maps.Keys(cfg.Services)))
+	}
+	if server.Build.Target != "server" || agent.Build.Target != "agent" {
+		t.Errorf("build targets %q/%q, want server/agent", server.Build.Target, agent.Build.Target)
+	}
+
+	for name, s := range map[string]composeService{"lormas-server": server, "lormas-agent": agent} {
+		if s.User != "65532:65532" || !s.ReadOnly || s.Privileged || len(s.CapAdd) != 0 ||
+			!slices.Contains(s.CapDrop, "ALL") || !slices.Contains(s.SecurityOpt, "no-new-privileges:true") {
+			t.Errorf("%s: user %q read_only %v privileged %v cap_drop %v cap_add %v security_opt %v: want 65532, read-only, drop ALL, no-new-privileges",
+				name, s.User, s.ReadOnly, s.Privileged, s.CapDrop, s.CapAdd, s.SecurityOpt)
+		}
+		if s.Restart != "unless-stopped" {
+			t.Errorf("%s restart %q, want unless-stopped", name, s.Restart)
+		}
+		for k, v := range s.Environment {
+			if strings.Contains(k, "TOKEN") && !strings.HasSuffix(k, "_FILE") && v != nil {
+				t.Errorf("%s: %s has a value in compose.yaml; secrets are generated or passed through", name, k)
+			}
+		}
+	}
+	if got := agent.GroupAdd; len(got) != 1 || fmt.Sprint(got[0]) != "4242" {
+		t.Errorf("agent group_add %v, want [4242] from DOCKER_GID", got)
+	}
+	if hc := agent.Healthcheck; hc == nil || !slices.Equal(hc.Test, []string{"CMD", "/usr/local/bin/lormas-agent", "healthcheck"}) {
+		t.Errorf("agent healthcheck %+v, want the healthcheck subcommand", hc)
+	}
+	mounts := agent.mounts(t)
+	if m, ok := mounts["/var/run/docker.sock"]; !ok || m.target != "/var/run/docker.sock" {
+		t.Errorf("agent does not mount the Docker socket: %v", mounts)
+	}
+	if m, ok := mounts["/proc"]; !ok || m.target != "/host/proc" || !m.readOnly {
+		t.Errorf("agent /proc mount %+v: want /proc at /host/proc read-only", m)
+	}
+	env := func(k string) string { return deref(agent.Environment[k]) }
+	if env("HOST_PROC") != "/host/proc" || env("NODE_NAME") != "edge-7" || env("SERVER_URL") != "ws://lormas-server:3000" {
+		t.Errorf("agent HOST_PROC=%q NODE_NAME=%q SERVER_URL=%q", env("HOST_PROC"), env("NODE_NAME"), env("SERVER_URL"))
+	}
+
+	// Enrollment: the server exports its generated token into a volume the
+	// agent mounts read-only, at the path the agent reads.
+	export := deref(server.Environment["ENROLLMENT_TOKEN_EXPORT_FILE"])
+	tokenFile := env("ENROLLMENT_TOKEN_FILE")
+	if export == "" || tokenFile == "" {
+		t.Fatalf("ENROLLMENT_TOKEN_EXPORT_FILE=%q (server), ENROLLMENT_TOKEN_FILE=%q (agent): want both", export, tokenFile)
+	}
+	volumeOf := func(s composeService, file string) (string, bool) {
+		for src, m := range s.mounts(t) {
+			if strings.HasPrefix(file, m.target+"/") {
+				return src, m.readOnly
+			}
+		}
+		return "", false
+	}
+	sv, _ := volumeOf(server, export)
+	av, ro := volumeOf(agent, tokenFile)
+	if sv == "" || sv != av || !ro || filepath.Base(export) != filepath.Base(tokenFile) {
+		t.Errorf("server exports to %s (volume %q), agent reads %s (volume %q, read-only %v): want the same file through one volume, read-only for the agent",
+			export, sv, tokenFile, av, ro)
+	}
+	if _, named := cfg.Volumes[sv]; !named {
+		t.Errorf("enrollment volume %q is not a named volume", sv)
+	}
+	if sd, _ := volumeOf(agent, env("STATE_DIR")+"/node-token"); sd == "" {
+		t.Errorf("agent STATE_DIR %q is not on a volume: the enrolled token would be lost", env("STATE_DIR"))
+	}
+	data, _ := volumeOf(server, deref(server.Environment["DATA_DIR"])+"/lormas.db")
+	if data == "" {
+		t.Errorf("server DATA_DIR %q is not on a volume", deref(server.Environment["DATA_DIR"]))
+	} else if _, mounted := agent.mounts(t)[data]; mounted {
+		t.Errorf("agent mounts the server's data volume %q (its database and secrets)", data)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
