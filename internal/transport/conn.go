@@ -1,0 +1,288 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// Frame is one data frame received from the server.
+type Frame struct {
+	Data   []byte // owned by the receiver
+	Binary bool   // a binary frame; the protocol uses text frames only
+}
+
+// Conn is an established connection. Frames delivers what the server sends;
+// Send and SendPriority queue frames for the one writer goroutine; Done is
+// closed once both goroutines have ended, and Err then tells why.
+type Conn struct {
+	cfg    Config
+	log    *slog.Logger
+	socket *gws.Conn
+
+	frames chan Frame
+	queue  chan *sendReq
+	prio   chan control
+
+	closing   chan struct{} // Close was called
+	closeOnce sync.Once
+	wmu       sync.Mutex // orders the writer's deadlines against Close's
+	localCode atomic.Uint32
+
+	readDone   chan struct{}
+	writerDone chan struct{}
+	done       chan struct{}
+	readErr    error // from OnClose, before readDone
+	writeErr   error // the writer's failure, before writerDone
+	err        error // before done
+}
+
+type sendReq struct {
+	data []byte
+	done chan error
+}
+
+type control struct {
+	op   gws.Opcode
+	data []byte
+}
+
+// prioQueue is the capacity of the priority lane (pongs).
+const prioQueue = 16
+
+func newConn(cfg Config) *Conn {
+	return &Conn{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		frames:     make(chan Frame, 64),
+		queue:      make(chan *sendReq, cfg.SendQueue),
+		prio:       make(chan control, prioQueue),
+		closing:    make(chan struct{}),
+		readDone:   make(chan struct{}),
+		writerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+}
+
+func (c *Conn) start(socket *gws.Conn) {
+	c.socket = socket
+	go func() {
+		socket.ReadLoop()
+		close(c.frames)
+		close(c.readDone)
+	}()
+	go c.writeLoop()
+}
+
+// Frames delivers the server's data frames in order. It is closed when the
+// connection ends; the receiver must keep draining it until then.
+func (c *Conn) Frames() <-chan Frame { return c.frames }
+
+// Done is closed when the connection has ended and its goroutines are gone.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err reports why the connection ended; valid once Done is closed.
+func (c *Conn) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Send queues a text frame and waits until it has been written. ctx bounds
+// only the wait for a place in the bounded queue (backpressure from a slow
+// server); once queued, the write itself is bounded by the write timeout.
+// A nil error means the frame was handed to the operating system. A frame
+// over MaxMessageBytes fails with ErrFrameTooLarge and leaves the
+// connection up.
+func (c *Conn) Send(ctx context.Context, data []byte) error {
+	if len(data) > c.cfg.MaxMessageBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(data), c.cfg.MaxMessageBytes)
+	}
+	r := &sendReq{data: data, done: make(chan error, 1)}
+	select {
+	case c.queue <- r:
+	case <-c.writerDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-c.writerDone:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// SendPriority queues a small text frame (a pong) ahead of everything in the
+// bulk queue, without blocking. It fails with ErrQueueFull when the lane is
+// full and ErrClosed after the connection ended.
+func (c *Conn) SendPriority(data []byte) error {
+	return c.control(gws.OpcodeText, data)
+}
+
+func (c *Conn) control(op gws.Opcode, data []byte) error {
+	select {
+	case <-c.writerDone:
+		return ErrClosed
+	default:
+	}
+	select {
+	case c.prio <- control{op: op, data: data}:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// Close writes a close frame with code and reason (after frames already
+// being written) and ends the connection, then waits for its goroutines.
+// Frames still queued and not yet written are dropped: callers that need
+// them delivered wait for their Send calls first.
+func (c *Conn) Close(code uint16, reason string) error {
+	var err error
+	c.closeOnce.Do(func() {
+		select {
+		case <-c.readDone: // already ended: keep its reason
+		default:
+			c.localCode.Store(uint32(code))
+		}
+		close(c.closing)
+		c.wmu.Lock()
+		// Also cuts short a write stuck on a server that stopped reading.
+		_ = c.socket.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.CloseTimeout))
+		c.wmu.Unlock()
+		if len(reason) > closeReasonMaxSize {
+			reason = reason[:closeReasonMaxSize]
+		}
+		err = c.socket.WriteClose(code, []byte(reason))
+		_ = c.socket.NetConn().Close()
+	})
+	<-c.done
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// RemoteAddr is the server's address (or the proxy's).
+func (c *Conn) RemoteAddr() net.Addr { return c.socket.RemoteAddr() }
+
+func (c *Conn) writeLoop() {
+	defer c.finish()
+	defer close(c.writerDone)
+	ping := time.NewTicker(c.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		// Control frames first, so pongs never wait behind bulk frames.
+		select {
+		case f := <-c.prio:
+			if c.write(f.op, f.data) != nil {
+				return
+			}
+			continue
+		default:
+		}
+		select {
+		case f := <-c.prio:
+			if c.write(f.op, f.data) != nil {
+				return
+			}
+		case r := <-c.queue:
+			err := c.write(gws.OpcodeText, r.data)
+			r.done <- err
+			if err != nil {
+				return
+			}
+		case <-ping.C:
+			if c.write(gws.OpcodePing, nil) != nil {
+				return
+			}
+		case <-c.readDone:
+			return
+		case <-c.closing:
+			return
+		}
+	}
+}
+
+// write sends one frame with a write deadline. Any write error closes the
+// connection (gws does so itself).
+func (c *Conn) write(op gws.Opcode, data []byte) error {
+	c.wmu.Lock()
+	select {
+	case <-c.closing:
+		c.wmu.Unlock()
+		return ErrClosed
+	default:
+	}
+	_ = c.socket.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	c.wmu.Unlock()
+	err := c.socket.WriteMessage(op, data)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		c.writeErr = err
+		_ = c.socket.NetConn().Close()
+	}
+	return err
+}
+
+// finish runs when the writer has stopped: it waits for the read loop,
+// decides why the connection ended and closes done.
+func (c *Conn) finish() {
+	<-c.readDone
+	c.err = classify(c.readErr, c.writeErr, uint16(c.localCode.Load()), c.cfg.MaxMessageBytes)
+	if errors.Is(c.err, ErrMessageTooLarge) {
+		c.log.Warn("server sent a frame over MAX_MESSAGE_BYTES; connection closed with 1009",
+			"limitBytes", c.cfg.MaxMessageBytes)
+	}
+	close(c.done)
+}
+
+// touch pushes the read deadline out: anything received proves the
+// connection alive.
+func (c *Conn) touch(s *gws.Conn) {
+	_ = s.NetConn().SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
+}
+
+// handler receives gws's events on the read goroutine. It never blocks on
+// agent work: frames are copied and handed to a channel.
+type handler struct{ c *Conn }
+
+func (h handler) OnOpen(s *gws.Conn)             { h.c.touch(s) }
+func (h handler) OnClose(_ *gws.Conn, err error) { h.c.readErr = err }
+func (h handler) OnPong(s *gws.Conn, _ []byte)   { h.c.touch(s) }
+func (h handler) OnPing(s *gws.Conn, p []byte) {
+	h.c.touch(s)
+	if err := h.c.control(gws.OpcodePong, bytes.Clone(p)); err != nil {
+		h.c.log.Debug("pong not queued", "err", err)
+	}
+}
+
+func (h handler) OnMessage(s *gws.Conn, m *gws.Message) {
+	f := Frame{Data: bytes.Clone(m.Bytes()), Binary: m.Opcode == gws.OpcodeBinary}
+	_ = m.Close()
+	h.c.touch(s)
+	select {
+	case h.c.frames <- f:
+	case <-h.c.closing:
+		return
+	}
+	// The receiver may have made us wait: count from now.
+	h.c.touch(s)
+}
