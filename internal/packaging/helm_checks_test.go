@@ -192,11 +192,9 @@ func checkHardened(t *testing.T, m manifests) {
 			t.Fatalf("test pod has %d containers", len(tp.Spec.Containers))
 		}
 		tc := tp.Spec.Containers[0]
-		if tc.Image != c.Image || !slices.Equal(tc.Args, []string{"healthcheck"}) {
-			t.Errorf("test pod runs %s %v, want the agent image %s with [healthcheck]", tc.Image, tc.Args, c.Image)
-		}
-		if e := findEnv(&tc, "HEALTH_ADDR"); e == nil || !strings.HasPrefix(e.Value, m.service.Name+"."+releaseNS+".svc:") {
-			t.Errorf("test pod HEALTH_ADDR %+v, want the service %s", e, m.service.Name)
+		wantArgs := []string{"healthcheck", "-addr", m.service.Name + "." + releaseNS + ".svc:" + strconv.Itoa(int(port.ContainerPort))}
+		if tc.Image != c.Image || !slices.Equal(tc.Args, wantArgs) {
+			t.Errorf("test pod runs %s %v, want the agent image %s with %v", tc.Image, tc.Args, c.Image, wantArgs)
 		}
 		if tp.Spec.RestartPolicy != corev1.RestartPolicyNever {
 			t.Errorf("test pod restartPolicy %q, want Never", tp.Spec.RestartPolicy)
