@@ -59,9 +59,6 @@ type Config struct {
 	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (read by gopsutil)"`
 	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (read by gopsutil)"`
 	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (read by gopsutil; also used to find Docker's data root for disk usage)"`
-
-	// dotEnv holds the .env entries that the real environment did not set.
-	dotEnv map[string]string
 }
 
 // passThrough lists the variables read by libraries (the Docker client,
@@ -108,11 +105,9 @@ func load(environ []string, dotEnvPath string) (*Config, error) {
 	}
 	osEnv := env.ToMap(environ)
 	merged := make(map[string]string, len(vars)+len(osEnv))
-	fromDotEnv := map[string]string{}
 	for k, v := range vars {
 		if _, set := osEnv[k]; !set {
 			merged[k] = v
-			fromDotEnv[k] = v
 		}
 	}
 	for k, v := range osEnv {
@@ -128,7 +123,6 @@ func load(environ []string, dotEnvPath string) (*Config, error) {
 			problems = append(problems, line)
 		}
 	}
-	cfg.dotEnv = fromDotEnv
 	// caarlos0/env applies envDefault to a variable set to "", but an empty
 	// HEALTH_ADDR means "disabled".
 	if v, set := merged["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
@@ -170,20 +164,6 @@ func (c *Config) normalize() {
 			c.NodeName = h
 		}
 	}
-}
-
-// DotEnvPassThrough returns the library-read variables (DOCKER_HOST,
-// HOST_PROC, ...) that came from .env and not from the real environment.
-// main exports them with os.Setenv so that the Docker client and gopsutil,
-// which read the process environment, see them.
-func (c *Config) DotEnvPassThrough() map[string]string {
-	out := map[string]string{}
-	for _, k := range passThrough {
-		if v, ok := c.dotEnv[k]; ok {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 func unwrapAll(err error) []error {
@@ -237,4 +217,33 @@ func lookupEnv(environ []string, dotEnvPath, key string) (string, bool) {
 	vars, _ := readDotEnv(dotEnvPath)
 	v, ok := vars[key]
 	return v, ok
+}
+
+// ExportDotEnv copies the library-read variables (DOCKER_HOST, HOST_PROC,
+// proxies, ...) that .env in the working directory sets, and that neither
+// environ nor the process environment sets, into the process environment,
+// where the Docker client, net/http and gopsutil read them.
+func ExportDotEnv(environ []string) error {
+	return exportDotEnv(environ, DotEnvFile)
+}
+
+func exportDotEnv(environ []string, dotEnvPath string) error {
+	vars, _ := readDotEnv(dotEnvPath) // malformed lines are Load's to report
+	given := env.ToMap(environ)
+	for _, k := range passThrough {
+		v, ok := vars[k]
+		if !ok {
+			continue
+		}
+		if _, set := given[k]; set {
+			continue
+		}
+		if _, set := os.LookupEnv(k); set {
+			continue
+		}
+		if err := os.Setenv(k, v); err != nil {
+			return fmt.Errorf("export %s from %s: %w", k, dotEnvPath, err)
+		}
+	}
+	return nil
 }

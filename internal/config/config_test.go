@@ -145,7 +145,6 @@ func TestEveryVariableParsed(t *testing.T) {
 		DockerHost: "unix:///run/docker.sock", DockerTLSVerify: "1", DockerCertPath: "/certs",
 		HTTPSProxy: "http://proxy:3128", NoProxy: "localhost",
 		HostProc: "/host/proc", HostSys: "/host/sys", HostRoot: "/host",
-		dotEnv: map[string]string{},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -193,10 +192,25 @@ func TestDotEnvPrecedence(t *testing.T) {
 	if cfg.DockerHost != "unix:///real.sock" {
 		t.Errorf("DOCKER_HOST = %q, want the real environment's", cfg.DockerHost)
 	}
-	got := cfg.DotEnvPassThrough()
-	want := map[string]string{"HOST_PROC": "/host/proc"}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("DotEnvPassThrough = %v, want %v", got, want)
+}
+
+func TestExportDotEnv(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, ".env", "HOST_PROC=/from/dotenv\nHOST_SYS=/from/dotenv/sys\nDOCKER_HOST=unix:///dotenv.sock\nNODE_TOKEN=x\n")
+	t.Setenv("HOST_SYS", "/process/sys") // already in the process: kept
+	os.Unsetenv("HOST_PROC")
+	os.Unsetenv("DOCKER_HOST")
+	t.Cleanup(func() { os.Unsetenv("HOST_PROC"); os.Unsetenv("DOCKER_HOST") })
+	if err := exportDotEnv([]string{"DOCKER_HOST=unix:///given.sock"}, path); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"HOST_PROC": "/from/dotenv", "HOST_SYS": "/process/sys", "DOCKER_HOST": ""} {
+		if got := os.Getenv(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	if _, set := os.LookupEnv("NODE_TOKEN"); set {
+		t.Error("a secret from .env was exported to the process environment")
 	}
 }
 
