@@ -67,10 +67,17 @@ func (e *ConfigError) Error() string {
 func LoadConfig(environ map[string]string) (Config, error) {
 	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
 	var problems []string
+	failed := map[string]bool{}
 	if err != nil {
-		problems = append(problems, envProblems(err)...)
+		problems, failed = envProblems(err)
 	}
-	problems = append(problems, cfg.resolve()...)
+	for _, p := range cfg.resolve() {
+		// A variable that did not parse is reported once, not again for
+		// the zero value it left behind.
+		if name, _, _ := strings.Cut(p, " "); !failed[strings.TrimSuffix(name, ":")] {
+			problems = append(problems, p)
+		}
+	}
 	if len(problems) > 0 {
 		return Config{}, &ConfigError{Problems: problems}
 	}
@@ -177,8 +184,9 @@ func (c *Config) resolve() []string {
 }
 
 // envProblems renders caarlos0/env's aggregated errors one per line, naming
-// the environment variable instead of the Go field.
-func envProblems(err error) []string {
+// the environment variable instead of the Go field, and returns the names of
+// the variables that failed to parse.
+func envProblems(err error) (problems []string, failed map[string]bool) {
 	var errs []error
 	var agg env.AggregateError
 	if errors.As(err, &agg) {
@@ -186,16 +194,18 @@ func envProblems(err error) []string {
 	} else {
 		errs = []error{err}
 	}
-	var out []string
+	failed = map[string]bool{}
 	for _, e := range errs {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
-			out = append(out, fmt.Sprintf("%s: invalid value: %v", envName(pe.Name), pe.Err))
+			name := envName(pe.Name)
+			failed[name] = true
+			problems = append(problems, fmt.Sprintf("%s: invalid value: %v", name, pe.Err))
 			continue
 		}
-		out = append(out, e.Error())
+		problems = append(problems, e.Error())
 	}
-	return out
+	return problems, failed
 }
 
 func envName(field string) string {

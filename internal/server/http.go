@@ -58,7 +58,7 @@ func writeErr(w http.ResponseWriter, err error) {
 }
 
 // decodeBody reads a JSON object of at most MAX_BODY_BYTES into v. Unknown
-// fields are refused, so a typo ("containerID") is an error, not a silently
+// fields are refused, so a typo ("container_id") is an error, not a silently
 // ignored field.
 func (srv *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {

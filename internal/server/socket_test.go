@@ -1,0 +1,315 @@
+package server
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/lxzan/gws"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// upgradeRequest sends a WebSocket handshake by hand so the refusal's body
+// can be read.
+func (h *harness) upgradeRequest(t *testing.T, token string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", h.ts.URL+"/api/ws/nodes?token="+token, nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString([]byte("0123456789abcdef")))
+	resp, err := h.ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return resp, readAll(t, resp)
+}
+
+func signClaims(t *testing.T, method jwt.SigningMethod, key any, c nodeClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, c).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSocketRejectsBadTokensBeforeUpgrade(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("ws-auth")
+	gone := h.createNode("ws-gone")
+	h.admin("DELETE", "/api/nodes/"+gone.ID, nil, http.StatusNoContent)
+	rotated := h.createNode("ws-rotated")
+	h.admin("PATCH", "/api/nodes/"+rotated.ID+"/token", nil, http.StatusOK)
+
+	// Claims identical to the real token's, to sign in other ways.
+	var real nodeClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(n.Token, &real); err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noneToken := signClaims(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, real)
+	rs256 := signClaims(t, jwt.SigningMethodRS256, rsaKey, real)
+	otherKey := signClaims(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-0123456789"), real)
+	hs512 := signClaims(t, jwt.SigningMethodHS512, h.srv.creds.jwtKey, real)
+	expiredClaims := real
+	expiredClaims.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Minute))
+	expired := signClaims(t, jwt.SigningMethodHS256, h.srv.creds.jwtKey, expiredClaims)
+	unknownClaims := real
+	unknownClaims.NodeID, unknownClaims.Subject = "00000000-0000-0000-0000-000000000000", "00000000-0000-0000-0000-000000000000"
+	unknown := signClaims(t, jwt.SigningMethodHS256, h.srv.creds.jwtKey, unknownClaims)
+	mismatchClaims := real
+	mismatchClaims.Subject = "someone-else"
+	mismatch := signClaims(t, jwt.SigningMethodHS256, h.srv.creds.jwtKey, mismatchClaims)
+	staleClaims := real
+	staleClaims.ID = "not-the-current-jti"
+	stale := signClaims(t, jwt.SigningMethodHS256, h.srv.creds.jwtKey, staleClaims)
+	parts := strings.Split(n.Token, ".")
+	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"nodeId":"`+n.ID+`","jti":"x"}`)) + "." + parts[2]
+
+	cases := []struct {
+		name, token, wantErr string
+	}{
+		{"missing", "", "missing node token"},
+		{"garbage", "not-a-jwt", "invalid node token"},
+		{"bad signature", otherKey, "invalid node token"},
+		{"tampered payload", tampered, "invalid node token"},
+		{"alg none", noneToken, "invalid node token"},
+		{"RS256 header", rs256, "invalid node token"},
+		{"HS512 with the right key", hs512, "invalid node token"},
+		{"expired", expired, "node token expired"},
+		{"unknown node", unknown, "does not exist"},
+		{"sub differs from nodeId", mismatch, "invalid node token"},
+		{"deleted node", gone.Token, "does not exist"},
+		{"rotated token", rotated.Token, "revoked"},
+		{"not the current jti", stale, "revoked"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, data := h.upgradeRequest(t, c.token)
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status = %d %s, want 401", resp.StatusCode, data)
+			}
+			if got := errorOf(t, data); !strings.Contains(got, c.wantErr) {
+				t.Errorf("error = %q, want it to contain %q", got, c.wantErr)
+			}
+		})
+	}
+
+	// The real agent-side view: gws reports the 401 with the response.
+	_, resp, err := h.dial(rotated.Token, dialOptions{})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("gws dial with a rotated token = %v, %v; want a 401 refusal", err, resp)
+	}
+	if h.srv.hub.connected(n.ID) || h.srv.hub.connected(rotated.ID) {
+		t.Errorf("a refused token left a session")
+	}
+}
+
+func TestSocketTokenInHeaderOrQuery(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("both-ways")
+	for _, o := range []dialOptions{{header: true}, {query: true}} {
+		a, _, err := h.dial(n.Token, o)
+		if err != nil {
+			t.Fatalf("dial %+v: %v", o, err)
+		}
+		waitFor(t, "connected", func() bool { return h.srv.hub.connected(n.ID) })
+		_ = a.conn.WriteClose(1000, nil)
+		waitFor(t, "disconnected", func() bool { return !h.srv.hub.connected(n.ID) })
+	}
+}
+
+func TestSocketRequiresUpgrade(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("plain-get")
+	resp, data := h.request("GET", "/api/ws/nodes", nil, n.Token)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(errorOf(t, data), "WebSocket upgrade") {
+		t.Errorf("plain GET = %d %s, want 400 asking for an upgrade", resp.StatusCode, data)
+	}
+}
+
+func TestSocketExpiredTokenTTL(t *testing.T) {
+	h := newHarness(t, map[string]string{"NODE_TOKEN_TTL": "1h"})
+	n := h.createNode("ttl")
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(n.Token, claims); err != nil {
+		t.Fatal(err)
+	}
+	exp, iat := claims["exp"].(float64), claims["iat"].(float64)
+	if exp-iat != 3600 {
+		t.Errorf("exp - iat = %v, want 3600", exp-iat)
+	}
+	h.connect(n.ID, n.Token)
+	// Two hours later the same token is refused.
+	h.srv.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	resp, data := h.upgradeRequest(t, n.Token)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(errorOf(t, data), "expired") {
+		t.Errorf("expired token: %d %s, want 401 expired", resp.StatusCode, data)
+	}
+}
+
+func TestSecondSessionReplacesFirst(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("twice")
+	first := h.connect(n.ID, n.Token)
+	second := h.connect(n.ID, n.Token)
+	code, reason := first.waitClosed()
+	if code != closeReplaced || !strings.Contains(reason, "replaced") {
+		t.Errorf("first session closed with %d %q, want %d replaced", code, reason, closeReplaced)
+	}
+	if !h.srv.hub.connected(n.ID) {
+		t.Fatalf("node not connected after the replacement")
+	}
+	// Commands go to the second session.
+	done := make(chan []byte)
+	go func() {
+		_, data := h.request("POST", "/api/nodes/"+n.ID+"/commands", map[string]any{"action": "start", "containerId": "c1"}, testAdminToken)
+		done <- data
+	}()
+	cmd := second.command()
+	second.send(protocol.Success(cmd.ID, protocol.MessageResult{Message: protocol.MsgStarted}, nil))
+	if got := <-done; !strings.Contains(string(got), protocol.MsgStarted) {
+		t.Errorf("command result = %s", got)
+	}
+}
+
+func TestRotationClosesLiveSession(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("rotate-me")
+	a := h.connect(n.ID, n.Token)
+
+	var rotated struct{ ID, Token string }
+	decode(t, h.admin("PATCH", "/api/nodes/"+n.ID+"/token", nil, http.StatusOK), &rotated)
+	if rotated.ID != n.ID || rotated.Token == "" || rotated.Token == n.Token {
+		t.Fatalf("rotation answer = %+v", rotated)
+	}
+	code, reason := a.waitClosed()
+	if code != closeTokenRotated || reason != "token rotated" {
+		t.Errorf("live session closed with %d %q, want 4001 \"token rotated\"", code, reason)
+	}
+	if resp, data := h.upgradeRequest(t, n.Token); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("old token after rotation: %d %s, want 401", resp.StatusCode, data)
+	}
+	h.connect(n.ID, rotated.Token)
+	if !h.node(n.ID).Connected {
+		t.Errorf("node not connected with the new token")
+	}
+}
+
+func TestDeleteClosesLiveSession(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("delete-me")
+	a := h.connect(n.ID, n.Token)
+	h.admin("DELETE", "/api/nodes/"+n.ID, nil, http.StatusNoContent)
+	if code, reason := a.waitClosed(); code != closeNodeDeleted {
+		t.Errorf("session closed with %d %q, want %d", code, reason, closeNodeDeleted)
+	}
+	if resp, _ := h.upgradeRequest(t, n.Token); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("deleted node's token: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestIdentifyAndHeartbeatAreStored(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("reporting")
+	a := h.connect(n.ID, n.Token)
+	a.send(protocol.AgentIdentify{NodeName: "reporting", Version: "1.4.2", ProtocolVersion: 1,
+		Capabilities: []string{"kill"}, Hostname: "host-a", OS: "linux", Arch: "amd64",
+		Engine: &protocol.EngineInfo{Version: "20.10.24", APIVersion: "1.41"}})
+	a.send([]byte(`{"type":"heartbeat","nodeId":"` + n.ID + `","timestamp":"2024-01-01T00:00:00Z",
+		"resources":{"cpu":0.42,"memory":"512MB","memoryTotalBytes":1024,"futureField":7}}`))
+	waitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	v := h.node(n.ID)
+	if !v.Connected || v.AgentVersion == nil || *v.AgentVersion != "1.4.2" {
+		t.Errorf("node = %+v, want connected with agentVersion 1.4.2", v)
+	}
+	for _, want := range []string{`"cpu":0.42`, `"memory":"512MB"`, `"memoryTotalBytes":1024`, `"futureField":7`} {
+		if !strings.Contains(string(v.Resources), want) {
+			t.Errorf("resources = %s, want %s", v.Resources, want)
+		}
+	}
+	for _, want := range []string{`"hostname":"host-a"`, `"apiVersion":"1.41"`, `"protocolVersion":1`} {
+		if !strings.Contains(string(v.Agent), want) {
+			t.Errorf("agent = %s, want %s", v.Agent, want)
+		}
+	}
+	// The server's receive time, not the agent's clock.
+	if got, _ := time.Parse(time.RFC3339, *v.LastHeartbeat); time.Since(got) > time.Minute {
+		t.Errorf("lastHeartbeat = %s, want the receive time", *v.LastHeartbeat)
+	}
+	_ = a.conn.WriteClose(1000, nil)
+	waitFor(t, "disconnected", func() bool { return !h.node(n.ID).Connected })
+}
+
+func TestApplicationPings(t *testing.T) {
+	h := newHarness(t, map[string]string{"PING_INTERVAL": "100ms"})
+	n := h.createNode("pinged")
+	alive := h.connect(n.ID, n.Token)
+	// Five pings span more than the three-interval read timeout: answering
+	// them keeps the agent connected.
+	for i := range 5 {
+		select {
+		case <-alive.pings:
+		case <-alive.closed:
+			t.Fatalf("an agent answering pings was disconnected after %d pings: %v", i, alive.closeErr)
+		case <-time.After(waitLimit):
+			t.Fatalf("no application ping")
+		}
+	}
+	if !h.srv.hub.connected(n.ID) {
+		t.Fatalf("an agent answering pings was disconnected")
+	}
+}
+
+func TestSilentAgentIsDropped(t *testing.T) {
+	h := newHarness(t, map[string]string{"PING_INTERVAL": "20ms"})
+	n := h.createNode("silent")
+	silent, _, err := h.dial(n.Token, dialOptions{noPong: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent.waitClosed()
+	waitFor(t, "silent agent dropped", func() bool { return !h.srv.hub.connected(n.ID) })
+}
+
+func TestOversizedFrameClosesConnection(t *testing.T) {
+	h := newHarness(t, map[string]string{"MAX_MESSAGE_BYTES": "65536"})
+	n := h.createNode("big")
+	a := h.connect(n.ID, n.Token)
+	_ = a.conn.WriteMessage(gws.OpcodeText, []byte(`{"type":"heartbeat","x":"`+strings.Repeat("x", 70000)+`"}`))
+	if code, _ := a.waitClosed(); code != 1009 {
+		t.Errorf("close code = %d, want 1009 (message too big)", code)
+	}
+}
+
+func TestMalformedFramesAreSurvived(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("noisy")
+	a := h.connect(n.ID, n.Token)
+	a.send([]byte(`not json`))
+	a.send([]byte(`{"type":"heartbeat","resources":"wrong type"}`))
+	a.send([]byte(`{"type":"from_the_future","x":1}`))
+	a.send([]byte(`{"no":"type"}`))
+	if err := a.conn.WriteMessage(gws.OpcodeBinary, []byte{0, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	a.send(protocol.Heartbeat{NodeID: n.ID, Resources: protocol.HostResources{CPU: 0.1, Memory: "1MB"}})
+	waitFor(t, "heartbeat after junk", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	if !h.srv.hub.connected(n.ID) {
+		t.Errorf("junk frames closed the session")
+	}
+	if !strings.Contains(h.logs.String(), "malformed frame from agent") {
+		t.Errorf("malformed frame not logged")
+	}
+}
