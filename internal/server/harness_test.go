@@ -198,10 +198,10 @@ type testAgent struct {
 	autoPong bool
 }
 
-func (a *testAgent) OnOpen(*gws.Conn)                  {}
-func (a *testAgent) OnPing(c *gws.Conn, p []byte)      { _ = c.WritePong(p) }
-func (a *testAgent) OnPong(*gws.Conn, []byte)          {}
-func (a *testAgent) OnClose(_ *gws.Conn, err error)    { a.closeErr = err; close(a.closed) }
+func (a *testAgent) OnOpen(*gws.Conn)               {}
+func (a *testAgent) OnPing(c *gws.Conn, p []byte)   { _ = c.WritePong(p) }
+func (a *testAgent) OnPong(*gws.Conn, []byte)       {}
+func (a *testAgent) OnClose(_ *gws.Conn, err error) { a.closeErr = err; close(a.closed) }
 func (a *testAgent) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	frame := bytes.Clone(m.Bytes())
