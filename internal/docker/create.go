@@ -68,6 +68,9 @@ func (e *Engine) Create(ctx context.Context, cmd *protocol.Command, progress fun
 // existing checks for a container named id: ok with its Docker id when this
 // agent created it from the request hashed as hash, a conflict for any other.
 func (e *Engine) existing(ctx context.Context, id, hash string) (dockerID string, ok bool, err error) {
+	if err := e.ready(ctx, "create container %s", id); err != nil {
+		return "", false, err
+	}
 	ictx, cancel := e.call(ctx, 0)
 	defer cancel()
 	c, err := e.cli.ContainerInspect(ictx, id)

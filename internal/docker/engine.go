@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -65,6 +66,9 @@ type Engine struct {
 
 	storageMu sync.Mutex
 	storage   *storageSupport // nil until the daemon answered Info
+
+	negotiateMu sync.Mutex
+	negotiated  atomic.Bool
 
 	// Events resubscription backoff (tests shorten it).
 	eventsMinBackoff, eventsMaxBackoff time.Duration
@@ -155,8 +159,36 @@ func (e *Engine) call(ctx context.Context, extra time.Duration) (context.Context
 	return context.WithTimeout(ctx, e.callTimeout+extra)
 }
 
+// ready negotiates the API version with the daemon once, before any other
+// call. The client would do it lazily in every call, but it writes its version
+// field under a lock that its readers (Events, request paths) do not take, so
+// concurrent first calls race; after one negotiation nothing writes it again.
+// what names the failing operation in the error when the daemon is down.
+func (e *Engine) ready(ctx context.Context, format string, args ...any) error {
+	if e.negotiated.Load() {
+		return nil
+	}
+	e.negotiateMu.Lock()
+	defer e.negotiateMu.Unlock()
+	if e.negotiated.Load() {
+		return nil
+	}
+	ctx, cancel := e.call(ctx, 0)
+	defer cancel()
+	ping, err := e.cli.Ping(ctx)
+	if err != nil {
+		return dockerError(err, format, args...)
+	}
+	e.cli.NegotiateAPIVersionPing(ping)
+	e.negotiated.Store(true)
+	return nil
+}
+
 // Info returns the engine's version and the negotiated API version.
 func (e *Engine) Info(ctx context.Context) (protocol.EngineInfo, error) {
+	if err := e.ready(ctx, "query docker engine version"); err != nil {
+		return protocol.EngineInfo{}, err
+	}
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()
 	v, err := e.cli.ServerVersion(ctx)
@@ -171,6 +203,9 @@ func (e *Engine) Info(ctx context.Context) (protocol.EngineInfo, error) {
 // of API URLs) and containers Docker matched by id prefix instead of name.
 func (e *Engine) lookup(ctx context.Context, action, id string) (container.InspectResponse, error) {
 	if err := protocol.ValidateContainerID(id); err != nil {
+		return container.InspectResponse{}, err
+	}
+	if err := e.ready(ctx, "%s container %s", action, id); err != nil {
 		return container.InspectResponse{}, err
 	}
 	ictx, cancel := e.call(ctx, 0)

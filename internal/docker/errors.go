@@ -26,7 +26,7 @@ func dockerError(err error, format string, args ...any) error {
 	if errors.As(err, &pe) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	msg := err.Error()
+	msg := strings.Join(strings.Fields(err.Error()), " ") // daemons put newlines in messages
 	code := errorCode(err)
 	switch {
 	case strings.HasPrefix(msg, daemonPrefix):

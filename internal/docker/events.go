@@ -71,6 +71,9 @@ type eventKey struct {
 
 // subscribe relays events from one subscription until it fails.
 func (e *Engine) subscribe(ctx context.Context, since time.Time, last *eventKey, emit func(protocol.ContainerEvent)) error {
+	if err := e.ready(ctx, "subscribe to docker events"); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the client's goroutine
 	msgs, errs := e.cli.Events(ctx, events.ListOptions{

@@ -66,6 +66,9 @@ func dockerTime(s string) string {
 // policy.Ownership). ALLOW_UNMANAGED does not widen the list: it permits
 // actions on other containers, it does not adopt them.
 func (e *Engine) List(ctx context.Context) ([]protocol.InventoryItem, error) {
+	if err := e.ready(ctx, "list containers"); err != nil {
+		return nil, err
+	}
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()
 	cs, err := e.cli.ContainerList(ctx, container.ListOptions{

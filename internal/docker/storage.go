@@ -62,6 +62,9 @@ func (e *Engine) storageSupport(ctx context.Context) (storageSupport, error) {
 	if e.storage != nil {
 		return *e.storage, nil
 	}
+	if err := e.ready(ctx, "query docker storage driver"); err != nil {
+		return storageSupport{}, err
+	}
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()
 	info, err := e.cli.Info(ctx)

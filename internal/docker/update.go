@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"math"
+	"strings"
 
 	"github.com/docker/docker/api/types/container"
 
@@ -60,7 +61,13 @@ func (e *Engine) Update(ctx context.Context, containerID string, res *protocol.R
 	defer cancel()
 	resp, err := e.cli.ContainerUpdate(ctx, c.ID, upd)
 	if err != nil {
-		return warnings, dockerError(err, "update container %s", containerID)
+		err = dockerError(err, "update container %s", containerID)
+		if strings.Contains(err.Error(), "current usage") {
+			// The kernel refused a limit below what the container uses now:
+			// a conflict with its state, not a fault of the engine.
+			err = &protocol.Error{Code: protocol.CodeConflict, Err: err}
+		}
+		return warnings, err
 	}
 	e.log.Info("container updated", "containerId", containerID)
 	return append(warnings, resp.Warnings...), nil
