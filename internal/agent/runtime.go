@@ -44,8 +44,10 @@ type Runtime interface {
 	Events(ctx context.Context, emit func(protocol.ContainerEvent)) error
 }
 
-// ProgressFunc reports a stage of long work (command_progress).
-type ProgressFunc func(stage, detail string)
+// ProgressFunc reports a stage of long work (command_progress). It is an
+// alias, not a defined type, so internal/docker can implement Runtime with a
+// plain func parameter without importing this package.
+type ProgressFunc = func(stage, detail string)
 
 // HostSampler reads host resource usage for heartbeats.
 type HostSampler interface {
