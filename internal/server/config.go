@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,8 +36,8 @@ type Config struct {
 	TLSCertFile string `env:"TLS_CERT_FILE" help:"PEM certificate chain: serve https and wss (with TLS_KEY_FILE)"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"PEM private key for TLS_CERT_FILE"`
 
-	LogLevel  slog.Level `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
-	LogFormat string     `env:"LOG_FORMAT" envDefault:"text" help:"text (colour on a terminal) or json"`
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	LogFormat string `env:"LOG_FORMAT" envDefault:"text" help:"text (colour on a terminal) or json"`
 
 	MaxBodyBytes    int64 `env:"MAX_BODY_BYTES" envDefault:"1048576" help:"largest accepted REST request body (then 413)"`
 	MaxMessageBytes int64 `env:"MAX_MESSAGE_BYTES" envDefault:"16777216" help:"largest WebSocket frame accepted from an agent (then close 1009)"`
@@ -160,6 +159,11 @@ func (c *Config) resolve() []string {
 	}
 	if c.PingInterval <= 0 {
 		add("PING_INTERVAL must be positive, got %s", c.PingInterval)
+	}
+	switch strings.ToLower(strings.TrimSpace(c.LogLevel)) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		add("LOG_LEVEL must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -87,7 +87,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	if creds.enrollmentExported != "" {
-		logger.Info("enrollment token generated; agents read it from the export file",
+		logger.Info("enrollment token (generated) written for agents",
 			"file", creds.enrollmentExported)
 	}
 	return srv, nil
