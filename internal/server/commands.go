@@ -210,6 +210,12 @@ func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 				}{d}))
 			}
 		case res := <-wt.result:
+			// Log frames the agent sent before its result are queued
+			// already (one read loop delivers both, in order): send them
+			// first.
+			if drainLogs(out, wt) != nil {
+				return
+			}
 			if !cmd.Follow {
 				if sendResultLines(out, res) != nil {
 					return
@@ -218,6 +224,9 @@ func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 			_ = out.send(rawEvent("result", res))
 			return
 		case <-wt.lost:
+			if drainLogs(out, wt) != nil {
+				return
+			}
 			_ = out.send(jsonEvent("error", apiError{Error: "node disconnected; the log stream ended"}))
 			return
 		case <-deadline:
@@ -234,6 +243,20 @@ func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		case <-srv.closing:
 			cancelAgent()
 			return
+		}
+	}
+}
+
+// drainLogs sends the log frames already queued for wt.
+func drainLogs(out *sseWriter, wt *waiter) error {
+	for {
+		select {
+		case f := <-wt.logs:
+			if err := sendLogLines(out, f); err != nil {
+				return err
+			}
+		default:
+			return nil
 		}
 	}
 }

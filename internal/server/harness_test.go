@@ -226,6 +226,7 @@ type dialOptions struct {
 	header   bool // send the token as Authorization: Bearer
 	query    bool // send the token as ?token=
 	noPong   bool // do not answer application pings
+	noRead   bool // never read from the connection: a stalled agent
 	maxFrame int
 }
 
@@ -255,6 +256,10 @@ func (h *harness) dial(token string, o dialOptions) (*testAgent, *http.Response,
 		return nil, resp, err
 	}
 	a.conn = conn
+	if o.noRead {
+		h.t.Cleanup(func() { _ = conn.NetConn().Close() })
+		return a, resp, nil
+	}
 	go conn.ReadLoop()
 	h.t.Cleanup(func() {
 		_ = conn.WriteClose(1000, nil)
@@ -445,3 +450,5 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func jsonBody(s string) io.Reader { return strings.NewReader(s) }

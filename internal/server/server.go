@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -28,7 +29,11 @@ type Server struct {
 	upgrader *gws.Upgrader
 	handler  http.Handler
 	httpSrv  *http.Server
-	now      func() time.Time
+
+	// Test seams: the clock (tokens' iat/exp, stored times) and the write
+	// deadline per frame to an agent.
+	clock        atomic.Pointer[func() time.Time]
+	writeTimeout time.Duration
 
 	closing      chan struct{} // closed when Shutdown begins
 	shutdownOnce sync.Once
@@ -63,15 +68,16 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	srv := &Server{
-		cfg:     cfg,
-		log:     logger,
-		store:   st,
-		creds:   creds,
-		hub:     newHub(logger.With("component", "hub")),
-		now:     time.Now,
-		closing: make(chan struct{}),
-		reqOpen: true,
+		cfg:          cfg,
+		log:          logger,
+		store:        st,
+		creds:        creds,
+		hub:          newHub(logger.With("component", "hub")),
+		closing:      make(chan struct{}),
+		reqOpen:      true,
+		writeTimeout: writeTimeout,
 	}
+	srv.setClock(time.Now)
 	srv.tokens = &tokenIssuer{key: creds.jwtKey, ttl: cfg.NodeTokenTTL, now: func() time.Time { return srv.now() }}
 	srv.upgrader = gws.NewUpgrader(socketHandler{srv}, &gws.ServerOption{
 		ReadMaxPayloadSize: int(cfg.MaxMessageBytes),
@@ -92,6 +98,10 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	return srv, nil
 }
+
+func (srv *Server) now() time.Time { return (*srv.clock.Load())() }
+
+func (srv *Server) setClock(f func() time.Time) { srv.clock.Store(&f) }
 
 // routes is the API (see the package documentation).
 func (srv *Server) routes() *http.ServeMux {

@@ -127,7 +127,7 @@ func (s *session) writeLoop() {
 }
 
 func (s *session) write(frame []byte) bool {
-	_ = s.conn.NetConn().SetWriteDeadline(time.Now().Add(writeTimeout))
+	_ = s.conn.NetConn().SetWriteDeadline(time.Now().Add(s.srv.writeTimeout))
 	if s.closing.Load() {
 		// close() may have shortened the deadline before ours; leave the
 		// connection to the close frame.

@@ -152,7 +152,7 @@ func TestSocketExpiredTokenTTL(t *testing.T) {
 	}
 	h.connect(n.ID, n.Token)
 	// Two hours later the same token is refused.
-	h.srv.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	h.srv.setClock(func() time.Time { return time.Now().Add(2 * time.Hour) })
 	resp, data := h.upgradeRequest(t, n.Token)
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(errorOf(t, data), "expired") {
 		t.Errorf("expired token: %d %s, want 401 expired", resp.StatusCode, data)
@@ -312,4 +312,38 @@ func TestMalformedFramesAreSurvived(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "malformed frame from agent") {
 		t.Errorf("malformed frame not logged")
 	}
+}
+
+func TestStalledAgentIsCutOff(t *testing.T) {
+	h := newHarness(t, map[string]string{"COMMAND_TIMEOUT": "500ms"})
+	h.srv.writeTimeout = 200 * time.Millisecond
+	n := h.createNode("stalled")
+	if _, _, err := h.dial(n.Token, dialOptions{noRead: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "session attached", func() bool { return h.srv.hub.connected(n.ID) })
+
+	// Commands of almost 1 MiB each: far more than the socket buffers hold
+	// for an agent that reads nothing.
+	big := strings.Repeat("x", 900<<10)
+	results := make([]<-chan postResult, 16)
+	for i := range results {
+		results[i] = h.postCommand(n.ID, map[string]any{"action": "start", "containerId": "c",
+			"environment": map[string]string{"BIG": big}})
+	}
+	// The blocked write hits its deadline and the session is dropped.
+	waitFor(t, "stalled session dropped", func() bool { return !h.srv.hub.connected(n.ID) })
+	// Every request still ends, with 504, within COMMAND_TIMEOUT.
+	for _, res := range results {
+		select {
+		case r := <-res:
+			if r.status != http.StatusGatewayTimeout && r.status != http.StatusConflict {
+				t.Errorf("request = %d %s, want 504 (or 409 when it came after the drop)", r.status, r.body)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("a request to a stalled agent hung")
+		}
+	}
+	// The API stays responsive throughout.
+	h.node(n.ID)
 }
