@@ -4,14 +4,21 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/volume"
 	"sigs.k8s.io/yaml"
+
+	"github.com/lormas/lormas-agent/internal/dockertest"
 )
 
 // composeCommand returns the Compose tool as an argv prefix: $COMPOSE (e.g.
@@ -234,4 +241,101 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// TestComposeStack brings the whole compose.yaml system up as an operator
+// would (`up -d`), with the images built from the Dockerfile: the agent must
+// enroll itself with the server's generated token, turn healthy, keep its
+// node identity across a re-created container (state volume), and run a
+// create/start/logs/delete cycle sent through the server's API. `down -v`
+// must leave nothing behind.
+func TestComposeStack(t *testing.T) {
+	buildImages(t)
+	cli := dockertest.Require(t)
+	workload := dockertest.WorkloadImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+
+	adminToken, nodeName := randomToken(), uniqueName("compose-node-")
+	port := freePort(t)
+	p := newComposeProject(t, uniqueName("lormaspkgtest"), map[string]string{
+		"DOCKER_GID":          strconv.Itoa(socketGroup(t)),
+		"LORMAS_BIND":         "127.0.0.1",
+		"LORMAS_PORT":         strconv.Itoa(port),
+		"ADMIN_TOKEN":         adminToken,
+		"NODE_NAME":           nodeName,
+		"LOG_LEVEL":           "debug",
+		"LORMAS_SERVER_IMAGE": serverTag,
+		"LORMAS_AGENT_IMAGE":  agentTag,
+		"LORMAS_VERSION":      buildVersion,
+		"LORMAS_COMMIT":       buildCommit,
+	})
+	t.Cleanup(func() {
+		ctx, cancel := contextWithTimeout()
+		defer cancel()
+		if t.Failed() {
+			t.Logf("compose logs:\n%s", p.run(ctx, "logs", "--no-color", "--tail", "100").stdout)
+		}
+		if r := p.run(ctx, "down", "--volumes", "--remove-orphans", "--timeout", "15"); r.err != nil {
+			t.Errorf("compose down: %s", r)
+		}
+		vols, err := cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+p.name))})
+		if err == nil && len(vols.Volumes) != 0 {
+			t.Errorf("compose down -v left volumes %v", vols.Volumes)
+		}
+	})
+
+	start := time.Now()
+	if r := p.run(ctx, "up", "--detach", "--no-build"); r.err != nil {
+		t.Fatalf("compose up: %s", r)
+	}
+	agentID := composeContainer(ctx, t, p, "lormas-agent")
+	waitHealthy(ctx, t, cli, agentID)
+	t.Logf("stack up and agent healthy in %s", time.Since(start).Round(time.Second))
+
+	api := newAdminAPI("http://127.0.0.1:"+strconv.Itoa(port), adminToken)
+	first := api.waitNode(ctx, t, nodeName)
+	t.Logf("agent enrolled as node %s (%s)", first.ID, first.Name)
+
+	// A new agent container enrolls no second time: its token is in the state volume.
+	if r := p.run(ctx, "up", "--detach", "--no-build", "--no-deps", "--force-recreate", "lormas-agent"); r.err != nil {
+		t.Fatalf("compose up --force-recreate lormas-agent: %s", r)
+	}
+	if again := composeContainer(ctx, t, p, "lormas-agent"); again == agentID {
+		t.Fatal("the agent container was not re-created")
+	} else {
+		agentID = again
+	}
+	waitHealthy(ctx, t, cli, agentID)
+	var nodes []node
+	if _, err := api.do(ctx, "GET", "/api/nodes", nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].ID != first.ID {
+		t.Fatalf("nodes after re-creating the agent: %+v; want only %s: the agent must reuse its enrolled token", nodes, first.ID)
+	}
+	second := api.waitNode(ctx, t, nodeName)
+	driveWorkload(ctx, t, api, cli, second.ID, workload)
+}
+
+// composeContainer is the id of the project's container for service.
+func composeContainer(ctx context.Context, t *testing.T, p *composeProject, service string) string {
+	t.Helper()
+	r := p.run(ctx, "ps", "-q", service)
+	id := strings.TrimSpace(r.stdout)
+	if r.err != nil || id == "" || strings.Contains(id, "\n") {
+		t.Fatalf("compose ps %s: %s", service, r)
+	}
+	return id
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
