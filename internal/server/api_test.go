@@ -35,11 +35,11 @@ func TestAdminAuthFailures(t *testing.T) {
 	for _, rt := range routes {
 		for _, a := range auths {
 			t.Run(rt.method+" "+rt.path+"/"+a.name, func(t *testing.T) {
-				req, _ := http.NewRequest(rt.method, h.ts.URL+rt.path, strings.NewReader(`{"name":"x"}`))
+				req, _ := http.NewRequest(rt.method, h.url+rt.path, strings.NewReader(`{"name":"x"}`))
 				if a.header != "" {
 					req.Header.Set("Authorization", a.header)
 				}
-				resp, err := h.ts.Client().Do(req)
+				resp, err := h.client.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -152,14 +152,14 @@ func TestCreateNodeBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequest("POST", h.ts.URL+"/api/nodes", strings.NewReader(c.body))
+			req, _ := http.NewRequest("POST", h.url+"/api/nodes", strings.NewReader(c.body))
 			req.Header.Set("Authorization", "Bearer "+testAdminToken)
 			ct := c.contentType
 			if ct == "" {
 				ct = "application/json; charset=utf-8"
 			}
 			req.Header.Set("Content-Type", ct)
-			resp, err := h.ts.Client().Do(req)
+			resp, err := h.client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -46,11 +46,12 @@ func (s *syncBuffer) String() string {
 
 // harness is a Server behind an httptest.Server.
 type harness struct {
-	t    *testing.T
-	srv  *Server
-	ts   *httptest.Server
-	dir  string
-	logs *syncBuffer
+	t      *testing.T
+	srv    *Server
+	url    string // http://host:port of the server
+	client *http.Client
+	dir    string
+	logs   *syncBuffer
 }
 
 // testEnv is the environment of a test server; extra overrides it.
@@ -86,7 +87,7 @@ func startHarness(t *testing.T, dir string, extra map[string]string) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	ts := httptest.NewServer(srv.Handler())
-	h := &harness{t: t, srv: srv, ts: ts, dir: dir, logs: logs}
+	h := &harness{t: t, srv: srv, url: ts.URL, client: ts.Client(), dir: dir, logs: logs}
 	// Cleanups run last-in first-out: the server closes its sessions and
 	// streams first, then httptest waits for the remaining requests.
 	t.Cleanup(ts.Close)
@@ -111,7 +112,7 @@ func (h *harness) request(method, path string, body any, token string) (*http.Re
 	default:
 		r = bytes.NewReader(mustMarshal(b))
 	}
-	req, err := http.NewRequest(method, h.ts.URL+path, r)
+	req, err := http.NewRequest(method, h.url+path, r)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func (h *harness) request(method, path string, body any, token string) (*http.Re
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := h.ts.Client().Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		h.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -231,7 +232,7 @@ type dialOptions struct {
 }
 
 func (h *harness) wsURL(query string) string {
-	return "ws" + strings.TrimPrefix(h.ts.URL, "http") + "/api/ws/nodes" + query
+	return "ws" + strings.TrimPrefix(h.url, "http") + "/api/ws/nodes" + query
 }
 
 // dial connects a test agent; the error and response are those of the
@@ -357,7 +358,7 @@ type sseClient struct {
 
 func (h *harness) stream(path string) *sseClient {
 	h.t.Helper()
-	req, err := http.NewRequest("GET", h.ts.URL+path, nil)
+	req, err := http.NewRequest("GET", h.url+path, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

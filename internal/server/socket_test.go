@@ -19,12 +19,12 @@ import (
 // can be read.
 func (h *harness) upgradeRequest(t *testing.T, token string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", h.ts.URL+"/api/ws/nodes?token="+token, nil)
+	req, _ := http.NewRequest("GET", h.url+"/api/ws/nodes?token="+token, nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
 	req.Header.Set("Sec-WebSocket-Version", "13")
 	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString([]byte("0123456789abcdef")))
-	resp, err := h.ts.Client().Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
