@@ -7,7 +7,7 @@ import (
 
 // Options configure an Agent. cmd/lormas-agent fills them from config.Config.
 type Options struct {
-	ServerURL string               // SERVER_URL: ws://, wss://, http:// or https://
+	ServerURL string                 // SERVER_URL: ws://, wss://, http:// or https://
 	Token     func() (string, error) // read before every dial (NODE_TOKEN_FILE rotation)
 	NodeName  string
 	NodeID    string // fallback when the token has no nodeId/sub/id claim

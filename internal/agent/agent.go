@@ -1,0 +1,290 @@
+// Package agent is the node agent's session with the Lormas server: it keeps
+// a connection up (dial, identify, backoff, auth handling), dispatches the
+// server's commands to the container Runtime with per-container ordering
+// and a global concurrency limit, and reports results, log streams,
+// progress, container events and heartbeats back.
+//
+// Nothing is lost across reconnects (SPEC 4.2): results wait in an outbox
+// until written, and a command id seen in the last hour is answered from
+// its stored result instead of running again. On shutdown in-flight
+// commands finish (bounded), their results are flushed, and the socket is
+// closed with 1001; containers are never touched.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/backoff"
+	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/transport"
+)
+
+// ErrMaxReconnects ends Run when MAX_RECONNECT_ATTEMPTS is exhausted.
+var ErrMaxReconnects = errors.New("maximum reconnect attempts reached")
+
+var (
+	errNotRunning   = errors.New("agent is not running")
+	errShuttingDown = errors.New("agent is shutting down")
+)
+
+// Defaults for zero Options fields (SPEC 5).
+const (
+	DefaultHeartbeatInterval     = 10 * time.Second
+	DefaultReconnectDelay        = time.Second
+	DefaultReconnectMaxDelay     = 60 * time.Second
+	DefaultMaxConcurrentCommands = 32
+	DefaultMaxMessageBytes       = 1 << 20
+	DefaultShutdownTimeout       = 10 * time.Second
+	DefaultOutboxLimit           = 1000
+)
+
+// Internal limits.
+const (
+	dedupTTL        = time.Hour
+	dedupMaxEntries = 10000
+	dedupMaxBytes   = 16 << 20
+	outboxMaxBytes  = 64 << 20
+	maxStreams      = 256
+	callTimeout     = 15 * time.Second // Info, List, Sample for identify/inventory/heartbeat
+)
+
+// timing holds the intervals that tests shorten (export_test.go).
+type timing struct {
+	pingInterval time.Duration // WebSocket ping
+	readTimeout  time.Duration // nothing read: connection dead
+	writeTimeout time.Duration // one frame write
+	stableAfter  time.Duration // up this long: backoff resets
+	flushTimeout time.Duration // shutdown: writing the last results
+	eventsRetry  time.Duration // first delay before resubscribing to events
+	proxy        transport.ProxyFunc
+}
+
+func defaultTiming() timing {
+	return timing{
+		pingInterval: transport.DefaultPingInterval,
+		readTimeout:  transport.DefaultReadTimeout,
+		writeTimeout: transport.DefaultWriteTimeout,
+		stableAfter:  backoff.DefaultStableAfter,
+		flushTimeout: 5 * time.Second,
+		eventsRetry:  time.Second,
+	}
+}
+
+// Agent is one node agent. Create it with New and run it with Run.
+type Agent struct {
+	opts   Options
+	log    *slog.Logger
+	obs    observer
+	server *url.URL
+	tm     timing
+
+	cmdCtx    context.Context // commands run under it; cancelled when shutdown gives up
+	cmdCancel context.CancelFunc
+	disp      *dispatcher
+	outbox    *outbox
+	seen      *dedup
+	streams   *streams
+
+	mu         sync.Mutex
+	sess       *session // identified session, or nil
+	token      string
+	nodeID     string
+	runtimeErr error // last Info/List outcome, for Ready
+
+	sampleLog *every // heartbeat failures, logged at most once a minute
+	listLog   *every
+
+	started  atomic.Bool
+	running  atomic.Bool
+	eventsUp atomic.Bool
+	draining atomic.Bool
+}
+
+// New checks opts, fills in defaults and returns an Agent.
+func New(opts Options) (*Agent, error) {
+	if opts.Runtime == nil {
+		return nil, errors.New("agent: no container runtime")
+	}
+	if opts.Token == nil {
+		return nil, errors.New("agent: no token source")
+	}
+	server, err := endpoint.Parse(opts.ServerURL)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if opts.NodeName == "" {
+		opts.NodeName, _ = os.Hostname()
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	setDefault(&opts.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDefault(&opts.ReconnectDelay, DefaultReconnectDelay)
+	setDefault(&opts.ReconnectMaxDelay, DefaultReconnectMaxDelay)
+	setDefault(&opts.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&opts.MaxConcurrentCommands, DefaultMaxConcurrentCommands)
+	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&opts.OutboxLimit, DefaultOutboxLimit)
+	if opts.MaxReconnectAttempts < 0 {
+		opts.MaxReconnectAttempts = 0
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Fail fast on unreadable TLS files; they are read again at every dial
+	// so rotated certificates are picked up.
+	if _, err := tlsTemplate(&opts); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+
+	log := opts.Logger.With("component", "agent")
+	obs := observer{opts.Observer}
+	cmdCtx, cmdCancel := context.WithCancel(context.Background())
+	a := &Agent{
+		opts:      opts,
+		log:       log,
+		obs:       obs,
+		server:    server,
+		tm:        defaultTiming(),
+		cmdCtx:    cmdCtx,
+		cmdCancel: cmdCancel,
+		disp:      newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
+		outbox:    newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
+		seen:      newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
+		streams:   newStreams(),
+		sampleLog: newEvery(time.Minute),
+		listLog:   newEvery(time.Minute),
+	}
+	return a, nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// tlsTemplate reads the TLS files, or returns nil when none are configured
+// and verification is on (system roots then apply).
+func tlsTemplate(o *Options) (*tls.Config, error) {
+	if o.TLSCAFile == "" && o.TLSCertFile == "" && o.TLSKeyFile == "" && !o.TLSInsecureSkipVerify {
+		return nil, nil
+	}
+	return transport.TLSConfig(o.TLSCAFile, o.TLSCertFile, o.TLSKeyFile, o.TLSInsecureSkipVerify)
+}
+
+// Run connects and serves until ctx is cancelled (graceful shutdown,
+// returns nil) or MaxReconnectAttempts is exhausted (an error wrapping
+// ErrMaxReconnects). It may be called once.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return errors.New("agent: Run called more than once")
+	}
+	a.running.Store(true)
+	defer a.running.Store(false)
+	defer a.cmdCancel()
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if a.opts.StatusEvents {
+		a.eventsUp.Store(true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer a.eventsUp.Store(false)
+			a.eventsLoop(bg)
+		}()
+	}
+
+	a.log.Info("agent starting", "server", endpoint.Redact(a.server.String()), "nodeName", a.opts.NodeName,
+		"version", a.opts.Version, "maxConcurrentCommands", a.opts.MaxConcurrentCommands)
+	err := a.connectLoop(ctx)
+
+	// Disconnected (or giving up): let in-flight commands end; their
+	// results cannot be delivered any more.
+	a.stopCommands()
+	if n := a.outbox.len(); n > 0 {
+		a.log.Warn("results not delivered before exit", "count", n)
+	}
+	stopBG()
+	wg.Wait()
+	a.log.Info("agent stopped")
+	return err
+}
+
+// stopCommands refuses new commands, ends log streams and waits for
+// in-flight commands up to ShutdownTimeout, then cancels the rest and
+// waits briefly for them.
+func (a *Agent) stopCommands() {
+	a.draining.Store(true)
+	a.streams.cancelAll(errShuttingDown)
+	if a.disp.waitIdle(a.opts.ShutdownTimeout) {
+		a.disp.wait()
+		return
+	}
+	a.log.Warn("shutdown timeout: cancelling commands still running", "count", a.disp.count(),
+		"shutdownTimeout", a.opts.ShutdownTimeout)
+	a.cmdCancel()
+	if a.disp.waitIdle(a.tm.flushTimeout) {
+		a.disp.wait()
+		return
+	}
+	a.log.Error("commands ignored cancellation; exiting without them", "count", a.disp.count())
+}
+
+// Ready reports nil when the agent is connected and identified and the
+// container engine answered its last call (for /readyz).
+func (a *Agent) Ready() error {
+	if !a.running.Load() {
+		return errNotRunning
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sess == nil {
+		return errors.New("not connected to the server")
+	}
+	if a.runtimeErr != nil {
+		return fmt.Errorf("container engine unreachable: %w", a.runtimeErr)
+	}
+	return nil
+}
+
+// Alive reports nil while Run and its loops are running (for /healthz).
+func (a *Agent) Alive() error {
+	if !a.running.Load() {
+		return errNotRunning
+	}
+	if a.opts.StatusEvents && !a.eventsUp.Load() {
+		return errors.New("container events loop stopped")
+	}
+	return nil
+}
+
+// current returns the identified session, or nil while disconnected.
+func (a *Agent) current() *session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sess
+}
+
+func (a *Agent) setRuntimeErr(err error) {
+	a.mu.Lock()
+	a.runtimeErr = err
+	a.mu.Unlock()
+}
+
+// currentNodeID is the node id derived from the current token.
+func (a *Agent) currentNodeID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.nodeID
+}

@@ -1,0 +1,40 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/transport"
+)
+
+// Timing shortens the agent's internal intervals in tests. Zero fields keep
+// their defaults. Set it before Run.
+type Timing struct {
+	PingInterval time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	StableAfter  time.Duration
+	FlushTimeout time.Duration
+	EventsRetry  time.Duration
+	Proxy        transport.ProxyFunc
+}
+
+// SetTiming applies t to a.
+func SetTiming(a *Agent, t Timing) {
+	set := func(d *time.Duration, v time.Duration) {
+		if v > 0 {
+			*d = v
+		}
+	}
+	set(&a.tm.pingInterval, t.PingInterval)
+	set(&a.tm.readTimeout, t.ReadTimeout)
+	set(&a.tm.writeTimeout, t.WriteTimeout)
+	set(&a.tm.stableAfter, t.StableAfter)
+	set(&a.tm.flushTimeout, t.FlushTimeout)
+	set(&a.tm.eventsRetry, t.EventsRetry)
+	if t.Proxy != nil {
+		a.tm.proxy = t.Proxy
+	}
+}
+
+// OutboxLen is the number of results waiting to be written.
+func OutboxLen(a *Agent) int { return a.outbox.len() }

@@ -1,0 +1,46 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// beat sends one heartbeat (SPEC 2.4): host resources from the sampler plus
+// the managed container counts. If sampling fails the beat is skipped; if
+// only the engine fails, the beat goes out without container counts.
+func (a *Agent) beat(s *session) {
+	ctx, cancel := context.WithTimeout(s.ctx, callTimeout)
+	defer cancel()
+	var res protocol.HostResources
+	if a.opts.Host != nil {
+		var err error
+		res, err = a.opts.Host.Sample(ctx)
+		if err != nil {
+			if ok, n := a.sampleLog.allow(); ok {
+				a.log.Warn("host metrics unavailable: heartbeat skipped", "err", err, "suppressedLogs", n)
+			}
+			return
+		}
+	}
+	items, err := a.opts.Runtime.List(ctx)
+	a.setRuntimeErr(err)
+	if err != nil {
+		if ok, n := a.listLog.allow(); ok {
+			a.log.Warn("container engine unreachable: heartbeat without container counts", "err", err, "suppressedLogs", n)
+		}
+	} else {
+		counts := &protocol.ContainerCounts{Total: len(items)}
+		for _, it := range items {
+			if it.State == "running" {
+				counts.Running++
+			}
+		}
+		res.Containers = counts
+	}
+	hb := protocol.Heartbeat{NodeID: a.currentNodeID(), Resources: res, Timestamp: protocol.Timestamp(time.Now())}
+	if err := s.send(ctx, hb); err != nil {
+		a.log.Debug("heartbeat not sent", "err", err)
+	}
+}

@@ -1,0 +1,235 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/transport"
+)
+
+// session is one identified connection: it owns the goroutines that read
+// frames, write the outbox and send heartbeats, all ended and waited for
+// when the connection ends.
+type session struct {
+	a         *Agent
+	conn      *transport.Conn
+	ctx       context.Context // ends with the connection
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	flushed   chan struct{} // closed when the outbox was first seen empty
+	flushOnce sync.Once
+}
+
+var pongFrame = []byte(`{"type":"pong"}`)
+
+// runSession identifies on conn and serves it until it ends or ctx is
+// cancelled (then it shuts down gracefully). It returns why the connection
+// ended.
+func (a *Agent) runSession(ctx context.Context, conn *transport.Conn) error {
+	sctx, cancel := context.WithCancel(context.Background())
+	s := &session{a: a, conn: conn, ctx: sctx, cancel: cancel, flushed: make(chan struct{})}
+	s.spawn(func() {
+		select {
+		case <-conn.Done():
+			cancel()
+		case <-sctx.Done():
+		}
+	})
+
+	// On open: agent_identify, then inventory, then queued results, then
+	// heartbeats (SPEC 4). Frames are read from identify on, so pings are
+	// answered while the inventory is gathered.
+	ictx, icancel := context.WithTimeout(sctx, a.tm.writeTimeout)
+	err := s.send(ictx, a.identifyMessage(sctx))
+	icancel()
+	if err == nil {
+		a.mu.Lock()
+		a.sess = s
+		a.mu.Unlock()
+		a.obs.Connected(true)
+		a.log.Info("connected", "server", endpoint.Redact(a.server.String()), "nodeId", a.currentNodeID())
+		s.spawn(s.readFrames)
+		if a.opts.StatusEvents {
+			s.sendInventory()
+		}
+		s.spawn(s.pumpOutbox)
+		s.spawn(s.heartbeats)
+
+		select {
+		case <-conn.Done():
+		case <-ctx.Done():
+			s.shutdown()
+		}
+		a.mu.Lock()
+		a.sess = nil
+		a.mu.Unlock()
+		a.obs.Connected(false)
+	} else {
+		err = fmt.Errorf("send agent_identify: %w", err)
+	}
+
+	cancel()
+	_ = conn.Close(transport.CloseNormal, "")
+	s.wg.Wait()
+	// Why the connection ended, unless the agent closed it itself because
+	// identify failed: then that failure is the reason.
+	cerr := conn.Err()
+	var ce *transport.CloseError
+	if err != nil && errors.As(cerr, &ce) && ce.Local {
+		return err
+	}
+	return cerr
+}
+
+func (s *session) spawn(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// shutdown ends the session gracefully (SPEC 4.1): no new commands,
+// in-flight ones finish (bounded), their results are flushed, then the
+// socket is closed with 1001.
+func (s *session) shutdown() {
+	a := s.a
+	a.log.Info("shutting down: waiting for in-flight commands", "count", a.disp.count(), "timeout", a.opts.ShutdownTimeout)
+	a.stopCommands()
+	deadline := time.Now().Add(a.tm.flushTimeout)
+	for a.outbox.len() > 0 && s.ctx.Err() == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := a.outbox.len(); n > 0 {
+		a.log.Warn("shutdown: results not flushed in time", "count", n)
+	}
+	if err := s.conn.Close(transport.CloseGoingAway, "agent shutting down"); err != nil {
+		a.log.Debug("close", "err", err)
+	}
+}
+
+// send encodes m and writes it, waiting for room in the send queue.
+func (s *session) send(ctx context.Context, m protocol.Message) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.MessageType(), err)
+	}
+	return s.conn.Send(ctx, data)
+}
+
+// pong answers an application-level ping through the priority lane.
+func (s *session) pong() {
+	if err := s.conn.SendPriority(pongFrame); err != nil {
+		s.a.log.Debug("pong not sent", "err", err)
+	}
+}
+
+func (s *session) readFrames() {
+	for f := range s.conn.Frames() {
+		s.a.handleFrame(s, f)
+	}
+}
+
+// pumpOutbox writes queued results in order; each stays queued until its
+// write succeeded, so a result cut off by a dying connection is sent again
+// on the next one.
+func (s *session) pumpOutbox() {
+	ob := s.a.outbox
+	for {
+		it, ok := ob.peek()
+		if !ok {
+			s.flushOnce.Do(func() { close(s.flushed) })
+			select {
+			case <-ob.wait():
+				continue
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		err := s.conn.Send(s.ctx, it.data)
+		switch {
+		case err == nil:
+			ob.remove(it.seq)
+		case errors.Is(err, transport.ErrFrameTooLarge):
+			s.a.log.Error("result too large to send; dropped", "commandId", it.commandID, "err", err)
+			ob.remove(it.seq)
+		default:
+			return
+		}
+	}
+}
+
+// heartbeats sends a heartbeat once the queued results are out, then every
+// HeartbeatInterval. Heartbeats are never queued across disconnects.
+func (s *session) heartbeats() {
+	select {
+	case <-s.flushed:
+	case <-s.ctx.Done():
+		return
+	}
+	t := time.NewTicker(s.a.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		s.a.beat(s)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// identifyMessage builds agent_identify; a failing engine leaves out
+// engine but never prevents identifying.
+func (a *Agent) identifyMessage(ctx context.Context) protocol.AgentIdentify {
+	caps := slices.Clone(protocol.Capabilities)
+	if !a.opts.StatusEvents {
+		caps = slices.DeleteFunc(caps, func(c string) bool { return c == "container_event" || c == "inventory" })
+	}
+	host, _ := os.Hostname()
+	msg := protocol.AgentIdentify{
+		NodeName:        a.opts.NodeName,
+		Version:         a.opts.Version,
+		ProtocolVersion: protocol.Version,
+		Capabilities:    caps,
+		Hostname:        host,
+		OS:              runtime.GOOS,
+		Arch:            runtime.GOARCH,
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	info, err := a.opts.Runtime.Info(ctx)
+	a.setRuntimeErr(err)
+	if err != nil {
+		a.log.Warn("container engine unreachable: identifying without engine details", "err", err)
+	} else {
+		msg.Engine = &info
+	}
+	return msg
+}
+
+// sendInventory lists the managed containers so the server can reconcile.
+// When the engine does not answer no inventory is sent: an empty one would
+// tell the server every container is gone.
+func (s *session) sendInventory() {
+	ctx, cancel := context.WithTimeout(s.ctx, callTimeout)
+	defer cancel()
+	items, err := s.a.opts.Runtime.List(ctx)
+	s.a.setRuntimeErr(err)
+	if err != nil {
+		s.a.log.Warn("inventory not sent: container engine unreachable", "err", err)
+		return
+	}
+	if err := s.send(ctx, protocol.Inventory{Containers: items}); err != nil {
+		s.a.log.Warn("inventory not sent", "err", err, "containers", len(items))
+	}
+}
