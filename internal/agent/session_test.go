@@ -225,7 +225,9 @@ func TestPongWhileSlowCommandRuns(t *testing.T) {
 
 func TestServerCloseReconnectsWithGrowingBackoff(t *testing.T) {
 	h := start(t, nil, setup{
-		opts:   func(o *agent.Options) { o.ReconnectDelay, o.ReconnectMaxDelay = 5*time.Millisecond, 40*time.Millisecond },
+		opts: func(o *agent.Options) {
+			o.ReconnectDelay, o.ReconnectMaxDelay = 5*time.Millisecond, 40*time.Millisecond
+		},
 		timing: agent.Timing{StableAfter: 500 * time.Millisecond},
 	})
 	// A server that accepts and at once closes: attempts keep counting.
