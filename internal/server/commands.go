@@ -85,8 +85,12 @@ func (srv *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeErr(w, err)
 	}
-	srv.log.Info("command dispatched", "node", n.ID, "command_id", cmd.ID, "action", cmd.Action,
-		"container", cmd.ContainerID, "err", err)
+	attrs := []any{"node", n.ID, "command_id", cmd.ID, "action", cmd.Action, "container", cmd.ContainerID}
+	if err != nil {
+		srv.log.Warn("command got no result", append(attrs, "err", err)...)
+		return
+	}
+	srv.log.Info("command answered", attrs...)
 }
 
 // dispatch sends cmd to the node and waits for its command_result until ctx

@@ -15,6 +15,7 @@ import (
 // retries with backoff.
 const (
 	closeGoingAway     = 1001 // server shutting down
+	closeInternalError = 1011 // the server failed to check the session
 	closeReplaced      = 4000 // a newer connection of the same node took over
 	closeTokenRotated  = 4001 // the session's token is no longer current
 	closeNodeDeleted   = 4003 // the node was deleted

@@ -14,6 +14,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/server/store"
 )
 
 // Session timings.
@@ -169,8 +170,12 @@ func (h socketHandler) OnOpen(c *gws.Conn) {
 	defer cancel()
 	n, err := h.srv.store.Node(ctx, s.nodeID)
 	switch {
-	case err != nil:
+	case errors.Is(err, store.ErrNotFound):
 		s.close(closeNodeDeleted, "node deleted")
+		return
+	case err != nil:
+		s.log.Error("recheck node token", "err", err)
+		s.close(closeInternalError, "server error")
 		return
 	case n.TokenID != s.jti:
 		s.close(closeTokenRotated, closeReasonRotated)
