@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/lormas/lormas-agent/internal/agent"
+	"github.com/lormas/lormas-agent/internal/config"
+	"github.com/lormas/lormas-agent/internal/docker"
+	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/health"
+	"github.com/lormas/lormas-agent/internal/hostmetrics"
+	"github.com/lormas/lormas-agent/internal/logging"
+	"github.com/lormas/lormas-agent/internal/transport"
+)
+
+// The Docker layer implements the agent's runtime contract; the assertion
+// lives here so internal/docker never imports internal/agent.
+var _ agent.Runtime = (*docker.Engine)(nil)
+
+var (
+	_ agent.HostSampler = (*hostmetrics.Sampler)(nil)
+	_ agent.Observer    = (*health.Metrics)(nil)
+)
+
+// errNotStarted is /readyz's answer until the agent exists.
+var errNotStarted = errors.New("agent starting")
+
+// runAgent loads the configuration, enrolls when needed, and runs the agent
+// until ctx ends (graceful shutdown, status 0) or the reconnect attempts are
+// exhausted (status 1). Invalid configuration is status 2.
+func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "lormas-agent run: unexpected arguments %q\n", args)
+		return exitUsage
+	}
+	cfg, err := config.Load(environ)
+	if err != nil {
+		printProblems(stderr, config.Problems(err))
+		return exitUsage
+	}
+	// TLS files are checked by building the configuration once: a CA file
+	// without certificates or a key that does not match is a configuration
+	// problem, not a dial failure to retry forever.
+	tlsConf, err := transport.TLSConfig(cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSInsecureSkipVerify)
+	if err != nil {
+		printProblems(stderr, []string{"TLS: " + err.Error()})
+		return exitUsage
+	}
+	if err := config.ExportDotEnv(environ); err != nil {
+		printProblems(stderr, []string{err.Error()})
+		return exitUsage
+	}
+	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil { // validated by config.Load already
+		printProblems(stderr, []string{err.Error()})
+		return exitUsage
+	}
+	log.Info("lormas-agent starting",
+		"version", version, "commit", commit,
+		"server", endpoint.Redact(cfg.ServerURL), "node", cfg.NodeName,
+		"healthAddr", cfg.HealthAddr)
+	if cfg.TLSInsecureSkipVerify {
+		log.Warn("TLS_INSECURE_SKIP_VERIFY is on: the server's certificate is not verified")
+	}
+
+	if err := start(ctx, cfg, tlsConf, log); err != nil {
+		if errors.Is(err, agent.ErrMaxReconnects) {
+			log.Error("giving up: MAX_RECONNECT_ATTEMPTS exhausted", "err", err, "attempts", cfg.MaxReconnectAttempts)
+		} else {
+			log.Error("lormas-agent failed", "err", err)
+		}
+		return exitFailure
+	}
+	log.Info("lormas-agent stopped")
+	return exitOK
+}
+
+// start builds the pieces and runs them; nil after a graceful shutdown.
+func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *slog.Logger) error {
+	metrics := health.NewMetrics(version, commit)
+	var current atomic.Pointer[agent.Agent]
+
+	// The health endpoint outlives ctx: it keeps answering (and being
+	// scraped) while the agent drains in-flight commands at shutdown, and
+	// stops when start returns.
+	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopHealth()
+	if cfg.HealthAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HealthAddr)
+		if err != nil {
+			return fmt.Errorf("health endpoint (HEALTH_ADDR): %w", err)
+		}
+		srv := health.NewServer(health.Options{
+			Alive: func() error {
+				if a := current.Load(); a != nil {
+					return a.Alive()
+				}
+				return nil // enrolling or starting: alive
+			},
+			Ready: func() error {
+				if a := current.Load(); a != nil {
+					return a.Ready()
+				}
+				return errNotStarted
+			},
+			Metrics: metrics,
+			Logger:  log.With("component", "health"),
+		})
+		wg.Go(func() {
+			if err := srv.Serve(healthCtx, ln); err != nil {
+				log.Error("health endpoint failed", "err", err)
+			}
+		})
+		log.Info("health endpoint listening", "addr", ln.Addr().String())
+	}
+
+	nodeID := cfg.NodeID
+	if cfg.NeedsEnrollment() {
+		res, err := enrollNode(ctx, cfg, tlsConf, log.With("component", "enroll"))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while enrolling
+			}
+			return err
+		}
+		nodeID = firstNonEmpty(nodeID, res.ID)
+	}
+	token, err := cfg.TokenSource()()
+	if err != nil {
+		return fmt.Errorf("node token: %w", err)
+	}
+	// The lormas.node label must stay the same across restarts and token
+	// rotations: the id in the token's claims, else NODE_ID, else NODE_NAME.
+	labelID := firstNonEmpty(nodeIDFromToken(token), nodeID, cfg.NodeName)
+
+	engine, err := docker.New(docker.Options{
+		NodeID:         labelID,
+		VolumeRoots:    cfg.VolumeRoots,
+		AllowUnmanaged: cfg.AllowUnmanaged,
+		DiskLimitMode:  cfg.DiskLimitMode,
+		PidsLimit:      cfg.ContainerPidsLimit,
+		LogMaxSize:     cfg.ContainerLogMaxSize,
+		LogMaxFile:     cfg.ContainerLogMaxFile,
+		CallTimeout:    cfg.DockerTimeout,
+		Logger:         log,
+	})
+	if err != nil {
+		return fmt.Errorf("docker: %w", err)
+	}
+	defer engine.Close()
+
+	a, err := agent.New(agent.Options{
+		ServerURL:             cfg.ServerURL,
+		Token:                 cfg.TokenSource(),
+		NodeName:              cfg.NodeName,
+		NodeID:                firstNonEmpty(nodeID, cfg.NodeName),
+		Version:               version,
+		HeartbeatInterval:     cfg.HeartbeatInterval,
+		ReconnectDelay:        cfg.ReconnectDelay,
+		ReconnectMaxDelay:     cfg.ReconnectMaxDelay,
+		MaxReconnectAttempts:  cfg.MaxReconnectAttempts,
+		MaxConcurrentCommands: cfg.MaxConcurrentCommands,
+		MaxMessageBytes:       int(cfg.MaxMessageBytes),
+		ShutdownTimeout:       cfg.ShutdownTimeout,
+		OutboxLimit:           cfg.OutboxLimit,
+		StatusEvents:          cfg.StatusEvents,
+		TLSCAFile:             cfg.TLSCAFile,
+		TLSCertFile:           cfg.TLSCertFile,
+		TLSKeyFile:            cfg.TLSKeyFile,
+		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
+		Runtime:               engine,
+		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, log)}),
+		Observer:              metrics,
+		Logger:                log,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	current.Store(a)
+	return a.Run(ctx)
+}
+
+// dockerRoot asks the daemon for its data root, whose file system's usage
+// heartbeats report; "" (the default root) when the daemon does not answer
+// now.
+func dockerRoot(ctx context.Context, log *slog.Logger) string {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return ""
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := cli.Info(ctx)
+	if err != nil {
+		log.Debug("docker data root unknown; disk usage of the default root", "err", err)
+		return ""
+	}
+	return info.DockerRootDir
+}
+
+// printProblems writes the configuration problems, one per line.
+func printProblems(w io.Writer, problems []string) {
+	fmt.Fprintln(w, "lormas-agent: invalid configuration:")
+	for _, p := range problems {
+		fmt.Fprintln(w, "  "+p)
+	}
+}
