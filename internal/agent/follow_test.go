@@ -1,0 +1,242 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/agent"
+	"github.com/lormas/lormas-agent/internal/agent/agenttest"
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// linesOf returns the lines a log message carries.
+func linesOf(m protocol.LogMessage) []string {
+	if m.Line != "" {
+		return []string{m.Line}
+	}
+	return m.Lines
+}
+
+func TestFollowLogsUntilContainerStops(t *testing.T) {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		for _, l := range [][2]string{{"stdout", "one"}, {"stdout", ""}, {"stderr", "warn"}, {"stdout", "two"}} {
+			if err := emit(l[0], l[1]); err != nil {
+				return err
+			}
+		}
+		return nil // the container stopped
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "f1", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
+	r := h.srv.ExpectResult("f1")
+	if r.Status != protocol.StatusSuccess {
+		t.Fatalf("result %+v", r)
+	}
+	var res protocol.LogsResult
+	resultOf(t, r, &res)
+	if res.Dropped != 0 || len(res.Logs) != 0 {
+		t.Errorf("final result %+v, want no lines and nothing dropped", res)
+	}
+	var got []string
+	for _, rec := range h.srv.Received() {
+		if m, ok := rec.Msg.(protocol.LogMessage); ok {
+			if m.CommandID != "f1" || m.ContainerID != "web" {
+				t.Errorf("log message %+v for the wrong command", m)
+			}
+			if _, err := time.Parse(time.RFC3339, m.Timestamp); err != nil {
+				t.Errorf("timestamp %q: %v", m.Timestamp, err)
+			}
+			for _, l := range linesOf(m) {
+				got = append(got, m.Stream+":"+l)
+			}
+		}
+	}
+	if want := []string{"stdout:one", "stdout:", "stderr:warn", "stdout:two"}; !slices.Equal(got, want) {
+		t.Errorf("streamed %q, want %q", got, want)
+	}
+}
+
+func TestFollowLogsBackpressureLosesNothing(t *testing.T) {
+	const total = 150000
+	var emitted atomic.Int64
+	pad := strings.Repeat("x", 90)
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		for i := 0; i < total; i++ {
+			if err := emit("stdout", fmt.Sprintf("%06d %s", i, pad)); err != nil {
+				return err
+			}
+			emitted.Add(1)
+		}
+		return nil
+	}}
+	h := start(t, rt, setup{timing: agent.Timing{ReadTimeout: time.Minute, WriteTimeout: time.Minute}})
+	h.identified()
+	h.srv.SetReadDelay(time.Hour) // the server stops reading after the next frame
+	h.send(protocol.Command{ID: "flood", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
+
+	// The engine reader must stall: emit blocks instead of buffering 15 MB.
+	last, still := int64(-1), 0
+	for still < 10 {
+		time.Sleep(50 * time.Millisecond)
+		n := emitted.Load()
+		if n == total {
+			t.Fatalf("all %d lines were read while the server read nothing: no backpressure", total)
+		}
+		if n == last {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+	t.Logf("the engine reader stalled after %d of %d lines", last, total)
+
+	h.srv.SetReadDelay(0)
+	r := h.srv.ExpectResult("flood")
+	var res protocol.LogsResult
+	resultOf(t, r, &res)
+	if r.Status != protocol.StatusSuccess || res.Dropped != 0 {
+		t.Fatalf("result %+v (dropped %d), want success with nothing dropped", r, res.Dropped)
+	}
+	next := 0
+	frames := 0
+	for _, rec := range h.srv.Received() {
+		m, ok := rec.Msg.(protocol.LogMessage)
+		if !ok {
+			continue
+		}
+		frames++
+		for _, l := range linesOf(m) {
+			if want := fmt.Sprintf("%06d ", next); !strings.HasPrefix(l, want) {
+				t.Fatalf("line %d is %.10q: lines lost or out of order", next, l)
+			}
+			next++
+		}
+	}
+	if next != total {
+		t.Fatalf("server got %d lines, want %d", next, total)
+	}
+	t.Logf("%d lines in %d log messages", total, frames)
+}
+
+func TestFollowLogsCancel(t *testing.T) {
+	stopped := make(chan error, 1)
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		for i := 0; ; i++ {
+			if err := emit("stdout", fmt.Sprint("tick ", i)); err != nil {
+				stopped <- err
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				stopped <- ctx.Err()
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "f", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
+	h.srv.Expect(protocol.TypeLog)
+	h.srv.Expect(protocol.TypeLog)
+	h.send(protocol.Cancel{CommandID: "f"})
+	if r := h.srv.ExpectResult("f"); r.Status != protocol.StatusSuccess {
+		t.Errorf("result after cancel %+v, want success", r)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(agenttest.DefaultWait):
+		t.Fatal("the engine stream was not stopped by cancel")
+	}
+}
+
+func TestFollowDoesNotBlockItsContainer(t *testing.T) {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		<-ctx.Done() // follows until cancelled
+		return nil
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "follow", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
+	eventually(t, "the stream to start", func() bool { return rt.CallCount("FollowLogs") == 1 })
+	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "web"})
+	if r := h.srv.ExpectResult("stop"); r.Status != protocol.StatusSuccess {
+		t.Errorf("stop while following: %+v", r)
+	}
+	h.send(protocol.Cancel{CommandID: "follow"})
+	h.srv.ExpectResult("follow")
+}
+
+func TestFollowInterruptedByDisconnect(t *testing.T) {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		for {
+			if err := emit("stdout", "line"); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "f", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
+	h.srv.Expect(protocol.TypeLog)
+	h.srv.DropConns()
+	h.identified()
+	r := h.srv.ExpectResult("f")
+	if r.Status != protocol.StatusError || r.Code != protocol.CodeUnavailable || !strings.Contains(r.Error, "connection") {
+		t.Errorf("result %+v, want unavailable: the stream's connection was lost", r)
+	}
+}
+
+// A result whose write had not completed when the connection died is not
+// lost: it stays in the outbox and goes out on the next connection.
+func TestResultStuckInWritesIsResentAfterReconnect(t *testing.T) {
+	rt := &agenttest.Runtime{
+		FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+			pad := strings.Repeat("z", 1000)
+			for {
+				if err := emit("stdout", pad); err != nil {
+					return err
+				}
+			}
+		},
+	}
+	h := start(t, rt, setup{timing: agent.Timing{ReadTimeout: time.Minute, WriteTimeout: time.Minute}})
+	h.identified()
+	h.srv.SetReadDelay(time.Hour)
+	h.send(protocol.Command{ID: "flood", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
+	// Let the flood fill the socket, so the next writes wait.
+	eventually(t, "the stream to run", func() bool { return rt.CallCount("FollowLogs") == 1 })
+	time.Sleep(300 * time.Millisecond)
+	h.send(protocol.Command{ID: "precious", Action: protocol.ActionStart, ContainerID: "db"})
+	eventually(t, "start to run", func() bool { return rt.CallCount("Start") == 1 })
+	eventually(t, "its result queued", func() bool { return agent.OutboxLen(h.agent) >= 1 })
+	h.srv.DropConns()
+	h.srv.SetReadDelay(0)
+	h.identified()
+	r := h.srv.ExpectResult("precious")
+	if r.Status != protocol.StatusSuccess {
+		t.Errorf("result %+v", r)
+	}
+	if rec, _ := h.srv.NextFrame(waitCtx(t), protocol.TypeInventory); rec.Conn != 2 {
+		t.Logf("inventory on conn %d", rec.Conn)
+	}
+	for _, rec := range h.srv.Received() {
+		if res, ok := rec.Msg.(protocol.CommandResult); ok && res.CommandID == "precious" && rec.Conn != 2 {
+			t.Errorf("the result arrived on connection %d; the test expected it stuck on the first", rec.Conn)
+		}
+	}
+	if n := rt.CallCount("Start"); n != 1 {
+		t.Errorf("Start ran %d times", n)
+	}
+}

@@ -1,0 +1,387 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+func TestNodeIDFromToken(t *testing.T) {
+	tests := []struct {
+		name, token, want string
+	}{
+		// {"alg":"HS256"}.{claims}.sig: built by hand, the signature is never checked.
+		{"nodeId wins", jwtOf(`{"nodeId":"n-1","sub":"s-1","id":"i-1"}`), "n-1"},
+		{"sub next", jwtOf(`{"sub":"s-1","id":"i-1"}`), "s-1"},
+		{"id last", jwtOf(`{"id":"i-1"}`), "i-1"},
+		{"numeric id", jwtOf(`{"id":42}`), "42"},
+		{"empty nodeId falls through", jwtOf(`{"nodeId":"","sub":"s-1"}`), "s-1"},
+		{"no id claims", jwtOf(`{"name":"x"}`), ""},
+		{"not a JWT", "opaque-token-value", ""},
+		{"garbage segments", "a.b.c", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nodeIDFromToken(tc.token); got != tc.want {
+				t.Errorf("nodeIDFromToken = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := deriveNodeID("opaque", "", "name"); got != "name" {
+		t.Errorf("fallback to NODE_NAME: got %q", got)
+	}
+	if got := deriveNodeID("opaque", "env-id", "name"); got != "env-id" {
+		t.Errorf("fallback to NODE_ID: got %q", got)
+	}
+}
+
+func jwtOf(claims string) string {
+	enc := func(s string) string {
+		return strings.TrimRight(base64URL(s), "=")
+	}
+	return enc(`{"alg":"HS256","typ":"JWT"}`) + "." + enc(claims) + ".c2ln"
+}
+
+func base64URL(s string) string {
+	const chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	b := []byte(s)
+	var out strings.Builder
+	for i := 0; i < len(b); i += 3 {
+		var n uint32
+		k := min(3, len(b)-i)
+		for j := 0; j < 3; j++ {
+			n <<= 8
+			if j < k {
+				n |= uint32(b[i+j])
+			}
+		}
+		for j := 0; j < k+1; j++ {
+			out.WriteByte(chars[(n>>(18-6*j))&63])
+		}
+	}
+	return out.String()
+}
+
+func TestOutboxOrderAndRemoveOnlyAfterWrite(t *testing.T) {
+	o := newOutbox(10, 1<<20, discard, observer{})
+	for i := 1; i <= 3; i++ {
+		o.push(fmt.Sprint("c", i), []byte(fmt.Sprint(i)))
+	}
+	it, _ := o.peek()
+	if it.commandID != "c1" {
+		t.Fatalf("head %s, want c1", it.commandID)
+	}
+	// A failed write leaves the head in place; peeking again gives it back.
+	again, _ := o.peek()
+	if again.seq != it.seq {
+		t.Fatal("peek is not stable")
+	}
+	o.remove(it.seq + 1) // not the head: ignored
+	if o.len() != 3 {
+		t.Fatalf("removing a non-head result changed the outbox: len %d", o.len())
+	}
+	o.remove(it.seq)
+	var got []string
+	for {
+		it, ok := o.peek()
+		if !ok {
+			break
+		}
+		got = append(got, it.commandID)
+		o.remove(it.seq)
+	}
+	if !slices.Equal(got, []string{"c2", "c3"}) {
+		t.Errorf("order %v, want [c2 c3]", got)
+	}
+}
+
+func TestOutboxDropsOldestWhenFull(t *testing.T) {
+	var depth []int
+	obs := observer{&recordingObserver{depth: &depth}}
+	o := newOutbox(3, 1<<20, discard, obs)
+	for i := 1; i <= 5; i++ {
+		o.push(fmt.Sprint("c", i), []byte("x"))
+	}
+	var got []string
+	for it, ok := o.peek(); ok; it, ok = o.peek() {
+		got = append(got, it.commandID)
+		o.remove(it.seq)
+	}
+	if !slices.Equal(got, []string{"c3", "c4", "c5"}) {
+		t.Errorf("kept %v, want the newest three", got)
+	}
+	if o.dropped != 2 {
+		t.Errorf("dropped %d, want 2", o.dropped)
+	}
+	if max := slices.Max(depth); max != 3 {
+		t.Errorf("reported depth up to %d, want at most the limit 3", max)
+	}
+
+	// The byte bound drops the oldest too, but never the newest result.
+	o = newOutbox(100, 10, discard, observer{})
+	o.push("a", []byte("123456"))
+	o.push("b", []byte("123456"))
+	if it, _ := o.peek(); o.len() != 1 || it.commandID != "b" {
+		t.Errorf("byte bound kept %d results, head %s; want only b", o.len(), it.commandID)
+	}
+	o.push("huge", make([]byte, 100))
+	if o.len() != 1 {
+		t.Errorf("an oversize newest result must still be kept alone; len %d", o.len())
+	}
+}
+
+type recordingObserver struct {
+	mu    sync.Mutex
+	depth *[]int
+}
+
+func (r *recordingObserver) Connected(bool)                                              {}
+func (r *recordingObserver) Reconnect()                                                  {}
+func (r *recordingObserver) CommandDone(protocol.Action, protocol.Status, time.Duration) {}
+func (r *recordingObserver) LogLinesStreamed(int)                                        {}
+func (r *recordingObserver) RuntimeError(protocol.Action)                                {}
+func (r *recordingObserver) OutboxDepth(n int) {
+	r.mu.Lock()
+	*r.depth = append(*r.depth, n)
+	r.mu.Unlock()
+}
+
+func TestDedup(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := newDedup(time.Hour, 100, 1<<20)
+	d.now = func() time.Time { return now }
+
+	if st, _ := d.begin("a"); st != seenNew {
+		t.Fatalf("first sight: %v", st)
+	}
+	if st, _ := d.begin("a"); st != seenRunning {
+		t.Fatalf("second sight while running: %v", st)
+	}
+	d.complete("a", []byte("result-a"))
+	if st, res := d.begin("a"); st != seenDone || string(res) != "result-a" {
+		t.Fatalf("after completion: %v %q", st, res)
+	}
+	now = now.Add(59 * time.Minute)
+	if st, _ := d.begin("a"); st != seenDone {
+		t.Fatal("forgotten before the hour was up")
+	}
+	now = now.Add(2 * time.Minute)
+	if st, _ := d.begin("a"); st != seenNew {
+		t.Fatal("still remembered after the hour")
+	}
+}
+
+func TestDedupBounds(t *testing.T) {
+	d := newDedup(time.Hour, 3, 1<<20)
+	for i := 0; i < 5; i++ {
+		id := fmt.Sprint("id", i)
+		d.begin(id)
+		d.complete(id, []byte("r"))
+	}
+	if d.size() != 3 {
+		t.Errorf("size %d, want the entry bound 3", d.size())
+	}
+	if st, _ := d.begin("id4"); st != seenDone {
+		t.Error("the newest entry was evicted")
+	}
+
+	d = newDedup(time.Hour, 100, 10)
+	d.begin("x")
+	d.complete("x", make([]byte, 8))
+	d.begin("y")
+	d.complete("y", make([]byte, 8))
+	if st, _ := d.begin("x"); st != seenNew {
+		t.Error("byte bound did not evict the oldest result")
+	}
+}
+
+func TestDispatcherOrderingLimitAndCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := newDispatcher(ctx, 2)
+	var (
+		mu      sync.Mutex
+		running int
+		peak    int
+		order   []string
+		aborted []string
+	)
+	gate := make(chan struct{})
+	mk := func(id, key string) *job {
+		return &job{id: id, key: key,
+			run: func(context.Context) {
+				mu.Lock()
+				running++
+				peak = max(peak, running)
+				order = append(order, id)
+				mu.Unlock()
+				<-gate
+				mu.Lock()
+				running--
+				mu.Unlock()
+			},
+			abort: func(reason error) {
+				mu.Lock()
+				aborted = append(aborted, id+":"+reason.Error())
+				mu.Unlock()
+			},
+		}
+	}
+	d.submit(mk("a1", "a"))
+	d.submit(mk("a2", "a"))
+	d.submit(mk("a3", "a"))
+	d.submit(mk("b1", "b"))
+	d.submit(mk("c1", "c"))
+	d.submit(mk("l1", ""))
+	if !d.cancel("a3", errCancelled) {
+		t.Error("cancel of a queued job failed")
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return running == 2 })
+	mu.Lock()
+	runningID := order[0]
+	mu.Unlock()
+	if d.cancel(runningID, errCancelled) {
+		t.Errorf("cancel of the running job %s succeeded", runningID)
+	}
+	close(gate)
+	if !d.waitIdle(5 * time.Second) {
+		t.Fatal("dispatcher did not get idle")
+	}
+	d.wait()
+	if peak != 2 {
+		t.Errorf("peak concurrency %d, want the limit 2", peak)
+	}
+	if !slices.Equal(aborted, []string{"a3:" + errCancelled.Error()}) {
+		t.Errorf("aborted %v, want only a3", aborted)
+	}
+	var aOrder []string
+	for _, id := range order {
+		if id[0] == 'a' {
+			aOrder = append(aOrder, id)
+		}
+	}
+	if !slices.Equal(aOrder, []string{"a1", "a2"}) {
+		t.Errorf("lane a ran %v, want [a1 a2]", aOrder)
+	}
+	if len(order) != 5 {
+		t.Errorf("ran %v, want 5 jobs", order)
+	}
+}
+
+func TestDispatcherAbortsAfterShutdown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := newDispatcher(ctx, 1)
+	var mu sync.Mutex
+	var got []string
+	cancel()
+	d.submit(&job{id: "x", key: "k",
+		run:   func(context.Context) { mu.Lock(); got = append(got, "ran"); mu.Unlock() },
+		abort: func(err error) { mu.Lock(); got = append(got, err.Error()); mu.Unlock() },
+	})
+	if !d.waitIdle(5 * time.Second) {
+		t.Fatal("not idle")
+	}
+	d.wait()
+	if !slices.Equal(got, []string{errShuttingDown.Error()}) {
+		t.Errorf("got %v, want the job aborted as shutting down", got)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestEncodeResultFitsOneFrame(t *testing.T) {
+	a := &Agent{opts: Options{MaxMessageBytes: 4096}, log: discard}
+	var lines []string
+	for i := 0; i < 500; i++ {
+		lines = append(lines, fmt.Sprintf("line %03d %s", i, strings.Repeat("x", 30)))
+	}
+	data := a.encodeResult(protocol.Success("c1", protocol.LogsResult{Logs: lines}, nil))
+	if len(data) > 4096 {
+		t.Fatalf("encoded %d bytes, limit 4096", len(data))
+	}
+	var got struct {
+		Status   string
+		Warnings []string
+		Result   protocol.LogsResult
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	n := len(got.Result.Logs)
+	if got.Status != "success" || n == 0 || got.Result.Logs[n-1] != lines[499] {
+		t.Fatalf("truncated result keeps %d lines ending %q; want the latest lines", n, got.Result.Logs[n-1])
+	}
+	if len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], fmt.Sprintf("the %d earliest lines", 500-n)) {
+		t.Errorf("warnings %v do not say how many lines were cut", got.Warnings)
+	}
+	// Not a logs result: an internal error instead of an unsendable frame.
+	big := a.encodeResult(protocol.Success("c2", protocol.MessageResult{Message: strings.Repeat("m", 5000)}, nil))
+	if len(big) > 4096 || !strings.Contains(string(big), `"code":"internal"`) {
+		t.Errorf("oversize result encoded as %.200s", big)
+	}
+}
+
+func TestClip(t *testing.T) {
+	s := strings.Repeat("é", 10) // 2 bytes each
+	c := clip(s, 5)
+	if !utf8.ValidString(c) || !strings.HasSuffix(c, clipMarker) || len(c) > 5+len(clipMarker) {
+		t.Errorf("clip = %q", c)
+	}
+	if got := clipLine("short"); got != "short" {
+		t.Errorf("clipLine changed a short line: %q", got)
+	}
+	long := strings.Repeat("a", maxLineBytes+10)
+	if got := clipLine(long); len(got) != maxLineBytes+len(clipMarker) {
+		t.Errorf("clipLine length %d", len(got))
+	}
+}
+
+func TestNewCommandIDIsUUIDv4(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 100; i++ {
+		id := newCommandID()
+		if len(id) != 36 || id[14] != '4' || !strings.ContainsRune("89ab", rune(id[19])) {
+			t.Fatalf("id %q is not a version 4 UUID", id)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %q", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestEvery(t *testing.T) {
+	e := newEvery(time.Hour)
+	if ok, _ := e.allow(); !ok {
+		t.Fatal("first call suppressed")
+	}
+	for i := 0; i < 3; i++ {
+		if ok, _ := e.allow(); ok {
+			t.Fatal("repeat within the period allowed")
+		}
+	}
+	e.last = e.last.Add(-2 * time.Hour)
+	if ok, n := e.allow(); !ok || n != 3 {
+		t.Errorf("after the period: ok=%v suppressed=%d, want true 3", ok, n)
+	}
+}
