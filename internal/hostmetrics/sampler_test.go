@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,16 +183,11 @@ func TestRealHost(t *testing.T) {
 		t.Errorf("uptime %d load1 %v", r.UptimeSeconds, r.Load1)
 	}
 
-	stop := make(chan struct{})
+	var stop atomic.Bool
 	var wg sync.WaitGroup
 	for range runtime.NumCPU() {
 		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for !stop.Load() { // spin: keep a CPU busy
 			}
 		})
 	}
@@ -204,7 +200,7 @@ func TestRealHost(t *testing.T) {
 		}
 		busy = append(busy, b.CPU)
 	}
-	close(stop)
+	stop.Store(true)
 	wg.Wait()
 	t.Logf("samples while spinning: %v", busy)
 	// All our CPUs were spinning; /proc/stat counts the whole host, which

@@ -35,7 +35,7 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	switch strings.ToLower(format) {
 	case FormatText, "":
-		return slog.New(tint.NewHandler(w, &tint.Options{
+		return slog.New(tint.NewTextHandler(w, &tint.Options{
 			Level:       lvl,
 			TimeFormat:  timeFormat,
 			NoColor:     !colour(w),
