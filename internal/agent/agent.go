@@ -55,6 +55,7 @@ const (
 	outboxMaxBytes  = 64 << 20
 	maxStreams      = 256
 	callTimeout     = 15 * time.Second // Info, List, Sample for identify/inventory/heartbeat
+	cancelGrace     = 2 * time.Second  // shutdown: after cancelling, wait this long for commands
 )
 
 // timing holds the intervals that tests shorten (export_test.go).
@@ -107,6 +108,7 @@ type Agent struct {
 	running  atomic.Bool
 	eventsUp atomic.Bool
 	draining atomic.Bool
+	stopOnce sync.Once
 }
 
 // New checks opts, fills in defaults and returns an Agent.
@@ -210,8 +212,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := a.connectLoop(ctx)
 
 	// Disconnected (or giving up): let in-flight commands end; their
-	// results cannot be delivered any more.
+	// results cannot be delivered any more. After a graceful shutdown this
+	// only collects what the closed socket released.
 	a.stopCommands()
+	if a.disp.waitIdle(cancelGrace) {
+		a.disp.wait()
+	}
 	if n := a.outbox.len(); n > 0 {
 		a.log.Warn("results not delivered before exit", "count", n)
 	}
@@ -223,8 +229,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // stopCommands refuses new commands, ends log streams and waits for
 // in-flight commands up to ShutdownTimeout, then cancels the rest and
-// waits briefly for them.
-func (a *Agent) stopCommands() {
+// waits briefly for them. Only the first call does anything.
+func (a *Agent) stopCommands() { a.stopOnce.Do(a.drain) }
+
+func (a *Agent) drain() {
 	a.draining.Store(true)
 	a.streams.cancelAll(errShuttingDown)
 	if a.disp.waitIdle(a.opts.ShutdownTimeout) {
@@ -234,11 +242,13 @@ func (a *Agent) stopCommands() {
 	a.log.Warn("shutdown timeout: cancelling commands still running", "count", a.disp.count(),
 		"shutdownTimeout", a.opts.ShutdownTimeout)
 	a.cmdCancel()
-	if a.disp.waitIdle(a.tm.flushTimeout) {
+	if a.disp.waitIdle(min(cancelGrace, a.tm.flushTimeout)) {
 		a.disp.wait()
 		return
 	}
-	a.log.Error("commands ignored cancellation; exiting without them", "count", a.disp.count())
+	// A command ignoring its context, or a log stream stuck writing to a
+	// server that stopped reading (closing the socket frees it).
+	a.log.Error("commands still running after cancellation; not waiting for them", "count", a.disp.count())
 }
 
 // Ready reports nil when the agent is connected and identified and the

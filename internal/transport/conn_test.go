@@ -379,8 +379,8 @@ func TestPriorityLaneOvertakesBulkQueue(t *testing.T) {
 	cfg.WriteTimeout = time.Minute
 	c := dial(t, s, cfg)
 	s.SetReadDelay(time.Hour)
-	const bulk = 30
-	pad := strings.Repeat("x", 200<<10) // 6 MiB in total: the writer blocks
+	const bulk = 60
+	pad := strings.Repeat("x", 256<<10) // 15 MiB in total: far more than socket buffers hold
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
