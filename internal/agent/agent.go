@@ -54,6 +54,8 @@ const (
 	dedupMaxBytes   = 16 << 20
 	outboxMaxBytes  = 64 << 20
 	maxStreams      = 256
+	maxPending      = 10000 // commands accepted and not finished; beyond, the agent answers "busy"
+	identifyTimeout = 5 * time.Second
 	callTimeout     = 15 * time.Second // Info, List, Sample for identify/inventory/heartbeat
 	cancelGrace     = 2 * time.Second  // shutdown: after cancelling, wait this long for commands
 )

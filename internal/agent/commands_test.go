@@ -406,6 +406,7 @@ func TestContainerEventsOnlyWhileConnected(t *testing.T) {
 	}}
 	h := start(t, rt, setup{})
 	h.identified()
+	eventually(t, "Ready", func() bool { return h.agent.Ready() == nil })
 	code := 137
 	emits <- protocol.ContainerEvent{ContainerID: "web", Action: "die", ExitCode: &code, Timestamp: "2026-01-01T00:00:00Z"}
 	ev := h.srv.Expect(protocol.TypeContainerEvent).(protocol.ContainerEvent)

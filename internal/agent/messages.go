@@ -80,6 +80,11 @@ func (a *Agent) handleCommand(cmd *protocol.Command) {
 		a.obs.CommandDone(action, protocol.StatusError, 0)
 		return
 	}
+	if n := a.disp.count(); n >= maxPending {
+		log.Warn("command refused: too many commands in flight", "inFlight", n)
+		a.deliver(cmd.ID, protocol.Failure(cmd.ID, protocol.Errorf(protocol.CodeUnavailable, "agent busy: %d commands in flight; retry later", n), nil))
+		return
+	}
 	switch state, stored := a.seen.begin(cmd.ID); state {
 	case seenDone:
 		log.Info("duplicate command id: replaying the stored result")

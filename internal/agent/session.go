@@ -205,7 +205,8 @@ func (a *Agent) identifyMessage(ctx context.Context) protocol.AgentIdentify {
 		OS:              runtime.GOOS,
 		Arch:            runtime.GOARCH,
 	}
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	// The server waits for identify: do not let a hung engine hold it long.
+	ctx, cancel := context.WithTimeout(ctx, identifyTimeout)
 	defer cancel()
 	info, err := a.opts.Runtime.Info(ctx)
 	a.setRuntimeErr(err)
