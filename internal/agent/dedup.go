@@ -70,16 +70,6 @@ func (d *dedup) complete(id string, result []byte) {
 	d.prune()
 }
 
-// forget removes id, so the command may run again (it never ran).
-func (d *dedup) forget(id string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if e, ok := d.entries[id]; ok {
-		d.bytes -= len(e.result)
-		delete(d.entries, id)
-	}
-}
-
 // prune drops expired entries and the oldest beyond the bounds. Called
 // with d.mu held.
 func (d *dedup) prune() {
