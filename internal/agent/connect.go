@@ -22,9 +22,9 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 			return nil
 		}
 		if !first {
-			if max := a.opts.MaxReconnectAttempts; max > 0 && b.Attempt() >= max {
-				a.log.Error("giving up: maximum reconnect attempts reached", "attempts", max)
-				return fmt.Errorf("%w (%d)", ErrMaxReconnects, max)
+			if limit := a.opts.MaxReconnectAttempts; limit > 0 && b.Attempt() >= limit {
+				a.log.Error("giving up: maximum reconnect attempts reached", "attempts", limit)
+				return fmt.Errorf("%w (%d)", ErrMaxReconnects, limit)
 			}
 			d := b.Next()
 			a.log.Info("reconnecting", "in", d.Round(time.Millisecond), "attempt", b.Attempt())

@@ -94,6 +94,7 @@ func waitDone(t *testing.T, c *transport.Conn) error {
 }
 
 func TestDialSendsTokenAndHeaders(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	c := dial(t, s, config(t, s.URL()+"/", nil))
 	if err := c.Send(context.Background(), []byte(`{"type":"pong"}`)); err != nil {
@@ -118,6 +119,7 @@ func TestDialSendsTokenAndHeaders(t *testing.T) {
 }
 
 func TestDialAuthAndUpgradeErrors(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	tests := []struct {
 		name     string
 		status   int
@@ -165,6 +167,7 @@ func TestDialAuthAndUpgradeErrors(t *testing.T) {
 }
 
 func TestCloseCodes(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	tests := []struct {
 		code     uint16
 		wantAuth bool
@@ -194,6 +197,7 @@ func TestCloseCodes(t *testing.T) {
 }
 
 func TestFramesInOrderAndBinaryFlag(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -236,6 +240,7 @@ func TestFramesInOrderAndBinaryFlag(t *testing.T) {
 type Frame transport.Frame
 
 func TestOversizeFrameClosesWith1009(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	logs := &logBuffer{}
 	cfg := config(t, s.URL(), logs)
@@ -257,6 +262,7 @@ func TestOversizeFrameClosesWith1009(t *testing.T) {
 }
 
 func TestSendOverLimitKeepsConnection(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.MaxMessageBytes = 1024
@@ -272,6 +278,7 @@ func TestSendOverLimitKeepsConnection(t *testing.T) {
 }
 
 func TestKeepaliveDetectsSilentServer(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	s.SwallowPings(true)
 	c := dial(t, s, config(t, s.URL(), nil))
@@ -281,6 +288,7 @@ func TestKeepaliveDetectsSilentServer(t *testing.T) {
 }
 
 func TestKeepaliveKeepsAnsweringServer(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	c := dial(t, s, config(t, s.URL(), nil))
 	// Four read timeouts with no data frames: pongs alone keep it alive.
@@ -292,6 +300,7 @@ func TestKeepaliveKeepsAnsweringServer(t *testing.T) {
 }
 
 func TestCloseSendsCodeAndReason(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	c := dial(t, s, config(t, s.URL(), nil))
 	if err := c.Close(transport.CloseGoingAway, "agent shutting down"); err != nil {
@@ -311,6 +320,7 @@ func TestCloseSendsCodeAndReason(t *testing.T) {
 }
 
 func TestBackpressureBlocksSendAndLosesNothing(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.SendQueue = 2
@@ -373,6 +383,7 @@ func TestBackpressureBlocksSendAndLosesNothing(t *testing.T) {
 }
 
 func TestPriorityLaneOvertakesBulkQueue(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.ReadTimeout = time.Minute
@@ -422,6 +433,7 @@ func TestPriorityLaneOvertakesBulkQueue(t *testing.T) {
 }
 
 func TestWriteTimeoutWhenServerStopsReading(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.WriteTimeout = 300 * time.Millisecond
@@ -443,6 +455,7 @@ func TestWriteTimeoutWhenServerStopsReading(t *testing.T) {
 }
 
 func TestDialCancelledDuringHandshake(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -485,6 +498,7 @@ func TestDialCancelledDuringHandshake(t *testing.T) {
 }
 
 func TestDialErrorHidesToken(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

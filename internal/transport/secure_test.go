@@ -20,6 +20,7 @@ import (
 )
 
 func TestWSSWithCAFileAndClientCertificate(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	serverCA := agenttest.NewCA(t, "server-ca")
 	clientCA := agenttest.NewCA(t, "client-ca")
 	s := agenttest.NewServer(t, agenttest.ServerOptions{TLS: serverCA.ServerTLS(t, clientCA)})
@@ -78,7 +79,8 @@ func TestWSSWithCAFileAndClientCertificate(t *testing.T) {
 // connectProxy is a minimal HTTP CONNECT proxy for tests.
 type connectProxy struct {
 	ln      net.Listener
-	auth    string // required Proxy-Authorization, or ""
+	auth    string            // required Proxy-Authorization, or ""
+	routes  map[string]string // CONNECT target -> real address (fake host names)
 	mu      sync.Mutex
 	targets []string
 	wg      sync.WaitGroup
@@ -129,7 +131,11 @@ func (p *connectProxy) handle(c net.Conn) {
 		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
 		return
 	}
-	up, err := net.DialTimeout("tcp", req.Host, 5*time.Second)
+	target := req.Host
+	if r, ok := p.routes[target]; ok {
+		target = r
+	}
+	up, err := net.DialTimeout("tcp", target, 5*time.Second)
 	if err != nil {
 		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
 		return
@@ -149,6 +155,7 @@ func (p *connectProxy) seen() []string {
 }
 
 func TestDialThroughConnectProxy(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	target := strings.TrimPrefix(s.URL(), "ws://")
 	cred := "Basic " + base64.StdEncoding.EncodeToString([]byte("agent:s3cret"))
@@ -206,6 +213,7 @@ func TestDialThroughConnectProxy(t *testing.T) {
 }
 
 func TestProxyDecisionUsesHTTPSForWSS(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	ca := agenttest.NewCA(t, "ca")
 	s := agenttest.NewServer(t, agenttest.ServerOptions{TLS: ca.ServerTLS(t, nil)})
 	tlsCfg, err := transport.TLSConfig(ca.CertFile(t), "", "", false)
@@ -230,11 +238,37 @@ func TestProxyDecisionUsesHTTPSForWSS(t *testing.T) {
 }
 
 func TestProxyErrorIsReported(t *testing.T) {
+	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, errors.New("bad proxy setting") }
 	_, err := transport.Dial(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), "bad proxy setting") {
 		t.Fatalf("dial = %v, want the proxy error", err)
+	}
+}
+
+// The default proxy decision is http.ProxyFromEnvironment. It caches the
+// environment on first use, so this is the only test that relies on it
+// (every other test sets Proxy explicitly).
+func TestDefaultProxyFromEnvironment(t *testing.T) {
+	agenttest.CheckLeaks(t)
+	s := agenttest.NewServer(t, agenttest.ServerOptions{})
+	p := newConnectProxy(t, "")
+	// A name that only the proxy can reach (loopback targets are never proxied).
+	p.routes = map[string]string{"lormas.test:80": strings.TrimPrefix(s.URL(), "ws://")}
+	t.Setenv("HTTP_PROXY", "http://"+p.ln.Addr().String())
+	t.Setenv("http_proxy", "")
+	t.Setenv("NO_PROXY", "")
+	t.Setenv("no_proxy", "")
+	cfg := config(t, "ws://lormas.test", nil)
+	cfg.Proxy = nil
+	c := dial(t, s, cfg)
+	if err := c.Send(context.Background(), []byte(`{"type":"pong"}`)); err != nil {
+		t.Fatal(err)
+	}
+	s.Expect(protocol.TypePong)
+	if got := p.seen(); len(got) != 1 || got[0] != "CONNECT lormas.test:80" {
+		t.Errorf("proxy saw %v, want [CONNECT lormas.test:80]", got)
 	}
 }
