@@ -228,7 +228,7 @@ func TestServerCloseReconnectsWithGrowingBackoff(t *testing.T) {
 		opts: func(o *agent.Options) {
 			o.ReconnectDelay, o.ReconnectMaxDelay = 5*time.Millisecond, 40*time.Millisecond
 		},
-		timing: agent.Timing{StableAfter: 500 * time.Millisecond},
+		timing: agent.Timing{StableAfter: time.Second},
 	})
 	// A server that accepts and at once closes: attempts keep counting.
 	for i := 0; i < 4; i++ {
@@ -237,7 +237,7 @@ func TestServerCloseReconnectsWithGrowingBackoff(t *testing.T) {
 	}
 	h.identified()
 	// Stay up past the stable period, then close: the backoff resets.
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(1300 * time.Millisecond)
 	h.srv.CloseConns(1012, "restarting")
 	h.identified()
 

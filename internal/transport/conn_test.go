@@ -290,12 +290,15 @@ func TestKeepaliveDetectsSilentServer(t *testing.T) {
 func TestKeepaliveKeepsAnsweringServer(t *testing.T) {
 	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
-	c := dial(t, s, config(t, s.URL(), nil))
-	// Four read timeouts with no data frames: pongs alone keep it alive.
+	cfg := config(t, s.URL(), nil)
+	cfg.PingInterval = 50 * time.Millisecond
+	cfg.ReadTimeout = time.Second
+	c := dial(t, s, cfg)
+	// Several read timeouts with no data frames: pongs alone keep it alive.
 	select {
 	case <-c.Done():
 		t.Fatalf("connection to a server answering pings ended: %v", c.Err())
-	case <-time.After(1600 * time.Millisecond):
+	case <-time.After(2500 * time.Millisecond):
 	}
 }
 
