@@ -136,10 +136,13 @@ func newEngine(cli *client.Client, opts Options) (*Engine, error) {
 	if maxFile <= 0 {
 		maxFile = DefaultLogMaxFile
 	}
-	if _, err := protocol.ParseSize(maxSize); err != nil {
-		return nil, fmt.Errorf("log max size: %w", err)
+	// Docker's own size parser differs from the protocol's in corner cases:
+	// give it plain bytes.
+	maxBytes, err := protocol.ParseSize(maxSize)
+	if err != nil || maxBytes < 1<<10 {
+		return nil, fmt.Errorf("log max size %q: want a size of at least 1k such as 10m", maxSize)
 	}
-	e.logOpts = map[string]string{"max-size": maxSize, "max-file": fmt.Sprint(maxFile)}
+	e.logOpts = map[string]string{"max-size": fmt.Sprint(maxBytes), "max-file": fmt.Sprint(maxFile)}
 	if e.callTimeout <= 0 {
 		e.callTimeout = DefaultCallTimeout
 	}

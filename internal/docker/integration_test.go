@@ -75,7 +75,7 @@ func TestCreateAsAsked(t *testing.T) {
 	if !slices.Equal(h.SecurityOpt, []string{"no-new-privileges:true"}) || h.Privileged || len(h.CapAdd) != 0 {
 		t.Errorf("SecurityOpt %q Privileged %t CapAdd %v", h.SecurityOpt, h.Privileged, h.CapAdd)
 	}
-	if h.LogConfig.Type != "json-file" || !maps.Equal(h.LogConfig.Config, map[string]string{"max-size": "10m", "max-file": "3"}) {
+	if h.LogConfig.Type != "json-file" || !maps.Equal(h.LogConfig.Config, map[string]string{"max-size": "10485760", "max-file": "3"}) {
 		t.Errorf("LogConfig %+v", h.LogConfig)
 	}
 	wantBinds := []string{it.root + "/data:/data", it.root + "/conf:/conf:ro", vol + ":/vol"}
@@ -316,6 +316,41 @@ func TestFollowLogs(t *testing.T) {
 	case <-it.ctx.Done():
 		t.Fatal("FollowLogs did not return after cancel")
 	}
+}
+
+// TestFollowLogsSlowReader floods the log while the reader is slow: the
+// reader gets every line, in order, and nothing piles up in between.
+func TestFollowLogsSlowReader(t *testing.T) {
+	it := newIT(t)
+	const n = 20000
+	// The delay lets the follow stream open before the flood, most of the time.
+	name := it.run("flood", false, "-delay", "300ms", "-flood", "-lines", fmt.Sprint(n), "-exit", "0")
+	first, next := 0, 0
+	err := it.eng.FollowLogs(it.ctx, &protocol.Command{ContainerID: name, Follow: true, Lines: intp(protocol.MaxLogLines)},
+		func(_, line string) error {
+			var i int
+			if _, err := fmt.Sscanf(line, "flood line %d", &i); err != nil {
+				return fmt.Errorf("line %q: %w", line, err)
+			}
+			if next == 0 {
+				first, next = i, i // the stream may begin inside the tail
+			}
+			if i != next {
+				return fmt.Errorf("line %d after %d", i, next-1)
+			}
+			next++
+			if i < first+200 {
+				time.Sleep(time.Millisecond) // a slow server
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatalf("FollowLogs: %v", err)
+	}
+	if next != n+1 {
+		t.Errorf("followed up to line %d, want %d", next-1, n)
+	}
+	t.Logf("followed lines %d to %d", first, next-1)
 }
 
 // TestIdempotence repeats every action.

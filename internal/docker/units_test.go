@@ -213,7 +213,7 @@ func TestNewEngineOptions(t *testing.T) {
 	}
 	defer e.Close()
 	if e.diskMode != DiskLimitWarn || e.pidsLimit != DefaultPidsLimit || e.callTimeout != DefaultCallTimeout ||
-		e.logOpts["max-size"] != DefaultLogMaxSize || e.logOpts["max-file"] != "3" {
+		e.logOpts["max-size"] != "10485760" || e.logOpts["max-file"] != "3" {
 		t.Errorf("defaults: mode %q pids %d timeout %v log %v", e.diskMode, e.pidsLimit, e.callTimeout, e.logOpts)
 	}
 	for _, p := range []string{sock, root + "/run"} {

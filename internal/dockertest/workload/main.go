@@ -6,6 +6,7 @@
 //	-lines N            print N numbered lines to stdout ("stdout line 1" ...)   WORKLOAD_LINES
 //	-stderr-lines M     interleave M numbered lines on stderr ("stderr line 1")  WORKLOAD_STDERR_LINES
 //	-interval D         pause D (a Go duration) between lines                    WORKLOAD_INTERVAL
+//	-delay D            wait D before printing anything                          WORKLOAD_DELAY
 //	-flood              print "flood line N" as fast as possible, forever        WORKLOAD_FLOOD
 //	                    (or N lines with -lines N)
 //	-listen ADDR        serve HTTP 200 "ok" on TCP ADDR (":8080")                WORKLOAD_LISTEN
@@ -35,6 +36,7 @@ func main() {
 	lines := flag.Int("lines", envInt("WORKLOAD_LINES", 0), "stdout lines to print")
 	stderrLines := flag.Int("stderr-lines", envInt("WORKLOAD_STDERR_LINES", 0), "stderr lines to print")
 	interval := flag.Duration("interval", envDuration("WORKLOAD_INTERVAL", 0), "pause between lines")
+	delay := flag.Duration("delay", envDuration("WORKLOAD_DELAY", 0), "wait before printing")
 	flood := flag.Bool("flood", envBool("WORKLOAD_FLOOD"), "print lines as fast as possible")
 	listen := flag.String("listen", os.Getenv("WORKLOAD_LISTEN"), "TCP address to serve HTTP 200 on")
 	listenUDP := flag.String("listen-udp", os.Getenv("WORKLOAD_LISTEN_UDP"), "UDP address to echo on")
@@ -71,6 +73,7 @@ func main() {
 		go echoUDP(*listenUDP)
 	}
 
+	time.Sleep(*delay)
 	if *flood {
 		out := bufio.NewWriterSize(os.Stdout, 64<<10)
 		for i := 1; *lines == 0 || i <= *lines; i++ {
