@@ -115,7 +115,7 @@ func NewVolumes(roots []string, forbidden ...string) (*Volumes, error) {
 func (v *Volumes) Roots() []string { return slices.Clone(v.shown) }
 
 // Check approves the host side of a volume. A host starting with "/" is a bind
-// mount that must resolve strictly inside a volume root and stay clear of the
+// mount that must resolve to a volume root or inside one and stay clear of the
 // forbidden paths (forbidden otherwise); a plain Docker volume name is a named
 // volume; anything else is invalid.
 func (v *Volumes) Check(host string) (Mount, error) {
@@ -144,7 +144,10 @@ func (v *Volumes) Check(host string) (Mount, error) {
 		return Mount{}, v.refuse(host, "touches the protected path "+f)
 	}
 	for _, root := range v.roots {
-		if strings.HasPrefix(resolved, root+"/") {
+		// The root itself is allowed: it is what the operator declared
+		// mountable (VOLUME_ROOTS=/data admits the seed's {"host": "/data"}),
+		// and every directory below it is mountable anyway.
+		if within(resolved, root) {
 			return Mount{Kind: BindMount, Source: resolved}, nil
 		}
 	}

@@ -69,7 +69,8 @@ func TestVolumesCheck(t *testing.T) {
 		{"named volume", "pgdata", "", NamedVolume, "pgdata"},
 		{"named volume punctuation", "my-vol_1.x", "", NamedVolume, "my-vol_1.x"},
 
-		{"the root itself", s.root, protocol.CodeForbidden, 0, ""},
+		{"a root itself", second, "", BindMount, second},
+		{"a root holding the socket", s.root, protocol.CodeForbidden, 0, ""},
 		{"the root with slash", s.rootLink + "/", protocol.CodeForbidden, 0, ""},
 		{"dotdot escape", s.root + "/../outside", protocol.CodeForbidden, 0, ""},
 		{"dotdot that stays inside", s.root + "/data/../data", protocol.CodeForbidden, 0, ""},
