@@ -80,7 +80,10 @@ func (e *Engine) existing(ctx context.Context, id, hash string) (dockerID string
 	case err != nil:
 		return "", false, dockerError(err, "create container %s: look for an existing container", id)
 	}
-	labels := c.Config.Labels
+	var labels map[string]string
+	if c.Config != nil {
+		labels = c.Config.Labels
+	}
 	if !e.owner.Owns(labels) {
 		return "", false, protocol.Errorf(protocol.CodeConflict,
 			"create container %s: a container with this name exists and is not managed by this agent", id)
@@ -93,14 +96,20 @@ func (e *Engine) existing(ctx context.Context, id, hash string) (dockerID string
 }
 
 // createVolume creates a named volume with the agent's labels. Docker answers
-// an existing volume of the same name with that volume, which is fine: a
-// volume may be shared, and is never deleted by the agent.
+// for an existing volume of that name with the existing volume: one of this
+// agent's may be shared between its containers, but a volume the agent did
+// not create (another tenant's data, the host's own) is forbidden unless
+// ALLOW_UNMANAGED. Volumes are never deleted by the agent.
 func (e *Engine) createVolume(ctx context.Context, name, containerID string) error {
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()
-	_, err := e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: e.owner.Labels(containerID)})
+	v, err := e.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: e.owner.Labels(containerID)})
 	if err != nil {
 		return dockerError(err, "create container %s: create volume %s", containerID, name)
+	}
+	if !e.owner.AllowUnmanaged && !e.owner.Owns(v.Labels) {
+		return protocol.Errorf(protocol.CodeForbidden,
+			"create container %s: volume %s exists and is not managed by this agent; set ALLOW_UNMANAGED=true to allow it", containerID, name)
 	}
 	return nil
 }

@@ -166,6 +166,21 @@ func TestCreateRefusesVolumes(t *testing.T) {
 			t.Errorf("container %s exists after a refused create", name)
 		}
 	}
+
+	// A named volume the agent did not create is someone else's data.
+	foreign := "lormas-it-foreign-" + randHex(4)
+	if _, err := it.cli.VolumeCreate(it.ctx, volume.CreateOptions{Name: foreign}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = it.cli.VolumeRemove(context.Background(), foreign, true) })
+	name := it.name("foreignvol")
+	egg := it.egg()
+	egg.Volumes = []protocol.Volume{{Host: foreign, Container: "/data"}}
+	_, _, err := it.eng.Create(it.ctx, it.createCmd(name, egg), nil)
+	wantCode(t, "create with a foreign named volume", err, protocol.CodeForbidden)
+	if _, err := it.cli.ContainerInspect(it.ctx, name); err == nil {
+		t.Errorf("container %s exists after a refused create", name)
+	}
 }
 
 // TestLogsNonTTY reads stdout and stderr of a container without a TTY.
@@ -802,5 +817,4 @@ func TestInfo(t *testing.T) {
 	if info.Version != v.Version || info.APIVersion == "" || info.APIVersion > v.APIVersion && len(info.APIVersion) == len(v.APIVersion) {
 		t.Errorf("Info = %+v, engine %s API %s", info, v.Version, v.APIVersion)
 	}
-	var _ = volume.CreateOptions{}
 }

@@ -40,7 +40,7 @@ func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, err
 	}
 	defer rc.Close()
 	ring := newLineRing(n, maxLogsBytes)
-	err = readLogs(rc, c.Config.Tty, cmd.Timestamps, func(_, line string) error {
+	err = readLogs(rc, isTTY(c), cmd.Timestamps, func(_, line string) error {
 		ring.add(line)
 		return nil
 	})
@@ -87,7 +87,7 @@ func (e *Engine) FollowLogs(ctx context.Context, cmd *protocol.Command, emit fun
 	}
 	defer rc.Close()
 	var emitErr error
-	err = readLogs(rc, c.Config.Tty, cmd.Timestamps, func(stream, line string) error {
+	err = readLogs(rc, isTTY(c), cmd.Timestamps, func(stream, line string) error {
 		emitErr = emit(stream, line)
 		return emitErr
 	})
@@ -101,6 +101,10 @@ func (e *Engine) FollowLogs(ctx context.Context, cmd *protocol.Command, emit fun
 	}
 	return nil
 }
+
+// isTTY reports whether the container has a terminal, whose log stream is
+// raw instead of multiplexed.
+func isTTY(c container.InspectResponse) bool { return c.Config != nil && c.Config.Tty }
 
 // parseSince turns the since field (RFC 3339 time or Unix seconds, possibly
 // fractional) into Docker's form, seconds.nanoseconds.

@@ -101,9 +101,6 @@ func (e *Engine) pull(ctx context.Context, ref string, progress func(stage, deta
 		if m.Error != nil {
 			return protocol.Errorf(protocol.CodeUnavailable, "pull image %s: %s", ref, m.Error.Message)
 		}
-		if m.ErrorMessage != "" {
-			return protocol.Errorf(protocol.CodeUnavailable, "pull image %s: %s", ref, m.ErrorMessage)
-		}
 		r.report(m)
 	}
 }

@@ -64,7 +64,13 @@ func main() {
 				buf[i] = 1
 			}
 		}
-		keep = buf
+		// Touch it now and then, so it stays referenced and resident.
+		go func() {
+			for {
+				time.Sleep(time.Minute)
+				buf[0]++
+			}
+		}()
 	}
 	if *listen != "" {
 		go serveHTTP(*listen)
@@ -98,9 +104,6 @@ func main() {
 	}
 	select {}
 }
-
-// keep holds -alloc's memory so it stays resident.
-var keep []byte
 
 func serveHTTP(addr string) {
 	err := http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
