@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/lormas/lormas-agent/internal/endpoint"
 )
@@ -46,7 +47,7 @@ type Config struct {
 	Version string   // agent version for the User-Agent header
 
 	TLS   *tls.Config // template for wss (cloned per dial); nil = system roots
-	Proxy ProxyFunc   // nil = http.ProxyFromEnvironment; Direct for none
+	Proxy ProxyFunc   // nil = ProxyFromEnvironment; Direct for none
 
 	DialTimeout      time.Duration // TCP connect (and proxy CONNECT)
 	HandshakeTimeout time.Duration // TLS + HTTP upgrade
@@ -62,6 +63,14 @@ type Config struct {
 
 // Direct is a ProxyFunc that never uses a proxy.
 func Direct(*http.Request) (*url.URL, error) { return nil, nil }
+
+// ProxyFromEnvironment is the default ProxyFunc: HTTPS_PROXY for wss,
+// HTTP_PROXY for ws, NO_PROXY exceptions, loopback never proxied, as
+// net/http does; unlike http.ProxyFromEnvironment it reads the environment
+// at every dial instead of once per process.
+func ProxyFromEnvironment(r *http.Request) (*url.URL, error) {
+	return httpproxy.FromEnvironment().ProxyFunc()(r.URL)
+}
 
 // UserAgent is the User-Agent the agent sends: Lormas-Node-Agent/<version>.
 func UserAgent(version string) string {
@@ -90,7 +99,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.SendQueue = DefaultSendQueue
 	}
 	if cfg.Proxy == nil {
-		cfg.Proxy = http.ProxyFromEnvironment
+		cfg.Proxy = ProxyFromEnvironment
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -16,8 +16,9 @@ import (
 	"github.com/lormas/lormas-agent/internal/endpoint"
 )
 
-// ProxyFunc picks the proxy for a request, as http.ProxyFromEnvironment does
-// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY); nil means a direct connection.
+// ProxyFunc picks the proxy for a request to the server (an http:// URL
+// for ws, https:// for wss, never carrying the token); a nil URL means a
+// direct connection.
 type ProxyFunc func(*http.Request) (*url.URL, error)
 
 // dialer is the gws.Dialer of one dial: it honours the dial context and

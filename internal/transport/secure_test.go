@@ -248,9 +248,8 @@ func TestProxyErrorIsReported(t *testing.T) {
 	}
 }
 
-// The default proxy decision is http.ProxyFromEnvironment. It caches the
-// environment on first use, so this is the only test that relies on it
-// (every other test sets Proxy explicitly).
+// The default proxy decision reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY at each
+// dial.
 func TestDefaultProxyFromEnvironment(t *testing.T) {
 	agenttest.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
@@ -270,5 +269,18 @@ func TestDefaultProxyFromEnvironment(t *testing.T) {
 	s.Expect(protocol.TypePong)
 	if got := p.seen(); len(got) != 1 || got[0] != "CONNECT lormas.test:80" {
 		t.Errorf("proxy saw %v, want [CONNECT lormas.test:80]", got)
+	}
+
+	// NO_PROXY exempts the server: a direct dial, which cannot resolve the
+	// made-up name, and the proxy sees nothing more.
+	t.Setenv("NO_PROXY", "lormas.test")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c, err := transport.Dial(ctx, cfg); err == nil {
+		c.Close(transport.CloseNormal, "")
+		t.Fatal("dial of lormas.test succeeded without the proxy")
+	}
+	if got := p.seen(); len(got) != 1 {
+		t.Errorf("NO_PROXY ignored: proxy saw %v", got)
 	}
 }
