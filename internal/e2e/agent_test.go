@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -101,6 +103,23 @@ func resultMessage(t testing.TB, r protocol.CommandResult) string {
 	return s
 }
 
+// vmRSS reads the resident set size of pid in bytes.
+func vmRSS(t testing.TB, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
+
 func send(t testing.TB, s *agenttest.Server, frame string) {
 	t.Helper()
 	if err := s.SendRaw([]byte(frame)); err != nil {
@@ -130,6 +149,11 @@ func TestAgentBinary(t *testing.T) {
 	for _, name := range []string{"container-uuid", slowID, keepID} {
 		removeContainer(t, cli, name)
 		t.Cleanup(func() { removeContainer(t, cli, name) })
+	}
+
+	// Docker creates a missing bind source: remove /data again if this test made it.
+	if _, err := os.Stat("/data"); os.IsNotExist(err) {
+		t.Cleanup(func() { _ = os.Remove("/data") })
 	}
 
 	nodeID := "node-" + randomHex(t, 8)
@@ -387,6 +411,63 @@ func TestAgentBinary(t *testing.T) {
 				t.Errorf("/metrics lacks lormas_agent_commands_total")
 			}
 		}
+	})
+
+	t.Run("log flood to a slow server", func(t *testing.T) {
+		// 100000 lines stay inside one json-file log file (CONTAINER_LOG_MAX_SIZE 10m):
+		// Docker's follow reader can lose lines when a lagging reader falls more
+		// than one rotation behind, which no agent can see or count.
+		const total = 100000
+		flood := "e2e-flood-" + randomHex(t, 4)
+		t.Cleanup(func() { removeContainer(t, cli, flood) })
+		send(t, srv, fmt.Sprintf(`{"type":"command","id":"create-flood","action":"create","containerId":%q,"eggConfig":{"image":%q,"command":["-flood","-lines","%d","-delay","1s"],"tty":false,"pullPolicy":"never"}}`, flood, image, total))
+		mustSucceed(t, srv, "create-flood", 30*time.Second)
+		send(t, srv, fmt.Sprintf(`{"type":"command","id":"start-flood","action":"start","containerId":%q}`, flood))
+		mustSucceed(t, srv, "start-flood", 30*time.Second)
+		// The server reads one frame every 50 ms: far slower than the container writes.
+		srv.SetReadDelay(50 * time.Millisecond)
+		send(t, srv, fmt.Sprintf(`{"type":"command","id":"follow-flood","action":"logs","containerId":%q,"follow":true}`, flood))
+		time.Sleep(4 * time.Second)
+		rss := vmRSS(t, agent.cmd.Process.Pid)
+		t.Logf("agent RSS while the slow server lags behind a flood of %d lines: %.1f MiB", total, float64(rss)/(1<<20))
+		if rss > 150<<20 {
+			t.Errorf("agent RSS %d MiB while the server is slow: buffering instead of backpressure", rss>>20)
+		}
+		srv.SetReadDelay(0)
+		got := 0
+		eventually(t, 60*time.Second, func() error {
+			got = 0
+			next := 1
+			for _, r := range srv.Received() {
+				m, ok := r.Msg.(protocol.LogMessage)
+				if !ok || m.CommandID != "follow-flood" {
+					continue
+				}
+				lines := m.Lines
+				if m.Line != "" {
+					lines = []string{m.Line}
+				}
+				for _, l := range lines {
+					if want := fmt.Sprintf("flood line %d", next); l != want {
+						return fmt.Errorf("line %d of the stream is %q, want %q (lost or reordered)", got+1, l, want)
+					}
+					next++
+					got++
+				}
+			}
+			if got < total {
+				return fmt.Errorf("%d of %d lines received", got, total)
+			}
+			return nil
+		})
+		if err := srv.Send(protocol.Cancel{CommandID: "follow-flood"}); err != nil {
+			t.Fatal(err)
+		}
+		r := mustSucceed(t, srv, "follow-flood", 15*time.Second)
+		if m, _ := r.Result.(map[string]any); m["dropped"] != nil {
+			t.Errorf("final result reports dropped lines: %+v", r)
+		}
+		t.Logf("%d lines streamed in order, none lost", got)
 	})
 
 	t.Run("SIGTERM while a slow stop runs", func(t *testing.T) {

@@ -204,11 +204,12 @@ func TestSystem(t *testing.T) {
 	})
 
 	var node2 apiNode
+	outer := t // the enrolled agent must outlive the subtest: it reconnects after the server restart
 	t.Run("enrollment", func(t *testing.T) {
 		a := &api{t: t, base: a.base, token: a.token}
-		dir := t.TempDir()
+		dir := outer.TempDir()
 		state := filepath.Join(dir, "state")
-		start(t, "lormas-agent", dir, append(agentEnv(addr, "e2e-node-2", state), "ENROLLMENT_TOKEN="+enrollToken)...)
+		start(outer, "lormas-agent", dir, append(agentEnv(addr, "e2e-node-2", state), "ENROLLMENT_TOKEN="+enrollToken)...)
 		eventually(t, 30*time.Second, func() error {
 			var nodes []apiNode
 			a.do("GET", "/api/nodes", a.token, nil, &nodes)
@@ -234,13 +235,51 @@ func TestSystem(t *testing.T) {
 		}
 	})
 
+	t.Run("server killed mid-command", func(t *testing.T) {
+		a := &api{t: t, base: a.base, token: a.token}
+		slow := "e2e-sys-slow-" + randomHex(t, 4)
+		outer.Cleanup(func() { removeContainer(outer, cli, slow) })
+		a.mustSucceed(node.ID, map[string]any{"action": "create", "containerId": slow,
+			"eggConfig": map[string]any{"image": image, "command": []string{"-ignore-sigterm"}, "pullPolicy": "never"}})
+		a.mustSucceed(node.ID, map[string]any{"action": "start", "containerId": slow})
+		stop := map[string]any{"id": "stop-" + slow, "action": "stop", "containerId": slow, "timeout": 3}
+		go func() { // its HTTP request dies with the server
+			req, _ := http.NewRequest("POST", a.base+"/api/nodes/"+node.ID+"/commands", strings.NewReader(fmt.Sprintf(`{"id":%q,"action":"stop","containerId":%q,"timeout":3}`, stop["id"], slow)))
+			req.Header.Set("Authorization", "Bearer "+a.token)
+			req.Header.Set("Content-Type", "application/json")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		eventually(t, 10*time.Second, func() error {
+			if !strings.Contains(agent1.out.String(), stop["id"].(string)) {
+				return fmt.Errorf("the agent has not received the stop yet")
+			}
+			return nil
+		})
+		srv.kill()
+		var a2 *api
+		srv, a2 = startServer(outer, addr, dataDir, "ADMIN_TOKEN="+adminToken, "ENROLLMENT_TOKEN="+enrollToken)
+		a2.token = adminToken
+		a2.waitConnected(node.ID, true, 30*time.Second)
+		// Asking again with the same id collects the result the agent kept:
+		// the stop is not run a second time.
+		r := a2.mustSucceed(node.ID, stop)
+		if msg := resultField[struct{ Message string }](t, r).Message; msg != "Container stopped" {
+			t.Errorf("result after the server was killed: %+v", r)
+		}
+		if info, err := cli.ContainerInspect(ctxT(t, 10*time.Second), slow); err != nil || info.State.Running {
+			t.Errorf("slow container after the stop: running=%v err=%v", err == nil && info.State.Running, err)
+		}
+	})
+
 	t.Run("server restart keeps nodes and tokens", func(t *testing.T) {
 		if code := srv.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
 			t.Fatalf("server exit code %d after SIGTERM, want 0", code)
 		}
 		// Secrets and nodes come from DATA_DIR now: start without ADMIN_TOKEN only if it was
 		// persisted; the test passes it again as an operator would from the same .env.
-		_, a2 := startServer(t, addr, dataDir, "ADMIN_TOKEN="+adminToken, "ENROLLMENT_TOKEN="+enrollToken)
+		_, a2 := startServer(outer, addr, dataDir, "ADMIN_TOKEN="+adminToken, "ENROLLMENT_TOKEN="+enrollToken)
 		a2.token = adminToken
 		for _, id := range []string{node.ID, node2.ID} {
 			if id == "" {
