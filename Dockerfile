@@ -61,6 +61,8 @@ ENV DATA_DIR=/var/lib/lormas-server LISTEN_ADDR=:3000
 VOLUME ["/var/lib/lormas-server"]
 USER 65532:65532
 EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/lormas-server", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/lormas-server"]
 
 # The node agent (default target). HEALTHCHECK runs the binary itself: the image has no shell.

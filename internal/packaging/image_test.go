@@ -65,13 +65,13 @@ func TestImageMetadata(t *testing.T) {
 				t.Errorf("%s label %s=%q, want %q", c.name, label, got, want)
 			}
 		}
-		if _, stale := cfg.Labels[standinLabel]; stale {
-			t.Errorf("%s inherits the stand-in label of its base image", c.name)
-		}
 	}
-	hc := imgs.agent.Config.Healthcheck
-	if hc == nil || !slices.Equal(hc.Test, []string{"CMD", "/usr/local/bin/lormas-agent", "healthcheck"}) {
-		t.Errorf("agent HEALTHCHECK %+v, want CMD lormas-agent healthcheck", hc)
+	for name, hc := range map[string]*dockerspec.HealthcheckConfig{
+		"lormas-agent": imgs.agent.Config.Healthcheck, "lormas-server": imgs.server.Config.Healthcheck,
+	} {
+		if want := []string{"CMD", "/usr/local/bin/" + name, "healthcheck"}; hc == nil || !slices.Equal(hc.Test, want) {
+			t.Errorf("%s HEALTHCHECK %+v, want %v", name, hc, want)
+		}
 	}
 
 	cli := dockertest.Require(t)
@@ -112,6 +112,7 @@ func TestImageRuntime(t *testing.T) {
 		Image:        serverTag,
 		Env:          []string{"ADMIN_TOKEN=" + adminToken, "LOG_LEVEL=debug"},
 		ExposedPorts: nat.PortSet{"3000/tcp": {}},
+		Healthcheck:  &container.HealthConfig{Interval: time.Second, Timeout: 5 * time.Second, Retries: 3},
 	}, &container.HostConfig{
 		NetworkMode:    container.NetworkMode(netName),
 		ReadonlyRootfs: true,
@@ -119,6 +120,7 @@ func TestImageRuntime(t *testing.T) {
 		SecurityOpt:    []string{"no-new-privileges:true"},
 		PortBindings:   nat.PortMap{"3000/tcp": {{HostIP: "127.0.0.1", HostPort: "0"}}},
 	})
+	waitHealthy(ctx, t, cli, serverID)
 	api := newAdminAPI("http://"+publishedAddr(ctx, t, cli, serverID, "3000/tcp"), adminToken)
 
 	var created struct {
@@ -167,16 +169,16 @@ func TestImageRuntime(t *testing.T) {
 		t.Errorf("agent container health test %+v: want the image's", hc)
 	}
 	waitHealthy(ctx, t, cli, agentID)
-	top, err := cli.ContainerTop(ctx, agentID, []string{"-o", "uid,gid,supgid,comm"})
+	top, err := cli.ContainerTop(ctx, agentID, []string{"-o", "pid,uid,gid,supgid,comm"})
 	if err != nil {
 		t.Fatalf("top: %v", err)
 	}
 	if len(top.Processes) != 1 {
 		t.Fatalf("agent container runs %v, want one process", top.Processes)
 	}
-	proc := top.Processes[0]
-	if proc[0] != "65532" || proc[1] != "65532" || !slices.Contains(strings.Split(proc[2], ","), strconv.Itoa(gid)) {
-		t.Errorf("agent process uid %s gid %s groups %s: want 65532/65532 with the socket's group %d", proc[0], proc[1], proc[2], gid)
+	proc := top.Processes[0] // pid uid gid supgid comm
+	if proc[1] != "65532" || proc[2] != "65532" || !slices.Contains(strings.Split(proc[3], ","), strconv.Itoa(gid)) {
+		t.Errorf("agent process uid %s gid %s groups %s: want 65532/65532 with the socket's group %d", proc[1], proc[2], proc[3], gid)
 	}
 
 	n := api.waitNode(ctx, t, nodeName)

@@ -29,11 +29,12 @@ import (
 const (
 	builderImage = "golang:1.26-bookworm"
 	runtimeImage = "gcr.io/distroless/static-debian12:nonroot"
-	// standinLabel marks a stand-in; its value is the hash of what went in,
-	// so a stand-in is rebuilt when the local Go, busybox or CA bundle change.
-	standinLabel = "org.lormas.test.standin"
+	// standinComment marks a stand-in (the import message, so that no label
+	// leaks into the images built on it), followed by the hash of what went
+	// in: a stand-in is rebuilt when the local Go, busybox or CA bundle change.
+	standinComment = "lormas packaging test stand-in "
 	// standinRecipe changes whenever the recipe below changes.
-	standinRecipe = "2"
+	standinRecipe = "3"
 	caBundle      = "/etc/ssl/certs/ca-certificates.crt"
 	busyboxPath   = "/bin/busybox"
 )
@@ -134,9 +135,9 @@ func ensureStandins(ctx context.Context, t testing.TB, cli *client.Client) []str
 func ensureStandin(ctx context.Context, cli *client.Client, ref, key string, write func(*tar.Writer) error, changes []string) (string, error) {
 	inspect, err := cli.ImageInspect(ctx, ref)
 	switch {
-	case err == nil && inspect.Config != nil && inspect.Config.Labels[standinLabel] == "":
+	case err == nil && !strings.HasPrefix(inspect.Comment, standinComment):
 		return "the real image (present locally)", nil
-	case err == nil && inspect.Config != nil && inspect.Config.Labels[standinLabel] == key:
+	case err == nil && inspect.Comment == standinComment+key:
 		return "stand-in " + key + " (cached)", nil
 	case err != nil && !cerrdefs.IsNotFound(err):
 		return "", fmt.Errorf("inspect: %w", err)
@@ -152,8 +153,8 @@ func ensureStandin(ctx context.Context, cli *client.Client, ref, key string, wri
 		pw.CloseWithError(err)
 	}()
 	rc, err := cli.ImageImport(ctx, image.ImportSource{Source: pr, SourceName: "-"}, ref, image.ImportOptions{
-		Changes: append(changes, "LABEL "+standinLabel+"="+key),
-		Message: "lormas packaging test stand-in for " + ref,
+		Changes: changes,
+		Message: standinComment + key,
 	})
 	if err != nil {
 		pr.CloseWithError(err)
