@@ -147,22 +147,31 @@ func run(n, conc, perClient int, idle time.Duration, peer, imageRef string) erro
 		s.connect = time.Since(s.started)
 	}
 
-	// One container, created and started through lormas-agent; both agents read its logs.
-	cid := "bench-" + randomHex(4)
-	defer cli.ContainerRemove(ctx, cid, container.RemoveOptions{Force: true})
-	for _, c := range []map[string]any{
-		{"action": "create", "containerId": cid, "eggConfig": map[string]any{"image": imageRef, "command": []string{"-lines", "200"}, "pullPolicy": "never", "tty": false}},
-		{"action": "start", "containerId": cid},
-	} {
-		if r, err := api.command(subjects[0].node.ID, c); err != nil || r.Status != "success" {
-			return fmt.Errorf("%v: %+v %v", c["action"], r, err)
+	// Containers created and started through lormas-agent (the seed agent
+	// cannot create without a registry); both agents read their logs.
+	cids := make([]string, conc)
+	for i := range cids {
+		cids[i] = fmt.Sprintf("bench-%s-%d", randomHex(3), i)
+		defer cli.ContainerRemove(ctx, cids[i], container.RemoveOptions{Force: true})
+		for _, c := range []map[string]any{
+			{"action": "create", "containerId": cids[i], "eggConfig": map[string]any{"image": imageRef, "command": []string{"-lines", "200"}, "pullPolicy": "never", "tty": false}},
+			{"action": "start", "containerId": cids[i]},
+		} {
+			if r, err := api.command(subjects[0].node.ID, c); err != nil || r.Status != "success" {
+				return fmt.Errorf("%v: %+v %v", c["action"], r, err)
+			}
 		}
 	}
+	cid := cids[0]
 
 	fmt.Fprintf(os.Stderr, "bench: connected; waiting %v for the idle RSS reading\n", idle)
 	time.Sleep(idle)
 	for _, s := range subjects {
 		s.rows["artefact size"] = sizeOf(s.artefact)
+		s.rows["with its runtime"] = s.rows["artefact size"] + " (static)"
+		if node, err := exec.LookPath("node"); err == nil && strings.HasSuffix(s.artefact, ".js") {
+			s.rows["with its runtime"] = sizeOf(s.artefact, node) + " (+ node)"
+		}
 		s.rows["start -> connected"] = s.connect.Round(time.Millisecond).String()
 		s.rows["idle RSS"] = rss(s.cmd.Process.Pid)
 	}
@@ -183,33 +192,39 @@ func run(n, conc, perClient int, idle time.Duration, peer, imageRef string) erro
 		s.rows["logs RTT p95"] = pct(lat, 95)
 		s.rows["logs RTT p99"] = pct(lat, 99)
 
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var failed error
-		t0 := time.Now()
-		for c := 0; c < conc; c++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < perClient; i++ {
-					if r, err := api.command(s.node.ID, logs); err != nil || r.Status != "success" {
-						mu.Lock()
-						failed = errors.Join(failed, fmt.Errorf("%+v %v", r, err))
-						mu.Unlock()
-						return
-					}
+		for _, spread := range []bool{false, true} {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var failed error
+			t0 := time.Now()
+			for c := 0; c < conc; c++ {
+				cmd := logs
+				if spread {
+					cmd = map[string]any{"action": "logs", "containerId": cids[c], "lines": 100}
 				}
-			}()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < perClient; i++ {
+						if r, err := api.command(s.node.ID, cmd); err != nil || r.Status != "success" {
+							mu.Lock()
+							failed = errors.Join(failed, fmt.Errorf("%+v %v", r, err))
+							mu.Unlock()
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if failed != nil {
+				return fmt.Errorf("%s concurrent logs: %w", s.name, failed)
+			}
+			s.rows[throughputRow(conc, spread)] = strconv.FormatFloat(float64(conc*perClient)/time.Since(t0).Seconds(), 'f', 0, 64)
 		}
-		wg.Wait()
-		if failed != nil {
-			return fmt.Errorf("%s concurrent logs: %w", s.name, failed)
-		}
-		s.rows[fmt.Sprintf("logs/s, %d clients", conc)] = strconv.FormatFloat(float64(conc*perClient)/time.Since(t0).Seconds(), 'f', 0, 64)
 		s.rows["RSS after load"] = rss(s.cmd.Process.Pid)
 	}
 
-	order := []string{"artefact size", "start -> connected", "idle RSS", "logs RTT p50", "logs RTT p95", "logs RTT p99", fmt.Sprintf("logs/s, %d clients", conc), "RSS after load"}
+	order := []string{"artefact size", "with its runtime", "start -> connected", "idle RSS", "logs RTT p50", "logs RTT p95", "logs RTT p99", throughputRow(conc, false), throughputRow(conc, true), "RSS after load"}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	header := "metric\t"
 	for _, s := range subjects {
@@ -224,7 +239,7 @@ func run(n, conc, perClient int, idle time.Duration, peer, imageRef string) erro
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
-	fmt.Printf("\n(logs of 100 lines through lormas-server's REST API; %d sequential, %d clients x %d concurrent; idle after %v; host %d CPUs)\n", n, conc, perClient, idle, numCPU())
+	fmt.Printf("\n(logs of 100 lines through lormas-server's REST API; %d sequential, %d clients x %d concurrent;\n idle RSS after %v connected; host %d CPUs; lormas-agent orders one container's commands, the seed agent does not)\n", n, conc, perClient, idle, numCPU())
 	return nil
 }
 
@@ -252,12 +267,25 @@ func rss(pid int) string {
 	return "?"
 }
 
-func sizeOf(path string) string {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "?"
+func sizeOf(paths ...string) string {
+	var total int64
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return "?"
+		}
+		total += st.Size()
 	}
-	return fmt.Sprintf("%.1f MiB", float64(st.Size())/(1<<20))
+	return fmt.Sprintf("%.1f MiB", float64(total)/(1<<20))
+}
+
+// throughputRow names a concurrent run: all clients on one container (the
+// agent runs one container's commands in order) or one container each.
+func throughputRow(conc int, spread bool) string {
+	if spread {
+		return fmt.Sprintf("logs/s, %d clients, own containers", conc)
+	}
+	return fmt.Sprintf("logs/s, %d clients, one container", conc)
 }
 
 func numCPU() int {
