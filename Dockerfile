@@ -6,15 +6,22 @@
 #   docker build --build-arg VERSION=$(git describe --tags --always) \
 #                --build-arg COMMIT=$(git rev-parse HEAD) -t lormas-agent .
 #
-# Run the agent as non-root (uid 65532) with only the socket's group, host metrics from /proc:
+# Run the agent as non-root (uid 65532) with only the socket's group (--group-add: the gid that owns
+# the socket on this host), host metrics from the host's /proc, and the enrolled node token kept
+# in a named volume:
 #
 #   docker run -d --name lormas-agent --restart unless-stopped --read-only \
+#     --cap-drop ALL --security-opt no-new-privileges \
 #     --group-add "$(stat -c %g /var/run/docker.sock)" \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
 #     -v /proc:/host/proc:ro -e HOST_PROC=/host/proc \
 #     -v lormas-agent-state:/var/lib/lormas-agent \
-#     -e SERVER_URL=wss://lormas.example.com -e NODE_TOKEN_FILE=/run/secrets/node-token \
+#     -e SERVER_URL=wss://lormas.example.com -e NODE_NAME="$(hostname)" \
+#     -e ENROLLMENT_TOKEN_FILE=/run/secrets/enrollment-token \
+#     -v /etc/lormas/enrollment-token:/run/secrets/enrollment-token:ro \
 #     lormas-agent
+#
+# (a token file mounted this way must be readable by uid 65532: chown 65532 it, mode 0400.)
 #
 # Only classic Dockerfile syntax is used (no RUN --mount, no heredocs), so the legacy builder
 # (DOCKER_BUILDKIT=0) builds it too. BuildKit sets BUILDPLATFORM/TARGETOS/TARGETARCH, so the
