@@ -206,8 +206,17 @@ func closeReason(err error) string {
 	}
 }
 
+// OnPing answers a WebSocket ping from the read goroutine. The pong gets a
+// deadline of its own: the one left on the connection by the writer's last
+// frame may have passed long ago, and a write against it fails and drops
+// the session.
 func (h socketHandler) OnPing(c *gws.Conn, payload []byte) {
-	sessionOf(c).refreshReadDeadline()
+	s := sessionOf(c)
+	s.refreshReadDeadline()
+	if s.closing.Load() {
+		return // the close frame is on its way, with its own deadline
+	}
+	_ = c.NetConn().SetWriteDeadline(time.Now().Add(h.srv.writeTimeout))
 	_ = c.WritePong(payload)
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
@@ -346,4 +347,37 @@ func TestStalledAgentIsCutOff(t *testing.T) {
 	}
 	// The API stays responsive throughout.
 	h.node(n.ID)
+}
+
+// An agent's WebSocket ping must be answered however long ago the server
+// last wrote to it: the pong must not inherit the expired deadline of an
+// earlier frame (that failed the write and dropped the session).
+func TestWebSocketPingAfterIdleWriter(t *testing.T) {
+	h := newHarness(t, nil)
+	h.srv.writeTimeout = 50 * time.Millisecond
+	n := h.createNode("pinging")
+	a := h.connect(n.ID, n.Token)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := h.srv.hub.session(n.ID).send(ctx, pingFrame); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.pings:
+	case <-time.After(waitLimit):
+		t.Fatal("no application ping")
+	}
+	time.Sleep(4 * h.srv.writeTimeout) // the last frame's deadline is now past
+	if err := a.conn.WritePing(nil); err != nil {
+		t.Fatal(err)
+	}
+	a.send(protocol.Heartbeat{NodeID: n.ID, Resources: protocol.HostResources{CPU: 0.1, Memory: "1MB"}})
+	waitFor(t, "heartbeat after a ping", func() bool {
+		select {
+		case <-a.closed:
+			t.Fatalf("the server dropped an agent for pinging: %v", a.closeErr)
+		default:
+		}
+		return h.node(n.ID).LastHeartbeat != nil
+	})
 }
