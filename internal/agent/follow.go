@@ -171,12 +171,13 @@ func (a *Agent) followLogs(ctx context.Context, cmd *protocol.Command, emit func
 // logSender batches lines into log messages and writes them. Only its own
 // goroutine touches it until run returns.
 type logSender struct {
-	a       *Agent
-	s       *session
-	cmd     *protocol.Command
-	cancel  context.CancelCauseFunc
-	err     error // the write that failed; later lines are dropped
-	dropped int
+	a        *Agent
+	s        *session
+	cmd      *protocol.Command
+	cancel   context.CancelCauseFunc
+	err      error // the write that failed; later lines are dropped
+	dropped  int
+	oversize bool // the message envelope alone exceeded the limit (logged)
 }
 
 func (o *logSender) run(lines <-chan logLine) {
@@ -245,8 +246,20 @@ func (o *logSender) send(stream string, at time.Time, lines []string) {
 			o.send(stream, at, lines[mid:])
 			return
 		}
-		// One line that JSON escaping blew up: keep clipping it.
-		o.send(stream, at, []string{clip(lines[0], len(lines[0])/2)})
+		// One line that JSON escaping blew up: keep clipping it, unless
+		// clipping cannot shorten it any more (the message without its line
+		// is over the limit: a very long, escaped command id).
+		shorter := clip(lines[0], len(lines[0])/2)
+		if len(shorter) >= len(lines[0]) {
+			o.dropped++
+			if !o.oversize { // once per stream: every line would repeat it
+				o.oversize = true
+				o.a.log.Error("log message over the size limit even without its line; lines dropped",
+					"commandId", o.cmd.ID, "limitBytes", limit)
+			}
+			return
+		}
+		o.send(stream, at, []string{shorter})
 		return
 	}
 	if err := o.s.conn.Send(o.s.ctx, data); err != nil {

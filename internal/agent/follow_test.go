@@ -245,3 +245,26 @@ func TestResultStuckInWritesIsResentAfterReconnect(t *testing.T) {
 		t.Errorf("Start ran %d times", n)
 	}
 }
+
+// A command id whose JSON escaping alone makes every log message exceed the
+// frame limit must not send the agent into endless clipping (a stack
+// overflow kills the process): the lines are dropped and the agent serves on.
+func TestFollowLogsEnvelopeOverLimitDropsLines(t *testing.T) {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		return emit("stdout", "hello")
+	}}
+	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxMessageBytes = 4096 }})
+	h.identified()
+	// 800 '<' are 800 bytes in the server's frame but 4800 once the agent
+	// escapes them as \u003c.
+	id := strings.Repeat("<", 800)
+	h.sendRaw(`{"type":"command","id":"` + id + `","action":"logs","containerId":"web","follow":true}`)
+	eventually(t, "the stream to end", func() bool { return rt.CallCount("FollowLogs") == 1 && agent.OutboxLen(h.agent) == 0 })
+	h.send(protocol.Command{ID: "after", Action: protocol.ActionStart, ContainerID: "web"})
+	if r := h.srv.ExpectResult("after"); r.Status != protocol.StatusSuccess {
+		t.Errorf("result %+v, want success: the agent must keep serving", r)
+	}
+	if n := h.srv.Count(protocol.TypeLog); n != 0 {
+		t.Errorf("%d log messages over the limit were sent", n)
+	}
+}
