@@ -141,7 +141,21 @@ func (s *session) write(frame []byte) bool {
 		s.log.Debug("write to agent failed", "err", err)
 		return false
 	}
+	if !s.closing.Load() {
+		s.armIdleWriteDeadline()
+	}
 	return true
+}
+
+// armIdleWriteDeadline leaves a write deadline that stays ahead of the
+// clock while the writer is idle. The read goroutine writes too (pongs, and
+// gws's close frame for an oversized or broken frame); left with the expired
+// deadline of the writer's last frame those writes fail at once, which drops
+// the session or loses the close code. The writer writes at least a ping
+// every PingInterval and re-arms it, so the deadline never runs out while
+// the connection works, yet a write to a stalled agent stays bounded.
+func (s *session) armIdleWriteDeadline() {
+	_ = s.conn.NetConn().SetWriteDeadline(time.Now().Add(s.srv.cfg.PingInterval + s.srv.writeTimeout))
 }
 
 func (s *session) writeClose(req closeRequest) {
@@ -206,17 +220,10 @@ func closeReason(err error) string {
 	}
 }
 
-// OnPing answers a WebSocket ping from the read goroutine. The pong gets a
-// deadline of its own: the one left on the connection by the writer's last
-// frame may have passed long ago, and a write against it fails and drops
-// the session.
+// OnPing answers a WebSocket ping from the read goroutine, under the idle
+// write deadline (see armIdleWriteDeadline).
 func (h socketHandler) OnPing(c *gws.Conn, payload []byte) {
-	s := sessionOf(c)
-	s.refreshReadDeadline()
-	if s.closing.Load() {
-		return // the close frame is on its way, with its own deadline
-	}
-	_ = c.NetConn().SetWriteDeadline(time.Now().Add(h.srv.writeTimeout))
+	sessionOf(c).refreshReadDeadline()
 	_ = c.WritePong(payload)
 }
 

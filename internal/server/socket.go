@@ -78,6 +78,7 @@ func (srv *Server) handleSocket(w http.ResponseWriter, r *http.Request) {
 		done:     make(chan struct{}),
 	}
 	conn.Session().Store(sessionKey, s)
+	s.armIdleWriteDeadline()
 	srv.hub.wg.Add(2)
 	go func() {
 		defer srv.hub.wg.Done()

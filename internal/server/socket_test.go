@@ -381,3 +381,21 @@ func TestWebSocketPingAfterIdleWriter(t *testing.T) {
 		return h.node(n.ID).LastHeartbeat != nil
 	})
 }
+
+// The 1009 close frame for an oversized frame reaches the agent however
+// long the server's writer has been idle.
+func TestOversizedFrameAfterIdleWriter(t *testing.T) {
+	h := newHarness(t, map[string]string{"MAX_MESSAGE_BYTES": "65536"})
+	h.srv.writeTimeout = 50 * time.Millisecond
+	n := h.createNode("big")
+	a := h.connect(n.ID, n.Token)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	_ = h.srv.hub.session(n.ID).send(ctx, pingFrame)
+	<-a.pings
+	time.Sleep(200 * time.Millisecond)
+	_ = a.conn.WriteMessage(gws.OpcodeText, []byte(`{"type":"heartbeat","x":"`+strings.Repeat("x", 70000)+`"}`))
+	if code, r := a.waitClosed(); code != 1009 {
+		t.Errorf("close code = %d %s, want 1009 (message too big)", code, r)
+	}
+}
