@@ -201,69 +201,85 @@ func TestEventsResubscribe(t *testing.T) {
 // failure inside the progress stream. With a local copy the create goes on
 // with a warning (and the kernel's warnings from create are passed on);
 // without one it fails and creates nothing.
+//
+// The error arrives as errorDetail with error, as current daemons send it, or
+// as the bare error string that older daemons and compatible engines send.
 func TestPullStreamError(t *testing.T) {
-	for _, local := range []bool{true, false} {
-		t.Run(map[bool]string{true: "local copy", false: "no local copy"}[local], func(t *testing.T) {
-			var mu sync.Mutex
-			created := false
-			e := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
-				p := r.URL.Path
-				switch {
-				case p == "/_ping":
-					w.Write([]byte("OK"))
-				case strings.HasSuffix(p, "/containers/web-1/json"):
+	forms := []struct {
+		name string
+		msg  map[string]any
+	}{
+		{"errorDetail", map[string]any{"errorDetail": map[string]string{"message": "unexpected EOF"}, "error": "unexpected EOF"}},
+		{"error only", map[string]any{"error": "unexpected EOF"}},
+	}
+	for _, form := range forms {
+		for _, local := range []bool{true, false} {
+			testPullStreamError(t, form.name, form.msg, local)
+		}
+	}
+}
+
+func testPullStreamError(t *testing.T, form string, errMsg map[string]any, local bool) {
+	t.Run(form+"/"+map[bool]string{true: "local copy", false: "no local copy"}[local], func(t *testing.T) {
+		var mu sync.Mutex
+		created := false
+		e := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+			p := r.URL.Path
+			switch {
+			case p == "/_ping":
+				w.Write([]byte("OK"))
+			case strings.HasSuffix(p, "/containers/web-1/json"):
+				w.WriteHeader(http.StatusNotFound)
+				w.Write([]byte(`{"message":"No such container: web-1"}`))
+			case strings.HasSuffix(p, "/images/create"):
+				enc := json.NewEncoder(w)
+				enc.Encode(map[string]any{"status": "Pulling from library/app", "id": "1"})
+				enc.Encode(map[string]any{"status": "Downloading", "id": "l1", "progressDetail": map[string]int{"current": 1, "total": 10}})
+				enc.Encode(errMsg)
+			case strings.HasSuffix(p, "/images/app:1/json"):
+				if !local {
 					w.WriteHeader(http.StatusNotFound)
-					w.Write([]byte(`{"message":"No such container: web-1"}`))
-				case strings.HasSuffix(p, "/images/create"):
-					enc := json.NewEncoder(w)
-					enc.Encode(map[string]any{"status": "Pulling from library/app", "id": "1"})
-					enc.Encode(map[string]any{"status": "Downloading", "id": "l1", "progressDetail": map[string]int{"current": 1, "total": 10}})
-					enc.Encode(map[string]any{"errorDetail": map[string]string{"message": "unexpected EOF"}, "error": "unexpected EOF"})
-				case strings.HasSuffix(p, "/images/app:1/json"):
-					if !local {
-						w.WriteHeader(http.StatusNotFound)
-						w.Write([]byte(`{"message":"No such image: app:1"}`))
-						return
-					}
-					w.Write([]byte(`{"Id":"sha256:abc"}`))
-				case strings.HasSuffix(p, "/containers/create"):
-					mu.Lock()
-					created = true
-					mu.Unlock()
-					w.WriteHeader(http.StatusCreated)
-					w.Write([]byte(`{"Id":"c0ffee","Warnings":["Your kernel does not support swap limit capabilities."]}`))
-				default:
-					t.Errorf("unexpected %s %s", r.Method, p)
-					http.NotFound(w, r)
+					w.Write([]byte(`{"message":"No such image: app:1"}`))
+					return
 				}
-			})
-			var progress []string
-			cmd := &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1", EggConfig: &protocol.EggConfig{Image: "app:1"}}
-			res, warnings, err := e.Create(context.Background(), cmd, func(stage, detail string) { progress = append(progress, stage+": "+detail) })
-			if want := []string{"pull: 1: Pulling from library/app", "pull: l1: Downloading 1/10 bytes"}; !slices.Equal(progress, want) {
-				t.Errorf("progress %q, want %q", progress, want)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if !local {
-				if err == nil || !strings.Contains(err.Error(), "unexpected EOF") || !strings.Contains(err.Error(), "no local copy") {
-					t.Errorf("Create: %v, want the pull's error and that no local copy exists", err)
-				}
-				if created {
-					t.Error("the container was created without an image")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Create: %v", err)
-			}
-			if res.ContainerID != "c0ffee" {
-				t.Errorf("container id %q, want c0ffee", res.ContainerID)
-			}
-			if len(warnings) != 2 || !strings.Contains(warnings[0], "unexpected EOF") || !strings.Contains(warnings[0], "local copy") ||
-				!strings.Contains(warnings[1], "swap limit") {
-				t.Errorf("warnings %q, want the pull fallback and the kernel's warning", warnings)
+				w.Write([]byte(`{"Id":"sha256:abc"}`))
+			case strings.HasSuffix(p, "/containers/create"):
+				mu.Lock()
+				created = true
+				mu.Unlock()
+				w.WriteHeader(http.StatusCreated)
+				w.Write([]byte(`{"Id":"c0ffee","Warnings":["Your kernel does not support swap limit capabilities."]}`))
+			default:
+				t.Errorf("unexpected %s %s", r.Method, p)
+				http.NotFound(w, r)
 			}
 		})
-	}
+		var progress []string
+		cmd := &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1", EggConfig: &protocol.EggConfig{Image: "app:1"}}
+		res, warnings, err := e.Create(context.Background(), cmd, func(stage, detail string) { progress = append(progress, stage+": "+detail) })
+		if want := []string{"pull: 1: Pulling from library/app", "pull: l1: Downloading 1/10 bytes"}; !slices.Equal(progress, want) {
+			t.Errorf("progress %q, want %q", progress, want)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !local {
+			if err == nil || !strings.Contains(err.Error(), "unexpected EOF") || !strings.Contains(err.Error(), "no local copy") {
+				t.Errorf("Create: %v, want the pull's error and that no local copy exists", err)
+			}
+			if created {
+				t.Error("the container was created without an image")
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if res.ContainerID != "c0ffee" {
+			t.Errorf("container id %q, want c0ffee", res.ContainerID)
+		}
+		if len(warnings) != 2 || !strings.Contains(warnings[0], "unexpected EOF") || !strings.Contains(warnings[0], "local copy") ||
+			!strings.Contains(warnings[1], "swap limit") {
+			t.Errorf("warnings %q, want the pull fallback and the kernel's warning", warnings)
+		}
+	})
 }

@@ -98,11 +98,22 @@ func (e *Engine) pull(ctx context.Context, ref string, progress func(stage, deta
 		} else if err != nil {
 			return dockerError(err, "pull image %s: read progress", ref)
 		}
-		if m.Error != nil {
-			return protocol.Errorf(protocol.CodeUnavailable, "pull image %s: %s", ref, m.Error.Message)
+		if msg := streamError(m); msg != "" {
+			return protocol.Errorf(protocol.CodeUnavailable, "pull image %s: %s", ref, msg)
 		}
 		r.report(m)
 	}
+}
+
+// streamError is the failure a progress message reports, or "": current
+// daemons send errorDetail and error, older daemons and compatible engines
+// only the bare error string.
+func streamError(m jsonmessage.JSONMessage) string {
+	if m.Error != nil && m.Error.Message != "" {
+		return m.Error.Message
+	}
+	//lint:ignore SA1019 deprecated, but some engines send only this field
+	return m.ErrorMessage
 }
 
 // progressReporter forwards pull progress: every change of a layer's status
