@@ -32,12 +32,16 @@ func (a *Agent) eventsLoop(ctx context.Context) {
 	}
 }
 
-// sendEvent forwards one event to the connected server, if any. It blocks
-// while the server reads slowly, which slows the engine's event reader.
+// sendEvent forwards one event to the connected server, if any, after its
+// inventory. It blocks while the server reads slowly, which slows the
+// engine's event reader.
 func (a *Agent) sendEvent(ev protocol.ContainerEvent) {
 	s := a.current()
 	if s == nil {
 		a.log.Debug("container event not sent: disconnected", "containerId", ev.ContainerID, "event", ev.Action)
+		return
+	}
+	if !s.waitOpen(s.ctx) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, a.tm.writeTimeout)

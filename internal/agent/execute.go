@@ -185,6 +185,9 @@ func (a *Agent) progress(cmd *protocol.Command) ProgressFunc {
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, a.tm.writeTimeout)
 		defer cancel()
+		if !s.waitOpen(ctx) {
+			return
+		}
 		if err := s.send(ctx, protocol.CommandProgress{CommandID: cmd.ID, Stage: stage, Detail: detail}); err != nil {
 			a.log.Debug("progress not sent", "commandId", cmd.ID, "err", err)
 		}

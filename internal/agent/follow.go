@@ -125,6 +125,12 @@ func (a *Agent) follow(ctx context.Context, cancel context.CancelCauseFunc, s *s
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
+		if !s.waitOpen(ctx) {
+			for range lines { // emit fails on ctx from now on
+				out.dropped++
+			}
+			return
+		}
 		out.run(lines)
 	}()
 	emit := func(stream, line string) error {

@@ -25,6 +25,7 @@ type session struct {
 	ctx       context.Context // ends with the connection
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	opened    chan struct{} // closed once identify and inventory are out
 	flushed   chan struct{} // closed when the outbox was first seen empty
 	flushOnce sync.Once
 }
@@ -36,7 +37,7 @@ var pongFrame = []byte(`{"type":"pong"}`)
 // ended.
 func (a *Agent) runSession(ctx context.Context, conn *transport.Conn) error {
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &session{a: a, conn: conn, ctx: sctx, cancel: cancel, flushed: make(chan struct{})}
+	s := &session{a: a, conn: conn, ctx: sctx, cancel: cancel, opened: make(chan struct{}), flushed: make(chan struct{})}
 	s.spawn(func() {
 		select {
 		case <-conn.Done():
@@ -61,6 +62,7 @@ func (a *Agent) runSession(ctx context.Context, conn *transport.Conn) error {
 		if a.opts.StatusEvents {
 			s.sendInventory()
 		}
+		close(s.opened)
 		s.spawn(s.pumpOutbox)
 		s.spawn(s.heartbeats)
 
@@ -114,6 +116,20 @@ func (s *session) shutdown() {
 	}
 	if err := s.conn.Close(transport.CloseGoingAway, "agent shutting down"); err != nil {
 		a.log.Debug("close", "err", err)
+	}
+}
+
+// waitOpen waits until identify and inventory are out, so that events,
+// progress and log lines never go before them (SPEC 4); false when ctx or
+// the session ended first.
+func (s *session) waitOpen(ctx context.Context) bool {
+	select {
+	case <-s.opened:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-s.ctx.Done():
+		return false
 	}
 }
 

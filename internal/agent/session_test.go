@@ -388,3 +388,43 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		})
 	}
 }
+
+// Container events happening while the inventory is gathered wait for it:
+// the server hears agent_identify, then inventory, then events (SPEC 4).
+func TestEventsWaitForInventory(t *testing.T) {
+	listing := make(chan struct{})
+	rt := &agenttest.Runtime{
+		EventsFunc: func(ctx context.Context, emit func(protocol.ContainerEvent)) error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(2 * time.Millisecond):
+				}
+				emit(protocol.ContainerEvent{ContainerID: "web", Action: "start", Timestamp: protocol.Timestamp(time.Now())})
+			}
+		},
+		ListFunc: func(context.Context) ([]protocol.InventoryItem, error) {
+			select {
+			case <-listing:
+			default:
+				close(listing)
+				time.Sleep(200 * time.Millisecond) // events flow meanwhile
+			}
+			return []protocol.InventoryItem{{ContainerID: "web", DockerID: "d1", State: "running"}}, nil
+		},
+	}
+	h := start(t, rt, setup{})
+	ctx := waitCtx(t)
+	var types []string
+	for !slices.Contains(types, protocol.TypeContainerEvent) {
+		r, err := h.srv.NextFrame(ctx, "")
+		if err != nil {
+			t.Fatalf("after %v: %v", types, err)
+		}
+		types = append(types, r.Type)
+	}
+	if len(types) < 3 || types[0] != protocol.TypeAgentIdentify || types[1] != protocol.TypeInventory {
+		t.Errorf("first frames %v, want agent_identify, inventory, then events", types)
+	}
+}
