@@ -16,8 +16,13 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// maxCommandIDLength bounds a client-chosen command id.
-const maxCommandIDLength = 128
+// maxCommandIDLength bounds a client-chosen command id, and maxSinceLength
+// the since field (an RFC 3339 time or Unix seconds, which the agent parses;
+// the protocol's Validate leaves its length open).
+const (
+	maxCommandIDLength = 128
+	maxSinceLength     = 64
+)
 
 var errCommandTimeout = errors.New("no command_result within COMMAND_TIMEOUT")
 
@@ -29,6 +34,9 @@ func prepareCommand(cmd *protocol.Command) error {
 	cmd.Type = protocol.TypeCommand
 	if err := cmd.Validate(); err != nil {
 		return badRequest("%v", err)
+	}
+	if len(cmd.Since) > maxSinceLength {
+		return badRequest("since must be an RFC 3339 time or Unix seconds, at most %d characters", maxSinceLength)
 	}
 	if cmd.ID == "" {
 		cmd.ID = uuid.NewString()

@@ -110,6 +110,7 @@ func TestCommandErrors(t *testing.T) {
 		{"create without eggConfig", online.ID, map[string]any{"action": "create", "containerId": "c"}, http.StatusBadRequest, "eggConfig is required"},
 		{"bad memory", online.ID, map[string]any{"action": "create", "containerId": "c", "eggConfig": map[string]any{"image": "x"}, "resources": map[string]any{"memory": "-1g"}}, http.StatusBadRequest, "resources.memory"},
 		{"follow", online.ID, map[string]any{"action": "logs", "containerId": "c", "follow": true}, http.StatusBadRequest, "follow is not supported here"},
+		{"huge since", online.ID, map[string]any{"action": "logs", "containerId": "c", "since": strings.Repeat("9", 100)}, http.StatusBadRequest, "since must be"},
 		{"bad id", online.ID, map[string]any{"action": "start", "containerId": "c", "id": "has space"}, http.StatusBadRequest, "id must be"},
 		{"typo field", online.ID, map[string]any{"action": "start", "container_id": "c"}, http.StatusBadRequest, `unknown field "container_id"`},
 		{"invalid JSON", online.ID, `{"action":`, http.StatusBadRequest, "invalid JSON"},

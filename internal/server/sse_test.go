@@ -161,6 +161,7 @@ func TestLogsBadRequests(t *testing.T) {
 		{"/api/nodes/" + online.ID + "/containers/web/logs?lines=ten", http.StatusBadRequest, "lines must be a whole number"},
 		{"/api/nodes/" + online.ID + "/containers/web/logs?lines=-1", http.StatusBadRequest, "lines must be between"},
 		{"/api/nodes/" + online.ID + "/containers/web/logs?follow=maybe", http.StatusBadRequest, "follow"},
+		{"/api/nodes/" + online.ID + "/containers/web/logs?since=" + strings.Repeat("9", 100), http.StatusBadRequest, "since must be"},
 	}
 	for _, c := range cases {
 		resp, data := h.request("GET", c.path, nil, testAdminToken)
