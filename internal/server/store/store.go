@@ -3,8 +3,8 @@
 // generated secrets. The schema is created on first open and migrated forward
 // by version (PRAGMA user_version, see migrate.go).
 //
-// Times are stored as RFC 3339 text in UTC with nanoseconds, so the file is
-// readable with the sqlite3 shell and sorts correctly.
+// Times are stored as RFC 3339 text in UTC with nine fraction digits, so the
+// file is readable with the sqlite3 shell and sorts correctly.
 package store
 
 import (
@@ -141,7 +141,12 @@ func (s *Store) SetSetting(ctx context.Context, key, value string) error {
 	return nil
 }
 
-func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+// timeLayout is RFC 3339 with all nine fraction digits: unlike RFC3339Nano,
+// which trims trailing zeros, its text sorts like the times it holds
+// (Nodes orders by created_at). Rows written with the trimmed form still parse.
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 func parseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)

@@ -307,3 +307,32 @@ func TestSettingsPersistAcrossReopen(t *testing.T) {
 		t.Errorf("after SetSetting = %q, want third", v)
 	}
 }
+
+// Nodes lists oldest first even within one second: stored times must sort
+// as text the way they sort as times ("05Z" after "05.5Z" would not).
+func TestNodesOldestFirstWithinASecond(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, filepath.Join(t.TempDir(), FileName))
+	base := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	offsets := []time.Duration{0, 100 * time.Millisecond, 150 * time.Millisecond, 500 * time.Millisecond}
+	// Names sort against creation order, so a name tiebreak cannot mask it.
+	names := []string{"zulu", "yankee", "xray", "whiskey"}
+	for i, off := range offsets {
+		n := testNode("id-"+names[i], names[i])
+		n.CreatedAt = base.Add(off)
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := s.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range list {
+		got = append(got, n.Name)
+	}
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		t.Errorf("Nodes order = %v, want creation order %v", got, names)
+	}
+}
