@@ -24,7 +24,11 @@ func (a *Agent) beat(s *session) {
 			return
 		}
 	}
-	items, err := a.opts.Runtime.List(ctx)
+	// A hung engine must not hold the beat: it goes out without counts
+	// after half an interval at most.
+	lctx, lcancel := context.WithTimeout(ctx, min(callTimeout, a.opts.HeartbeatInterval/2))
+	items, err := a.opts.Runtime.List(lctx)
+	lcancel()
 	a.setRuntimeErr(err)
 	if err != nil {
 		if ok, n := a.listLog.allow(); ok {

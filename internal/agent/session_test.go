@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -426,5 +427,28 @@ func TestEventsWaitForInventory(t *testing.T) {
 	}
 	if len(types) < 3 || types[0] != protocol.TypeAgentIdentify || types[1] != protocol.TypeInventory {
 		t.Errorf("first frames %v, want agent_identify, inventory, then events", types)
+	}
+}
+
+// A container engine that stops answering delays no heartbeat by more than
+// half an interval: the beat goes out without container counts.
+func TestHeartbeatsWhileEngineHangs(t *testing.T) {
+	var calls atomic.Int64
+	rt := &agenttest.Runtime{
+		ListFunc: func(ctx context.Context) ([]protocol.InventoryItem, error) {
+			if calls.Add(1) == 1 {
+				return nil, nil // the inventory at open
+			}
+			<-ctx.Done() // then the daemon hangs
+			return nil, protocol.Errorf(protocol.CodeTimeout, "the Docker Engine did not answer in time")
+		},
+	}
+	h := start(t, rt, setup{opts: func(o *agent.Options) { o.HeartbeatInterval = 100 * time.Millisecond }})
+	h.identified()
+	for i := 0; i < 3; i++ {
+		hb := h.srv.Expect(protocol.TypeHeartbeat).(protocol.Heartbeat)
+		if i > 0 && hb.Resources.Containers != nil {
+			t.Errorf("heartbeat %d has container counts %+v though List hangs", i, hb.Resources.Containers)
+		}
 	}
 }
