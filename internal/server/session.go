@@ -56,6 +56,8 @@ type session struct {
 	closeOnce sync.Once
 	closing   atomic.Bool
 	warnedID  atomic.Bool
+	// warnedSize: an oversized heartbeat is logged once per session.
+	warnedSize atomic.Bool
 }
 
 type closeRequest struct {
@@ -265,8 +267,12 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 	case protocol.Ping:
 		_ = s.send(ctx, mustMarshal(protocol.Pong{}))
 	case protocol.AgentIdentify:
-		info := mustMarshal(agentInfoOf(m))
-		if err := srv.store.RecordIdentify(ctx, s.nodeID, m.Version, info); err != nil {
+		info, version := json.RawMessage(mustMarshal(agentInfoOf(m))), m.Version
+		if len(info) > maxStoredJSON {
+			s.log.Warn("agent_identify too large to store; dropping it", "bytes", len(info), "limit", maxStoredJSON)
+			info, version = nil, ""
+		}
+		if err := srv.store.RecordIdentify(ctx, s.nodeID, version, info); err != nil {
 			s.log.Error("store agent_identify", "err", err)
 		}
 		s.log.Info("agent identified", "agent_version", m.Version, "hostname", m.Hostname,
@@ -278,9 +284,10 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 			s.log.Warn("heartbeat names another node id; recording it for the authenticated node",
 				"heartbeat_node_id", m.NodeID)
 		}
-		resources, _ := json.Marshal(m.Resources)
-		if raw := rawField(frame, "resources"); raw != nil {
-			resources = raw // keep fields newer agents add
+		resources, whole := storedResources(frame, m.Resources)
+		if !whole && s.warnedSize.CompareAndSwap(false, true) {
+			s.log.Warn("heartbeat resources too large to store; keeping the known fields only",
+				"limit", maxStoredJSON)
 		}
 		if err := srv.store.RecordHeartbeat(ctx, s.nodeID, srv.now(), resources); err != nil {
 			s.log.Error("store heartbeat", "err", err)
@@ -298,6 +305,27 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 	default:
 		s.log.Debug("ignoring message the server does not expect", "type", msg.MessageType())
 	}
+}
+
+// maxStoredJSON bounds what the server stores per node from an agent's
+// agent_identify and heartbeat, and so the size of every node object the
+// API returns: a frame may be up to MAX_MESSAGE_BYTES.
+const maxStoredJSON = 16 << 10
+
+// storedResources is a heartbeat's resources object as stored: the raw JSON,
+// which keeps the fields newer agents add, unless it is larger than
+// maxStoredJSON; then only the fields this server knows, or nil when even
+// those are too large. whole reports whether nothing was left out.
+func storedResources(frame []byte, known protocol.HostResources) (resources json.RawMessage, whole bool) {
+	raw := rawField(frame, "resources")
+	if raw != nil && len(raw) <= maxStoredJSON {
+		return raw, true
+	}
+	typed, _ := json.Marshal(known)
+	if len(typed) > maxStoredJSON {
+		return nil, false
+	}
+	return typed, raw == nil
 }
 
 // rawField returns the raw JSON of one top-level field of frame, or nil.

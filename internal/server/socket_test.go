@@ -399,3 +399,30 @@ func TestOversizedFrameAfterIdleWriter(t *testing.T) {
 		t.Errorf("close code = %d %s, want 1009 (message too big)", code, r)
 	}
 }
+
+// What an agent reports is stored bounded: a heartbeat or agent_identify
+// as large as a frame may be must not bloat the database and every node
+// object the API returns.
+func TestOversizedReportsAreStoredBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("bloated")
+	a := h.connect(n.ID, n.Token)
+	huge := strings.Repeat("x", 200<<10)
+	a.send(protocol.AgentIdentify{NodeName: "bloated", Version: "1.0.0", Hostname: huge})
+	a.send([]byte(`{"type":"heartbeat","nodeId":"` + n.ID + `","timestamp":"2024-01-01T00:00:00Z",
+		"resources":{"cpu":0.42,"memory":"512MB","futureField":"` + huge + `"}}`))
+	waitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	body := h.admin("GET", "/api/nodes/"+n.ID, nil, http.StatusOK)
+	if len(body) > 2*maxStoredJSON {
+		t.Fatalf("node object is %d bytes, want at most %d", len(body), 2*maxStoredJSON)
+	}
+	var v nodeView
+	decode(t, body, &v)
+	if !strings.Contains(string(v.Resources), `"cpu":0.42`) {
+		t.Errorf("resources = %s, want the known fields kept", v.Resources)
+	}
+	if !strings.Contains(h.logs.String(), "heartbeat resources too large") ||
+		!strings.Contains(h.logs.String(), "agent_identify too large") {
+		t.Errorf("oversized reports not logged")
+	}
+}
