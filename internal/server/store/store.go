@@ -131,16 +131,6 @@ func (s *Store) SettingOrInit(ctx context.Context, key string, init func() (stri
 	return v, false, err
 }
 
-// SetSetting stores value under key, replacing any previous value.
-func (s *Store) SetSetting(ctx context.Context, key, value string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
-	if err != nil {
-		return fmt.Errorf("store setting %s: %w", key, err)
-	}
-	return nil
-}
-
 // timeLayout is RFC 3339 with all nine fraction digits: unlike RFC3339Nano,
 // which trims trailing zeros, its text sorts like the times it holds
 // (Nodes orders by created_at). Rows written with the trimmed form still parse.

@@ -300,12 +300,6 @@ func TestSettingsPersistAcrossReopen(t *testing.T) {
 	if _, err := s2.Node(ctx, "id-a"); err != nil {
 		t.Errorf("node after reopen: %v", err)
 	}
-	if err := s2.SetSetting(ctx, "k", "third"); err != nil {
-		t.Fatal(err)
-	}
-	if v, _, _ := s2.Setting(ctx, "k"); v != "third" {
-		t.Errorf("after SetSetting = %q, want third", v)
-	}
 }
 
 // Nodes lists oldest first even within one second: stored times must sort
