@@ -281,8 +281,9 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 		srv.hub.resend(s)
 	case protocol.Heartbeat:
 		if m.NodeID != s.nodeID && s.warnedID.CompareAndSwap(false, true) {
-			s.log.Warn("heartbeat names another node id; recording it for the authenticated node",
-				"heartbeat_node_id", m.NodeID)
+			// The value is not logged: the seed's agent sends the first
+			// characters of its token as nodeId.
+			s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
 		}
 		resources, whole := storedResources(frame, m.Resources)
 		if !whole && s.warnedSize.CompareAndSwap(false, true) {

@@ -426,3 +426,31 @@ func TestOversizedReportsAreStoredBounded(t *testing.T) {
 		t.Errorf("oversized reports not logged")
 	}
 }
+
+// The seed's TypeScript agent (../shared/peers/seed-ts-agent) is served as
+// it is: agent_identify without protocolVersion, heartbeats whose nodeId is
+// the first 8 characters of its token, command results without a code.
+// That slice of the token is not logged.
+func TestSeedAgentWire(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("seed-node")
+	a := h.connect(n.ID, n.Token)
+	a.send([]byte(`{"type":"agent_identify","nodeName":"seed-node","version":"1.0.0"}`))
+	a.send([]byte(`{"type":"heartbeat","nodeId":"` + n.Token[:8] + `","resources":{"cpu":0.5,"memory":"512MB"},"timestamp":"2024-01-01T00:00:00.000Z"}`))
+	waitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	v := h.node(n.ID)
+	if v.AgentVersion == nil || *v.AgentVersion != "1.0.0" || string(v.Resources) != `{"cpu":0.5,"memory":"512MB"}` {
+		t.Errorf("node = %+v %s, want agentVersion 1.0.0 and the seed's resources", v, v.Resources)
+	}
+
+	res := h.postCommand(n.ID, map[string]any{"action": "start", "containerId": "web"})
+	cmd := a.command()
+	a.send([]byte(`{"type":"command_result","commandId":"` + cmd.ID + `","status":"error","error":"no such container (Status: 404)"}`))
+	r := <-res
+	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"error":"no such container (Status: 404)"`) {
+		t.Errorf("command = %d %s, want 200 with the seed's error result", r.status, r.body)
+	}
+	if strings.Contains(h.logs.String(), n.Token[:8]) {
+		t.Errorf("logs contain the token slice the seed sends as nodeId:\n%s", h.logs.String())
+	}
+}
