@@ -248,6 +248,8 @@ func TestValidate(t *testing.T) {
 		{"signal number", func(c *Command) { c.Action, c.Signal = ActionKill, "9" }, ""},
 		{"signal bad", func(c *Command) { c.Action, c.Signal = ActionKill, "kill -9; rm" }, "signal"},
 		{"update needs resources", func(c *Command) { c.Action = ActionUpdate }, "resources is required"},
+		{"id too long", func(c *Command) { c.ID = strings.Repeat("<", MaxCommandIDLength+1) }, "at most 256"},
+		{"id at the limit", func(c *Command) { c.ID = strings.Repeat("x", MaxCommandIDLength) }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

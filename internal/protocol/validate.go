@@ -10,6 +10,10 @@ import (
 // MaxContainerIDLength is the longest containerId accepted (Docker's limit).
 const MaxContainerIDLength = 128
 
+// MaxCommandIDLength bounds a command id: results echo it, and an id of
+// megabytes would make every reply (and the dedup table) that large.
+const MaxCommandIDLength = 256
+
 // MinMemoryBytes is Docker's smallest memory limit.
 const MinMemoryBytes = 6 << 20
 
@@ -35,6 +39,9 @@ func ValidateContainerID(id string) error {
 // Validate checks a command before it runs. Every problem is an *Error with
 // code invalid whose text names the field and what is wrong with it.
 func (c *Command) Validate() error {
+	if len(c.ID) > MaxCommandIDLength {
+		return Errorf(CodeInvalid, "id is %d bytes long; at most %d are allowed", len(c.ID), MaxCommandIDLength)
+	}
 	if c.Action == "" {
 		return Errorf(CodeInvalid, "action is required")
 	}
