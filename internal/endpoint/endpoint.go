@@ -69,7 +69,12 @@ func Redact(raw string) string {
 	if u.User != nil {
 		u.User = url.User("REDACTED")
 	}
-	q := u.Query()
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		// A query that does not parse could hide a token anywhere in it.
+		u.RawQuery = "REDACTED"
+		return u.String()
+	}
 	changed := false
 	for k := range q {
 		switch strings.ToLower(k) {

@@ -248,6 +248,10 @@ func TestValidate(t *testing.T) {
 		{"signal number", func(c *Command) { c.Action, c.Signal = ActionKill, "9" }, ""},
 		{"signal bad", func(c *Command) { c.Action, c.Signal = ActionKill, "kill -9; rm" }, "signal"},
 		{"update needs resources", func(c *Command) { c.Action = ActionUpdate }, "resources is required"},
+		{"since rfc3339", func(c *Command) { c.Action, c.Since = ActionLogs, "2026-11-25T10:00:00Z" }, ""},
+		{"since unix", func(c *Command) { c.Action, c.Since = ActionLogs, "1764064800.5" }, ""},
+		{"since junk", func(c *Command) { c.Action, c.Since = ActionLogs, "yesterday" }, "since must be"},
+		{"since huge", func(c *Command) { c.Action, c.Since = ActionLogs, strings.Repeat("1", 100) }, "since must be"},
 		{"id too long", func(c *Command) { c.ID = strings.Repeat("<", MaxCommandIDLength+1) }, "at most 256"},
 		{"id at the limit", func(c *Command) { c.ID = strings.Repeat("x", MaxCommandIDLength) }, ""},
 	}

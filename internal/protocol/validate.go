@@ -5,6 +5,7 @@ import (
 	"math"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // MaxContainerIDLength is the longest containerId accepted (Docker's limit).
@@ -58,6 +59,9 @@ func (c *Command) Validate() error {
 	}
 	if c.Timeout != nil && (*c.Timeout < 0 || *c.Timeout > 3600) {
 		return Errorf(CodeInvalid, "timeout must be between 0 and 3600 seconds, got %d", *c.Timeout)
+	}
+	if c.Since != "" && !validSince(c.Since) {
+		return Errorf(CodeInvalid, "since must be an RFC 3339 time or Unix seconds, got %q", truncate(c.Since, 64))
 	}
 	if c.Signal != "" && !validSignal(c.Signal) {
 		return Errorf(CodeInvalid, "signal %q is not a signal name (SIGKILL, TERM) or number", c.Signal)
@@ -164,6 +168,28 @@ func (r *Resources) validate() error {
 var signalRE = regexp.MustCompile(`^(SIG)?[A-Z][A-Z0-9+-]*$|^[0-9]{1,2}$`)
 
 func validSignal(s string) bool { return len(s) <= 16 && signalRE.MatchString(s) }
+
+var unixSecondsRE = regexp.MustCompile(`^[0-9]{1,12}(\.[0-9]{1,9})?$`)
+
+// validSince accepts the forms Docker's logs "since" takes from us: an RFC
+// 3339 time or Unix seconds (optionally with a fraction).
+func validSince(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	if unixSecondsRE.MatchString(s) {
+		return true
+	}
+	_, err := time.Parse(time.RFC3339Nano, s)
+	return err == nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
 
 // String renders a command briefly for logs (never its environment).
 func (c *Command) String() string {
