@@ -5,6 +5,7 @@
 #   systemd-analyze  Debian's systemd package (systemd-analyze verify / security, systemctl --root)
 #   busybox          Debian's busybox-static (the shell of the stand-in Go builder image)
 #   useradd          Debian's passwd package (install.sh into a temporary root)
+#   ShellCheck       Debian's shellcheck package (lint of install.sh and ci-tools.sh)
 # Run as root on Debian (apt-get); idempotent and quick when everything is present.
 set -eu
 
@@ -25,6 +26,7 @@ packages=
 command -v systemd-analyze >/dev/null 2>&1 || packages="$packages systemd"
 [ -x /bin/busybox ] || packages="$packages busybox-static"
 command -v useradd >/dev/null 2>&1 || packages="$packages passwd"
+command -v shellcheck >/dev/null 2>&1 || packages="$packages shellcheck"
 if [ -n "$packages" ]; then
 	echo "ci-tools: apt-get install$packages"
 	export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +34,6 @@ if [ -n "$packages" ]; then
 	# shellcheck disable=SC2086 # word splitting of the package list is intended
 	apt-get install -y -qq --no-install-recommends $packages
 else
-	echo "ci-tools: systemd-analyze, busybox and useradd present"
+	echo "ci-tools: systemd-analyze, busybox, useradd and shellcheck present"
 fi
 echo "ci-tools: add $gobin to PATH (or set HELM=$gobin/helm) for the packaging tests"

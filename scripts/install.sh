@@ -64,7 +64,9 @@ if [ -z "$binary" ]; then
 		binary=./lormas-agent
 	fi
 fi
-[ -f "$binary" ] && [ -x "$binary" ] || die "no executable lormas-agent at $binary (build it: go build -o bin/ ./cmd/lormas-agent, or pass --binary)"
+if [ ! -f "$binary" ] || [ ! -x "$binary" ]; then
+	die "no executable lormas-agent at $binary (build it: go build -o bin/ ./cmd/lormas-agent, or pass --binary)"
+fi
 [ -f "$script_dir/$unit" ] || die "unit file $script_dir/$unit is missing"
 
 root=$(cd "$root" 2>/dev/null && pwd) || die "root directory does not exist"

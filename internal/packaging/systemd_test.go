@@ -379,3 +379,23 @@ func dbEntry(t *testing.T, path, name string, fields int) []string {
 	}
 	return found[0]
 }
+
+// TestShellScripts lints the packaging scripts as POSIX sh: they run on hosts
+// whose /bin/sh may be dash or busybox.
+func TestShellScripts(t *testing.T) {
+	shellcheck := requireTool(t, "shellcheck", "")
+	repo := repoRoot(t)
+	for _, name := range []string{"install.sh", "ci-tools.sh"} {
+		s := filepath.Join(repo, "scripts", name)
+		t.Run(filepath.Base(s), func(t *testing.T) {
+			ctx, cancel := contextWithTimeout()
+			defer cancel()
+			if r := run(ctx, repo, nil, shellcheck, "--shell=sh", "--severity=info", s); r.err != nil {
+				t.Errorf("shellcheck:\n%s", r.stdout+r.stderr)
+			}
+			if r := run(ctx, repo, nil, "sh", "-n", s); r.err != nil {
+				t.Errorf("sh -n: %s", r)
+			}
+		})
+	}
+}
