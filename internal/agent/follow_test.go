@@ -253,11 +253,11 @@ func TestFollowLogsEnvelopeOverLimitDropsLines(t *testing.T) {
 	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
 		return emit("stdout", "hello")
 	}}
-	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxMessageBytes = 4096 }})
+	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxMessageBytes = 1200 }})
 	h.identified()
-	// 800 '<' are 800 bytes in the server's frame but 4800 once the agent
-	// escapes them as \u003c.
-	id := strings.Repeat("<", 800)
+	// 256 '<' (the longest id allowed) are 256 bytes in the server's frame
+	// but 1536 once the agent escapes them as \u003c.
+	id := strings.Repeat("<", protocol.MaxCommandIDLength)
 	h.sendRaw(`{"type":"command","id":"` + id + `","action":"logs","containerId":"web","follow":true}`)
 	eventually(t, "the stream to end", func() bool { return rt.CallCount("FollowLogs") == 1 && agent.OutboxLen(h.agent) == 0 })
 	h.send(protocol.Command{ID: "after", Action: protocol.ActionStart, ContainerID: "web"})
