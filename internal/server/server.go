@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,7 +86,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		Recovery:           gws.Recovery,
 		Logger:             gwsLogger{logger},
 	})
-	srv.handler = srv.middleware(jsonRouteErrors(srv.routes()))
+	srv.handler = srv.middleware(seedSocketPath(jsonRouteErrors(srv.routes())))
 	srv.httpSrv = &http.Server{
 		Handler:           srv.handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -118,6 +119,18 @@ func (srv *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/nodes/{id}/containers/{containerId}/logs", srv.admin(srv.handleLogs))
 	mux.HandleFunc("GET /api/ws/nodes", srv.handleSocket)
 	return mux
+}
+
+// seedSocketPath serves the seed agent's socket URL when its SERVER_URL ends
+// in "/": it dials "//api/ws/nodes", which ServeMux would answer with a
+// redirect that a WebSocket client does not follow.
+func seedSocketPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.TrimLeft(r.URL.Path, "/") == "api/ws/nodes" {
+			r.URL.Path = "/api/ws/nodes"
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Handler returns the server's HTTP handler, for httptest or another

@@ -453,4 +453,16 @@ func TestSeedAgentWire(t *testing.T) {
 	if strings.Contains(h.logs.String(), n.Token[:8]) {
 		t.Errorf("logs contain the token slice the seed sends as nodeId:\n%s", h.logs.String())
 	}
+
+	// With SERVER_URL ending in "/" the seed agent dials //api/ws/nodes; that
+	// must reach the socket handler, not a redirect it would not follow.
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(h.url + "//api/ws/nodes?token=not-a-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET //api/ws/nodes = %d, want 401 from the socket handler", resp.StatusCode)
+	}
 }
