@@ -226,7 +226,9 @@ func runOnce(ctx context.Context, t *testing.T, cli *client.Client, img string, 
 	if err != nil {
 		t.Fatalf("create %s: %v", name, err)
 	}
-	defer func() { _ = cli.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true}) }()
+	defer func() {
+		_ = cli.ContainerRemove(context.Background(), resp.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	}()
 	waitC, errC := cli.ContainerWait(ctx, resp.ID, container.WaitConditionNextExit)
 	if err := cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
 		return err.Error(), 127 // e.g. the executable does not exist
