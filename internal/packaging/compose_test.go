@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	composecli "github.com/compose-spec/compose-go/v2/cli"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/volume"
 	"sigs.k8s.io/yaml"
@@ -146,19 +147,58 @@ func (s composeService) mounts(t *testing.T) map[string]struct {
 	return m
 }
 
-// TestComposeConfig: the Compose tool accepts compose.yaml, and what it
-// resolves is the hardened, self-enrolling, secret-free system SPEC 7 asks for.
+// configSettings are the .env settings the config tests resolve compose.yaml with.
+var configSettings = map[string]string{"DOCKER_GID": "4242", "NODE_NAME": "edge-7"}
+
+// TestComposeConfig: the machine's Compose tool (v1 here) accepts
+// compose.yaml, and what it resolves is the hardened, self-enrolling,
+// secret-free system SPEC 7 asks for.
 func TestComposeConfig(t *testing.T) {
-	p := newComposeProject(t, "lormasconfigtest", map[string]string{"DOCKER_GID": "4242", "NODE_NAME": "edge-7"})
+	p := newComposeProject(t, "lormasconfigtest", configSettings)
 	ctx, cancel := contextWithTimeout()
 	defer cancel()
 	r := p.run(ctx, "config")
 	if r.err != nil {
 		t.Fatalf("compose config: %s", r)
 	}
+	checkComposeConfig(t, r.stdout)
+}
+
+// TestComposeSpecV2 loads compose.yaml with compose-go, the loader and
+// Compose Specification schema of Compose v2 (`docker compose`), so the file
+// is known to work with v2 as well as with the machine's v1.
+func TestComposeSpecV2(t *testing.T) {
+	repo := repoRoot(t)
+	var env []string
+	for k, v := range configSettings {
+		env = append(env, k+"="+v)
+	}
+	// Only these settings: no .env and no process environment.
+	opts, err := composecli.NewProjectOptions([]string{filepath.Join(repo, "compose.yaml")},
+		composecli.WithName("lormasconfigtest"), composecli.WithWorkingDirectory(repo),
+		composecli.WithEnv(env), composecli.WithInterpolation(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := contextWithTimeout()
+	defer cancel()
+	project, err := opts.LoadProject(ctx)
+	if err != nil {
+		t.Fatalf("compose v2 loader rejects compose.yaml: %v", err)
+	}
+	out, err := project.MarshalYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComposeConfig(t, string(out))
+}
+
+// checkComposeConfig decodes a resolved compose configuration and checks it.
+func checkComposeConfig(t *testing.T, resolved string) {
+	t.Helper()
 	var cfg composeConfig
-	if err := yaml.Unmarshal([]byte(r.stdout), &cfg); err != nil {
-		t.Fatalf("decode compose config: %v\n%s", err, r.stdout)
+	if err := yaml.Unmarshal([]byte(resolved), &cfg); err != nil {
+		t.Fatalf("decode compose config: %v\n%s", err, resolved)
 	}
 	server, agent := cfg.Services["lormas-server"], cfg.Services["lormas-agent"]
 	if len(cfg.Services) != 2 || server.Image == "" || agent.Image == "" {
@@ -186,8 +226,13 @@ func TestComposeConfig(t *testing.T) {
 	if got := agent.GroupAdd; len(got) != 1 || fmt.Sprint(got[0]) != "4242" {
 		t.Errorf("agent group_add %v, want [4242] from DOCKER_GID", got)
 	}
-	if hc := agent.Healthcheck; hc == nil || !slices.Equal(hc.Test, []string{"CMD", "/usr/local/bin/lormas-agent", "healthcheck"}) {
-		t.Errorf("agent healthcheck %+v, want the healthcheck subcommand", hc)
+	for name, s := range map[string]composeService{"lormas-server": server, "lormas-agent": agent} {
+		if hc := s.Healthcheck; hc == nil || !slices.Equal(hc.Test, []string{"CMD", "/usr/local/bin/" + name, "healthcheck"}) {
+			t.Errorf("%s healthcheck %+v, want its healthcheck subcommand", name, hc)
+		}
+	}
+	if dep, _ := agent.DependsOn.(map[string]any)["lormas-server"].(map[string]any); dep["condition"] != "service_healthy" {
+		t.Errorf("agent depends_on %v: want lormas-server with condition service_healthy", agent.DependsOn)
 	}
 	mounts := agent.mounts(t)
 	if m, ok := mounts["/var/run/docker.sock"]; !ok || m.target != "/var/run/docker.sock" {
