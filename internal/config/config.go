@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/lormas/lormas-agent/internal/secret"
 	"os"
 	"reflect"
 	"strings"
@@ -16,16 +17,16 @@ import (
 // defaults computed at run time or applied by a library, shown (the default
 // as the table prints it; in parentheses it is a description, not a value). The order of the fields is the order of the table.
 type Config struct {
-	ServerURL           string `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
-	NodeToken           Secret `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
-	NodeTokenFile       string `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed)"`
-	EnrollmentToken     Secret `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls once under NODE_NAME and stores the issued token in STATE_DIR/node-token"`
-	EnrollmentTokenFile string `env:"ENROLLMENT_TOKEN_FILE" help:"file holding the enrollment token (whitespace trimmed; awaited while it does not exist yet)"`
-	StateDir            string `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (the enrolled token, mode 0600); created with mode 0700"`
-	NodeName            string `env:"NODE_NAME" shown:"(host name)" help:"node name sent in agent_identify and used for enrollment (in Kubernetes: spec.nodeName)"`
-	NodeID              string `env:"NODE_ID" help:"node id for heartbeats when the token carries no nodeId/sub claim (else NODE_NAME)"`
-	LogLevel            string `env:"LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
-	LogFormat           string `env:"LOG_FORMAT" envDefault:"text" help:"log format: text (colour only on a terminal) or json"`
+	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
+	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
+	NodeTokenFile       string       `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed)"`
+	EnrollmentToken     secret.Value `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls once under NODE_NAME and stores the issued token in STATE_DIR/node-token"`
+	EnrollmentTokenFile string       `env:"ENROLLMENT_TOKEN_FILE" help:"file holding the enrollment token (whitespace trimmed; awaited while it does not exist yet)"`
+	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (the enrolled token, mode 0600); created with mode 0700"`
+	NodeName            string       `env:"NODE_NAME" shown:"(host name)" help:"node name sent in agent_identify and used for enrollment (in Kubernetes: spec.nodeName)"`
+	NodeID              string       `env:"NODE_ID" help:"node id for heartbeats when the token carries no nodeId/sub claim (else NODE_NAME)"`
+	LogLevel            string       `env:"LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
+	LogFormat           string       `env:"LOG_FORMAT" envDefault:"text" help:"log format: text (colour only on a terminal) or json"`
 
 	HeartbeatInterval     time.Duration `env:"HEARTBEAT_INTERVAL" envDefault:"10s" help:"interval between heartbeats (Go duration: 10s, 1m)"`
 	ReconnectDelay        time.Duration `env:"RECONNECT_DELAY" envDefault:"1s" help:"first reconnect backoff; doubles (full jitter) up to RECONNECT_MAX_DELAY"`
@@ -141,8 +142,8 @@ func (c *Config) normalize() {
 	c.ServerURL = strings.TrimSpace(c.ServerURL)
 	// A token pasted with a trailing newline (a Kubernetes Secret made with
 	// echo) must still work in the Authorization header.
-	c.NodeToken = NewSecret(strings.TrimSpace(c.NodeToken.Reveal()))
-	c.EnrollmentToken = NewSecret(strings.TrimSpace(c.EnrollmentToken.Reveal()))
+	c.NodeToken = secret.New(strings.TrimSpace(c.NodeToken.Reveal()))
+	c.EnrollmentToken = secret.New(strings.TrimSpace(c.EnrollmentToken.Reveal()))
 	c.NodeTokenFile = strings.TrimSpace(c.NodeTokenFile)
 	c.EnrollmentTokenFile = strings.TrimSpace(c.EnrollmentTokenFile)
 	c.NodeName = strings.TrimSpace(c.NodeName)

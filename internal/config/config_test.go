@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/lormas/lormas-agent/internal/secret"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -131,7 +132,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		ServerURL: "https://lormas.example.com/base/", NodeToken: NewSecret(testToken),
+		ServerURL: "https://lormas.example.com/base/", NodeToken: secret.New(testToken),
 		StateDir: filepath.Join(dir, "state"), NodeName: "node-7", NodeID: "id-7",
 		LogLevel: "debug", LogFormat: "json",
 		HeartbeatInterval: 3 * time.Second, ReconnectDelay: 250 * time.Millisecond,

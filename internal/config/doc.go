@@ -4,5 +4,5 @@
 // configuration table printed by `lormas-agent help` and pasted into the
 // README (MarkdownTable, CheckMarkdownTable).
 //
-// Credentials are held as Secret, which never prints its value.
+// Credentials are held as secret.Value, which never prints its value.
 package config

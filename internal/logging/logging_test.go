@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lormas/lormas-agent/internal/config"
+	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 const tok = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJuMSJ9.c2lnbmF0dXJl"
@@ -97,7 +97,7 @@ func TestTextHasNoColourOffTerminal(t *testing.T) {
 }
 
 func TestRedaction(t *testing.T) {
-	secret := config.NewSecret(tok)
+	secret := secret.New(tok)
 	u, _ := url.Parse("wss://lormas.example/api/ws/nodes?token=" + tok)
 	cases := []struct {
 		name string

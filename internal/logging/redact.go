@@ -6,8 +6,8 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/lormas/lormas-agent/internal/config"
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // Redacted replaces a credential in log output.
@@ -26,7 +26,7 @@ var (
 )
 
 // Redact is the handlers' ReplaceAttr: it replaces the value of an
-// attribute whose key names a credential, any config.Secret, and
+// attribute whose key names a credential, any secret.Value, and
 // credentials embedded in strings, errors and URLs (?token=..., "Bearer
 // ..."). Use it in any other slog handler that writes agent logs.
 func Redact(_ []string, a slog.Attr) slog.Attr {
@@ -41,7 +41,7 @@ func Redact(_ []string, a slog.Attr) slog.Attr {
 		}
 	case slog.KindAny:
 		switch x := v.Any().(type) {
-		case config.Secret, *config.Secret:
+		case secret.Value, *secret.Value:
 			return slog.String(a.Key, Redacted)
 		case *url.URL:
 			if x != nil {

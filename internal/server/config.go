@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/lormas/lormas-agent/internal/secret"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -19,12 +20,12 @@ type Config struct {
 	ListenAddr string `env:"LISTEN_ADDR" envDefault:":3000" help:"address to listen on (the agent's default SERVER_URL is ws://localhost:3000)"`
 	DataDir    string `env:"DATA_DIR" envDefault:"./data" help:"directory of the SQLite database (lormas.db); created 0700"`
 
-	AdminToken          Secret `env:"ADMIN_TOKEN" help:"admin bearer token for /api (at least 16 characters); generated and printed once when unset"`
-	AdminTokenFile      string `env:"ADMIN_TOKEN_FILE" help:"file holding ADMIN_TOKEN (trimmed)"`
-	JWTSecret           Secret `env:"JWT_SECRET" help:"HS256 key for node tokens (at least 32 bytes); generated and stored in the database when unset"`
-	JWTSecretFile       string `env:"JWT_SECRET_FILE" help:"file holding JWT_SECRET (trimmed)"`
-	EnrollmentToken     Secret `env:"ENROLLMENT_TOKEN" help:"token agents present to POST /api/nodes/enroll (at least 16 characters); generated when unset"`
-	EnrollmentTokenFile string `env:"ENROLLMENT_TOKEN_FILE" help:"file holding ENROLLMENT_TOKEN (trimmed)"`
+	AdminToken          secret.Value `env:"ADMIN_TOKEN" help:"admin bearer token for /api (at least 16 characters); generated and printed once when unset"`
+	AdminTokenFile      string       `env:"ADMIN_TOKEN_FILE" help:"file holding ADMIN_TOKEN (trimmed)"`
+	JWTSecret           secret.Value `env:"JWT_SECRET" help:"HS256 key for node tokens (at least 32 bytes); generated and stored in the database when unset"`
+	JWTSecretFile       string       `env:"JWT_SECRET_FILE" help:"file holding JWT_SECRET (trimmed)"`
+	EnrollmentToken     secret.Value `env:"ENROLLMENT_TOKEN" help:"token agents present to POST /api/nodes/enroll (at least 16 characters); generated when unset"`
+	EnrollmentTokenFile string       `env:"ENROLLMENT_TOKEN_FILE" help:"file holding ENROLLMENT_TOKEN (trimmed)"`
 	// EnrollmentTokenExport is where a generated enrollment token is written
 	// (mode 0640) for agents to read; see the package documentation.
 	EnrollmentTokenExport string `env:"ENROLLMENT_TOKEN_EXPORT_FILE" shown:"DATA_DIR/enrollment-token" help:"where a GENERATED enrollment token is written (0640) for agents, e.g. a volume shared with them; not written when ENROLLMENT_TOKEN is given"`
@@ -102,7 +103,7 @@ func (c *Config) resolve() []string {
 
 	secrets := []struct {
 		name    string
-		value   *Secret
+		value   *secret.Value
 		file    string
 		minimum int
 	}{
@@ -126,11 +127,11 @@ func (c *Config) resolve() []string {
 				add("%s_FILE: %s is empty", s.name, s.file)
 				continue
 			}
-			*s.value = NewSecret(v)
+			*s.value = secret.New(v)
 		}
 		if v := s.value.Reveal(); v != "" {
 			if strings.TrimSpace(v) != v {
-				*s.value = NewSecret(strings.TrimSpace(v))
+				*s.value = secret.New(strings.TrimSpace(v))
 				v = s.value.Reveal()
 			}
 			if len(v) < s.minimum {

@@ -6,44 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
-	"log/slog"
 )
-
-const redacted = "REDACTED"
-
-// Secret holds a credential from the configuration. Every way of printing it
-// (fmt verbs, slog, JSON) shows "REDACTED"; only Reveal returns the value.
-type Secret struct{ value string }
-
-// NewSecret wraps s.
-func NewSecret(s string) Secret { return Secret{value: s} }
-
-// Reveal returns the secret value.
-func (s Secret) Reveal() string { return s.value }
-
-// IsZero reports whether the secret is empty.
-func (s Secret) IsZero() bool { return s.value == "" }
-
-// String implements fmt.Stringer.
-func (Secret) String() string { return redacted }
-
-// GoString implements fmt.GoStringer for %#v.
-func (Secret) GoString() string { return "server.Secret(" + redacted + ")" }
-
-// Format prints the redaction for every verb.
-func (Secret) Format(f fmt.State, _ rune) { _, _ = fmt.Fprint(f, redacted) }
-
-// LogValue implements slog.LogValuer.
-func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// MarshalJSON implements json.Marshaler.
-func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
-
-// UnmarshalText lets caarlos0/env fill a Secret field.
-func (s *Secret) UnmarshalText(b []byte) error {
-	s.value = string(b)
-	return nil
-}
 
 // randomToken returns prefix followed by 32 random bytes in unpadded
 // base64url (256 bits). The prefix makes a leaked token recognisable to

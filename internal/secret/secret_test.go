@@ -1,4 +1,4 @@
-package config
+package secret
 
 import (
 	"bytes"
@@ -12,11 +12,13 @@ import (
 	"testing"
 )
 
+const testToken = "eyJhbGciOiJIUzI1NiJ9.eyJub2RlSWQiOiJuMSJ9.c2lnbmF0dXJl"
+
 func TestSecretNeverPrints(t *testing.T) {
-	s := NewSecret(testToken)
+	s := New(testToken)
 	holder := struct {
-		Token Secret
-		Ptr   *Secret
+		Token Value
+		Ptr   *Value
 	}{s, &s}
 	outputs := map[string]string{
 		"%v":       fmt.Sprintf("%v", s),
@@ -53,7 +55,7 @@ func TestSecretNeverPrints(t *testing.T) {
 	if s.Reveal() != testToken {
 		t.Error("Reveal lost the value")
 	}
-	if !(Secret{}).IsZero() || s.IsZero() {
+	if !(Value{}).IsZero() || s.IsZero() {
 		t.Error("IsZero wrong")
 	}
 }
@@ -61,11 +63,11 @@ func TestSecretNeverPrints(t *testing.T) {
 // TestSecretPanicMessage panics with a Secret in a child process and checks
 // the runtime's panic output.
 func TestSecretPanicMessage(t *testing.T) {
-	if os.Getenv("CONFIG_TEST_PANIC") == "1" {
-		panic(NewSecret(testToken))
+	if os.Getenv("SECRET_TEST_PANIC") == "1" {
+		panic(New(testToken))
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSecretPanicMessage$")
-	cmd.Env = append(os.Environ(), "CONFIG_TEST_PANIC=1")
+	cmd.Env = append(os.Environ(), "SECRET_TEST_PANIC=1")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("child did not panic: %s", out)
