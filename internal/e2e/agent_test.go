@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"net/http"
 	"os"
@@ -281,7 +282,7 @@ func TestAgentBinary(t *testing.T) {
 		if msg := resultMessage(t, mustSucceed(t, srv, "seed-delete", 30*time.Second)); msg != protocol.MsgDeleted {
 			t.Errorf("delete message %q", msg)
 		}
-		if _, err := cli.ContainerInspect(ctxT(t, 10*time.Second), "container-uuid"); !client.IsErrNotFound(err) {
+		if _, err := cli.ContainerInspect(ctxT(t, 10*time.Second), "container-uuid"); !cerrdefs.IsNotFound(err) {
 			t.Errorf("container still there after delete: %v", err)
 		}
 	})

@@ -110,18 +110,6 @@ func (p *proc) stop(sig syscall.Signal, d time.Duration) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// waitExit waits up to d for the process to exit on its own.
-func (p *proc) waitExit(d time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(d):
-		p.t.Fatalf("%s still running after %v", p.name, d)
-		return -1
-	}
-}
-
 // waitOutput waits until the output contains s.
 func (p *proc) waitOutput(s string, d time.Duration) {
 	p.t.Helper()

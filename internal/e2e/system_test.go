@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -164,7 +165,7 @@ func TestSystem(t *testing.T) {
 		if msg := resultField[struct{ Message string }](t, r).Message; msg != "Container deleted" {
 			t.Errorf("delete message %q", msg)
 		}
-		if _, err := cli.ContainerInspect(ctxT(t, 10*time.Second), cid); !client.IsErrNotFound(err) {
+		if _, err := cli.ContainerInspect(ctxT(t, 10*time.Second), cid); !cerrdefs.IsNotFound(err) {
 			t.Errorf("inspect after delete: %v, want not found", err)
 		}
 		// Errors come back as results with a code, through the same endpoint.
