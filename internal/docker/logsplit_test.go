@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -213,6 +214,30 @@ func TestParseSince(t *testing.T) {
 	for _, in := range []string{"yesterday", "-5", "1e9", "2026-01-02", "12:00"} {
 		if _, err := parseSince(in); err == nil {
 			t.Errorf("parseSince(%q): no error", in)
+		}
+	}
+}
+
+// BenchmarkReadLogsMultiplexed measures demultiplexing and line splitting of
+// a non-TTY log stream: 10,000 lines in 4 KiB frames, as Docker sends them.
+func BenchmarkReadLogsMultiplexed(b *testing.B) {
+	var payload bytes.Buffer
+	for i := range 10000 {
+		fmt.Fprintf(&payload, "2026-11-25T10:00:00Z worker %d: processed request in %d ms\n", i, i%97)
+	}
+	var stream bytes.Buffer
+	for p := payload.Bytes(); len(p) > 0; {
+		n := min(len(p), 4096)
+		stream.Write(frame(1, string(p[:n])))
+		p = p[n:]
+	}
+	raw := stream.Bytes()
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		lines := 0
+		if err := readLogs(bytes.NewReader(raw), false, false, func(_, _ string) error { lines++; return nil }); err != nil || lines != 10000 {
+			b.Fatalf("readLogs: %d lines, %v", lines, err)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -348,4 +349,40 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-marshal %T: %v", m, err)
 		}
 	})
+}
+
+// BenchmarkDecodeCommand measures decoding and validating the seed's create
+// example, the largest common server -> agent frame.
+func BenchmarkDecodeCommand(b *testing.B) {
+	frame := []byte(seedCreate)
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := Decode(frame)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := m.(Command)
+		if err := c.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncodeLogBatch measures encoding a log message of 500 lines, the
+// agent's unit of a followed log stream.
+func BenchmarkEncodeLogBatch(b *testing.B) {
+	lines := make([]string, 500)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("2026-11-25T10:00:00Z worker %d: processed request in %d ms", i, i%97)
+	}
+	msg := LogMessage{CommandID: "c1", ContainerID: "web-1", Stream: "stdout", Lines: lines, Timestamp: "2026-11-25T10:00:00.000Z"}
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := json.Marshal(msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(int64(len(out)))
+	}
 }
