@@ -193,7 +193,13 @@ func (srv *Server) handleRotateToken(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	if err := srv.store.SetToken(r.Context(), n.ID, jti, issuedAt); err != nil {
+	srv.tokenMu.Lock()
+	err = srv.store.SetToken(r.Context(), n.ID, jti, issuedAt)
+	if err == nil {
+		srv.hub.revoke(n.ID, jti)
+	}
+	srv.tokenMu.Unlock()
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			writeError(w, http.StatusNotFound, "node %q not found", n.ID)
 			return
@@ -201,7 +207,6 @@ func (srv *Server) handleRotateToken(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	srv.hub.revoke(n.ID, jti)
 	srv.log.Info("node token rotated", "node", n.ID)
 	writeJSON(w, http.StatusOK, struct {
 		ID    string `json:"id"`
@@ -243,8 +248,13 @@ func (srv *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := srv.now()
+	srv.tokenMu.Lock()
 	n, created, err := srv.store.EnrollNode(r.Context(), store.Node{ID: uuid.NewString(), Name: req.Name,
 		CreatedAt: now, TokenID: jti, TokenIssuedAt: now.Truncate(time.Second)})
+	if err == nil && !created {
+		srv.hub.revoke(n.ID, jti)
+	}
+	srv.tokenMu.Unlock()
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -257,7 +267,6 @@ func (srv *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusCreated
 	if !created {
 		status = http.StatusOK
-		srv.hub.revoke(n.ID, jti)
 	}
 	srv.log.Info("node enrolled", "node", n.ID, "name", n.Name, "created", created)
 	writeJSON(w, status, struct {

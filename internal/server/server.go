@@ -31,6 +31,12 @@ type Server struct {
 	handler  http.Handler
 	httpSrv  *http.Server
 
+	// tokenMu serialises "store a node's new token, then close sessions
+	// using any other": without it a slower of two concurrent rotations
+	// (or a rotation and a re-enrollment) could close the session that
+	// authenticated with the newest token.
+	tokenMu sync.Mutex
+
 	// Test seams: the clock (tokens' iat/exp, stored times) and the write
 	// deadline per frame to an agent.
 	clock        atomic.Pointer[func() time.Time]
