@@ -165,7 +165,14 @@ func run(n, conc, perClient int, idle time.Duration, peer, imageRef string) erro
 	cid := cids[0]
 
 	fmt.Fprintf(os.Stderr, "bench: connected; waiting %v for the idle RSS reading\n", idle)
+	cpu0 := make([]time.Duration, len(subjects))
+	for i, s := range subjects {
+		cpu0[i] = cpuTime(s.cmd.Process.Pid)
+	}
 	time.Sleep(idle)
+	for i, s := range subjects {
+		s.rows["CPU time while idle"] = (cpuTime(s.cmd.Process.Pid) - cpu0[i]).Round(time.Millisecond).String()
+	}
 	for _, s := range subjects {
 		s.rows["artefact size"] = sizeOf(s.artefact)
 		s.rows["with its runtime"] = s.rows["artefact size"] + " (static)"
@@ -224,7 +231,7 @@ func run(n, conc, perClient int, idle time.Duration, peer, imageRef string) erro
 		s.rows["RSS after load"] = rss(s.cmd.Process.Pid)
 	}
 
-	order := []string{"artefact size", "with its runtime", "start -> connected", "idle RSS", "logs RTT p50", "logs RTT p95", "logs RTT p99", throughputRow(conc, false), throughputRow(conc, true), "RSS after load"}
+	order := []string{"artefact size", "with its runtime", "start -> connected", "idle RSS", "CPU time while idle", "logs RTT p50", "logs RTT p95", "logs RTT p99", throughputRow(conc, false), throughputRow(conc, true), "RSS after load"}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	header := "metric\t"
 	for _, s := range subjects {
@@ -265,6 +272,22 @@ func rss(pid int) string {
 		}
 	}
 	return "?"
+}
+
+// cpuTime reads the user+system CPU time of pid from /proc/<pid>/stat.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
 func sizeOf(paths ...string) string {
