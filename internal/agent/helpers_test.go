@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -15,8 +16,6 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
-
-	"log/slog"
 )
 
 // nodeToken signs a node JWT as lormas-server does (HS256, nodeId, sub,

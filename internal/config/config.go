@@ -3,13 +3,14 @@ package config
 import (
 	"errors"
 	"fmt"
-	"github.com/lormas/lormas-agent/internal/secret"
 	"os"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // Config is the agent's configuration. Every field's tags document it:

@@ -1,13 +1,14 @@
 package config
 
 import (
-	"github.com/lormas/lormas-agent/internal/secret"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // testToken looks like a JWT; tests assert it never appears in error text.

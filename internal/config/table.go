@@ -4,36 +4,19 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/lormas/lormas-agent/internal/envdoc"
 )
 
 // Variable documents one configuration variable.
-type Variable struct {
-	Name    string // environment variable
-	Default string // as shown; "" when there is none
-	Help    string // meaning
-}
+type Variable = envdoc.Variable
 
 // Variables lists every variable the agent reads or documents, in table
 // order, from the Config struct's tags: the single source of the table.
 func Variables() []Variable {
-	t := reflect.TypeFor[Config]()
-	var vars []Variable
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		if name == "" {
-			continue
-		}
-		def, ok := f.Tag.Lookup("shown")
-		if !ok {
-			def = f.Tag.Get("envDefault")
-		}
-		vars = append(vars, Variable{Name: name, Default: def, Help: f.Tag.Get("help")})
-	}
-	return vars
+	return envdoc.Of[Config]()
 }
 
 // Default returns the default of the variable name as the table shows it.

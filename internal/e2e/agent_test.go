@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"net/http"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 	"github.com/golang-jwt/jwt/v5"

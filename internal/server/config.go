@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/lormas/lormas-agent/internal/secret"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +11,9 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/lormas/lormas-agent/internal/envdoc"
+	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // Config is lormas-server's configuration, read from the environment by
@@ -222,27 +224,11 @@ func envName(field string) string {
 }
 
 // Variable documents one configuration variable.
-type Variable struct {
-	Name, Default, Help string
-}
+type Variable = envdoc.Variable
 
 // Variables lists every configuration variable in table order.
 func Variables() []Variable {
-	t := reflect.TypeFor[Config]()
-	var vars []Variable
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		if name == "" {
-			continue
-		}
-		def, ok := f.Tag.Lookup("shown")
-		if !ok {
-			def = f.Tag.Get("envDefault")
-		}
-		vars = append(vars, Variable{Name: name, Default: def, Help: f.Tag.Get("help")})
-	}
-	return vars
+	return envdoc.Of[Config]()
 }
 
 // Usage is the configuration table `lormas-server help` prints.
