@@ -47,51 +47,43 @@ RUN GOOS="${TARGETOS:-$(go env GOOS)}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" 
       -o /out/bin/ ./cmd/lormas-agent ./cmd/lormas-server \
  && mkdir -p /out/state /out/data /out/enrollment
 
-# The reference server: SQLite under DATA_DIR, secrets generated there on first start.
-FROM gcr.io/distroless/static-debian12:nonroot AS server
+# What both images share: the distroless non-root base, the OCI labels, the runtime user, and the
+# mount point of compose.yaml's enrollment-token volume (owned by 65532 in both images, so the
+# volume gets the same owner whichever container mounts it first).
+FROM gcr.io/distroless/static-debian12:nonroot AS runtime
 ARG VERSION=dev
 ARG COMMIT=unknown
-LABEL org.opencontainers.image.title="lormas-server" \
-      org.opencontainers.image.description="Lormas reference control plane: node enrollment, node tokens, command API for Lormas node agents" \
-      org.opencontainers.image.source="https://github.com/lormas/lormas-agent" \
+LABEL org.opencontainers.image.source="https://github.com/lormas/lormas-agent" \
       org.opencontainers.image.url="https://github.com/lormas/lormas-agent" \
       org.opencontainers.image.vendor="Lormas" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}" \
       org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
-COPY --from=build /out/bin/lormas-server /usr/local/bin/lormas-server
-# Empty directories owned by the runtime user: a named volume mounted on one starts with its owner.
-# /run/lormas/enrollment is where compose.yaml has the server export its enrollment token.
-COPY --from=build --chown=65532:65532 /out/data /var/lib/lormas-server
 COPY --from=build --chown=65532:65532 /out/enrollment /run/lormas/enrollment
+USER 65532:65532
+
+# The reference server: SQLite under DATA_DIR, secrets generated there on first start.
+FROM runtime AS server
+LABEL org.opencontainers.image.title="lormas-server" \
+      org.opencontainers.image.description="Lormas reference control plane: node enrollment, node tokens, command API for Lormas node agents"
+COPY --from=build /out/bin/lormas-server /usr/local/bin/lormas-server
+# An empty directory owned by the runtime user: a named volume mounted on it starts with its owner.
+COPY --from=build --chown=65532:65532 /out/data /var/lib/lormas-server
 ENV DATA_DIR=/var/lib/lormas-server LISTEN_ADDR=:3000
 VOLUME ["/var/lib/lormas-server"]
-USER 65532:65532
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/lormas-server", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/lormas-server"]
 
 # The node agent (default target). HEALTHCHECK runs the binary itself: the image has no shell.
-FROM gcr.io/distroless/static-debian12:nonroot AS agent
-ARG VERSION=dev
-ARG COMMIT=unknown
+FROM runtime AS agent
 LABEL org.opencontainers.image.title="lormas-agent" \
-      org.opencontainers.image.description="Lormas node agent: runs Lormas server commands against the local Docker Engine" \
-      org.opencontainers.image.source="https://github.com/lormas/lormas-agent" \
-      org.opencontainers.image.url="https://github.com/lormas/lormas-agent" \
-      org.opencontainers.image.vendor="Lormas" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${COMMIT}" \
-      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
+      org.opencontainers.image.description="Lormas node agent: runs Lormas server commands against the local Docker Engine"
 COPY --from=build /out/bin/lormas-agent /usr/local/bin/lormas-agent
 COPY --from=build --chown=65532:65532 /out/state /var/lib/lormas-agent
-# Mount point of the (read-only) enrollment-token volume in compose.yaml; owned like the server's,
-# so the volume gets the same owner whichever container mounts it first.
-COPY --from=build --chown=65532:65532 /out/enrollment /run/lormas/enrollment
 ENV STATE_DIR=/var/lib/lormas-agent HEALTH_ADDR=:8080
 VOLUME ["/var/lib/lormas-agent"]
-USER 65532:65532
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/lormas-agent", "healthcheck"]
