@@ -302,8 +302,8 @@ func checkEnrollment(t *testing.T, m manifests) {
 	if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 		t.Fatalf("init container security %+v: want drop ALL", sc)
 	}
-	if add := slices.Sorted(slices.Values(sc.Capabilities.Add)); !slices.Equal(add, []corev1.Capability{"CHOWN", "FOWNER"}) {
-		t.Errorf("init container adds %v, want only CHOWN and FOWNER", add)
+	if add := sc.Capabilities.Add; !slices.Equal(add, []corev1.Capability{"CHOWN"}) {
+		t.Errorf("init container adds %v, want only CHOWN", add)
 	}
 	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		t.Errorf("init container %+v: want no privilege escalation and a read-only root", sc)
@@ -311,8 +311,10 @@ func checkEnrollment(t *testing.T, m manifests) {
 	if len(ic.VolumeMounts) != 1 || volumeNamed(pod, ic.VolumeMounts[0].Name) != v {
 		t.Errorf("init container mounts %+v, want only the state volume", ic.VolumeMounts)
 	}
-	if cmd := strings.Join(ic.Command, " "); !strings.Contains(cmd, "chown 65532:65532") {
-		t.Errorf("init container runs %q, want a chown to the agent's uid/gid", cmd)
+	// With CHOWN alone, chmod must run while root owns the directory: after
+	// the chown to the agent it would need FOWNER.
+	if cmd := strings.Join(ic.Command, " "); !strings.HasSuffix(cmd, "chmod 0700 /state && chown 65532:65532 /state") {
+		t.Errorf("init container runs %q, want chmod 0700 while root owns /state, then a chown to the agent's uid/gid", cmd)
 	}
 }
 
