@@ -177,6 +177,9 @@ func checkHardened(t *testing.T, m manifests) {
 		if len(m.service.Spec.Ports) != 1 || m.service.Spec.Ports[0].TargetPort.String() != "health" {
 			t.Errorf("service ports %+v, want one targeting health", m.service.Spec.Ports)
 		}
+		if p, ok := m.service.Annotations["prometheus.io/port"]; ok && p != strconv.Itoa(int(port.ContainerPort)) {
+			t.Errorf("service annotation prometheus.io/port %q, the health port is %d: Prometheus would scrape nothing", p, port.ContainerPort)
+		}
 	}
 	if tp := m.testPod; tp != nil {
 		if tp.Annotations["helm.sh/hook"] != "test" {

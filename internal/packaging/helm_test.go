@@ -204,6 +204,7 @@ docker:
 config:
   LOG_LEVEL: debug
   MAX_CONCURRENT_COMMANDS: 8
+healthPort: 9100
 extraEnv:
   - name: HTTPS_PROXY
     value: http://proxy.internal:3128
