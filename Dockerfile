@@ -26,10 +26,12 @@
 # Only classic Dockerfile syntax is used (no RUN --mount, no heredocs), so the legacy builder
 # (DOCKER_BUILDKIT=0) builds it too. BuildKit sets BUILDPLATFORM/TARGETOS/TARGETARCH, so the
 # toolchain runs natively and cross-compiles; the legacy builder sets none of them: the
-# builder then runs as linux/amd64 and compiles for its own platform. The TARGET* ARGs carry no
-# default on purpose: under BuildKit an ARG default would win over --platform (docker/buildx#510).
+# builder's platform is then plain "linux", which the daemon completes with its own
+# architecture (an arm64 host builds natively for arm64, as the final stage is), and the
+# compiler builds for its own platform. The TARGET* ARGs carry no default on purpose: under
+# BuildKit an ARG default would win over --platform (docker/buildx#510).
 
-FROM --platform=${BUILDPLATFORM:-linux/amd64} golang:1.26-bookworm AS build
+FROM --platform=${BUILDPLATFORM:-linux} golang:1.26-bookworm AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # Modules first, in their own layer: source edits do not download them again.

@@ -23,12 +23,15 @@ func TestMultiArch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for what, re := range map[string]string{
-		"builder on the build platform": `(?m)^FROM --platform=\$\{BUILDPLATFORM[^}]*\} ` + regexp.QuoteMeta(builderImage) + ` AS \w+$`,
-		"GOOS from TARGETOS":            `GOOS="\$\{TARGETOS:-`,
-		"GOARCH from TARGETARCH":        `GOARCH="\$\{TARGETARCH:-`,
-		"TARGETARCH without a default":  `(?m)^ARG TARGETARCH$`,
-		"TARGETOS without a default":    `(?m)^ARG TARGETOS$`,
-		"static build":                  `CGO_ENABLED=0`,
+		// Without BuildKit (legacy builder, Compose v1) BUILDPLATFORM is unset: the
+		// fallback "linux" lets the daemon fill in its own architecture, where
+		// "linux/amd64" would build amd64 binaries into an arm64 host's image.
+		"builder on the build platform, native without BuildKit": `(?m)^FROM --platform=\$\{BUILDPLATFORM:-linux\} ` + regexp.QuoteMeta(builderImage) + ` AS \w+$`,
+		"GOOS from TARGETOS":           `GOOS="\$\{TARGETOS:-`,
+		"GOARCH from TARGETARCH":       `GOARCH="\$\{TARGETARCH:-`,
+		"TARGETARCH without a default": `(?m)^ARG TARGETARCH$`,
+		"TARGETOS without a default":   `(?m)^ARG TARGETOS$`,
+		"static build":                 `CGO_ENABLED=0`,
 	} {
 		if !regexp.MustCompile(re).Match(dockerfile) {
 			t.Errorf("Dockerfile: no %s (%s)", what, re)
