@@ -2,7 +2,9 @@
 # Install the Lormas node agent as a systemd service on a bare host.
 #
 #   go build -trimpath -o bin/ ./cmd/lormas-agent
-#   sudo SERVER_URL=wss://lormas.example.com ENROLLMENT_TOKEN=... scripts/install.sh
+#   sudo SERVER_URL=wss://lormas.example.com scripts/install.sh --no-start
+#   sudoedit /etc/lormas-agent/agent.env     # set NODE_TOKEN or ENROLLMENT_TOKEN (off the command line)
+#   sudo systemctl start lormas-agent
 #
 # What it does (every step is idempotent: run it again to upgrade the binary):
 #   1. installs the binary as /usr/local/bin/lormas-agent (mode 0755);
