@@ -162,6 +162,10 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	}
 	defer engine.Close()
 
+	var reauth func(context.Context) error
+	if cfg.Enrolls() {
+		reauth = reenroller(cfg, tlsConf, log.With("component", "enroll"))
+	}
 	a, err := agent.New(agent.Options{
 		ServerURL:             cfg.ServerURL,
 		Token:                 cfg.TokenSource(),
@@ -181,6 +185,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		TLSCertFile:           cfg.TLSCertFile,
 		TLSKeyFile:            cfg.TLSKeyFile,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
+		Reauthenticate:        reauth,
 		Runtime:               engine,
 		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, log)}),
 		Observer:              metrics,

@@ -32,14 +32,7 @@ func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, lo
 	if err != nil {
 		return enroll.Result{}, err
 	}
-	hc := &http.Client{
-		Timeout: enrollTimeout,
-		Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			TLSClientConfig:     tlsConf.Clone(),
-			TLSHandshakeTimeout: 10 * time.Second,
-		},
-	}
+	hc := enrollClient(tlsConf)
 	defer hc.CloseIdleConnections()
 
 	bo := backoff.New(cfg.ReconnectDelay, cfg.ReconnectMaxDelay)
@@ -68,6 +61,41 @@ func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, lo
 		case <-ctx.Done():
 			return enroll.Result{}, ctx.Err()
 		}
+	}
+}
+
+// reenroller returns the agent's Reauthenticate hook for an enrolled node:
+// one enrollment attempt under NODE_NAME whose token replaces the stored one.
+// The server re-issues the token of an existing node by name, so a token
+// that expired (NODE_TOKEN_TTL) or was rotated is replaced for the same
+// node; a node deleted on the server is enrolled anew.
+func reenroller(cfg *config.Config, tlsConf *tls.Config, log *slog.Logger) func(context.Context) error {
+	server, err := endpoint.Parse(cfg.ServerURL)
+	if err != nil {
+		return nil // config.Load validated SERVER_URL already
+	}
+	hc := enrollClient(tlsConf)
+	return func(ctx context.Context) error {
+		res, err := enrollOnce(ctx, cfg, hc, server)
+		if err != nil {
+			return fmt.Errorf("re-enroll: %w", err)
+		}
+		if err := cfg.StoreToken(res.Token); err != nil {
+			return fmt.Errorf("re-enrolled as %q but cannot keep the node token: %w", res.Name, err)
+		}
+		log.Info("node re-enrolled after the server rejected its token", "node", res.Name, "nodeId", res.ID)
+		return nil
+	}
+}
+
+func enrollClient(tlsConf *tls.Config) *http.Client {
+	return &http.Client{
+		Timeout: enrollTimeout,
+		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			TLSClientConfig:     tlsConf.Clone(),
+			TLSHandshakeTimeout: 10 * time.Second,
+		},
 	}
 }
 

@@ -51,6 +51,11 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 			} else {
 				a.log.Debug("server rejected the node token again", "reason", authReason(ae))
 			}
+			if a.opts.Reauthenticate != nil {
+				if err := a.opts.Reauthenticate(ctx); err != nil && ctx.Err() == nil {
+					a.log.Warn("could not obtain a new node token", "err", err)
+				}
+			}
 		case r.connected:
 			authStreak = false
 			a.log.Warn("disconnected", "err", r.err, "up", r.up.Round(time.Millisecond))

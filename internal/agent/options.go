@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"log/slog"
 	"time"
 )
@@ -27,6 +28,13 @@ type Options struct {
 	TLSCertFile           string
 	TLSKeyFile            string
 	TLSInsecureSkipVerify bool
+
+	// Reauthenticate, when set, is called each time the server rejects the
+	// token (HTTP 401/403 at the upgrade, or an auth close code), before the
+	// next dial; an enrolled agent re-enrolls there, so an expired token or
+	// a server that lost the node recovers without an operator. Its error
+	// is logged; the dial is retried with backoff either way.
+	Reauthenticate func(ctx context.Context) error
 
 	Runtime  Runtime
 	Host     HostSampler

@@ -49,6 +49,13 @@ func (c *Config) NeedsEnrollment() bool {
 	return err != nil
 }
 
+// Enrolls reports whether the agent's node token comes from enrollment: an
+// enrollment token is configured (so no node token is, the configuration
+// allows one source) and the issued token lives in STATE_DIR.
+func (c *Config) Enrolls() bool {
+	return !c.EnrollmentToken.IsZero() || c.EnrollmentTokenFile != ""
+}
+
 // EnrollmentTokenValue returns the enrollment token: ENROLLMENT_TOKEN, or
 // ENROLLMENT_TOKEN_FILE read afresh (trimmed).
 func (c *Config) EnrollmentTokenValue() (string, error) {

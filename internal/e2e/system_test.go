@@ -236,6 +236,30 @@ func TestSystem(t *testing.T) {
 		}
 	})
 
+	t.Run("enrolled agent re-enrolls when its node is deleted", func(t *testing.T) {
+		a := &api{t: t, base: a.base, token: a.token}
+		if node2.ID == "" {
+			t.Fatal("no enrolled node: the enrollment subtest failed")
+		}
+		if code := a.do("DELETE", "/api/nodes/"+node2.ID, a.token, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("DELETE node = %d, want 204", code)
+		}
+		// The server closes its session and refuses its token; the agent
+		// enrolls again under its name and comes back without a restart.
+		eventually(t, 30*time.Second, func() error {
+			var nodes []apiNode
+			a.do("GET", "/api/nodes", a.token, nil, &nodes)
+			for _, n := range nodes {
+				if n.Name == "e2e-node-2" && n.Connected && n.ID != node2.ID {
+					node2 = n
+					return nil
+				}
+			}
+			return fmt.Errorf("e2e-node-2 not back: %+v", nodes)
+		})
+		a.mustSucceed(node2.ID, map[string]any{"action": "list"})
+	})
+
 	t.Run("server killed mid-command", func(t *testing.T) {
 		a := &api{t: t, base: a.base, token: a.token}
 		slow := "e2e-sys-slow-" + randomHex(t, 4)
