@@ -32,7 +32,7 @@ type Config struct {
 	// (mode 0640) for agents to read; see the package documentation.
 	EnrollmentTokenExport string `env:"ENROLLMENT_TOKEN_EXPORT_FILE" shown:"DATA_DIR/enrollment-token" help:"where a GENERATED enrollment token is written (0640) for agents, e.g. a volume shared with them; not written when ENROLLMENT_TOKEN is given"`
 
-	NodeTokenTTL   time.Duration `env:"NODE_TOKEN_TTL" envDefault:"0s" help:"lifetime of issued node tokens; 0 = no expiry"`
+	NodeTokenTTL   time.Duration `env:"NODE_TOKEN_TTL" envDefault:"0s" help:"lifetime of issued node tokens; 0 = no expiry; when set, tokens issued without an expiry are refused too (enrolled agents re-enroll)"`
 	CommandTimeout time.Duration `env:"COMMAND_TIMEOUT" envDefault:"60s" help:"how long POST /api/nodes/{id}/commands waits for the command_result (then 504)"`
 	PingInterval   time.Duration `env:"PING_INTERVAL" envDefault:"30s" help:"interval of application {\"type\":\"ping\"} messages to agents; an agent silent for 3 intervals is disconnected"`
 

@@ -466,3 +466,19 @@ func TestSeedAgentWire(t *testing.T) {
 		t.Errorf("GET //api/ws/nodes = %d, want 401 from the socket handler", resp.StatusCode)
 	}
 }
+
+// A token issued while NODE_TOKEN_TTL was 0 carries no exp; once a TTL is
+// set it is refused like an expired one, so the TTL bounds every token.
+func TestSocketTTLRefusesTokenWithoutExp(t *testing.T) {
+	dir := t.TempDir()
+	h1 := startHarness(t, dir, nil)
+	n := h1.createNode("before-ttl")
+	if err := h1.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := startHarness(t, dir, map[string]string{"NODE_TOKEN_TTL": "1h"})
+	resp, data := h2.upgradeRequest(t, n.Token)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(errorOf(t, data), "expired") {
+		t.Errorf("token without exp under a TTL: %d %s, want 401 expired", resp.StatusCode, data)
+	}
+}

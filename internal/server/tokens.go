@@ -76,14 +76,20 @@ func (t *tokenIssuer) verify(token string) (nodeClaims, error) {
 		return nodeClaims{}, errTokenMissing
 	}
 	var c nodeClaims
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithTimeFunc(t.now)}
+	if t.ttl > 0 {
+		// With a TTL every token must expire, including one issued before
+		// the TTL was set (an enrolled agent re-enrolls for a fresh one).
+		opts = append(opts, jwt.WithExpirationRequired())
+	}
 	_, err := jwt.ParseWithClaims(token, &c, func(tok *jwt.Token) (any, error) {
 		if tok.Method != jwt.SigningMethodHS256 {
 			return nil, fmt.Errorf("unexpected signing method %v", tok.Header["alg"])
 		}
 		return t.key, nil
-	}, jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithTimeFunc(t.now))
+	}, opts...)
 	switch {
-	case errors.Is(err, jwt.ErrTokenExpired):
+	case errors.Is(err, jwt.ErrTokenExpired), errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return nodeClaims{}, errTokenExpired
 	case err != nil:
 		return nodeClaims{}, errTokenInvalid
