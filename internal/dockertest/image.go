@@ -90,7 +90,7 @@ func ensureImage(ctx context.Context, cli *client.Client, tag string) error {
 	if err != nil {
 		return err
 	}
-	return buildImage(ctx, cli, tag, bin)
+	return BuildImage(ctx, cli, tag, "workload", workloadDockerfile, File{Name: "workload", Mode: 0o755, Data: bin})
 }
 
 func imageExists(ctx context.Context, cli *client.Client, tag string) (bool, error) {
@@ -154,23 +154,26 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// buildImage builds tag from an in-memory context with the classic builder
-// and reads the build stream to its end, failing on any error inside it.
-func buildImage(ctx context.Context, cli *client.Client, tag string, bin []byte) error {
+// File is one file of an in-memory build context.
+type File struct {
+	Name string
+	Mode int64
+	Data []byte
+}
+
+// BuildImage builds tag with the classic builder from a Dockerfile and
+// files held in memory, labelled org.lormas.test=<label>, and reads the
+// build stream to its end, failing on any error reported inside it.
+func BuildImage(ctx context.Context, cli *client.Client, tag, label, dockerfile string, files ...File) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	add := func(name string, mode int64, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), ModTime: time.Unix(0, 0)}); err != nil {
+	for _, f := range append([]File{{Name: "Dockerfile", Mode: 0o644, Data: []byte(dockerfile)}}, files...) {
+		if err := tw.WriteHeader(&tar.Header{Name: f.Name, Mode: f.Mode, Size: int64(len(f.Data)), ModTime: time.Unix(0, 0)}); err != nil {
 			return err
 		}
-		_, err := tw.Write(data)
-		return err
-	}
-	if err := add("Dockerfile", 0o644, []byte(workloadDockerfile)); err != nil {
-		return err
-	}
-	if err := add("workload", 0o755, bin); err != nil {
-		return err
+		if _, err := tw.Write(f.Data); err != nil {
+			return err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return err
@@ -180,10 +183,10 @@ func buildImage(ctx context.Context, cli *client.Client, tag string, bin []byte)
 		Remove:      true,
 		ForceRemove: true,
 		Version:     build.BuilderV1,
-		Labels:      map[string]string{"org.lormas.test": "workload"},
+		Labels:      map[string]string{"org.lormas.test": label},
 	})
 	if err != nil {
-		return fmt.Errorf("build image: %w", err)
+		return fmt.Errorf("build image %s: %w", tag, err)
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
@@ -192,10 +195,10 @@ func buildImage(ctx context.Context, cli *client.Client, tag string, bin []byte)
 		if err := dec.Decode(&msg); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			return fmt.Errorf("read build output: %w", err)
+			return fmt.Errorf("read build output of %s: %w", tag, err)
 		}
 		if msg.Error != nil {
-			return fmt.Errorf("build image: %s", msg.Error.Message)
+			return fmt.Errorf("build image %s: %s", tag, msg.Error.Message)
 		}
 	}
 	if ok, err := imageExists(ctx, cli, tag); err != nil || !ok {
