@@ -13,10 +13,12 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/lormas/lormas-agent/internal/buildinfo"
 	"github.com/lormas/lormas-agent/internal/config"
 )
 
-// Set at build time: go build -ldflags "-X main.version=1.2.3 -X main.commit=abcdef".
+// Set at build time: go build -ldflags "-X main.version=1.2.3 -X main.commit=abcdef";
+// without them, main reads the toolchain's VCS stamp (internal/buildinfo).
 var (
 	version = "dev"
 	commit  = "unknown"
@@ -30,6 +32,7 @@ const (
 )
 
 func main() {
+	version, commit = buildinfo.Resolve(version, commit)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal a second one kills at once, as without a handler.

@@ -17,11 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lormas/lormas-agent/internal/buildinfo"
 	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/server"
 )
 
-// Set at build time: go build -ldflags "-X main.version=1.2.3 -X main.commit=abcdef".
+// Set at build time: go build -ldflags "-X main.version=1.2.3 -X main.commit=abcdef";
+// without them, main reads the toolchain's VCS stamp (internal/buildinfo).
 var (
 	version = "dev"
 	commit  = "unknown"
@@ -38,6 +40,7 @@ const (
 const shutdownTimeout = 15 * time.Second
 
 func main() {
+	version, commit = buildinfo.Resolve(version, commit)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal a second one kills at once, as without a handler.
