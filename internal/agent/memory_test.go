@@ -185,8 +185,8 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 }
 
 // TestPendingRoomReleasedOnCancelAndError: a queued command cancelled by
-// the server frees its room at once, and a command that fails frees it as
-// well, so the queue accepts again.
+// the server frees its room at once, so the queue accepts again (a refused
+// command retried with its id), and a command that fails frees it as well.
 func TestPendingRoomReleasedOnCancelAndError(t *testing.T) {
 	g := newGate("web")
 	rt := &agenttest.Runtime{
@@ -219,15 +219,17 @@ func TestPendingRoomReleasedOnCancelAndError(t *testing.T) {
 	if b, n := agent.PendingUsage(h.agent, "web"); n != base || b > 64<<10 {
 		t.Errorf("after cancel: %d bytes in %d commands pending, want only the stop's", b, n)
 	}
-	create("big-3")
+	// The refused command, retried with the same id, is accepted now: a
+	// refusal is not remembered as a duplicate.
+	create("big-2")
 	h.send(protocol.Ping{})
 	h.srv.Expect(protocol.TypePong)
 	if _, n := agent.PendingUsage(h.agent, "web"); n != base+1 {
-		t.Errorf("after the cancel freed room: %d pending, want big-3 accepted", n)
+		t.Errorf("after the cancel freed room: %d pending, want the retried big-2 accepted", n)
 	}
 	close(g.open)
-	if r := h.srv.ExpectResult("big-3"); r.Code != protocol.CodeConflict {
-		t.Errorf("big-3: %+v, want the runtime's conflict", r)
+	if r := h.srv.ExpectResult("big-2"); r.Code != protocol.CodeConflict {
+		t.Errorf("retried big-2: %+v, want the runtime's conflict", r)
 	}
 	if b, n := agent.PendingUsage(h.agent, ""); b != 0 || n != 0 {
 		t.Errorf("after a failed command: %d bytes in %d commands still pending", b, n)

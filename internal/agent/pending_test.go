@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
@@ -151,10 +152,10 @@ func TestShedKeepsOnlyWhatTheActionUses(t *testing.T) {
 
 func intp(n int) *int { return &n }
 
-// costFrames are command frames of about 1 MiB in the shapes that cost the
+// costFrames are command frames of about 256 KiB in the shapes that cost the
 // most once decoded, relative to their size on the wire.
 func costFrames() map[string]string {
-	const size = 1 << 20
+	const size = 256 << 10
 	build := func(prefix, suffix string, item func(i int) string) string {
 		var b strings.Builder
 		b.WriteString(prefix)
@@ -187,9 +188,6 @@ func costFrames() map[string]string {
 // bound would then be exceeded), nor grossly more (good commands would be
 // refused).
 func TestCommandCostCoversDecodedHeap(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measures the heap of megabyte commands")
-	}
 	for name, frame := range costFrames() {
 		t.Run(name, func(t *testing.T) {
 			const n = 8
@@ -231,7 +229,7 @@ func TestAdmitDoesNotDecodeTheBody(t *testing.T) {
 		outbox:    newOutbox(10, 1<<20, discard, observer{}),
 		refuseLog: newEvery(0),
 	}
-	if _, err := a.pending.reserve("c", 3<<19); err != nil { // container c's queue: 1.5 of 2 MiB
+	if _, err := a.pending.reserve("c", 7<<18); err != nil { // container c's queue: 1.75 of 2 MiB
 		t.Fatal(err)
 	}
 	frame := []byte(costFrames()["tiny env entries"])
@@ -264,5 +262,33 @@ func TestMemoryLimitFromTheBounds(t *testing.T) {
 	a.opts.MaxPendingBytes = 1 << 30
 	if got := a.MemoryLimit(); got != (1<<30)+176<<20 {
 		t.Errorf("memory limit with MAX_PENDING_BYTES=1g: %d MiB, want it to grow with the bound", got>>20)
+	}
+}
+
+// BenchmarkRefuseLargeCommand: the cost of answering a 700 KB command for a
+// full queue (the peek scans the frame; nothing of its body is decoded).
+func BenchmarkRefuseLargeCommand(b *testing.B) {
+	a := &Agent{
+		opts:      Options{MaxMessageBytes: 1 << 20},
+		log:       discard,
+		pending:   newPendingBudget(pendingLimits{bytes: 8 << 20, shareBytes: 2 << 20, count: 10, shareCount: 10}),
+		seen:      newDedup(dedupTTL, 10, 1<<20),
+		outbox:    newOutbox(10, 1<<20, discard, observer{}),
+		refuseLog: newEvery(time.Hour),
+	}
+	if _, err := a.pending.reserve("c", 2<<20); err != nil {
+		b.Fatal(err)
+	}
+	var env strings.Builder
+	for i := 0; env.Len() < 700<<10; i++ {
+		fmt.Fprintf(&env, `,"LORMAS_VAR_%05d":"%s"`, i, strings.Repeat("v", 72))
+	}
+	frame := []byte(`{"type":"command","id":"x","action":"create","containerId":"c","eggConfig":{"image":"img"},"environment":{` + env.String()[1:] + `}}`)
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := a.admit(frame); ok {
+			b.Fatal("admitted")
+		}
 	}
 }

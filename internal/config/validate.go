@@ -22,7 +22,7 @@ const (
 	maxOutboxLimit        = 1_000_000
 	minPendingBytes       = 1 << 20
 	maxPendingBytes       = 64 << 30
-	pendingPerMessage     = 8 // MAX_PENDING_BYTES / MAX_MESSAGE_BYTES at least: a container's quarter holds two largest frames
+	pendingPerMessage     = 8         // MAX_PENDING_BYTES / MAX_MESSAGE_BYTES at least: a container's quarter holds two largest frames
 	maxPidsLimit          = 4_194_304 // the kernel's pid_max ceiling
 	maxLogFiles           = 100
 )

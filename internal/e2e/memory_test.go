@@ -106,6 +106,9 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 		stopGrace = 300 // seconds the blocked stop would take (the workload ignores SIGTERM); the test kills it sooner
 		peakLimit = 300 << 20
 	)
+	if testing.Short() {
+		t.Skip("the fast tier (-short) builds no binaries and needs no Docker")
+	}
 	cli := dockertest.Require(t)
 	image := dockertest.WorkloadImage(t)
 	bin := plainAgent(t)
