@@ -28,8 +28,8 @@ var (
 	plainErr  error
 )
 
-// plainAgent builds plainAgentName into binDir once.
-func plainAgent(t testing.TB) string {
+// buildPlainAgent builds plainAgentName into binDir once.
+func buildPlainAgent(t testing.TB) string {
 	t.Helper()
 	plainOnce.Do(func() {
 		cmd := exec.Command("go", "build", "-ldflags", "-X main.version=e2e-test", "-o", filepath.Join(binDir, plainAgentName), "../../cmd/lormas-agent")
@@ -44,8 +44,8 @@ func plainAgent(t testing.TB) string {
 	return plainAgentName
 }
 
-// procStatus reads the VmRSS and VmHWM (peak RSS) of pid, in bytes.
-func procStatus(t testing.TB, pid int) (rss, hwm int64) {
+// procMemory reads the VmRSS and VmHWM (peak RSS) of pid, in bytes.
+func procMemory(t testing.TB, pid int) (rss, hwm int64) {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -72,7 +72,7 @@ func procStatus(t testing.TB, pid int) (rss, hwm int64) {
 	return rss, hwm
 }
 
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+func rssMiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // floodEnvironment returns a JSON object of about size bytes: many ordinary
 // variables, the shape that costs the most once decoded into a map.
@@ -111,7 +111,7 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 	}
 	cli := dockertest.Require(t)
 	image := dockertest.WorkloadImage(t)
-	bin := plainAgent(t)
+	bin := buildPlainAgent(t)
 	blocked := "e2e-mem-blocked-" + randomHex(t, 4)
 	other := "e2e-mem-other-" + randomHex(t, 4)
 	for _, name := range []string{blocked, other} {
@@ -142,7 +142,7 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 	}
 	send(t, srv, fmt.Sprintf(`{"type":"command","id":"start-blocked","action":"start","containerId":%q}`, blocked))
 	mustSucceed(t, srv, "start-blocked", 30*time.Second)
-	idle, _ := procStatus(t, pid)
+	idle, _ := procMemory(t, pid)
 
 	// Sample the agent's RSS until the test has its results.
 	var (
@@ -204,7 +204,7 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 		}
 	}
 	sentIn := time.Since(began)
-	afterFlood, _ := procStatus(t, pid)
+	afterFlood, _ := procMemory(t, pid)
 
 	// The refused commands are answered while the queue is still blocked.
 	results := map[string]protocol.CommandResult{}
@@ -256,7 +256,7 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 	})
 	close(stopProbe)
 	<-probeDone
-	after, peak := procStatus(t, pid)
+	after, peak := procMemory(t, pid)
 	sampleMu.Lock()
 	maxSampled, nSamples := sampled, samples
 	sampleMu.Unlock()
@@ -297,14 +297,14 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 		t.Errorf("no pong before the blocked stop ended (first pong at %d, stop result at %d)", firstPong, index["stop-blocked"])
 	}
 
-	refusedMetric := metricSum(t, "http://"+healthAddr+"/metrics", "lormas_agent_commands_refused_total")
+	refusedMetric := metricTotal(t, "http://"+healthAddr+"/metrics", "lormas_agent_commands_refused_total")
 	t.Logf("agent RSS: idle %s, right after the flood %s, highest sampled %s (%d samples), peak VmHWM %s, after all results %s",
-		mib(idle), mib(afterFlood), mib(maxSampled), nSamples, mib(peak), mib(after))
+		rssMiB(idle), rssMiB(afterFlood), rssMiB(maxSampled), nSamples, rssMiB(peak), rssMiB(after))
 	t.Logf("%d commands of %s sent in %v; %d refused as unavailable, %d accepted and run; %d pings answered; refusals metric %v",
-		commands, mib(int64(len(env))), sentIn.Round(time.Millisecond), refused, ran, pings, refusedMetric)
+		commands, rssMiB(int64(len(env))), sentIn.Round(time.Millisecond), refused, ran, pings, refusedMetric)
 
 	if peak > peakLimit {
-		t.Errorf("agent peak RSS %s, want under %s: pending commands are not bounded by bytes", mib(peak), mib(peakLimit))
+		t.Errorf("agent peak RSS %s, want under %s: pending commands are not bounded by bytes", rssMiB(peak), rssMiB(peakLimit))
 	}
 	if refused == 0 || refused < ran {
 		t.Errorf("%d refused, %d accepted: most of the flood must be refused", refused, ran)
@@ -314,8 +314,8 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 	}
 }
 
-// metricSum adds up every series of the named metric at url.
-func metricSum(t testing.TB, url, name string) float64 {
+// metricTotal adds up every series of the named metric at url.
+func metricTotal(t testing.TB, url, name string) float64 {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
