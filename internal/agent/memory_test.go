@@ -13,19 +13,19 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// refusals is an agent.Observer that also counts refusals (RefusalObserver).
-type refusals struct {
+// refusalCounter is an agent.Observer that also counts refusals (RefusalObserver).
+type refusalCounter struct {
 	mu      sync.Mutex
 	reasons map[string]int
 }
 
-func (r *refusals) Connected(bool)                                              {}
-func (r *refusals) Reconnect()                                                  {}
-func (r *refusals) CommandDone(protocol.Action, protocol.Status, time.Duration) {}
-func (r *refusals) OutboxDepth(int)                                             {}
-func (r *refusals) LogLinesStreamed(int)                                        {}
-func (r *refusals) RuntimeError(protocol.Action)                                {}
-func (r *refusals) CommandRefused(reason string) {
+func (r *refusalCounter) Connected(bool)                                              {}
+func (r *refusalCounter) Reconnect()                                                  {}
+func (r *refusalCounter) CommandDone(protocol.Action, protocol.Status, time.Duration) {}
+func (r *refusalCounter) OutboxDepth(int)                                             {}
+func (r *refusalCounter) LogLinesStreamed(int)                                        {}
+func (r *refusalCounter) RuntimeError(protocol.Action)                                {}
+func (r *refusalCounter) CommandRefused(reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.reasons == nil {
@@ -34,16 +34,16 @@ func (r *refusals) CommandRefused(reason string) {
 	r.reasons[reason]++
 }
 
-func (r *refusals) count(reason string) int {
+func (r *refusalCounter) count(reason string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.reasons[reason]
 }
 
-var _ agent.RefusalObserver = (*refusals)(nil)
+var _ agent.RefusalObserver = (*refusalCounter)(nil)
 
-// bigEnv is an environment of about size bytes on the wire.
-func bigEnv(size int) map[string]string {
+// envOfSize is an environment of about size bytes on the wire.
+func envOfSize(size int) map[string]string {
 	env := map[string]string{}
 	value := strings.Repeat("v", 90)
 	for i := 0; len(env)*100 < size; i++ {
@@ -52,18 +52,18 @@ func bigEnv(size int) map[string]string {
 	return env
 }
 
-// gate blocks the runtime calls for one container until opened.
-type gate struct {
+// queueGate blocks the runtime calls for one container until opened.
+type queueGate struct {
 	container string
 	entered   chan string // command ids (or container ids) as they block
 	open      chan struct{}
 }
 
-func newGate(container string) *gate {
-	return &gate{container: container, entered: make(chan string, 100), open: make(chan struct{})}
+func newQueueGate(container string) *queueGate {
+	return &queueGate{container: container, entered: make(chan string, 100), open: make(chan struct{})}
 }
 
-func (g *gate) wait(ctx context.Context, id string) error {
+func (g *queueGate) wait(ctx context.Context, id string) error {
 	if id != g.container {
 		return nil
 	}
@@ -89,7 +89,7 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 		flood      = 40
 		envBytes   = 300 << 10
 	)
-	g := newGate("blocked")
+	g := newQueueGate("blocked")
 	var (
 		mu      sync.Mutex
 		created []string
@@ -106,7 +106,7 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 			return protocol.CreateResult{ContainerID: "docker-" + cmd.ContainerID}, nil, nil
 		},
 	}
-	obs := &refusals{}
+	obs := &refusalCounter{}
 	h := start(t, rt, setup{opts: func(o *agent.Options) {
 		o.MaxPendingBytes = maxPending
 		o.Observer = obs
@@ -116,7 +116,7 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 
 	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "blocked"})
 	<-g.entered
-	env := bigEnv(envBytes)
+	env := envOfSize(envBytes)
 	for i := range flood {
 		h.send(protocol.Command{ID: fmt.Sprintf("flood-%d", i), Action: protocol.ActionCreate, ContainerID: "blocked",
 			EggConfig: &protocol.EggConfig{Image: "img"}, Environment: env})
@@ -125,7 +125,7 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 	h.send(protocol.Command{ID: "other", Action: protocol.ActionCreate, ContainerID: "other",
 		EggConfig: &protocol.EggConfig{Image: "img"}, Environment: env})
 
-	// While the stop still blocks: refusals, a pong, the other container.
+	// While the stop still blocks: refusalCounter, a pong, the other container.
 	if r := h.srv.ExpectResult("other"); r.Status != protocol.StatusSuccess {
 		t.Errorf("other container's create while blocked's queue is full: %+v", r)
 	}
@@ -158,7 +158,7 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 		t.Errorf("%d commands pending for blocked, want %d accepted + the stop", n, accepted)
 	}
 	if got := obs.count(agent.RefusedContainerBytes); got != len(refused) {
-		t.Errorf("refusals counted %d, want %d", got, len(refused))
+		t.Errorf("refusalCounter counted %d, want %d", got, len(refused))
 	}
 
 	// Once the stop ends, the accepted creates run, in order, with their
@@ -188,7 +188,7 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 // the server frees its room at once, so the queue accepts again (a refused
 // command retried with its id), and a command that fails frees it as well.
 func TestPendingRoomReleasedOnCancelAndError(t *testing.T) {
-	g := newGate("web")
+	g := newQueueGate("web")
 	rt := &agenttest.Runtime{
 		StopFunc: func(ctx context.Context, id string, _ *int) error { return g.wait(ctx, id) },
 		CreateFunc: func(ctx context.Context, cmd *protocol.Command, _ agent.ProgressFunc) (protocol.CreateResult, []string, error) {
@@ -200,7 +200,7 @@ func TestPendingRoomReleasedOnCancelAndError(t *testing.T) {
 	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "web"})
 	<-g.entered
 	_, base := agent.PendingUsage(h.agent, "web")
-	env := bigEnv(400 << 10)
+	env := envOfSize(400 << 10)
 	create := func(id string) {
 		h.send(protocol.Command{ID: id, Action: protocol.ActionCreate, ContainerID: "web", EggConfig: &protocol.EggConfig{Image: "img"}, Environment: env})
 	}
@@ -240,13 +240,13 @@ func TestPendingRoomReleasedOnCancelAndError(t *testing.T) {
 // that is queued while its container's queue is full gets no second
 // (unavailable) result: the one result follows when the command runs.
 func TestDuplicateOfQueuedCommandIsNotRefused(t *testing.T) {
-	g := newGate("web")
+	g := newQueueGate("web")
 	rt := &agenttest.Runtime{StopFunc: func(ctx context.Context, id string, _ *int) error { return g.wait(ctx, id) }}
 	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxPendingBytes = 8 << 20 }}) // 2 MiB per container
 	h.identified()
 	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "web"})
 	<-g.entered
-	env := bigEnv(600 << 10)
+	env := envOfSize(600 << 10)
 	cmd := protocol.Command{ID: "dup", Action: protocol.ActionCreate, ContainerID: "web", EggConfig: &protocol.EggConfig{Image: "img"}, Environment: env}
 	h.send(cmd)
 	h.send(protocol.Command{ID: "full", Action: protocol.ActionCreate, ContainerID: "web", EggConfig: &protocol.EggConfig{Image: "img"}, Environment: env})

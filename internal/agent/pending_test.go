@@ -129,7 +129,7 @@ func TestDefaultPendingLimits(t *testing.T) {
 func TestShedKeepsOnlyWhatTheActionUses(t *testing.T) {
 	full := func(a protocol.Action) *protocol.Command {
 		return &protocol.Command{Action: a, ContainerID: "c", EggConfig: &protocol.EggConfig{Image: "x"},
-			Resources: &protocol.Resources{CPU: 1}, Environment: map[string]string{"A": "b"}, Lines: intp(5)}
+			Resources: &protocol.Resources{CPU: 1}, Environment: map[string]string{"A": "b"}, Lines: new(int)}
 	}
 	c := full(protocol.ActionCreate)
 	shed(c)
@@ -149,8 +149,6 @@ func TestShedKeepsOnlyWhatTheActionUses(t *testing.T) {
 		}
 	}
 }
-
-func intp(n int) *int { return &n }
 
 // costFrames are command frames of about 256 KiB in the shapes that cost the
 // most once decoded, relative to their size on the wire.
