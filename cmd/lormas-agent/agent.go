@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,6 +182,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		MaxMessageBytes:       int(cfg.MaxMessageBytes),
 		ShutdownTimeout:       cfg.ShutdownTimeout,
 		OutboxLimit:           cfg.OutboxLimit,
+		MaxPendingBytes:       int64(cfg.MaxPendingBytes),
 		StatusEvents:          cfg.StatusEvents,
 		TLSCAFile:             cfg.TLSCAFile,
 		TLSCertFile:           cfg.TLSCertFile,
@@ -193,6 +196,10 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Keep the heap near what the agent's byte bounds allow (SPEC 9).
+		debug.SetMemoryLimit(a.MemoryLimit())
 	}
 	current.Store(a)
 	return a.Run(ctx)

@@ -54,7 +54,6 @@ const (
 	dedupMaxBytes   = 16 << 20
 	outboxMaxBytes  = 64 << 20
 	maxStreams      = 256
-	maxPending      = 10000 // commands accepted and not finished; beyond, the agent answers "busy"
 	identifyTimeout = 5 * time.Second
 	callTimeout     = 15 * time.Second // Info, List, Sample for identify/inventory/heartbeat
 	cancelGrace     = 2 * time.Second  // shutdown: after cancelling, wait this long for commands
@@ -95,6 +94,7 @@ type Agent struct {
 	disp      *dispatcher
 	outbox    *outbox
 	seen      *dedup
+	pending   *pendingBudget
 	streams   *streams
 
 	mu         sync.Mutex
@@ -105,6 +105,8 @@ type Agent struct {
 
 	sampleLog *every // heartbeat failures, logged at most once a minute
 	listLog   *every
+	refuseLog *every // commands refused for room, at most once a second
+	cancelLog *every // cancels for unknown ids, at most once a second
 
 	started  atomic.Bool
 	running  atomic.Bool
@@ -138,6 +140,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.MaxConcurrentCommands, DefaultMaxConcurrentCommands)
 	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefault(&opts.OutboxLimit, DefaultOutboxLimit)
+	setDefault(&opts.MaxPendingBytes, DefaultMaxPendingBytes)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -164,14 +167,17 @@ func New(opts Options) (*Agent, error) {
 		disp:      newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
 		outbox:    newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
 		seen:      newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
+		pending:   newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
 		streams:   newStreams(),
 		sampleLog: newEvery(time.Minute),
 		listLog:   newEvery(time.Minute),
+		refuseLog: newEvery(time.Second),
+		cancelLog: newEvery(time.Second),
 	}
 	return a, nil
 }
 
-func setDefault[T int | time.Duration](v *T, def T) {
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}
@@ -210,7 +216,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	a.log.Info("agent starting", "server", endpoint.Redact(a.server.String()), "nodeName", a.opts.NodeName,
-		"version", a.opts.Version, "maxConcurrentCommands", a.opts.MaxConcurrentCommands)
+		"version", a.opts.Version, "maxConcurrentCommands", a.opts.MaxConcurrentCommands,
+		"maxPendingBytes", a.opts.MaxPendingBytes)
 	err := a.connectLoop(ctx)
 
 	// Disconnected (or giving up): let in-flight commands end; their

@@ -16,8 +16,8 @@ const (
 
 // dedup remembers command ids for a while (SPEC 4.2: one hour) so a
 // command the server sends again is not executed twice. Memory is bounded
-// by entry count and stored result bytes; evicting an entry early only
-// means a very late duplicate runs again.
+// by entry count and bytes (ids and stored results); evicting an entry
+// early only means a very late duplicate runs again.
 type dedup struct {
 	mu         sync.Mutex
 	ttl        time.Duration
@@ -44,6 +44,25 @@ func newDedup(ttl time.Duration, maxEntries, maxBytes int) *dedup {
 func (d *dedup) begin(id string) (seenState, []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if state, result := d.state(id); state != seenNew {
+		return state, result
+	}
+	d.entries[id] = &seenEntry{at: d.now()}
+	d.order = append(d.order, id)
+	d.bytes += len(id)
+	d.prune()
+	return seenNew, nil
+}
+
+// lookup is begin without recording a new id.
+func (d *dedup) lookup(id string) (seenState, []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state(id)
+}
+
+// state reports what is known about id. Called with d.mu held.
+func (d *dedup) state(id string) (seenState, []byte) {
 	d.prune()
 	if e, ok := d.entries[id]; ok {
 		if e.done {
@@ -51,9 +70,6 @@ func (d *dedup) begin(id string) (seenState, []byte) {
 		}
 		return seenRunning, nil
 	}
-	d.entries[id] = &seenEntry{at: d.now()}
-	d.order = append(d.order, id)
-	d.prune()
 	return seenNew, nil
 }
 
@@ -83,7 +99,7 @@ func (d *dedup) prune() {
 		d.order[0] = ""
 		d.order = d.order[1:]
 		if ok {
-			d.bytes -= len(e.result)
+			d.bytes -= len(e.result) + len(id)
 			delete(d.entries, id)
 		}
 	}

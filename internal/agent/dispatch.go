@@ -26,11 +26,14 @@ type dispatcher struct {
 }
 
 // job is one command. run executes it; abort answers it when it is
-// cancelled before it started or cannot start (shutdown).
+// cancelled before it started or cannot start (shutdown). rsv is its room
+// in the pending budget, released when it ends or is cancelled (run and
+// abort may release it earlier, before delivering the result).
 type job struct {
 	id, key   string
 	run       func(ctx context.Context)
 	abort     func(reason error)
+	rsv       *reservation
 	started   bool
 	cancelled bool
 }
@@ -88,6 +91,7 @@ func (d *dispatcher) lane(key string) {
 
 func (d *dispatcher) runJob(j *job) {
 	defer d.finished()
+	defer j.rsv.release()
 	if d.isCancelled(j) {
 		return
 	}
@@ -137,8 +141,12 @@ func (d *dispatcher) cancel(id string, reason error) bool {
 	}
 	j.cancelled = true
 	delete(d.pending, id)
+	// The lane holds j until it gets to it: keep nothing large alive.
+	abort := j.abort
+	j.run, j.abort = nil, nil
 	d.mu.Unlock()
-	j.abort(reason)
+	j.rsv.release()
+	abort(reason)
 	return true
 }
 

@@ -12,14 +12,18 @@ import (
 )
 
 // runCommand executes a validated command and delivers its result. A panic
-// in the runtime becomes an internal error result, never a crash.
-func (a *Agent) runCommand(ctx context.Context, cmd *protocol.Command) {
+// in the runtime becomes an internal error result, never a crash. release
+// frees the command's room in the pending budget before its result is
+// delivered (a log stream is bounded by maxStreams instead).
+func (a *Agent) runCommand(ctx context.Context, cmd *protocol.Command, release func()) {
 	if cmd.Action == protocol.ActionLogs && cmd.Follow {
+		release()
 		a.startFollow(ctx, cmd)
 		return
 	}
 	start := time.Now()
 	res := a.execute(ctx, cmd)
+	release()
 	a.finish(cmd, res, time.Since(start))
 }
 

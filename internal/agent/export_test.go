@@ -38,3 +38,7 @@ func SetTiming(a *Agent, t Timing) {
 
 // OutboxLen is the number of results waiting to be written.
 func OutboxLen(a *Agent) int { return a.outbox.len() }
+
+// PendingUsage is the memory and number of commands held by commands
+// accepted and not finished: in total (key "") or for one container.
+func PendingUsage(a *Agent, key string) (bytes int64, commands int) { return a.pending.usage(key) }

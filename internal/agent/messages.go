@@ -19,8 +19,13 @@ func (a *Agent) handleFrame(s *session, f transport.Frame) {
 		a.log.Warn("binary frame ignored: the protocol uses text frames", "bytes", len(f.Data))
 		return
 	}
+	hold, ok := a.admit(f.Data)
+	if !ok {
+		return
+	}
 	msg, err := protocol.Decode(f.Data)
 	if err != nil {
+		hold.release()
 		a.handleDecodeError(err, len(f.Data))
 		return
 	}
@@ -28,7 +33,7 @@ func (a *Agent) handleFrame(s *session, f transport.Frame) {
 	case protocol.Ping:
 		s.pong()
 	case protocol.Command:
-		a.handleCommand(&m)
+		a.handleCommand(&m, hold)
 	case protocol.Cancel:
 		a.handleCancel(m)
 	default:
@@ -57,9 +62,17 @@ func (a *Agent) handleDecodeError(err error, size int) {
 	a.deliver(id, res)
 }
 
-// handleCommand validates cmd, answers duplicates from the dedup table and
-// queues the rest for the dispatcher.
-func (a *Agent) handleCommand(cmd *protocol.Command) {
+// handleCommand validates cmd, answers duplicates from the dedup table,
+// takes room for it in the pending budget (hold: the room admit took for
+// its frame, or nil) and queues it for the dispatcher; a command without
+// room is answered with unavailable.
+func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
+	queued := false
+	defer func() {
+		if !queued {
+			hold.release()
+		}
+	}()
 	if cmd.ID == "" {
 		cmd.ID = newCommandID()
 		a.log.Info("command without id: generated one", "commandId", cmd.ID, "action", cmd.Action)
@@ -80,12 +93,7 @@ func (a *Agent) handleCommand(cmd *protocol.Command) {
 		a.obs.CommandDone(action, protocol.StatusError, 0)
 		return
 	}
-	if n := a.disp.count(); n >= maxPending {
-		log.Warn("command refused: too many commands in flight", "inFlight", n)
-		a.deliver(cmd.ID, protocol.Failure(cmd.ID, protocol.Errorf(protocol.CodeUnavailable, "agent busy: %d commands in flight; retry later", n), nil))
-		return
-	}
-	switch state, stored := a.seen.begin(cmd.ID); state {
+	switch state, stored := a.seen.lookup(cmd.ID); state {
 	case seenDone:
 		log.Info("duplicate command id: replaying the stored result")
 		a.outbox.push(cmd.ID, stored)
@@ -94,16 +102,32 @@ func (a *Agent) handleCommand(cmd *protocol.Command) {
 		log.Info("duplicate command id: already accepted; its result follows when it finishes")
 		return
 	}
-	log.Debug("command queued")
-	key := cmd.ContainerID
-	if cmd.Action == protocol.ActionList {
-		key = ""
+
+	// Hold only what the action uses, and account for it as decoded.
+	shed(cmd)
+	key := laneKey(cmd.Action, cmd.ContainerID)
+	cost := commandCost(cmd)
+	rsv, err := hold, error(nil)
+	if hold != nil && hold.key == key {
+		err = hold.resize(cost)
+	} else {
+		hold.release()
+		rsv, err = a.pending.reserve(key, cost)
 	}
+	if err != nil {
+		a.refuse(cmd.ID, cmd.Action, err)
+		return
+	}
+	queued = true
+	a.seen.begin(cmd.ID)
+	log.Debug("command queued", "pendingBytes", cost)
 	a.disp.submit(&job{
 		id:  cmd.ID,
 		key: key,
-		run: func(ctx context.Context) { a.runCommand(ctx, cmd) },
+		rsv: rsv,
+		run: func(ctx context.Context) { a.runCommand(ctx, cmd, rsv.release) },
 		abort: func(reason error) {
+			rsv.release()
 			code := protocol.CodeUnavailable
 			log.Info("command not started", "reason", reason)
 			a.finish(cmd, protocol.Failure(cmd.ID, protocol.Errorf(code, "%s", reason), nil), 0)
@@ -113,8 +137,14 @@ func (a *Agent) handleCommand(cmd *protocol.Command) {
 
 // handleCancel ends a following log stream or aborts a command still
 // queued. A running command is not interrupted.
+// Cancels for unknown ids hold nothing; their log line is rate-limited and
+// the id clipped, so a flood of them cannot flood the log.
 func (a *Agent) handleCancel(m protocol.Cancel) {
-	log := a.log.With("commandId", m.CommandID)
+	id := m.CommandID
+	if len(id) > protocol.MaxCommandIDLength {
+		id = clip(id, protocol.MaxCommandIDLength)
+	}
+	log := a.log.With("commandId", id)
 	switch {
 	case m.CommandID == "":
 		log.Warn("cancel without commandId ignored")
@@ -123,6 +153,9 @@ func (a *Agent) handleCancel(m protocol.Cancel) {
 	case a.disp.cancel(m.CommandID, errCancelled):
 		log.Info("queued command cancelled by the server")
 	default:
-		log.Info("cancel ignored: no log stream or queued command with that id (it may be running or done)")
+		if ok, suppressed := a.cancelLog.allow(); ok {
+			log.Info("cancel ignored: no log stream or queued command with that id (it may be running or done)",
+				"ignoredSinceLastLog", suppressed)
+		}
 	}
 }

@@ -22,6 +22,7 @@ type Options struct {
 	MaxMessageBytes       int           // default 1 MiB
 	ShutdownTimeout       time.Duration // default 10s
 	OutboxLimit           int           // default 1000
+	MaxPendingBytes       int64         // default 64 MiB: commands accepted and not finished; a quarter per container
 	StatusEvents          bool          // container_event + inventory
 
 	TLSCAFile             string

@@ -43,6 +43,14 @@ func (o observer) LogLinesStreamed(n int) {
 	}
 }
 
+// CommandRefused counts a command refused for room, when the Observer
+// also implements RefusalObserver.
+func (o observer) CommandRefused(reason string) {
+	if r, ok := o.o.(RefusalObserver); ok {
+		r.CommandRefused(reason)
+	}
+}
+
 func (o observer) RuntimeError(a protocol.Action) {
 	if o.o != nil {
 		o.o.RuntimeError(a)

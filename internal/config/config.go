@@ -37,6 +37,7 @@ type Config struct {
 	MaxMessageBytes       ByteSize      `env:"MAX_MESSAGE_BYTES" envDefault:"1048576" help:"largest incoming frame in bytes (or a size: 1m, 4MiB); larger frames close the connection with 1009"`
 	ShutdownTimeout       time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGINT/SIGTERM, how long in-flight commands may finish before the agent exits"`
 	OutboxLimit           int           `env:"OUTBOX_LIMIT" envDefault:"1000" help:"command results kept while disconnected, sent after the next identify"`
+	MaxPendingBytes       ByteSize      `env:"MAX_PENDING_BYTES" envDefault:"64m" help:"memory that commands accepted and not finished may hold (or a size: 64m, 1GiB), a quarter of it per container; a command that does not fit is answered at once with unavailable"`
 
 	VolumeRoots         []string      `env:"VOLUME_ROOTS" envDefault:"/var/lib/lormas/volumes" help:"comma-separated absolute directories under which bind-mount volumes may live"`
 	AllowUnmanaged      bool          `env:"ALLOW_UNMANAGED" envDefault:"false" help:"let the server act on containers this agent did not create"`

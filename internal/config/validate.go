@@ -20,6 +20,9 @@ const (
 	maxMessageBytes       = 256 << 20
 	maxConcurrentCommands = 4096
 	maxOutboxLimit        = 1_000_000
+	minPendingBytes       = 1 << 20
+	maxPendingBytes       = 64 << 30
+	pendingPerMessage     = 8         // MAX_PENDING_BYTES / MAX_MESSAGE_BYTES at least: a container's quarter holds two largest frames
 	maxPidsLimit          = 4_194_304 // the kernel's pid_max ceiling
 	maxLogFiles           = 100
 )
@@ -91,6 +94,11 @@ func (c *Config) validate(failed map[string]bool) []string {
 	inRange(add, "MAX_CONCURRENT_COMMANDS", int64(c.MaxConcurrentCommands), 1, maxConcurrentCommands)
 	inRange(add, "MAX_MESSAGE_BYTES", int64(c.MaxMessageBytes), minMessageBytes, maxMessageBytes)
 	inRange(add, "OUTBOX_LIMIT", int64(c.OutboxLimit), 1, maxOutboxLimit)
+	inRange(add, "MAX_PENDING_BYTES", int64(c.MaxPendingBytes), minPendingBytes, maxPendingBytes)
+	if c.MaxMessageBytes > 0 && c.MaxPendingBytes >= minPendingBytes && c.MaxPendingBytes < pendingPerMessage*c.MaxMessageBytes {
+		add("MAX_PENDING_BYTES", "%d is less than %d times MAX_MESSAGE_BYTES (%d): a container's quarter must hold a command of the largest frame once decoded; set at least %d",
+			c.MaxPendingBytes, pendingPerMessage, c.MaxMessageBytes, pendingPerMessage*c.MaxMessageBytes)
+	}
 	inRange(add, "CONTAINER_PIDS_LIMIT", c.ContainerPidsLimit, 1, maxPidsLimit)
 	inRange(add, "CONTAINER_LOG_MAX_FILE", int64(c.ContainerLogMaxFile), 1, maxLogFiles)
 	if n, err := protocol.ParseSize(c.ContainerLogMaxSize); err != nil {

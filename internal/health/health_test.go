@@ -94,6 +94,8 @@ func TestMetrics(t *testing.T) {
 	m.LogLinesStreamed(2)
 	m.RuntimeError(protocol.ActionStart)
 	m.RuntimeError("bogus")
+	m.CommandRefused("container_bytes")
+	m.CommandRefused("container_bytes")
 
 	checks := []struct {
 		name string
@@ -109,6 +111,7 @@ func TestMetrics(t *testing.T) {
 		{"log lines", testutil.ToFloat64(m.logLines), 42},
 		{"runtime errors start", testutil.ToFloat64(m.runtimeErrors.WithLabelValues("start")), 1},
 		{"runtime errors unknown", testutil.ToFloat64(m.runtimeErrors.WithLabelValues("unknown")), 1},
+		{"refused container bytes", testutil.ToFloat64(m.refused.WithLabelValues("container_bytes")), 2},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -135,6 +138,9 @@ func TestMetrics(t *testing.T) {
 		`lormas_agent_outbox_depth 7`,
 		`lormas_agent_log_lines_streamed_total 42`,
 		`lormas_agent_runtime_errors_total{action="start"} 1`,
+		`lormas_agent_commands_refused_total{reason="container_bytes"} 2`,
+		`lormas_agent_commands_refused_total{reason="node_bytes"} 0`,
+		`lormas_agent_commands_refused_total{reason="container_commands"} 0`,
 		`lormas_agent_build_info{commit="abc123",goversion="` + runtime.Version() + `",version="1.2.3"} 1`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
@@ -26,6 +27,15 @@ type Metrics struct {
 	outboxDepth     prometheus.Gauge
 	logLines        prometheus.Counter
 	runtimeErrors   *prometheus.CounterVec
+	refused         *prometheus.CounterVec
+}
+
+var _ agent.RefusalObserver = (*Metrics)(nil)
+
+// refusalReasons are the label values of commands_refused_total.
+var refusalReasons = []string{
+	agent.RefusedNodeBytes, agent.RefusedNodeCommands,
+	agent.RefusedContainerBytes, agent.RefusedContainerCommands, agent.RefusedTooLarge,
 }
 
 // NewMetrics registers the agent's metrics, build information and the Go
@@ -62,6 +72,10 @@ func NewMetrics(version, commit string) *Metrics {
 			Namespace: namespace, Name: "runtime_errors_total",
 			Help: "Docker Engine errors (unavailable, timeout, internal) by action.",
 		}, []string{"action"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "commands_refused_total",
+			Help: "Commands answered at once with unavailable (or invalid, too_large) because the pending commands had no room for them (MAX_PENDING_BYTES), by reason: node_bytes, node_commands, container_bytes, container_commands, too_large.",
+		}, []string{"reason"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
@@ -71,7 +85,7 @@ func NewMetrics(version, commit string) *Metrics {
 	buildInfo.Set(1)
 	m.reg.MustRegister(
 		m.connected, m.reconnects, m.commands, m.commandDuration, m.outboxDepth,
-		m.logLines, m.runtimeErrors, buildInfo,
+		m.logLines, m.runtimeErrors, m.refused, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -83,6 +97,9 @@ func NewMetrics(version, commit string) *Metrics {
 		}
 		m.commandDuration.WithLabelValues(string(a))
 		m.runtimeErrors.WithLabelValues(string(a))
+	}
+	for _, r := range refusalReasons {
+		m.refused.WithLabelValues(r)
 	}
 	return m
 }
@@ -126,6 +143,12 @@ func (m *Metrics) LogLinesStreamed(n int) {
 // RuntimeError counts a container engine error during action.
 func (m *Metrics) RuntimeError(action protocol.Action) {
 	m.runtimeErrors.WithLabelValues(actionLabel(action)).Inc()
+}
+
+// CommandRefused counts a command refused for lack of room among the
+// pending commands.
+func (m *Metrics) CommandRefused(reason string) {
+	m.refused.WithLabelValues(reason).Inc()
 }
 
 // actionLabel maps an action the protocol does not know to "unknown", so

@@ -58,11 +58,20 @@ type control struct {
 // prioQueue is the capacity of the priority lane (pongs).
 const prioQueue = 16
 
+// framesQueueBytes bounds what is read ahead of the receiver by bytes, not
+// only by count: the frames channel holds at most this many bytes' worth of
+// the largest frames (between 1 and 64 frames).
+const framesQueueBytes = 8 << 20
+
+func framesQueue(maxMessageBytes int) int {
+	return max(1, min(64, framesQueueBytes/max(1, maxMessageBytes)))
+}
+
 func newConn(cfg Config) *Conn {
 	return &Conn{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		frames:     make(chan Frame, 64),
+		frames:     make(chan Frame, framesQueue(cfg.MaxMessageBytes)),
 		queue:      make(chan *sendReq, cfg.SendQueue),
 		prio:       make(chan control, prioQueue),
 		closing:    make(chan struct{}),
