@@ -61,7 +61,14 @@ type Config struct {
 	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (read by gopsutil)"`
 	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (read by gopsutil)"`
 	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (read by gopsutil; also used to find Docker's data root for disk usage)"`
+
+	dotEnvPath string // the .env file read, "" when none (not a variable)
 }
+
+// DotEnvPath returns the absolute path of the .env file the configuration
+// was read from, "" when there was none. The agent logs it (never its
+// values) so a surprising setting can be traced to its file.
+func (c *Config) DotEnvPath() string { return c.dotEnvPath }
 
 // passThrough lists the variables read by libraries (the Docker client,
 // net/http's proxy selection, gopsutil) from the process environment rather
@@ -101,13 +108,18 @@ func (e *ProblemError) Error() string {
 
 func load(environ []string, dotEnvPath string) (*Config, error) {
 	var problems []string
-	vars, derrs := readDotEnv(dotEnvPath)
-	for _, e := range derrs {
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		// Alone: what the rest would say (a token missing, say) follows
+		// from the file not being read and would only mislead.
+		return nil, &ProblemError{Problems: []string{err.Error()}}
+	}
+	for _, e := range dot.lines {
 		problems = append(problems, e.Error())
 	}
 	osEnv := env.ToMap(environ)
-	merged := make(map[string]string, len(vars)+len(osEnv))
-	for k, v := range vars {
+	merged := make(map[string]string, len(dot.vars)+len(osEnv))
+	for k, v := range dot.vars {
 		if _, set := osEnv[k]; !set {
 			merged[k] = v
 		}
@@ -130,6 +142,7 @@ func load(environ []string, dotEnvPath string) (*Config, error) {
 	if v, set := merged["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
 		cfg.HealthAddr = ""
 	}
+	cfg.dotEnvPath = dot.path
 	cfg.normalize()
 	problems = append(problems, cfg.validate(failed)...)
 	if len(problems) > 0 {
@@ -207,18 +220,22 @@ func envKeyOfField(field string) string {
 // real environment, else .env in the working directory), without
 // validating anything else: `lormas-agent healthcheck` needs HEALTH_ADDR
 // even when the rest of the configuration is broken. ok is false when
-// neither sets it.
-func LookupEnv(environ []string, key string) (value string, ok bool) {
+// neither sets it. The error is a .env file that cannot be read or is not
+// trusted (as Load refuses it); malformed lines elsewhere in it are not.
+func LookupEnv(environ []string, key string) (value string, ok bool, err error) {
 	return lookupEnv(environ, DotEnvFile, key)
 }
 
-func lookupEnv(environ []string, dotEnvPath, key string) (string, bool) {
+func lookupEnv(environ []string, dotEnvPath, key string) (string, bool, error) {
 	if v, ok := env.ToMap(environ)[key]; ok {
-		return v, true
+		return v, true, nil
 	}
-	vars, _ := readDotEnv(dotEnvPath)
-	v, ok := vars[key]
-	return v, ok
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		return "", false, err
+	}
+	v, ok := dot.vars[key]
+	return v, ok, nil
 }
 
 // ExportDotEnv copies the library-read variables (DOCKER_HOST, HOST_PROC,
@@ -230,10 +247,15 @@ func ExportDotEnv(environ []string) error {
 }
 
 func exportDotEnv(environ []string, dotEnvPath string) error {
-	vars, _ := readDotEnv(dotEnvPath) // malformed lines are Load's to report
+	// Malformed lines are Load's to report; an untrusted file is refused
+	// here too, in case it was swapped after Load read it.
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		return err
+	}
 	given := env.ToMap(environ)
 	for _, k := range passThrough {
-		v, ok := vars[k]
+		v, ok := dot.vars[k]
 		if !ok {
 			continue
 		}

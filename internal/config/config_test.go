@@ -406,7 +406,10 @@ func TestLookupEnv(t *testing.T) {
 		{nil, "NODE_NAME", "", false},
 	}
 	for _, c := range cases {
-		got, ok := lookupEnv(c.environ, path, c.key)
+		got, ok, err := lookupEnv(c.environ, path, c.key)
+		if err != nil {
+			t.Errorf("lookupEnv(%q, %s): %v", c.environ, c.key, err)
+		}
 		if got != c.want || ok != c.ok {
 			t.Errorf("lookupEnv(%q, %s) = %q, %v; want %q, %v", c.environ, c.key, got, ok, c.want, c.ok)
 		}

@@ -65,7 +65,7 @@ func Run(ctx context.Context, opts Options) []Result {
 		rs = append(rs, Result{Check: "configuration", Status: OK, Detail: describe(cfg)})
 	}
 
-	dockerHost, _ := config.LookupEnv(opts.Environ, "DOCKER_HOST")
+	dockerHost, _, _ := config.LookupEnv(opts.Environ, "DOCKER_HOST") // an untrusted .env is the configuration check's failure
 	if dockerHost == "" {
 		dockerHost = client.DefaultDockerHost
 	}
