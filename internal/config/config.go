@@ -51,7 +51,7 @@ type Config struct {
 	TLSCertFile           string `env:"TLS_CERT_FILE" help:"client certificate (PEM) for mutual TLS; needs TLS_KEY_FILE"`
 	TLSKeyFile            string `env:"TLS_KEY_FILE" help:"client key (PEM) for mutual TLS; needs TLS_CERT_FILE"`
 	TLSInsecureSkipVerify bool   `env:"TLS_INSECURE_SKIP_VERIFY" envDefault:"false" help:"skip server certificate verification (testing only; warns at every dial)"`
-	HealthAddr            string `env:"HEALTH_ADDR" envDefault:":8080" help:"listen address of /healthz, /readyz and /metrics; empty disables"`
+	HealthAddr            string `env:"HEALTH_ADDR" envDefault:"127.0.0.1:9321" help:"listen address of /healthz, /readyz and /metrics: loopback (this host or container only) by default; :9321 for probes or scrapes from elsewhere (the Helm chart sets it); empty disables"`
 
 	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (read by the Docker client)"`
 	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (read by the Docker client)"`

@@ -69,7 +69,7 @@ func TestDefaults(t *testing.T) {
 		{"DOCKER_TIMEOUT", cfg.DockerTimeout, 30 * time.Second},
 		{"TLS_CA_FILE", cfg.TLSCAFile, ""},
 		{"TLS_INSECURE_SKIP_VERIFY", cfg.TLSInsecureSkipVerify, false},
-		{"HEALTH_ADDR", cfg.HealthAddr, ":8080"},
+		{"HEALTH_ADDR", cfg.HealthAddr, "127.0.0.1:9321"},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
