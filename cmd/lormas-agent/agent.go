@@ -173,6 +173,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	a, err := agent.New(agent.Options{
 		ServerURL:             cfg.ServerURL,
 		Token:                 cfg.TokenSource(),
+		TokenHeaderOnly:       !cfg.NodeTokenInQuery,
 		NodeName:              cfg.NodeName,
 		NodeID:                firstNonEmpty(nodeID, cfg.NodeName),
 		Version:               version,

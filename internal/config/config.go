@@ -21,6 +21,7 @@ type Config struct {
 	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
 	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
 	NodeTokenFile       string       `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed)"`
+	NodeTokenInQuery    bool         `env:"NODE_TOKEN_IN_QUERY" envDefault:"true" help:"also send the node token as ?token= in the WebSocket URL, as the seed does; false sends it only in the Authorization header, which the Lormas server reads, keeping it out of proxy and load-balancer logs"`
 	EnrollmentToken     secret.Value `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls under NODE_NAME, keeps the issued token in STATE_DIR/node-token, and enrolls again when the server rejects it"`
 	EnrollmentTokenFile string       `env:"ENROLLMENT_TOKEN_FILE" help:"file holding the enrollment token (whitespace trimmed; awaited while it does not exist yet)"`
 	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (the enrolled token, mode 0600); created with mode 0700"`

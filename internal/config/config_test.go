@@ -49,6 +49,7 @@ func TestDefaults(t *testing.T) {
 		{"SERVER_URL", cfg.ServerURL, "ws://localhost:3000"},
 		{"NODE_NAME", cfg.NodeName, host},
 		{"NODE_ID", cfg.NodeID, ""},
+		{"NODE_TOKEN_IN_QUERY", cfg.NodeTokenInQuery, true},
 		{"LOG_LEVEL", cfg.LogLevel, "info"},
 		{"LOG_FORMAT", cfg.LogFormat, "text"},
 		{"HEARTBEAT_INTERVAL", cfg.HeartbeatInterval, 10 * time.Second},
@@ -93,6 +94,7 @@ func TestEveryVariableParsed(t *testing.T) {
 	environ := []string{
 		"SERVER_URL=https://lormas.example.com/base/",
 		"NODE_TOKEN=" + testToken,
+		"NODE_TOKEN_IN_QUERY=false",
 		"NODE_NAME=node-7",
 		"NODE_ID=id-7",
 		"LOG_LEVEL=DEBUG",

@@ -129,7 +129,7 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 	if !reachable || !tlsOK {
 		return append(rs, Result{Check: "websocket upgrade", Status: Skip, Detail: "server not reachable (see above)"})
 	}
-	return append(rs, CheckUpgrade(ctx, server, token, tlsConf, opts.Version, opts.Timeout))
+	return append(rs, CheckUpgrade(ctx, server, token, cfg.NodeTokenInQuery, tlsConf, opts.Version, opts.Timeout))
 }
 
 // describe summarises a valid configuration without secrets.
