@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,5 +58,57 @@ func TestNodeTokenInQuery(t *testing.T) {
 				t.Error("token in the agent's output")
 			}
 		})
+	}
+}
+
+// TestNoCredentialInAnyURL: with NODE_TOKEN_IN_QUERY=false, an agent that
+// enrolls puts neither the enrollment token nor the issued node token in
+// any request URL; both travel in the Authorization header only.
+func TestNoCredentialInAnyURL(t *testing.T) {
+	const enrollToken = "enroll-secret-for-the-url-test"
+	var mu sync.Mutex
+	var urls, auths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		urls = append(urls, r.URL.RequestURI())
+		auths = append(auths, r.Header.Get("Authorization"))
+		mu.Unlock()
+		if r.URL.Path == "/api/nodes/enroll" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(map[string]string{"id": "node-123", "name": "edge-9", "token": testToken})
+			return
+		}
+		http.Error(w, "unauthorized", http.StatusUnauthorized) // the dial: refused, the agent gives up
+	}))
+	defer srv.Close()
+	t.Chdir(t.TempDir())
+	env := []string{
+		"SERVER_URL=" + srv.URL, "ENROLLMENT_TOKEN=" + enrollToken, "NODE_NAME=edge-9",
+		"STATE_DIR=" + t.TempDir(), "HEALTH_ADDR=", "NODE_TOKEN_IN_QUERY=false",
+		"MAX_RECONNECT_ATTEMPTS=1", "RECONNECT_DELAY=10ms", "RECONNECT_MAX_DELAY=20ms",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	if code := run(ctx, nil, env, &stdout, &stderr); code != exitFailure {
+		t.Fatalf("exit %d, want 1 (the dial is refused)\n%s", code, stderr.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sawEnroll, sawDial := false, false
+	for i, u := range urls {
+		if strings.Contains(u, "?") || strings.Contains(u, enrollToken) || strings.Contains(u, testToken) {
+			t.Errorf("request URL %q carries a query or a credential", u)
+		}
+		switch {
+		case strings.HasPrefix(u, "/api/nodes/enroll"):
+			sawEnroll = sawEnroll || auths[i] == "Bearer "+enrollToken
+		case strings.HasPrefix(u, "/api/ws/nodes"):
+			sawDial = sawDial || auths[i] == "Bearer "+testToken
+		}
+	}
+	if !sawEnroll || !sawDial {
+		t.Errorf("requests %q: want an enrollment with the enrollment token and a dial with the issued token, both in the header", urls)
 	}
 }
