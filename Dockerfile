@@ -84,9 +84,11 @@ LABEL org.opencontainers.image.title="lormas-agent" \
       org.opencontainers.image.description="Lormas node agent: runs Lormas server commands against the local Docker Engine"
 COPY --from=build /out/bin/lormas-agent /usr/local/bin/lormas-agent
 COPY --from=build --chown=65532:65532 /out/state /var/lib/lormas-agent
-ENV STATE_DIR=/var/lib/lormas-agent HEALTH_ADDR=:8080
+# HEALTH_ADDR keeps the agent's default, 127.0.0.1:9321: HEALTHCHECK runs inside the container's
+# network namespace, so loopback serves it, and nothing is exposed (set HEALTH_ADDR=:9321 and publish
+# the port to scrape /metrics from elsewhere).
+ENV STATE_DIR=/var/lib/lormas-agent
 VOLUME ["/var/lib/lormas-agent"]
-EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/lormas-agent", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/lormas-agent"]

@@ -147,8 +147,8 @@ else
 		done
 		echo "#LOG_LEVEL=info"
 		echo "#LOG_FORMAT=json"
-		echo "# Health endpoint; the unit's default is 127.0.0.1:8080 (this host only)."
-		echo "#HEALTH_ADDR=:8080"
+		echo "# Health endpoint; the default is 127.0.0.1:9321 (this host only); :9321 for every interface."
+		echo "#HEALTH_ADDR=:9321"
 	} >"$tmp"
 	chmod 0600 "$tmp"
 	chown 0:0 "$tmp"

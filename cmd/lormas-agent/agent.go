@@ -72,6 +72,10 @@ func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int
 		"version", version, "commit", commit,
 		"server", endpoint.Redact(cfg.ServerURL), "node", cfg.NodeName,
 		"healthAddr", cfg.HealthAddr)
+	if p := cfg.DotEnvPath(); p != "" {
+		// The path only: the file usually holds the node token.
+		log.Info("configuration read from file", "path", p)
+	}
 	if cfg.TLSInsecureSkipVerify {
 		log.Warn("TLS_INSECURE_SKIP_VERIFY is on: the server's certificate is not verified")
 	}
@@ -171,6 +175,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	a, err := agent.New(agent.Options{
 		ServerURL:             cfg.ServerURL,
 		Token:                 cfg.TokenSource(),
+		TokenHeaderOnly:       !cfg.NodeTokenInQuery,
 		NodeName:              cfg.NodeName,
 		NodeID:                firstNonEmpty(nodeID, cfg.NodeName),
 		Version:               version,

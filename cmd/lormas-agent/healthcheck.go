@@ -21,7 +21,12 @@ func healthcheck(ctx context.Context, args, environ []string, stdout, stderr io.
 		return exitUsage
 	}
 	if *addr == "" {
-		v, ok := config.LookupEnv(environ, "HEALTH_ADDR")
+		v, ok, err := config.LookupEnv(environ, "HEALTH_ADDR")
+		if err != nil {
+			// The agent refuses this .env too: it is not running.
+			fmt.Fprintf(stderr, "unhealthy: %v\n", err)
+			return exitFailure
+		}
 		if !ok {
 			v = config.Default("HEALTH_ADDR")
 		}

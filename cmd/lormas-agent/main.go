@@ -91,8 +91,10 @@ func printHelp(w io.Writer) {
 	printUsage(w)
 	fmt.Fprint(w, `
 Configuration comes from environment variables and from a .env file in the
-working directory (KEY=VALUE lines; the environment wins). Invalid
-configuration exits with status 2 and one line per problem.
+working directory (KEY=VALUE lines; the environment wins). .env is read only
+when it is a regular file (not a symbolic link) owned by the agent's user or
+root and not writable by group or others; otherwise the agent refuses to
+start. Invalid configuration exits with status 2 and one line per problem.
 
 `)
 	fmt.Fprint(w, config.MarkdownTable())

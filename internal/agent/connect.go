@@ -103,10 +103,11 @@ func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
 	if a.opts.TLSInsecureSkipVerify {
 		a.log.Warn("TLS certificate verification is disabled (TLS_INSECURE_SKIP_VERIFY=true): the server is not authenticated")
 	}
-	a.log.Debug("dialing", "url", endpoint.Redact(endpoint.NodeSocketURL(a.server, token)))
+	a.log.Debug("dialing", "url", endpoint.Redact(transport.SocketURL(a.server, token, !a.opts.TokenHeaderOnly)))
 	conn, err := transport.Dial(ctx, transport.Config{
 		Server:          a.server,
 		Token:           token,
+		TokenHeaderOnly: a.opts.TokenHeaderOnly,
 		Version:         a.opts.Version,
 		TLS:             tlsCfg,
 		Proxy:           a.tm.proxy,

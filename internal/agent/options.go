@@ -14,6 +14,10 @@ type Options struct {
 	NodeID    string // fallback when the token has no nodeId/sub/id claim
 	Version   string // agent version for agent_identify and User-Agent
 
+	// TokenHeaderOnly sends the node token only in the Authorization
+	// header, not also as ?token= (NODE_TOKEN_IN_QUERY=false).
+	TokenHeaderOnly bool
+
 	HeartbeatInterval     time.Duration // default 10s
 	ReconnectDelay        time.Duration // default 1s
 	ReconnectMaxDelay     time.Duration // default 60s

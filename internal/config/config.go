@@ -21,6 +21,7 @@ type Config struct {
 	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
 	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
 	NodeTokenFile       string       `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed)"`
+	NodeTokenInQuery    bool         `env:"NODE_TOKEN_IN_QUERY" envDefault:"true" help:"also send the node token as ?token= in the WebSocket URL, as the seed does; false sends it only in the Authorization header, which the Lormas server reads, keeping it out of proxy and load-balancer logs"`
 	EnrollmentToken     secret.Value `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls under NODE_NAME, keeps the issued token in STATE_DIR/node-token, and enrolls again when the server rejects it"`
 	EnrollmentTokenFile string       `env:"ENROLLMENT_TOKEN_FILE" help:"file holding the enrollment token (whitespace trimmed; awaited while it does not exist yet)"`
 	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (the enrolled token, mode 0600); created with mode 0700"`
@@ -52,7 +53,7 @@ type Config struct {
 	TLSCertFile           string `env:"TLS_CERT_FILE" help:"client certificate (PEM) for mutual TLS; needs TLS_KEY_FILE"`
 	TLSKeyFile            string `env:"TLS_KEY_FILE" help:"client key (PEM) for mutual TLS; needs TLS_CERT_FILE"`
 	TLSInsecureSkipVerify bool   `env:"TLS_INSECURE_SKIP_VERIFY" envDefault:"false" help:"skip server certificate verification (testing only; warns at every dial)"`
-	HealthAddr            string `env:"HEALTH_ADDR" envDefault:":8080" help:"listen address of /healthz, /readyz and /metrics; empty disables"`
+	HealthAddr            string `env:"HEALTH_ADDR" envDefault:"127.0.0.1:9321" help:"listen address of /healthz, /readyz and /metrics: loopback (this host or container only) by default; :9321 for probes or scrapes from elsewhere (the Helm chart sets it); empty disables"`
 
 	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (read by the Docker client)"`
 	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (read by the Docker client)"`
@@ -62,7 +63,14 @@ type Config struct {
 	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (read by gopsutil)"`
 	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (read by gopsutil)"`
 	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (read by gopsutil; also used to find Docker's data root for disk usage)"`
+
+	dotEnvPath string // the .env file read, "" when none (not a variable)
 }
+
+// DotEnvPath returns the absolute path of the .env file the configuration
+// was read from, "" when there was none. The agent logs it (never its
+// values) so a surprising setting can be traced to its file.
+func (c *Config) DotEnvPath() string { return c.dotEnvPath }
 
 // passThrough lists the variables read by libraries (the Docker client,
 // net/http's proxy selection, gopsutil) from the process environment rather
@@ -102,13 +110,18 @@ func (e *ProblemError) Error() string {
 
 func load(environ []string, dotEnvPath string) (*Config, error) {
 	var problems []string
-	vars, derrs := readDotEnv(dotEnvPath)
-	for _, e := range derrs {
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		// Alone: what the rest would say (a token missing, say) follows
+		// from the file not being read and would only mislead.
+		return nil, &ProblemError{Problems: []string{err.Error()}}
+	}
+	for _, e := range dot.lines {
 		problems = append(problems, e.Error())
 	}
 	osEnv := env.ToMap(environ)
-	merged := make(map[string]string, len(vars)+len(osEnv))
-	for k, v := range vars {
+	merged := make(map[string]string, len(dot.vars)+len(osEnv))
+	for k, v := range dot.vars {
 		if _, set := osEnv[k]; !set {
 			merged[k] = v
 		}
@@ -131,6 +144,7 @@ func load(environ []string, dotEnvPath string) (*Config, error) {
 	if v, set := merged["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
 		cfg.HealthAddr = ""
 	}
+	cfg.dotEnvPath = dot.path
 	cfg.normalize()
 	problems = append(problems, cfg.validate(failed)...)
 	if len(problems) > 0 {
@@ -208,18 +222,22 @@ func envKeyOfField(field string) string {
 // real environment, else .env in the working directory), without
 // validating anything else: `lormas-agent healthcheck` needs HEALTH_ADDR
 // even when the rest of the configuration is broken. ok is false when
-// neither sets it.
-func LookupEnv(environ []string, key string) (value string, ok bool) {
+// neither sets it. The error is a .env file that cannot be read or is not
+// trusted (as Load refuses it); malformed lines elsewhere in it are not.
+func LookupEnv(environ []string, key string) (value string, ok bool, err error) {
 	return lookupEnv(environ, DotEnvFile, key)
 }
 
-func lookupEnv(environ []string, dotEnvPath, key string) (string, bool) {
+func lookupEnv(environ []string, dotEnvPath, key string) (string, bool, error) {
 	if v, ok := env.ToMap(environ)[key]; ok {
-		return v, true
+		return v, true, nil
 	}
-	vars, _ := readDotEnv(dotEnvPath)
-	v, ok := vars[key]
-	return v, ok
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		return "", false, err
+	}
+	v, ok := dot.vars[key]
+	return v, ok, nil
 }
 
 // ExportDotEnv copies the library-read variables (DOCKER_HOST, HOST_PROC,
@@ -231,10 +249,15 @@ func ExportDotEnv(environ []string) error {
 }
 
 func exportDotEnv(environ []string, dotEnvPath string) error {
-	vars, _ := readDotEnv(dotEnvPath) // malformed lines are Load's to report
+	// Malformed lines are Load's to report; an untrusted file is refused
+	// here too, in case it was swapped after Load read it.
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		return err
+	}
 	given := env.ToMap(environ)
 	for _, k := range passThrough {
-		v, ok := vars[k]
+		v, ok := dot.vars[k]
 		if !ok {
 			continue
 		}

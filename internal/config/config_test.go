@@ -49,6 +49,7 @@ func TestDefaults(t *testing.T) {
 		{"SERVER_URL", cfg.ServerURL, "ws://localhost:3000"},
 		{"NODE_NAME", cfg.NodeName, host},
 		{"NODE_ID", cfg.NodeID, ""},
+		{"NODE_TOKEN_IN_QUERY", cfg.NodeTokenInQuery, true},
 		{"LOG_LEVEL", cfg.LogLevel, "info"},
 		{"LOG_FORMAT", cfg.LogFormat, "text"},
 		{"HEARTBEAT_INTERVAL", cfg.HeartbeatInterval, 10 * time.Second},
@@ -70,7 +71,7 @@ func TestDefaults(t *testing.T) {
 		{"DOCKER_TIMEOUT", cfg.DockerTimeout, 30 * time.Second},
 		{"TLS_CA_FILE", cfg.TLSCAFile, ""},
 		{"TLS_INSECURE_SKIP_VERIFY", cfg.TLSInsecureSkipVerify, false},
-		{"HEALTH_ADDR", cfg.HealthAddr, ":8080"},
+		{"HEALTH_ADDR", cfg.HealthAddr, "127.0.0.1:9321"},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -94,6 +95,7 @@ func TestEveryVariableParsed(t *testing.T) {
 	environ := []string{
 		"SERVER_URL=https://lormas.example.com/base/",
 		"NODE_TOKEN=" + testToken,
+		"NODE_TOKEN_IN_QUERY=false",
 		"NODE_NAME=node-7",
 		"NODE_ID=id-7",
 		"LOG_LEVEL=DEBUG",
@@ -413,7 +415,10 @@ func TestLookupEnv(t *testing.T) {
 		{nil, "NODE_NAME", "", false},
 	}
 	for _, c := range cases {
-		got, ok := lookupEnv(c.environ, path, c.key)
+		got, ok, err := lookupEnv(c.environ, path, c.key)
+		if err != nil {
+			t.Errorf("lookupEnv(%q, %s): %v", c.environ, c.key, err)
+		}
 		if got != c.want || ok != c.ok {
 			t.Errorf("lookupEnv(%q, %s) = %q, %v; want %q, %v", c.environ, c.key, got, ok, c.want, c.ok)
 		}

@@ -3,26 +3,139 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // DotEnvFile is the file in the working directory read for settings that
 // the real environment does not set, as the seed's agent (run by Bun) does.
 const DotEnvFile = ".env"
 
+// maxDotEnvBytes bounds what is read from .env: a configuration file of a
+// few variables is a few hundred bytes; a larger one is a mistake (or a
+// device) and must not grow the agent's memory.
+const maxDotEnvBytes = 1 << 20
+
+// ErrUntrustedDotEnv is wrapped by the error for a .env file the agent
+// refuses to read: a symbolic link, not a regular file, owned by someone
+// other than the agent's user or root, or writable by group or others.
+var ErrUntrustedDotEnv = errors.New("untrusted .env file")
+
+// effectiveUID is the agent's user, which may own .env besides root; a
+// variable so tests that do not run as root can still show a refusal.
+var effectiveUID = os.Geteuid
+
+// dotEnv is what readDotEnv found.
+type dotEnv struct {
+	path  string            // absolute path of the file read; "" when there is none
+	vars  map[string]string // its settings
+	lines []error           // its malformed lines, one error each
+}
+
 // readDotEnv reads path as a .env file. A missing file is no error: it
-// returns an empty map. Malformed lines are reported, one error each.
-func readDotEnv(path string) (map[string]string, []error) {
-	b, err := os.ReadFile(path)
+// returns no settings. Whoever can write .env can point the agent, node
+// token included, at another server, so the file is read only when it is
+// trusted (see openTrusted); an untrusted file is an error wrapping
+// ErrUntrustedDotEnv, never skipped silently: ignoring it would change the
+// configuration unnoticed.
+func readDotEnv(path string) (dotEnv, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	f, err := openTrusted(abs)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[string]string{}, nil
+		return dotEnv{vars: map[string]string{}}, nil
 	}
 	if err != nil {
-		return map[string]string{}, []error{fmt.Errorf("%s: %w", path, err)}
+		return dotEnv{vars: map[string]string{}}, err
 	}
-	return parseDotEnv(path, string(b))
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxDotEnvBytes+1))
+	if err != nil {
+		return dotEnv{vars: map[string]string{}}, fmt.Errorf("%s: %w", abs, err)
+	}
+	if len(b) > maxDotEnvBytes {
+		return dotEnv{vars: map[string]string{}}, fmt.Errorf("%s: larger than %d bytes: not a configuration file", abs, maxDotEnvBytes)
+	}
+	vars, lines := parseDotEnv(abs, string(b))
+	return dotEnv{path: abs, vars: vars, lines: lines}, nil
+}
+
+// openTrusted opens path for reading when it is a regular file (not a
+// symbolic link, device, FIFO or directory), owned by the agent's effective
+// user or root, and writable by neither group nor others. The checks are
+// made on the opened descriptor (O_NOFOLLOW, then fstat), so the file
+// cannot be swapped between the check and the read. A missing file is
+// fs.ErrNotExist.
+func openTrusted(path string) (*os.File, error) {
+	// O_NONBLOCK: opening a FIFO planted as .env must not hang the agent
+	// before fstat can refuse it. It does not change reads of regular files.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, symlinkError(path)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	uid := -1
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid = int(st.Uid)
+	}
+	if err := checkTrust(path, fi.Mode(), uid, effectiveUID()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// checkTrust decides whether a file of this mode and owner may configure
+// an agent running as euid; the error names the file and the fix.
+func checkTrust(path string, mode fs.FileMode, uid, euid int) error {
+	switch {
+	case mode&fs.ModeSymlink != 0:
+		return symlinkError(path)
+	case !mode.IsRegular():
+		return fmt.Errorf("%w: %s is not a regular file (%s): remove it", ErrUntrustedDotEnv, path, fileKind(mode))
+	case uid != euid && uid != 0:
+		return fmt.Errorf("%w: %s is owned by uid %d, not by this agent's user (uid %d) or root, and could redirect the agent and its token: chown %d %s && chmod go-w %s, or remove it",
+			ErrUntrustedDotEnv, path, uid, euid, euid, path, path)
+	case mode.Perm()&0o022 != 0:
+		return fmt.Errorf("%w: %s is writable by group or others (mode %04o) and could redirect the agent and its token: chmod go-w %s",
+			ErrUntrustedDotEnv, path, mode.Perm(), path)
+	}
+	return nil
+}
+
+func symlinkError(path string) error {
+	return fmt.Errorf("%w: %s is a symbolic link: replace it with the file itself (owned by this user or root, chmod go-w), or remove it",
+		ErrUntrustedDotEnv, path)
+}
+
+func fileKind(mode fs.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "a directory"
+	case mode&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case mode&fs.ModeSocket != 0:
+		return "a socket"
+	case mode&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + mode.String()
 }
 
 // parseDotEnv parses KEY=VALUE lines: blank lines and lines starting with #

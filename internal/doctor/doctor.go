@@ -65,7 +65,7 @@ func Run(ctx context.Context, opts Options) []Result {
 		rs = append(rs, Result{Check: "configuration", Status: OK, Detail: describe(cfg)})
 	}
 
-	dockerHost, _ := config.LookupEnv(opts.Environ, "DOCKER_HOST")
+	dockerHost, _, _ := config.LookupEnv(opts.Environ, "DOCKER_HOST") // an untrusted .env is the configuration check's failure
 	if dockerHost == "" {
 		dockerHost = client.DefaultDockerHost
 	}
@@ -129,7 +129,7 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 	if !reachable || !tlsOK {
 		return append(rs, Result{Check: "websocket upgrade", Status: Skip, Detail: "server not reachable (see above)"})
 	}
-	return append(rs, CheckUpgrade(ctx, server, token, tlsConf, opts.Version, opts.Timeout))
+	return append(rs, CheckUpgrade(ctx, server, token, cfg.NodeTokenInQuery, tlsConf, opts.Version, opts.Timeout))
 }
 
 // describe summarises a valid configuration without secrets.

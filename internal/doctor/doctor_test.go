@@ -128,13 +128,13 @@ func TestCheckUpgrade(t *testing.T) {
 	u := srv.wsURL(t)
 	ctx := context.Background()
 
-	if r := CheckUpgrade(ctx, u, good, nil, "test", timeout); r.Status != OK {
+	if r := CheckUpgrade(ctx, u, good, true, nil, "test", timeout); r.Status != OK {
 		t.Errorf("good token: %s %q", r.Status, r.Detail)
 	} else if strings.Contains(r.Detail, good) {
 		t.Errorf("token in detail %q", r.Detail)
 	}
 	bad := makeToken(t, jwt.MapClaims{"nodeId": "other"})
-	r := CheckUpgrade(ctx, u, bad, nil, "test", timeout)
+	r := CheckUpgrade(ctx, u, bad, true, nil, "test", timeout)
 	if r.Status != Fail || !strings.Contains(r.Detail, "401") || !strings.Contains(r.Fix, "PATCH /api/nodes/{id}/token") {
 		t.Errorf("refused token: %s %q fix %q", r.Status, r.Detail, r.Fix)
 	}
@@ -143,8 +143,14 @@ func TestCheckUpgrade(t *testing.T) {
 	}
 	wrong := *u
 	wrong.Path = "/elsewhere"
-	if r := CheckUpgrade(ctx, &wrong, good, nil, "test", timeout); r.Status != Fail || !strings.Contains(r.Fix, "404") {
+	if r := CheckUpgrade(ctx, &wrong, good, true, nil, "test", timeout); r.Status != Fail || !strings.Contains(r.Fix, "404") {
 		t.Errorf("wrong base path: %s %q fix %q", r.Status, r.Detail, r.Fix)
+	}
+	// NODE_TOKEN_IN_QUERY=false: the doctor dials as the agent would, with
+	// no ?token=, so a server that reads only the query refuses it here
+	// (this one wants both) instead of passing a check the agent then fails.
+	if r := CheckUpgrade(ctx, u, good, false, nil, "test", timeout); r.Status != Fail || !strings.Contains(r.Detail, "401") {
+		t.Errorf("header only against a server that wants the query too: %s %q", r.Status, r.Detail)
 	}
 }
 
@@ -190,7 +196,7 @@ func TestCheckTLS(t *testing.T) {
 		t.Errorf("with TLS_CA_FILE: %s %q", r.Status, r.Detail)
 	}
 	// The upgrade check verifies the same way.
-	if r := CheckUpgrade(ctx, u, good, withCA, "test", timeout); r.Status != OK {
+	if r := CheckUpgrade(ctx, u, good, true, withCA, "test", timeout); r.Status != OK {
 		t.Errorf("wss upgrade with CA: %s %q", r.Status, r.Detail)
 	}
 

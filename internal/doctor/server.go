@@ -122,14 +122,15 @@ func tlsFix(err error) string {
 }
 
 // CheckUpgrade dials the node WebSocket once with the token, as the agent
-// does, and closes it at once. A server that keeps one session per node
-// replaces a running agent's session; that agent reconnects by itself.
-func CheckUpgrade(ctx context.Context, server *url.URL, token string, conf *tls.Config, version string, timeout time.Duration) Result {
+// does (tokenInQuery: NODE_TOKEN_IN_QUERY), and closes it at once. A server
+// that keeps one session per node replaces a running agent's session; that
+// agent reconnects by itself.
+func CheckUpgrade(ctx context.Context, server *url.URL, token string, tokenInQuery bool, conf *tls.Config, version string, timeout time.Duration) Result {
 	r := Result{Check: "websocket upgrade"}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := transport.Dial(ctx, transport.Config{
-		Server: server, Token: token, Version: version, TLS: conf,
+		Server: server, Token: token, TokenHeaderOnly: !tokenInQuery, Version: version, TLS: conf,
 		DialTimeout: timeout, HandshakeTimeout: timeout,
 	})
 	if err != nil {
@@ -149,6 +150,6 @@ func CheckUpgrade(ctx context.Context, server *url.URL, token string, conf *tls.
 		return r
 	}
 	_ = conn.Close(transport.CloseNormal, "lormas-agent doctor")
-	r.Status, r.Detail = OK, "the server accepted the node token and upgraded "+endpoint.Redact(endpoint.NodeSocketURL(server, token))
+	r.Status, r.Detail = OK, "the server accepted the node token and upgraded "+endpoint.Redact(transport.SocketURL(server, token, tokenInQuery))
 	return r
 }

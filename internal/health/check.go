@@ -19,7 +19,7 @@ var ErrDisabled = errors.New("health endpoint disabled (HEALTH_ADDR is empty)")
 
 // Check GETs /healthz of the agent listening on addr (HEALTH_ADDR) and
 // returns nil on 200. A listen address with no host or an unspecified one
-// (":8080", "0.0.0.0:8080", "[::]:8080") is probed on loopback.
+// (":9321", "0.0.0.0:9321", "[::]:9321") is probed on loopback.
 func Check(ctx context.Context, addr string) error {
 	target, err := ProbeAddr(addr)
 	if err != nil {

@@ -224,11 +224,12 @@ func TestCheck(t *testing.T) {
 
 func TestProbeAddr(t *testing.T) {
 	for in, want := range map[string]string{
-		":8080":          "127.0.0.1:8080",
-		"0.0.0.0:8080":   "127.0.0.1:8080",
-		"[::]:8080":      "[::1]:8080",
+		":9321":          "127.0.0.1:9321",
+		"0.0.0.0:9321":   "127.0.0.1:9321",
+		"[::]:9321":      "[::1]:9321",
+		"127.0.0.1:9321": "127.0.0.1:9321",
 		"10.0.0.5:9100":  "10.0.0.5:9100",
-		"localhost:8080": "localhost:8080",
+		"localhost:9321": "localhost:9321",
 	} {
 		if got, err := ProbeAddr(in); err != nil || got != want {
 			t.Errorf("ProbeAddr(%q) = %q, %v; want %q", in, got, err, want)

@@ -115,8 +115,8 @@ func TestSystemdUnitHardening(t *testing.T) {
 			t.Errorf("%s=%s, want %s", key, got[len(got)-1], value)
 		}
 	}
-	if env := unit["Environment"]; !slices.Contains(env, "HEALTH_ADDR=127.0.0.1:8080") {
-		t.Errorf("Environment=%q: want HEALTH_ADDR=127.0.0.1:8080 (metrics on this host only unless agent.env says otherwise)", env)
+	if env := unit["Environment"]; !slices.Contains(env, "HEALTH_ADDR=127.0.0.1:9321") {
+		t.Errorf("Environment=%q: want HEALTH_ADDR=127.0.0.1:9321 (metrics on this host only unless agent.env says otherwise)", env)
 	}
 	stop, err := time.ParseDuration(last(unit["TimeoutStopSec"]) + "s")
 	if err != nil || stop <= 10*time.Second {

@@ -43,8 +43,14 @@ const (
 // Config describes one dial.
 type Config struct {
 	Server  *url.URL // parsed SERVER_URL (endpoint.Parse): ws or wss
-	Token   string   // node token: query parameter and Authorization header
+	Token   string   // node token: Authorization header, and ?token= unless TokenHeaderOnly
 	Version string   // agent version for the User-Agent header
+
+	// TokenHeaderOnly sends the token only in "Authorization: Bearer"
+	// (NODE_TOKEN_IN_QUERY=false), never in the URL, which proxies and
+	// load balancers log. The zero value also sends ?token=, as the seed
+	// does, for servers that read only the query parameter.
+	TokenHeaderOnly bool
 
 	TLS   *tls.Config // template for wss (cloned per dial); nil = system roots
 	Proxy ProxyFunc   // nil = ProxyFromEnvironment; Direct for none
@@ -117,7 +123,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Server == nil {
 		return nil, errors.New("dial: no server URL")
 	}
-	addr := endpoint.NodeSocketURL(cfg.Server, cfg.Token)
+	addr := SocketURL(cfg.Server, cfg.Token, !cfg.TokenHeaderOnly)
 	shown := endpoint.Redact(addr)
 	secure := cfg.Server.Scheme == "wss"
 
@@ -170,6 +176,19 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	c.start(socket)
 	return c, nil
+}
+
+// SocketURL is the node socket's URL on server: with inQuery, the token is
+// its ?token= parameter (the seed's form); without, the URL carries no
+// credential. Log it through endpoint.Redact.
+func SocketURL(server *url.URL, token string, inQuery bool) string {
+	if inQuery {
+		return endpoint.NodeSocketURL(server, token)
+	}
+	u := *server
+	u.Path += endpoint.NodeSocketPath
+	u.RawQuery = ""
+	return u.String()
 }
 
 // trackingDialer remembers the connection it made so a cancelled context

@@ -26,9 +26,9 @@ const DefaultWait = 10 * time.Second
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	// Token is the node token accepted at the upgrade, both as the token
-	// query parameter and as "Authorization: Bearer". Empty accepts any
-	// non-empty token.
+	// Token is the node token accepted at the upgrade in "Authorization:
+	// Bearer" (and, when the agent also sends it, as the token query
+	// parameter). Empty accepts any non-empty token.
 	Token string
 	// TLS serves wss:// with this configuration (see CA.ServerTLS).
 	TLS *tls.Config
@@ -447,13 +447,17 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
+// authorized wants the token in "Authorization: Bearer"; a ?token= query
+// parameter (sent unless NODE_TOKEN_IN_QUERY=false) must be the same token.
 func (s *Server) authorized(r *http.Request) bool {
-	q := r.URL.Query().Get("token")
-	h := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if q == "" || q != h {
+	h, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || h == "" {
 		return false
 	}
-	return s.token == "" || q == s.token
+	if q := r.URL.Query(); q.Has("token") && q.Get("token") != h {
+		return false
+	}
+	return s.token == "" || h == s.token
 }
 
 func connNumber(c *gws.Conn) int {

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPlantedDotEnvRefused: a .env that someone else can write, in the
+// agent's working directory, pointing the agent and its token at another
+// server. Before, the agent read it and dialled that server with the
+// token; now it refuses to start (status 2) with one line naming the file
+// and the fix, and its healthcheck does not take HEALTH_ADDR from it.
+func TestPlantedDotEnvRefused(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	path := filepath.Join(dir, ".env")
+	planted := "SERVER_URL=ws://" + freeAddr(t) + "\nNODE_TOKEN=" + testToken + "\nHEALTH_ADDR=" + freeAddr(t) + "\n"
+	if err := os.WriteFile(path, []byte(planted), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	env := []string{"STATE_DIR=" + filepath.Join(dir, "state"), "MAX_RECONNECT_ATTEMPTS=1", "HEALTH_ADDR="}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	code := run(ctx, nil, env, &stdout, &stderr)
+	if code != exitUsage {
+		t.Fatalf("exit %d, want 2\n%s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], path) || !strings.Contains(lines[1], "chmod go-w "+path) {
+		t.Errorf("stderr %q, want the heading and one line naming %s and chmod go-w", lines, path)
+	}
+	if strings.Contains(stdout.String()+stderr.String(), testToken) {
+		t.Error("token in output")
+	}
+
+	var hcOut, hcErr syncBuffer
+	code = run(ctx, []string{"healthcheck"}, nil, &hcOut, &hcErr)
+	out, errOut := hcOut.String(), hcErr.String()
+	if code != exitFailure || !strings.Contains(errOut, "chmod go-w") || strings.Contains(out+errOut, testToken) {
+		t.Errorf("healthcheck with the planted .env: exit %d, stdout %q, stderr %q; want 1 naming the fix", code, out, errOut)
+	}
+}
+
+// TestRunLogsDotEnvPath: the agent says at info which .env it read (the
+// path, never a value).
+func TestRunLogsDotEnvPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	path := filepath.Join(dir, ".env")
+	content := "SERVER_URL=ws://" + freeAddr(t) + "\nNODE_TOKEN=" + testToken + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"STATE_DIR=" + filepath.Join(dir, "state"), "HEALTH_ADDR=", "LOG_FORMAT=json",
+		"MAX_RECONNECT_ATTEMPTS=1", "RECONNECT_DELAY=10ms", "RECONNECT_MAX_DELAY=20ms",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	if code := run(ctx, nil, env, &stdout, &stderr); code != exitFailure {
+		t.Fatalf("exit %d, want 1 (no server)\n%s", code, stderr.String())
+	}
+	logs := stderr.String()
+	want := `"msg":"configuration read from file","path":"` + path + `"`
+	if !strings.Contains(logs, want) {
+		t.Errorf("log lacks %s:\n%s", want, logs)
+	}
+	if strings.Contains(logs+stdout.String(), testToken) {
+		t.Error("token in output")
+	}
+}
