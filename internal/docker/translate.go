@@ -26,8 +26,8 @@ type createSpec struct {
 	Host    *container.HostConfig
 	Volumes []string       // named volumes to create (with the agent's labels) first
 	Binds   []policy.Mount // bind sources to make (policy.Volumes.Ensure) first
-	Disk    int64    // requested disk limit in bytes; applied by limitDisk
-	Hash    string   // of the normalised request, also in the LabelSpec label
+	Disk    int64          // requested disk limit in bytes; applied by limitDisk
+	Hash    string         // of the normalised request, also in the LabelSpec label
 }
 
 // translateOptions is the node-local part of a translation.
