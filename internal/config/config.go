@@ -38,7 +38,7 @@ type Config struct {
 	ShutdownTimeout       time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGINT/SIGTERM, how long in-flight commands may finish before the agent exits"`
 	OutboxLimit           int           `env:"OUTBOX_LIMIT" envDefault:"1000" help:"command results kept while disconnected, sent after the next identify"`
 
-	VolumeRoots         []string      `env:"VOLUME_ROOTS" envDefault:"/var/lib/lormas/volumes" help:"comma-separated absolute directories under which bind-mount volumes may live"`
+	VolumeRoots         []string      `env:"VOLUME_ROOTS" envDefault:"/var/lib/lormas/volumes" help:"comma-separated absolute directories (not nested) for bind mounts: each bind source is one directory directly under a root, made by the agent"`
 	AllowUnmanaged      bool          `env:"ALLOW_UNMANAGED" envDefault:"false" help:"let the server act on containers this agent did not create"`
 	StatusEvents        bool          `env:"STATUS_EVENTS" envDefault:"true" help:"send container_event and inventory messages (false for a server that rejects unknown types)"`
 	DiskLimitMode       string        `env:"DISK_LIMIT_MODE" envDefault:"warn" help:"when the storage driver cannot enforce resources.disk: warn (create, with a warning) or strict (fail)"`
