@@ -40,7 +40,7 @@ type Config struct {
 	OutboxLimit           int           `env:"OUTBOX_LIMIT" envDefault:"1000" help:"command results kept while disconnected, sent after the next identify"`
 	MaxPendingBytes       ByteSize      `env:"MAX_PENDING_BYTES" envDefault:"64m" help:"memory that commands accepted and not finished may hold (or a size: 64m, 1GiB), a quarter of it per container; a command that does not fit is answered at once with unavailable"`
 
-	VolumeRoots         []string      `env:"VOLUME_ROOTS" envDefault:"/var/lib/lormas/volumes" help:"comma-separated absolute directories under which bind-mount volumes may live"`
+	VolumeRoots         []string      `env:"VOLUME_ROOTS" envDefault:"/var/lib/lormas/volumes" help:"comma-separated absolute directories (not nested) for bind mounts: each bind source is one directory directly under a root, made by the agent"`
 	AllowUnmanaged      bool          `env:"ALLOW_UNMANAGED" envDefault:"false" help:"let the server act on containers this agent did not create"`
 	StatusEvents        bool          `env:"STATUS_EVENTS" envDefault:"true" help:"send container_event and inventory messages (false for a server that rejects unknown types)"`
 	DiskLimitMode       string        `env:"DISK_LIMIT_MODE" envDefault:"warn" help:"when the storage driver cannot enforce resources.disk: warn (create, with a warning) or strict (fail)"`

@@ -273,6 +273,8 @@ func TestInvalidValues(t *testing.T) {
 		{"VOLUME_ROOTS=relative/dir", `VOLUME_ROOTS: "relative/dir" is not an absolute path`},
 		{"VOLUME_ROOTS=/", `VOLUME_ROOTS: "/" would allow`},
 		{"VOLUME_ROOTS= , ", "VOLUME_ROOTS: must list at least one"},
+		{"VOLUME_ROOTS=/srv/v,/srv/v/inner", `VOLUME_ROOTS: "/srv/v" and "/srv/v/inner" nest`},
+		{"VOLUME_ROOTS=/srv/v/,/srv/v", `VOLUME_ROOTS: "/srv/v/" and "/srv/v" nest`},
 		{"ALLOW_UNMANAGED=perhaps", "ALLOW_UNMANAGED: "},
 		{"STATUS_EVENTS=2", "STATUS_EVENTS: "},
 		{"CONTAINER_PIDS_LIMIT=0", "CONTAINER_PIDS_LIMIT: 0 is out of range"},

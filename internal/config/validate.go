@@ -110,12 +110,20 @@ func (c *Config) validate(failed map[string]bool) []string {
 	if len(c.VolumeRoots) == 0 {
 		add("VOLUME_ROOTS", "must list at least one directory")
 	}
-	for _, r := range c.VolumeRoots {
+	for i, r := range c.VolumeRoots {
 		switch {
 		case !filepath.IsAbs(r):
 			add("VOLUME_ROOTS", "%q is not an absolute path", r)
 		case filepath.Clean(r) == "/":
 			add("VOLUME_ROOTS", `"/" would allow every host path`)
+		}
+		// A root inside another would be on the way to bind sources that
+		// a workload bound under the outer root could write.
+		for _, o := range c.VolumeRoots[:i] {
+			a, b := filepath.Clean(r), filepath.Clean(o)
+			if filepath.IsAbs(a) && filepath.IsAbs(b) && (a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")) {
+				add("VOLUME_ROOTS", "%q and %q nest: a root may not lie inside another", o, r)
+			}
 		}
 	}
 

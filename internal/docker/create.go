@@ -22,6 +22,12 @@ func (e *Engine) Create(ctx context.Context, cmd *protocol.Command, progress fun
 		return protocol.CreateResult{}, nil, protocol.Errorf(protocol.CodeInvalid, "create called for a %s command", cmd.Action)
 	}
 	id := cmd.ContainerID
+	if hasBind(cmd.EggConfig) {
+		if err := e.checkRoots(ctx); err != nil {
+			return protocol.CreateResult{}, nil, protocol.Errorf(protocol.CodeUnavailable,
+				"create container %s: cannot check yet whether the agent sees the volume roots as Docker does: %w", id, err)
+		}
+	}
 	spec, err := translate(cmd, translateOptions{Owner: e.owner, Volumes: e.volumes, PidsLimit: e.pidsLimit, LogOpts: e.logOpts})
 	if err != nil {
 		return protocol.CreateResult{}, nil, fmt.Errorf("create container %s: %w", id, err)
@@ -29,6 +35,9 @@ func (e *Engine) Create(ctx context.Context, cmd *protocol.Command, progress fun
 
 	if existing, ok, err := e.existing(ctx, id, spec.Hash); err != nil || ok {
 		return protocol.CreateResult{ContainerID: existing}, nil, err
+	}
+	if err := e.ensureBinds(ctx, spec); err != nil {
+		return protocol.CreateResult{}, nil, err
 	}
 
 	var warnings []string

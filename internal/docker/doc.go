@@ -3,7 +3,10 @@
 //
 // Every command passes through the node-local policy (internal/policy) before
 // it touches Docker: only containers carrying the agent's labels are acted
-// on, and bind mounts must lie under the configured volume roots. The
+// on, and a bind mount is one directory directly under a configured volume
+// root, made by the agent itself and given to Docker as a mount it may not
+// create (binds.go); the agent checks that it sees each root at the path
+// Docker does (visibility.go, mountinfo.go). The
 // translation of a create command into Docker's container configuration is a
 // pure function (translate.go), so the hardening defaults can be read and
 // tested in one place.

@@ -49,6 +49,8 @@ type Options struct {
 	LogMaxFile     int      // json-file max-file; default DefaultLogMaxFile
 	CallTimeout    time.Duration
 	Logger         *slog.Logger
+
+	probe *selfProbe // where to look for the agent's own mounts; tests set it
 }
 
 // Engine executes commands against the Docker Engine. It is safe for
@@ -72,10 +74,20 @@ type Engine struct {
 
 	// Events resubscription backoff (tests shorten it).
 	eventsMinBackoff, eventsMaxBackoff time.Duration
+
+	// Whether the agent sees the volume roots as Docker does (visibility.go).
+	probe        selfProbe
+	rootsMu      sync.Mutex
+	rootsChecked bool
+	selfID       string // the agent's own container on this daemon, or ""
 }
 
 // New returns an Engine for the Docker Engine configured in the environment.
-// It does not contact the daemon: a daemon that is down shows up as
+// It checks the volume roots: it logs a warning for each root that others
+// may write to, and finds out whether the agent sees each root at the path
+// Docker does (asking the daemon only when the agent runs in a container of
+// its own; a daemon that is down then defers the check to the first create
+// with a bind mount). Otherwise a daemon that is down shows up as
 // unavailable errors (and in Info) until it comes back.
 func New(opts Options) (*Engine, error) {
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -150,6 +162,19 @@ func newEngine(cli *client.Client, opts Options) (*Engine, error) {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.log = e.log.With("component", "docker")
+	e.volumes.SetLogger(e.log)
+	e.probe = defaultProbe(cli)
+	if opts.probe != nil {
+		e.probe = *opts.probe
+	}
+	for _, w := range e.volumes.Audit() {
+		e.log.Warn("volume root is not safe", "problem", w)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(e.callTimeout, startCheckTimeout))
+	defer cancel()
+	if err := e.checkRoots(ctx); err != nil {
+		e.log.Warn("cannot check the volume roots yet: bind mounts wait until the Docker Engine answers", "err", err)
+	}
 	return e, nil
 }
 

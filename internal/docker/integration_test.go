@@ -6,12 +6,14 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/go-connections/nat"
 
@@ -78,9 +80,21 @@ func TestCreateAsAsked(t *testing.T) {
 	if h.LogConfig.Type != "json-file" || !maps.Equal(h.LogConfig.Config, map[string]string{"max-size": "10485760", "max-file": "3"}) {
 		t.Errorf("LogConfig %+v", h.LogConfig)
 	}
-	wantBinds := []string{it.root + "/data:/data", it.root + "/conf:/conf:ro", vol + ":/vol"}
-	if !slices.Equal(h.Binds, wantBinds) {
-		t.Errorf("Binds %q, want %q", h.Binds, wantBinds)
+	wantMounts := []mount.Mount{
+		{Type: mount.TypeBind, Source: it.root + "/data", Target: "/data"},
+		{Type: mount.TypeBind, Source: it.root + "/conf", Target: "/conf", ReadOnly: true},
+		{Type: mount.TypeVolume, Source: vol, Target: "/vol"},
+	}
+	if len(h.Binds) != 0 || !slices.EqualFunc(h.Mounts, wantMounts, func(a, b mount.Mount) bool {
+		return a.Type == b.Type && a.Source == b.Source && a.Target == b.Target && a.ReadOnly == b.ReadOnly
+	}) {
+		t.Errorf("Binds %q Mounts %+v, want no Binds and Mounts %+v", h.Binds, h.Mounts, wantMounts)
+	}
+	// The agent made the bind sources, as real directories.
+	for _, d := range []string{"data", "conf"} {
+		if fi, err := os.Lstat(it.root + "/" + d); err != nil || !fi.IsDir() {
+			t.Errorf("bind source %s: %v %v", d, fi, err)
+		}
 	}
 	wantPorts := nat.PortMap{
 		"8080/tcp": {{HostIP: "127.0.0.1", HostPort: ""}},
@@ -152,6 +166,8 @@ func TestCreateRefusesVolumes(t *testing.T) {
 		{"/proc", protocol.CodeForbidden},
 		{"/etc", protocol.CodeForbidden},
 		{it.root + "/../escape", protocol.CodeForbidden},
+		{it.root, protocol.CodeForbidden},
+		{it.root + "/a/b", protocol.CodeForbidden},
 		{"relative/path", protocol.CodeInvalid},
 	} {
 		name := it.name("vol")

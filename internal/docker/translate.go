@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/go-connections/nat"
 
 	"github.com/lormas/lormas-agent/internal/policy"
@@ -23,9 +24,10 @@ type createSpec struct {
 	Name    string // the containerId
 	Config  *container.Config
 	Host    *container.HostConfig
-	Volumes []string // named volumes to create (with the agent's labels) first
-	Disk    int64    // requested disk limit in bytes; applied by limitDisk
-	Hash    string   // of the normalised request, also in the LabelSpec label
+	Volumes []string       // named volumes to create (with the agent's labels) first
+	Binds   []policy.Mount // bind sources to make (policy.Volumes.Ensure) first
+	Disk    int64          // requested disk limit in bytes; applied by limitDisk
+	Hash    string         // of the normalised request, also in the LabelSpec label
 }
 
 // translateOptions is the node-local part of a translation.
@@ -119,19 +121,27 @@ func translate(cmd *protocol.Command, o translateOptions) (*createSpec, error) {
 		host.PortBindings[port] = append(host.PortBindings[port], nat.PortBinding{HostIP: p.HostIP, HostPort: hostPort})
 	}
 
+	// Mounts, not Binds: Docker creates a missing Binds source itself,
+	// following symlinks on the way; a missing Mounts source is an error.
+	// The agent makes each bind source itself (Ensure) before the create.
 	for i, v := range egg.Volumes {
 		m, err := o.Volumes.Check(v.Host)
 		if err != nil {
 			return nil, protocol.Errorf(protocol.CodeOf(err), "eggConfig.volumes[%d]: %w", i, err)
 		}
-		bind := m.Source + ":" + v.Container
-		if v.ReadOnly {
-			bind += ":ro"
+		mt := mount.Mount{Type: mount.TypeVolume, Source: m.Source, Target: v.Container, ReadOnly: v.ReadOnly}
+		switch m.Kind {
+		case policy.BindMount:
+			mt.Type = mount.TypeBind
+			if !slices.Contains(spec.Binds, m) {
+				spec.Binds = append(spec.Binds, m)
+			}
+		case policy.NamedVolume:
+			if !slices.Contains(spec.Volumes, m.Source) {
+				spec.Volumes = append(spec.Volumes, m.Source)
+			}
 		}
-		host.Binds = append(host.Binds, bind)
-		if m.Kind == policy.NamedVolume && !slices.Contains(spec.Volumes, m.Source) {
-			spec.Volumes = append(spec.Volumes, m.Source)
-		}
+		host.Mounts = append(host.Mounts, mt)
 	}
 
 	spec.Config, spec.Host = cfg, host

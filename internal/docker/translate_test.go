@@ -3,11 +3,13 @@ package docker
 import (
 	"maps"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/go-connections/nat"
 
 	"github.com/lormas/lormas-agent/internal/policy"
@@ -22,6 +24,9 @@ func testTranslateOptions(t *testing.T) (translateOptions, string) {
 	}
 	vols, err := policy.NewVolumes([]string{root})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vols.MarkVisible(root); err != nil {
 		t.Fatal(err)
 	}
 	return translateOptions{
@@ -177,15 +182,28 @@ func TestTranslateVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{root + "/data:/data", root + "/conf:/etc/app:ro", "pgdata:/var/lib/postgresql", "pgdata:/backup:ro"}
-	if !slices.Equal(spec.Host.Binds, want) {
-		t.Errorf("Binds = %q, want %q", spec.Host.Binds, want)
+	want := []mount.Mount{
+		{Type: mount.TypeBind, Source: root + "/data", Target: "/data"},
+		{Type: mount.TypeBind, Source: root + "/conf", Target: "/etc/app", ReadOnly: true},
+		{Type: mount.TypeVolume, Source: "pgdata", Target: "/var/lib/postgresql"},
+		{Type: mount.TypeVolume, Source: "pgdata", Target: "/backup", ReadOnly: true},
+	}
+	if !slices.EqualFunc(spec.Host.Mounts, want, func(a, b mount.Mount) bool { return reflect.DeepEqual(a, b) }) {
+		t.Errorf("Mounts = %+v, want %+v", spec.Host.Mounts, want)
 	}
 	if !slices.Equal(spec.Volumes, []string{"pgdata"}) {
 		t.Errorf("named volumes = %q, want [pgdata]", spec.Volumes)
 	}
-	if len(spec.Host.Mounts) != 0 {
-		t.Errorf("Mounts = %v, want none", spec.Host.Mounts)
+	wantBinds := []policy.Mount{
+		{Kind: policy.BindMount, Source: root + "/data", Root: root, Name: "data"},
+		{Kind: policy.BindMount, Source: root + "/conf", Root: root, Name: "conf"},
+	}
+	if !slices.Equal(spec.Binds, wantBinds) {
+		t.Errorf("bind sources to make = %+v, want %+v", spec.Binds, wantBinds)
+	}
+	// Binds would let Docker create a missing source itself, following symlinks.
+	if len(spec.Host.Binds) != 0 {
+		t.Errorf("Binds = %q, want none", spec.Host.Binds)
 	}
 }
 
@@ -200,6 +218,8 @@ func TestTranslateVolumeRefused(t *testing.T) {
 		{"/proc", protocol.CodeForbidden},
 		{root + "/../etc", protocol.CodeForbidden},
 		{"/etc", protocol.CodeForbidden},
+		{root, protocol.CodeForbidden},
+		{root + "/a/b", protocol.CodeForbidden},
 		{"relative/dir", protocol.CodeInvalid},
 	} {
 		egg := &protocol.EggConfig{Image: "nginx", Volumes: []protocol.Volume{{Host: root + "/ok", Container: "/ok"}, {Host: tt.host, Container: "/x"}}}

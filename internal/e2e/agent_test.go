@@ -23,8 +23,10 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// The seed document's command examples with only the image replaced (and
-// the id the seed's server puts on each command; "Command Message Format").
+// The seed document's command examples with only the image and the bind's
+// host directory replaced (the seed binds "/data"; a bind source is one
+// directory directly under a volume root, so the test binds <root>/data), and
+// the id the seed's server puts on each command ("Command Message Format").
 const (
 	seedCreateJSON = `{
   "type": "command",
@@ -37,7 +39,7 @@ const (
       {"host": 8080, "container": 80}
     ],
     "volumes": [
-      {"host": "/data", "container": "/app/data"}
+      {"host": "%s", "container": "/app/data"}
     ]
   },
   "resources": {
@@ -152,15 +154,11 @@ func TestAgentBinary(t *testing.T) {
 		t.Cleanup(func() { removeContainer(t, cli, name) })
 	}
 
-	// Docker creates a missing bind source: remove /data again if this test made it.
-	if _, err := os.Stat("/data"); os.IsNotExist(err) {
-		t.Cleanup(func() { _ = os.Remove("/data") })
-	}
-
 	nodeID := "node-" + randomHex(t, 8)
 	token := nodeToken(t, nodeID)
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	dir := t.TempDir()
+	volumeRoot := dir + "/volumes"
 	healthAddr := freeAddr(t)
 	agent := start(t, "lormas-agent", dir,
 		"SERVER_URL="+srv.URL()+"/", // a trailing slash must not produce //api
@@ -172,7 +170,7 @@ func TestAgentBinary(t *testing.T) {
 		"RECONNECT_MAX_DELAY=500ms",
 		"SHUTDOWN_TIMEOUT=20s",
 		"HEALTH_ADDR="+healthAddr,
-		"VOLUME_ROOTS=/data",
+		"VOLUME_ROOTS="+volumeRoot,
 	)
 
 	t.Run("identify, inventory, pong, heartbeats", func(t *testing.T) {
@@ -213,7 +211,7 @@ func TestAgentBinary(t *testing.T) {
 	})
 
 	t.Run("seed create/start/logs/stop/restart/delete", func(t *testing.T) {
-		send(t, srv, fmt.Sprintf(seedCreateJSON, image))
+		send(t, srv, fmt.Sprintf(seedCreateJSON, image, volumeRoot+"/data"))
 		r := mustSucceed(t, srv, "seed-create", 60*time.Second)
 		info := inspect(t, cli, "container-uuid")
 		if got := r.Result.(map[string]any)["containerId"]; got != info.ID {
@@ -228,7 +226,7 @@ func TestAgentBinary(t *testing.T) {
 		if !slices.Contains(info.Config.Env, "ENV_VAR=value") {
 			t.Errorf("env %v lacks ENV_VAR=value", info.Config.Env)
 		}
-		if len(info.Mounts) != 1 || info.Mounts[0].Source != "/data" || info.Mounts[0].Destination != "/app/data" {
+		if len(info.Mounts) != 1 || info.Mounts[0].Source != volumeRoot+"/data" || info.Mounts[0].Destination != "/app/data" {
 			t.Errorf("mounts %+v", info.Mounts)
 		}
 		if len(r.Warnings) == 0 {

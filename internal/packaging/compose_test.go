@@ -5,21 +5,26 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	composecli "github.com/compose-spec/compose-go/v2/cli"
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/lormas/lormas-agent/internal/dockertest"
+	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 // composeCommand returns the Compose tool as an argv prefix: $COMPOSE (e.g.
@@ -148,7 +153,7 @@ func (s composeService) mounts(t *testing.T) map[string]struct {
 }
 
 // configSettings are the .env settings the config tests resolve compose.yaml with.
-var configSettings = map[string]string{"DOCKER_GID": "4242", "NODE_NAME": "edge-7"}
+var configSettings = map[string]string{"DOCKER_GID": "4242", "NODE_NAME": "edge-7", "VOLUME_ROOT": "/srv/lormas-volumes"}
 
 // TestComposeConfig: the machine's Compose tool (v1 here) accepts
 // compose.yaml, and what it resolves is the hardened, self-enrolling,
@@ -245,6 +250,13 @@ func checkComposeConfig(t *testing.T, resolved string) {
 	if env("HOST_PROC") != "/host/proc" || env("NODE_NAME") != "edge-7" || env("SERVER_URL") != "ws://lormas-server:3000" {
 		t.Errorf("agent HOST_PROC=%q NODE_NAME=%q SERVER_URL=%q", env("HOST_PROC"), env("NODE_NAME"), env("SERVER_URL"))
 	}
+	// The volume root is mounted at the identical path, or the agent cannot
+	// see bind sources where Docker does (and refuses bind mounts).
+	if root := env("VOLUME_ROOTS"); root != "/srv/lormas-volumes" {
+		t.Errorf("agent VOLUME_ROOTS=%q, want VOLUME_ROOT's /srv/lormas-volumes", root)
+	} else if m, ok := mounts[root]; !ok || m.target != root || m.readOnly {
+		t.Errorf("agent mounts of the volume root %s: %+v (all: %v); want it read-write at the identical path", root, m, mounts)
+	}
 
 	// Enrollment: the server exports its generated token into a volume the
 	// agent mounts read-only, at the path the agent reads.
@@ -303,6 +315,17 @@ func TestComposeStack(t *testing.T) {
 
 	adminToken, nodeName := randomToken(), uniqueName("compose-node-")
 	port := freePort(t)
+	// The volume root: a fresh host directory (t.TempDir's parent is private
+	// to root, and the agent runs as 65532); compose mounts it into the agent.
+	base, err := os.MkdirTemp("", "lormas-compose-volumes-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	volumeRoot := filepath.Join(base, "volumes")
 	p := newComposeProject(t, uniqueName("lormaspkgtest"), map[string]string{
 		"DOCKER_GID":          strconv.Itoa(socketGroup(t)),
 		"LORMAS_BIND":         "127.0.0.1",
@@ -314,6 +337,7 @@ func TestComposeStack(t *testing.T) {
 		"LORMAS_AGENT_IMAGE":  agentTag,
 		"LORMAS_VERSION":      buildVersion,
 		"LORMAS_COMMIT":       buildCommit,
+		"VOLUME_ROOT":         volumeRoot,
 	})
 	t.Cleanup(func() {
 		ctx, cancel := contextWithTimeout()
@@ -361,6 +385,47 @@ func TestComposeStack(t *testing.T) {
 	}
 	second := api.waitNode(ctx, t, nodeName)
 	driveWorkload(ctx, t, api, cli, second.ID, workload)
+	driveBind(ctx, t, api, cli, second.ID, workload, volumeRoot)
+}
+
+// driveBind creates a container with a bind mount under the volume root
+// through the server and the compose agent: the agent sees the root (compose
+// mounts it at the identical path) and makes the directory, a real one of
+// the agent's user, given to Docker as a bind mount; a nested path is
+// refused.
+func driveBind(ctx context.Context, t *testing.T, api *adminAPI, cli *client.Client, nodeID, workloadImage, root string) {
+	t.Helper()
+	name := uniqueName("lormas-pkgtest-bind-")
+	t.Cleanup(func() {
+		_ = cli.ContainerRemove(context.Background(), name, container.RemoveOptions{Force: true})
+	})
+	noTTY := false
+	egg := func(host string) *protocol.EggConfig {
+		return &protocol.EggConfig{
+			Image: workloadImage, PullPolicy: protocol.PullNever, Command: []string{"-lines", "1"}, TTY: &noTTY,
+			Volumes: []protocol.Volume{{Host: host, Container: "/data"}},
+		}
+	}
+	api.command(ctx, t, nodeID, protocol.Command{Action: protocol.ActionCreate, ContainerID: name, EggConfig: egg(root + "/" + name)})
+	inspect, err := cli.ContainerInspect(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := inspect.Mounts; len(m) != 1 || m[0].Type != "bind" || m[0].Source != root+"/"+name || m[0].Destination != "/data" {
+		t.Errorf("mounts %+v, want %s/%s bound at /data", m, root, name)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(root+"/"+name, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR || st.Uid != 65532 {
+		t.Errorf("bind source %s/%s: %v, mode %o, uid %d; want a directory of the agent's uid 65532", root, name, err, st.Mode, st.Uid)
+	}
+	var res protocol.CommandResult
+	nested := protocol.Command{Action: protocol.ActionCreate, ContainerID: name + "-2", EggConfig: egg(root + "/" + name + "/x")}
+	if _, err := api.do(ctx, http.MethodPost, "/api/nodes/"+nodeID+"/commands", nested, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Code != protocol.CodeForbidden || !strings.Contains(res.Error, "nested deeper than one directory") {
+		t.Errorf("create binding a nested path: %s %s %q, want forbidden", res.Status, res.Code, res.Error)
+	}
 }
 
 // composeContainer is the id of the project's container for service.

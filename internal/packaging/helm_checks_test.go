@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"encoding/json"
+	"fmt"
 	"path"
 	"slices"
 	"strconv"
@@ -81,6 +82,48 @@ func checkHardened(t *testing.T, m manifests) {
 	}
 	if got := m.configMap.Data["HOST_PROC"]; got != "/host/proc" {
 		t.Errorf("HOST_PROC %q, want /host/proc", got)
+	}
+	// Each volume root: a hostPath mounted read-write at the identical path,
+	// or the agent cannot see bind sources where Docker does.
+	roots := strings.Split(m.configMap.Data["VOLUME_ROOTS"], ",")
+	for _, root := range roots {
+		mount := mountAt(c, root)
+		if mount == nil || mount.ReadOnly || mount.SubPath != "" {
+			t.Errorf("volume root %s: agent mount %+v, want it read-write at the identical path", root, mount)
+			continue
+		}
+		v := volumeNamed(pod, mount.Name)
+		if v == nil || v.HostPath == nil || v.HostPath.Path != root || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+			t.Errorf("volume root %s: volume %s, want hostPath %s (DirectoryOrCreate)", root, volJSON(v), root)
+		}
+	}
+	// Init containers: root only to chown, with CHOWN alone.
+	for _, ic := range pod.InitContainers {
+		sc := ic.SecurityContext
+		if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") ||
+			!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"CHOWN"}) {
+			t.Errorf("init container %s security %+v: want drop ALL, add only CHOWN", ic.Name, sc)
+			continue
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("init container %s %+v: want no privilege escalation and a read-only root", ic.Name, sc)
+		}
+	}
+	if ic := initContainer(pod, "volume-roots-permissions"); ic != nil {
+		var want []string
+		for _, root := range roots {
+			want = append(want, fmt.Sprintf("chown 0:0 '%s' && chmod 0755 '%s' && chown %d:%d '%s'", root, root, agentUID, agentUID, root))
+			if mountAt(ic, root) == nil {
+				t.Errorf("init container does not mount the volume root %s", root)
+			}
+		}
+		// With CHOWN alone, chmod must run while root owns the directory.
+		if cmd := ic.Command[len(ic.Command)-1]; cmd != strings.Join(want, " && ") {
+			t.Errorf("volume-roots-permissions runs %q, want %q", cmd, strings.Join(want, " && "))
+		}
+		if len(ic.VolumeMounts) != len(roots) {
+			t.Errorf("volume-roots-permissions mounts %+v, want only the roots", ic.VolumeMounts)
+		}
 	}
 	for _, mount := range c.VolumeMounts {
 		v := volumeNamed(pod, mount.Name)
@@ -297,10 +340,10 @@ func checkEnrollment(t *testing.T, m manifests) {
 	if mount := mountFor(c, state.Value); mount.ReadOnly {
 		t.Error("STATE_DIR is mounted read-only")
 	}
-	if len(pod.InitContainers) != 1 {
-		t.Fatalf("%d init containers, want the state-permissions one", len(pod.InitContainers))
+	ic := initContainer(pod, "state-permissions")
+	if ic == nil {
+		t.Fatalf("init containers %+v: want a state-permissions one", pod.InitContainers)
 	}
-	ic := pod.InitContainers[0]
 	sc := ic.SecurityContext
 	if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 		t.Fatalf("init container security %+v: want drop ALL", sc)
@@ -369,9 +412,24 @@ func checkCustom(t *testing.T, m manifests) {
 		}
 	}
 	checkTokenFile(t, m, "TLS_CA_FILE", "lormas-ca", "bundle.pem")
+	if got := m.configMap.Data["VOLUME_ROOTS"]; got != "/srv/lormas/volumes,/data/volumes" {
+		t.Errorf("VOLUME_ROOTS %q, want volumeRoots joined", got)
+	}
+	if initContainer(pod, "volume-roots-permissions") == nil {
+		t.Error("no volume-roots-permissions init container")
+	}
 	if e := findEnv(c, "HTTPS_PROXY"); e == nil || e.Value != "http://proxy.internal:3128" {
 		t.Errorf("HTTPS_PROXY %+v", e)
 	}
+}
+
+func initContainer(pod corev1.PodSpec, name string) *corev1.Container {
+	for i := range pod.InitContainers {
+		if pod.InitContainers[i].Name == name {
+			return &pod.InitContainers[i]
+		}
+	}
+	return nil
 }
 
 func checkSupplementalGroups(t *testing.T, m manifests, want ...int64) {

@@ -147,7 +147,7 @@ func TestHelmLint(t *testing.T) {
 // pass the hardening assertions.
 var helmCases = map[string]string{
 	"default":  "",
-	"per-node": "token:\n  source: perNode\n  perNode:\n    secretName: fleet-tokens\n",
+	"per-node": "token:\n  source: perNode\n  perNode:\n    secretName: fleet-tokens\nvolumeRootsPermissions:\n  enabled: false\n",
 	"enrollment": `token:
   source: enrollment
   enrollment:
@@ -205,6 +205,9 @@ config:
   LOG_LEVEL: debug
   MAX_CONCURRENT_COMMANDS: 8
 healthPort: 9100
+volumeRoots:
+  - /srv/lormas/volumes
+  - /data/volumes
 extraEnv:
   - name: HTTPS_PROXY
     value: http://proxy.internal:3128
@@ -232,6 +235,9 @@ func TestHelmTemplate(t *testing.T) {
 				}
 			case "per-node":
 				checkPerNode(t, m)
+				if n := len(m.daemonSet.Spec.Template.Spec.InitContainers); n != 0 {
+					t.Errorf("%d init containers with volumeRootsPermissions disabled, want none", n)
+				}
 			case "enrollment":
 				checkEnrollment(t, m)
 				checkSupplementalGroups(t, m, 105)
@@ -273,9 +279,10 @@ func TestHelmChecksum(t *testing.T) {
 	}
 	base := checksum()
 	for name, values := range map[string]string{
-		"log level":  "config:\n  LOG_LEVEL: debug\n",
-		"server url": "server:\n  url: wss://other.example.com\n",
-		"new key":    "config:\n  HEARTBEAT_INTERVAL: 5s\n  OUTBOX_LIMIT: 10\n",
+		"log level":    "config:\n  LOG_LEVEL: debug\n",
+		"server url":   "server:\n  url: wss://other.example.com\n",
+		"new key":      "config:\n  HEARTBEAT_INTERVAL: 5s\n  OUTBOX_LIMIT: 10\n",
+		"volume roots": "volumeRoots: [/srv/v]\n",
 	} {
 		if got := checksum(values); got == base {
 			t.Errorf("%s changed, checksum/config stayed %s", name, got)
@@ -293,16 +300,22 @@ func TestHelmChecksum(t *testing.T) {
 // that are misspelt, fail the render instead of being ignored.
 func TestHelmRejects(t *testing.T) {
 	for name, c := range map[string]struct{ values, want string }{
-		"token in config":       {"config:\n  NODE_TOKEN: abc\n", "NODE_TOKEN"},
-		"enrollment in config":  {"config:\n  ENROLLMENT_TOKEN: abc\n", "ENROLLMENT_TOKEN"},
-		"token in extraEnv":     {"extraEnv:\n  - name: NODE_TOKEN\n    value: abc\n", "extraEnv"},
-		"chart-managed setting": {"config:\n  SERVER_URL: ws://x\n", "SERVER_URL"},
-		"unknown top-level key": {"imagee:\n  tag: x\n", "imagee"},
-		"unknown token source":  {"token:\n  source: plain\n", "source"},
-		"typo in token block":   {"token:\n  existingSecret:\n    nmae: x\n", "nmae"},
-		"root user":             {"podSecurityContext:\n  runAsUser: 0\n  runAsGroup: 0\n", "runAsUser"},
-		"privileged container":  {"securityContext:\n  privileged: true\n", "privileged"},
-		"server url with query": {"server:\n  url: wss://x/?token=abc\n", "url"},
+		"token in config":        {"config:\n  NODE_TOKEN: abc\n", "NODE_TOKEN"},
+		"enrollment in config":   {"config:\n  ENROLLMENT_TOKEN: abc\n", "ENROLLMENT_TOKEN"},
+		"token in extraEnv":      {"extraEnv:\n  - name: NODE_TOKEN\n    value: abc\n", "extraEnv"},
+		"chart-managed setting":  {"config:\n  SERVER_URL: ws://x\n", "SERVER_URL"},
+		"unknown top-level key":  {"imagee:\n  tag: x\n", "imagee"},
+		"unknown token source":   {"token:\n  source: plain\n", "source"},
+		"typo in token block":    {"token:\n  existingSecret:\n    nmae: x\n", "nmae"},
+		"root user":              {"podSecurityContext:\n  runAsUser: 0\n  runAsGroup: 0\n", "runAsUser"},
+		"privileged container":   {"securityContext:\n  privileged: true\n", "privileged"},
+		"server url with query":  {"server:\n  url: wss://x/?token=abc\n", "url"},
+		"volume roots in config": {"config:\n  VOLUME_ROOTS: /srv/v\n", "VOLUME_ROOTS"},
+		"volume roots in env":    {"extraEnv:\n  - name: VOLUME_ROOTS\n    value: /srv/v\n", "volumeRoots"},
+		"nested volume roots":    {"volumeRoots: [/srv/v, /srv/v/inner]\n", "nest"},
+		"relative volume root":   {"volumeRoots: [srv/v]\n", "volumeRoots"},
+		"volume root /":          {"volumeRoots: [/]\n", "volumeRoots"},
+		"no volume root":         {"volumeRoots: []\n", "volumeRoots"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := helmTemplate(t, []string{c.values})

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
@@ -34,40 +36,109 @@ var DefaultForbidden = []string{
 // volumeNameRE is Docker's rule for volume names.
 var volumeNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 
+// bindNameRE is the rule for the one directory of a bind source below its
+// root: Docker's container name rule, so never "." or "..", never hidden.
+var bindNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// maxBindName is the longest directory name (bytes) most file systems take.
+const maxBindName = 255
+
+// exampleName completes the example bind source in refusals.
+const exampleName = "web-1-data"
+
 // MountKind says how a volume's host side is mounted.
 type MountKind int
 
 // Mount kinds.
 const (
-	BindMount   MountKind = iota + 1 // a host directory under a volume root
+	BindMount   MountKind = iota + 1 // one directory directly under a volume root
 	NamedVolume                      // a Docker named volume
 )
 
 // Mount is an approved volume host side.
 type Mount struct {
 	Kind MountKind
-	// Source is the bind's host path with every symlink resolved (what to give
-	// Docker, so a symlink swapped in later is not followed), or the volume's
-	// name.
+	// Source is the bind's host path, Root + "/" + Name (what Docker is
+	// given), or the named volume's name.
 	Source string
+	// Root is the bind's volume root with its symlinks resolved at start;
+	// Name is the directory directly under it. Both empty for a named volume.
+	Root, Name string
+}
+
+// Root is one configured volume root.
+type Root struct {
+	Path     string // as configured, cleaned: what operators and servers write
+	Resolved string // with the symlinks of its existing part resolved at start
+}
+
+// RootStatus is what the agent knows about seeing a root at Docker's path.
+type RootStatus struct {
+	Root
+	Checked bool   // false until the agent looked
+	Visible bool   // the agent sees the root at the same path as Docker
+	Problem string // when checked and not visible: the sentence with the fix
+}
+
+// visibility of a root to the agent.
+type visibility int
+
+const (
+	unchecked visibility = iota
+	visible
+	hidden
+)
+
+type rootState struct {
+	Root
+	vis    visibility
+	reason string // hidden: completes "volume root <path> ..."
 }
 
 // Volumes approves the host side of eggConfig.volumes.
 //
-// The agent resolves symlinks in its own mount namespace: when it runs in a
-// container, mount the volume roots into it at the same paths, or symlinks
-// inside them cannot be seen (paths are then only checked lexically).
+// A bind source is exactly <root>/<name>: one directory directly under a
+// volume root, name a single safe component. The roots themselves and
+// anything nested deeper are refused, and roots may not nest in each other.
+// The agent creates <root>/<name> itself, relative to an open descriptor of
+// the root and without following symlinks, refuses anything there that is not
+// a real directory, and Docker is given the path as a mount that it must not
+// create (Ensure; internal/docker uses HostConfig.Mounts, not Binds).
+//
+// Why this holds against the workloads, not only against the server's
+// strings: Docker resolves a bind source again at every start and restart,
+// also when its restart policy restarts a container without the agent. The
+// path it resolves, <root>/<name>, passes only through host directories no
+// workload can write: the root is never bound into any container, nor is
+// anything above it (roots lie outside the protected paths and other roots),
+// so no workload can add, remove, rename or swap an entry of the root. What a
+// workload can write is the inside of its own <root>/<name>; a symlink it
+// plants there is seen only in its own mount namespace and is never on the
+// way to a bind source, because a nested path (<root>/<name>/link) is never
+// a bind source. A symlink or file planted at <root>/<name> by someone on the
+// host is refused by Ensure. What remains is the host itself: a root must not
+// be writable by anyone but root and the agent (Audit warns).
+//
+// The agent must see each root at the path Docker sees it, or its checks
+// would look at another directory. Roots start unchecked; the Docker layer
+// marks each one visible or hidden (MarkVisible, MarkHidden): binds under an
+// unchecked root are unavailable, under a hidden root forbidden, with the
+// mount to add.
 type Volumes struct {
-	roots     []string // clean, absolute, symlinks resolved
-	shown     []string // roots as configured, for error messages
+	roots     []*rootState
 	forbidden []string // clean, absolute; plus their resolved forms
+
+	mu  sync.RWMutex // guards the visibility of roots
+	log *slog.Logger
 }
 
 // NewVolumes returns the policy for the given roots (VOLUME_ROOTS). forbidden
 // adds paths to DefaultForbidden, such as the unix socket of DOCKER_HOST. A
-// root must be absolute and may not be "/" or a forbidden path.
+// root must be absolute and may not be "/", lie inside a forbidden path, or
+// nest with another root. It touches nothing; roots missing on the host are
+// created at their first use.
 func NewVolumes(roots []string, forbidden ...string) (*Volumes, error) {
-	v := &Volumes{}
+	v := &Volumes{log: slog.New(slog.DiscardHandler)}
 	for _, f := range slices.Concat(DefaultForbidden, forbidden) {
 		if f == "" {
 			continue
@@ -102,8 +173,14 @@ func NewVolumes(roots []string, forbidden ...string) (*Volumes, error) {
 				return nil, fmt.Errorf("volume root %q lies inside the protected path %s", r, f)
 			}
 		}
-		v.roots = append(v.roots, resolved)
-		v.shown = append(v.shown, clean)
+		// A root inside another would be a directory some workload can be
+		// given (<outer>/<name>), and so on the way to the inner root's binds.
+		for _, o := range v.roots {
+			if nests(clean, resolved, o.Path, o.Resolved) {
+				return nil, fmt.Errorf("volume roots %s and %s nest: a root may not lie inside another (a workload bound under the outer one could reach the inner one's bind sources)", o.Path, clean)
+			}
+		}
+		v.roots = append(v.roots, &rootState{Root: Root{Path: clean, Resolved: resolved}})
 	}
 	if len(v.roots) == 0 {
 		return nil, errors.New("no volume root configured")
@@ -111,13 +188,90 @@ func NewVolumes(roots []string, forbidden ...string) (*Volumes, error) {
 	return v, nil
 }
 
-// Roots returns the configured roots, cleaned.
-func (v *Volumes) Roots() []string { return slices.Clone(v.shown) }
+// nests reports whether a root (path a, resolved ra) and another (b, rb) are
+// equal or lie one inside the other.
+func nests(a, ra, b, rb string) bool {
+	for _, x := range []string{a, ra} {
+		for _, y := range []string{b, rb} {
+			if within(x, y) || within(y, x) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// SetLogger sets where Ensure logs what it creates (default: nowhere).
+func (v *Volumes) SetLogger(l *slog.Logger) {
+	if l != nil {
+		v.log = l
+	}
+}
+
+// Roots returns the configured roots.
+func (v *Volumes) Roots() []Root {
+	out := make([]Root, len(v.roots))
+	for i, r := range v.roots {
+		out[i] = r.Root
+	}
+	return out
+}
+
+// Status returns what is known about each root's visibility.
+func (v *Volumes) Status() []RootStatus {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]RootStatus, len(v.roots))
+	for i, r := range v.roots {
+		out[i] = RootStatus{Root: r.Root, Checked: r.vis != unchecked, Visible: r.vis == visible}
+		if r.vis == hidden {
+			out[i].Problem = hiddenProblem(r)
+		}
+	}
+	return out
+}
+
+// MarkVisible records that the agent sees the root at path (Root.Path) at
+// the same path as Docker does.
+func (v *Volumes) MarkVisible(path string) error {
+	return v.mark(path, visible, "")
+}
+
+// MarkHidden records that the agent cannot see the root at path (Root.Path)
+// at the same path as Docker; reason completes the sentence "volume root
+// <path> ...", e.g. "is not mounted into the agent's container at the same
+// path". Binds under it are then refused with the mount to add.
+func (v *Volumes) MarkHidden(path, reason string) error {
+	if reason == "" {
+		reason = "is not visible to the agent at the same path"
+	}
+	return v.mark(path, hidden, reason)
+}
+
+func (v *Volumes) mark(path string, vis visibility, reason string) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, r := range v.roots {
+		if r.Path == path {
+			r.vis, r.reason = vis, reason
+			return nil
+		}
+	}
+	return fmt.Errorf("no volume root %q", path)
+}
+
+// hiddenProblem is the sentence that says a root is hidden and how to fix it.
+func hiddenProblem(r *rootState) string {
+	return fmt.Sprintf("volume root %s %s; add -v %s:%s (compose: volumes:, Helm: volumeRoots)",
+		r.Path, r.reason, r.Path, r.Path)
+}
 
 // Check approves the host side of a volume. A host starting with "/" is a bind
-// mount that must resolve to a volume root or inside one and stay clear of the
-// forbidden paths (forbidden otherwise); a plain Docker volume name is a named
-// volume; anything else is invalid.
+// mount that must be one directory directly under a volume root the agent can
+// see, clear of the protected paths (forbidden otherwise); a plain Docker
+// volume name is a named volume; anything else is invalid. Check looks only at
+// the string and at what is known of the roots; Ensure then makes the
+// directory.
 func (v *Volumes) Check(host string) (Mount, error) {
 	if !strings.HasPrefix(host, "/") {
 		if volumeNameRE.MatchString(host) {
@@ -136,31 +290,69 @@ func (v *Volumes) Check(host string) (Mount, error) {
 	if clean == "/" {
 		return Mount{}, v.refuse(host, "is the host's root directory")
 	}
-	resolved, err := resolve(clean)
-	if err != nil {
-		return Mount{}, v.refuse(host, fmt.Sprintf("cannot be resolved (%v)", err))
-	}
-	if f := v.forbiddenBy(clean, resolved); f != "" {
+	if f := v.forbiddenBy(clean); f != "" {
 		return Mount{}, v.refuse(host, "touches the protected path "+f)
 	}
-	for _, root := range v.roots {
-		// The root itself is allowed: it is what the operator declared
-		// mountable (VOLUME_ROOTS=/data admits the seed's {"host": "/data"}),
-		// and every directory below it is mountable anyway.
-		if within(resolved, root) {
-			return Mount{Kind: BindMount, Source: resolved}, nil
+	parent, name := filepath.Dir(clean), filepath.Base(clean)
+	var root *rootState
+	for _, r := range v.roots {
+		switch {
+		case clean == r.Path || clean == r.Resolved:
+			return Mount{}, v.refuse(host, "is the volume root "+r.Path+" itself")
+		case parent == r.Path || parent == r.Resolved:
+			root = r
+		case within(clean, r.Path) || within(clean, r.Resolved):
+			return Mount{}, v.refuse(host, "is nested deeper than one directory below the volume root "+r.Path)
 		}
 	}
-	if resolved != clean {
-		return Mount{}, v.refuse(host, fmt.Sprintf("resolves to %s, which is not inside a volume root", resolved))
+	if root == nil {
+		return Mount{}, v.refuse(host, "is not under a volume root")
 	}
-	return Mount{}, v.refuse(host, "is not inside a volume root")
+	if len(name) > maxBindName || !bindNameRE.MatchString(name) {
+		return Mount{}, v.refuse(host, fmt.Sprintf("ends in %q, which is not a plain directory name (letters, digits, '_', '.', '-', not starting with '.', '_' or '-', at most %d bytes)", name, maxBindName))
+	}
+	source := root.Resolved + "/" + name
+	if f := v.forbiddenBy(source); f != "" {
+		return Mount{}, v.refuse(host, "touches the protected path "+f)
+	}
+	v.mu.RLock()
+	vis, problem := root.vis, ""
+	if vis == hidden {
+		problem = hiddenProblem(root)
+	}
+	v.mu.RUnlock()
+	switch vis {
+	case unchecked:
+		return Mount{}, protocol.Errorf(protocol.CodeUnavailable,
+			"volume host path %q: the agent has not yet been able to check that it sees the volume root %s at the same path as Docker; try again", host, root.Path)
+	case hidden:
+		return Mount{}, protocol.Errorf(protocol.CodeForbidden, "volume host path %q is refused: %s", host, problem)
+	}
+	return Mount{Kind: BindMount, Source: source, Root: root.Resolved, Name: name}, nil
 }
 
 func (v *Volumes) refuse(host, why string) error {
 	return protocol.Errorf(protocol.CodeForbidden,
-		"volume host path %q %s; bind mounts must lie inside one of the volume roots (%s)",
-		host, why, strings.Join(v.shown, ", "))
+		"volume host path %q %s; bind sources must be one directory directly under a volume root, such as %s (volume roots: %s)",
+		host, why, v.roots[0].Path+"/"+exampleName, strings.Join(v.paths(), ", "))
+}
+
+func (v *Volumes) paths() []string {
+	out := make([]string, len(v.roots))
+	for i, r := range v.roots {
+		out[i] = r.Path
+	}
+	return out
+}
+
+// rootOf returns the root whose resolved path is resolved.
+func (v *Volumes) rootOf(resolved string) *rootState {
+	for _, r := range v.roots {
+		if r.Resolved == resolved {
+			return r
+		}
+	}
+	return nil
 }
 
 // forbiddenBy returns the forbidden path that any of paths equals, lies
@@ -182,10 +374,9 @@ func within(p, dir string) bool {
 }
 
 // resolve returns the clean absolute path p with the symlinks of its longest
-// existing prefix resolved; the missing rest is appended unchanged (Docker
-// creates missing bind sources as directories). An existing component that
-// cannot be resolved, such as a dangling symlink, is an error: Docker would
-// follow it.
+// existing prefix resolved; the missing rest is appended unchanged. An
+// existing component that cannot be resolved, such as a dangling symlink, is
+// an error.
 func resolve(p string) (string, error) {
 	existing, rest := p, ""
 	for {

@@ -10,17 +10,19 @@ import (
 )
 
 // FuzzVolumesCheck checks the invariants of every answer: an approved bind is
-// a clean absolute path that is a root or lies inside one, clear of the protected
-// paths, and approving it again gives the same source; a named volume obeys
-// Docker's name rule; a refusal is forbidden or invalid, never anything else.
+// exactly <resolved root>/<name> with name one safe component (never a root
+// itself, never nested), clear of the protected paths, under a root the agent
+// sees, and approving it again gives the same mount; a named volume obeys
+// Docker's name rule; a refusal is forbidden or invalid (unavailable only
+// while a root is unchecked), never anything else.
 func FuzzVolumesCheck(f *testing.F) {
 	for _, seed := range []string{
 		"/", "//", "/proc", "/proc/self/root", "/sys", "/dev/sda", "/etc/passwd",
 		"/var/run/docker.sock", "/run/docker.sock", "/var/lib/docker",
-		"ROOT/data", "ROOT/data/../../etc", "ROOT/..", "ROOT/./a//b/", "ROOT",
-		"ROOT/link-out/passwd", "ROOT/link-in/app", "ROOT/dangling", "ROOT/up/outside",
-		"ROOT/agent/docker.sock", "ROOT/agent", "ROOT/link-in/../link-out",
-		"SECOND", "SECOND/", "SECOND/x", "SECOND/../root",
+		"ROOT/data", "ROOT/data/../../etc", "ROOT/..", "ROOT/./a//b/", "ROOT", "ROOT/",
+		"ROOT/link-root", "ROOT/link-root/etc", "ROOT/link-in/app", "ROOT/dangling", "ROOT/.",
+		"ROOT/data/app", "ROOT/a..b", "ROOT/.hidden", "ROOT/-x", "ROOT/a b", "LINK/data", "LINK",
+		"SECOND", "SECOND/", "SECOND/x", "SECOND/x/y", "SECOND/../root", "HIDDEN/x", "HIDDEN",
 		"pgdata", "a", "-x", "my_vol.1", "x/y", "", "..", ".", "~", "ROOT/\x00",
 	} {
 		f.Add(seed)
@@ -28,7 +30,9 @@ func FuzzVolumesCheck(f *testing.F) {
 	s := newSandbox(f)
 	f.Fuzz(func(t *testing.T, host string) {
 		host = strings.ReplaceAll(host, "ROOT", s.root)
-		host = strings.ReplaceAll(host, "SECOND", filepath.Join(s.dir, "second-root-missing"))
+		host = strings.ReplaceAll(host, "LINK", s.rootLink)
+		host = strings.ReplaceAll(host, "SECOND", s.second)
+		host = strings.ReplaceAll(host, "HIDDEN", s.hidden)
 		m, err := s.v.Check(host)
 		if err != nil {
 			if c := protocol.CodeOf(err); c != protocol.CodeForbidden && c != protocol.CodeInvalid {
@@ -38,28 +42,41 @@ func FuzzVolumesCheck(f *testing.F) {
 		}
 		switch m.Kind {
 		case NamedVolume:
-			if m.Source != host || !volumeNameRE.MatchString(host) {
-				t.Fatalf("Check(%q) approved named volume %q", host, m.Source)
+			if m.Source != host || !volumeNameRE.MatchString(host) || m.Root != "" || m.Name != "" {
+				t.Fatalf("Check(%q) approved named volume %+v", host, m)
 			}
 		case BindMount:
-			src := m.Source
-			if !filepath.IsAbs(src) || filepath.Clean(src) != src {
-				t.Fatalf("Check(%q) source %q is not clean and absolute", host, src)
-			}
 			if slices.Contains(strings.Split(host, "/"), "..") {
 				t.Fatalf("Check(%q) approved a path with '..'", host)
 			}
-			inside := false
-			for _, root := range s.v.roots {
-				inside = inside || src == root || strings.HasPrefix(src, root+"/")
+			if m.Source != m.Root+"/"+m.Name || filepath.Clean(m.Source) != m.Source {
+				t.Fatalf("Check(%q) = %+v: source is not the clean <root>/<name>", host, m)
 			}
-			if !inside {
-				t.Fatalf("Check(%q) source %q is not a root or inside one %q", host, src, s.v.roots)
+			if !bindNameRE.MatchString(m.Name) || len(m.Name) > maxBindName || m.Name == "." || m.Name == ".." {
+				t.Fatalf("Check(%q) approved the name %q", host, m.Name)
 			}
-			if f := s.v.forbiddenBy(src); f != "" {
-				t.Fatalf("Check(%q) source %q touches %s", host, src, f)
+			var root *rootState
+			for _, r := range s.v.roots {
+				if r.Resolved == m.Root {
+					root = r
+				}
+				if m.Source == r.Resolved || m.Source == r.Path {
+					t.Fatalf("Check(%q) approved the root %s itself", host, r.Path)
+				}
 			}
-			again, err := s.v.Check(src)
+			if root == nil {
+				t.Fatalf("Check(%q) = %+v: root is not a configured root", host, m)
+			}
+			if root.vis != visible {
+				t.Fatalf("Check(%q) approved a bind under the root %s, which the agent does not see", host, root.Path)
+			}
+			if clean := filepath.Clean(host); clean != m.Source && clean != root.Path+"/"+m.Name {
+				t.Fatalf("Check(%q) = %+v: not the path asked for", host, m)
+			}
+			if f := s.v.forbiddenBy(m.Source); f != "" {
+				t.Fatalf("Check(%q) source %q touches %s", host, m.Source, f)
+			}
+			again, err := s.v.Check(m.Source)
 			if err != nil || again != m {
 				t.Fatalf("Check(%q) = %+v, but Check(source) = %+v, %v", host, m, again, err)
 			}

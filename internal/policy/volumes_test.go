@@ -10,11 +10,12 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// sandbox makes a volume root with symlinks pointing in, out and nowhere, and
-// a fake socket passed as an extra forbidden path.
+// sandbox makes a volume root reached through a symlink, a second root that
+// does not exist yet, a hidden third root, and a fake socket passed as an
+// extra forbidden path.
 type sandbox struct {
-	dir, root, rootLink, sock string
-	v                         *Volumes
+	dir, root, rootLink, second, hidden, sock string
+	v                                         *Volumes
 }
 
 func newSandbox(t testing.TB) *sandbox {
@@ -23,22 +24,28 @@ func newSandbox(t testing.TB) *sandbox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sandbox{dir: dir, root: filepath.Join(dir, "root"), rootLink: filepath.Join(dir, "root-link")}
-	s.sock = filepath.Join(s.root, "agent", "docker.sock")
+	s := &sandbox{
+		dir: dir, root: filepath.Join(dir, "root"), rootLink: filepath.Join(dir, "root-link"),
+		second: filepath.Join(dir, "second-root-missing"), hidden: filepath.Join(dir, "hidden-root"),
+	}
+	s.sock = filepath.Join(dir, "run", "docker.sock")
 	must(t, os.MkdirAll(filepath.Join(s.root, "data", "app"), 0o755))
 	must(t, os.MkdirAll(filepath.Dir(s.sock), 0o755))
 	must(t, os.WriteFile(s.sock, nil, 0o600))
 	must(t, os.MkdirAll(filepath.Join(dir, "outside"), 0o755))
-	must(t, os.Symlink("/etc", filepath.Join(s.root, "link-out")))
-	must(t, os.Symlink(filepath.Join(dir, "outside"), filepath.Join(s.root, "link-outside")))
+	must(t, os.MkdirAll(s.hidden, 0o755))
+	must(t, os.Symlink("/", filepath.Join(s.root, "link-root")))
 	must(t, os.Symlink("data", filepath.Join(s.root, "link-in")))
 	must(t, os.Symlink(filepath.Join(s.root, "nothing"), filepath.Join(s.root, "dangling")))
-	must(t, os.Symlink("..", filepath.Join(s.root, "up")))
+	must(t, os.WriteFile(filepath.Join(s.root, "file"), []byte("x"), 0o644))
 	must(t, os.Symlink(s.root, s.rootLink))
-	s.v, err = NewVolumes([]string{s.rootLink, filepath.Join(dir, "second-root-missing")}, s.sock)
+	s.v, err = NewVolumes([]string{s.rootLink, s.second, s.hidden}, s.sock)
 	if err != nil {
 		t.Fatalf("NewVolumes: %v", err)
 	}
+	must(t, s.v.MarkVisible(s.rootLink))
+	must(t, s.v.MarkVisible(s.second))
+	must(t, s.v.MarkHidden(s.hidden, "is not mounted into the agent's container at the same path"))
 	return s
 }
 
@@ -51,53 +58,61 @@ func must(t testing.TB, err error) {
 
 func TestVolumesCheck(t *testing.T) {
 	s := newSandbox(t)
-	second := filepath.Join(s.dir, "second-root-missing")
 	tests := []struct {
 		name       string
 		host       string
 		wantCode   protocol.Code // "" = allowed
 		wantKind   MountKind
 		wantSource string
+		wantText   string // in the error
 	}{
-		{"existing dir", s.root + "/data/app", "", BindMount, s.root + "/data/app"},
-		{"missing dir under root", s.root + "/new/deep", "", BindMount, s.root + "/new/deep"},
-		{"through the root's symlink", s.rootLink + "/data", "", BindMount, s.root + "/data"},
-		{"trailing slash and double slash", s.root + "//data/app/", "", BindMount, s.root + "/data/app"},
-		{"dot component", s.root + "/./data", "", BindMount, s.root + "/data"},
-		{"symlink staying inside", s.root + "/link-in/app", "", BindMount, s.root + "/data/app"},
-		{"missing root", second + "/x", "", BindMount, second + "/x"},
-		{"named volume", "pgdata", "", NamedVolume, "pgdata"},
-		{"named volume punctuation", "my-vol_1.x", "", NamedVolume, "my-vol_1.x"},
+		{"one dir under the root", s.rootLink + "/data", "", BindMount, s.root + "/data", ""},
+		{"by the resolved root", s.root + "/data", "", BindMount, s.root + "/data", ""},
+		{"missing dir", s.rootLink + "/new", "", BindMount, s.root + "/new", ""},
+		{"trailing slash and double slash", s.rootLink + "//data/", "", BindMount, s.root + "/data", ""},
+		{"dot component", s.rootLink + "/./data", "", BindMount, s.root + "/data", ""},
+		{"dots inside the name", s.rootLink + "/a..b", "", BindMount, s.root + "/a..b", ""},
+		{"under a missing root", s.second + "/x", "", BindMount, s.second + "/x", ""},
+		// A symlink or file at the name passes the string check; Ensure refuses it.
+		{"symlink name, string check", s.rootLink + "/link-root", "", BindMount, s.root + "/link-root", ""},
+		{"named volume", "pgdata", "", NamedVolume, "pgdata", ""},
+		{"named volume punctuation", "my-vol_1.x", "", NamedVolume, "my-vol_1.x", ""},
 
-		{"a root itself", second, "", BindMount, second},
-		{"a root holding the socket", s.root, protocol.CodeForbidden, 0, ""},
-		{"the root with slash", s.rootLink + "/", protocol.CodeForbidden, 0, ""},
-		{"dotdot escape", s.root + "/../outside", protocol.CodeForbidden, 0, ""},
-		{"dotdot that stays inside", s.root + "/data/../data", protocol.CodeForbidden, 0, ""},
-		{"symlink to /etc", s.root + "/link-out/passwd", protocol.CodeForbidden, 0, ""},
-		{"symlink to a sibling dir", s.root + "/link-outside", protocol.CodeForbidden, 0, ""},
-		{"symlink to parent", s.root + "/up/outside", protocol.CodeForbidden, 0, ""},
-		{"dangling symlink", s.root + "/dangling", protocol.CodeForbidden, 0, ""},
-		{"extra forbidden socket", s.sock, protocol.CodeForbidden, 0, ""},
-		{"parent of forbidden socket", filepath.Dir(s.sock), protocol.CodeForbidden, 0, ""},
-		{"outside every root", filepath.Join(s.dir, "outside"), protocol.CodeForbidden, 0, ""},
-		{"root dir", "/", protocol.CodeForbidden, 0, ""},
-		{"root dir doubled", "//", protocol.CodeForbidden, 0, ""},
-		{"docker socket", "/var/run/docker.sock", protocol.CodeForbidden, 0, ""},
-		{"run docker socket", "/run/docker.sock", protocol.CodeForbidden, 0, ""},
-		{"proc", "/proc", protocol.CodeForbidden, 0, ""},
-		{"inside proc", "/proc/1/root", protocol.CodeForbidden, 0, ""},
-		{"sys", "/sys/fs/cgroup", protocol.CodeForbidden, 0, ""},
-		{"etc", "/etc", protocol.CodeForbidden, 0, ""},
+		{"the root itself", s.rootLink, protocol.CodeForbidden, 0, "", "is the volume root " + s.rootLink + " itself"},
+		{"the resolved root itself", s.root + "/", protocol.CodeForbidden, 0, "", "itself"},
+		{"a missing root itself", s.second, protocol.CodeForbidden, 0, "", "itself"},
+		{"nested", s.rootLink + "/data/app", protocol.CodeForbidden, 0, "", "nested deeper than one directory below the volume root " + s.rootLink},
+		{"nested through a planted symlink", s.rootLink + "/link-root/etc", protocol.CodeForbidden, 0, "", "nested"},
+		{"nested through an inner symlink", s.rootLink + "/link-in/app", protocol.CodeForbidden, 0, "", "nested"},
+		{"nested missing", s.second + "/x/y", protocol.CodeForbidden, 0, "", "nested"},
+		{"dotdot escape", s.rootLink + "/../outside", protocol.CodeForbidden, 0, "", "contains '..'"},
+		{"dotdot that stays inside", s.rootLink + "/data/../data", protocol.CodeForbidden, 0, "", "contains '..'"},
+		{"hidden name", s.rootLink + "/.git", protocol.CodeForbidden, 0, "", "not a plain directory name"},
+		{"name with a space", s.rootLink + "/a b", protocol.CodeForbidden, 0, "", "not a plain directory name"},
+		{"name starting with a dash", s.rootLink + "/-x", protocol.CodeForbidden, 0, "", "not a plain directory name"},
+		{"name too long", s.rootLink + "/" + strings.Repeat("a", 256), protocol.CodeForbidden, 0, "", "at most 255 bytes"},
+		{"outside every root", filepath.Join(s.dir, "outside"), protocol.CodeForbidden, 0, "", "is not under a volume root"},
+		{"extra forbidden socket", s.sock, protocol.CodeForbidden, 0, "", "protected path " + s.sock},
+		{"parent of forbidden socket", filepath.Dir(s.sock), protocol.CodeForbidden, 0, "", "protected path"},
+		{"root dir", "/", protocol.CodeForbidden, 0, "", "the host's root directory"},
+		{"root dir doubled", "//", protocol.CodeForbidden, 0, "", "the host's root directory"},
+		{"docker socket", "/var/run/docker.sock", protocol.CodeForbidden, 0, "", "protected path"},
+		{"run docker socket", "/run/docker.sock", protocol.CodeForbidden, 0, "", "protected path"},
+		{"proc", "/proc", protocol.CodeForbidden, 0, "", "protected path"},
+		{"inside proc", "/proc/1/root", protocol.CodeForbidden, 0, "", "protected path"},
+		{"sys", "/sys/fs/cgroup", protocol.CodeForbidden, 0, "", "protected path"},
+		{"etc", "/etc", protocol.CodeForbidden, 0, "", "is not under a volume root"},
+		{"invisible root", s.hidden + "/web", protocol.CodeForbidden, 0, "",
+			"volume root " + s.hidden + " is not mounted into the agent's container at the same path; add -v " + s.hidden + ":" + s.hidden + " (compose: volumes:, Helm: volumeRoots)"},
 
-		{"empty", "", protocol.CodeInvalid, 0, ""},
-		{"relative path", "data/app", protocol.CodeInvalid, 0, ""},
-		{"dot relative", "./data", protocol.CodeInvalid, 0, ""},
-		{"home relative", "~/data", protocol.CodeInvalid, 0, ""},
-		{"single char name", "a", protocol.CodeInvalid, 0, ""},
-		{"name starting with dash", "-vol", protocol.CodeInvalid, 0, ""},
-		{"dotdot name", "..", protocol.CodeInvalid, 0, ""},
-		{"NUL", s.root + "/a\x00b", protocol.CodeInvalid, 0, ""},
+		{"empty", "", protocol.CodeInvalid, 0, "", ""},
+		{"relative path", "data/app", protocol.CodeInvalid, 0, "", ""},
+		{"dot relative", "./data", protocol.CodeInvalid, 0, "", ""},
+		{"home relative", "~/data", protocol.CodeInvalid, 0, "", ""},
+		{"single char name", "a", protocol.CodeInvalid, 0, "", ""},
+		{"name starting with dash", "-vol", protocol.CodeInvalid, 0, "", ""},
+		{"dotdot name", "..", protocol.CodeInvalid, 0, "", ""},
+		{"NUL", s.rootLink + "/a\x00b", protocol.CodeInvalid, 0, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,8 +124,13 @@ func TestVolumesCheck(t *testing.T) {
 				if got := protocol.CodeOf(err); got != tt.wantCode {
 					t.Fatalf("Check(%q) code %s (%v), want %s", tt.host, got, err, tt.wantCode)
 				}
-				if tt.wantCode == protocol.CodeForbidden && !strings.Contains(err.Error(), s.rootLink) {
-					t.Errorf("error %q does not name the allowed roots", err)
+				if !strings.Contains(err.Error(), tt.wantText) {
+					t.Errorf("Check(%q) error %q, want it to contain %q", tt.host, err, tt.wantText)
+				}
+				if tt.wantCode == protocol.CodeForbidden && tt.name != "invisible root" {
+					if want := "bind sources must be one directory directly under a volume root, such as " + s.rootLink + "/web-1-data"; !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not say what is allowed (%q)", err, want)
+					}
 				}
 				return
 			}
@@ -120,7 +140,42 @@ func TestVolumesCheck(t *testing.T) {
 			if m.Kind != tt.wantKind || m.Source != tt.wantSource {
 				t.Errorf("Check(%q) = %+v, want kind %d source %q", tt.host, m, tt.wantKind, tt.wantSource)
 			}
+			if m.Kind == BindMount && m.Source != m.Root+"/"+m.Name {
+				t.Errorf("Check(%q) = %+v: source is not root/name", tt.host, m)
+			}
 		})
+	}
+}
+
+func TestVolumesUncheckedRootIsUnavailable(t *testing.T) {
+	root := t.TempDir()
+	v, err := NewVolumes([]string{root})
+	must(t, err)
+	_, err = v.Check(root + "/x")
+	if protocol.CodeOf(err) != protocol.CodeUnavailable {
+		t.Fatalf("Check under an unchecked root: %v, want unavailable", err)
+	}
+	must(t, v.MarkVisible(root))
+	if _, err := v.Check(root + "/x"); err != nil {
+		t.Fatalf("Check after MarkVisible: %v", err)
+	}
+	if err := v.MarkVisible("/nowhere"); err == nil {
+		t.Error("MarkVisible of an unknown root: want an error")
+	}
+}
+
+func TestVolumesStatus(t *testing.T) {
+	s := newSandbox(t)
+	st := s.v.Status()
+	if len(st) != 3 {
+		t.Fatalf("Status() = %+v", st)
+	}
+	if !st[0].Checked || !st[0].Visible || st[0].Problem != "" || st[0].Resolved != s.root {
+		t.Errorf("first root %+v", st[0])
+	}
+	want := "volume root " + s.hidden + " is not mounted into the agent's container at the same path; add -v " + s.hidden + ":" + s.hidden + " (compose: volumes:, Helm: volumeRoots)"
+	if !st[2].Checked || st[2].Visible || st[2].Problem != want {
+		t.Errorf("hidden root %+v, want problem %q", st[2], want)
 	}
 }
 
@@ -140,46 +195,65 @@ func TestVolumesWideRootStillProtects(t *testing.T) {
 	// An operator may choose a broad root; the protected paths inside it and
 	// their parents stay refused.
 	v, err := NewVolumes([]string{"/var"})
-	if err != nil {
-		t.Fatalf("NewVolumes(/var): %v", err)
-	}
+	must(t, err)
+	must(t, v.MarkVisible("/var"))
 	for _, host := range []string{"/var/run/docker.sock", "/var/lib/docker/volumes/x", "/var/lib", "/var/run"} {
 		if _, err := v.Check(host); protocol.CodeOf(err) != protocol.CodeForbidden {
 			t.Errorf("Check(%q) = %v, want forbidden", host, err)
 		}
 	}
-	if _, err := v.Check("/var/lormas-test-nonexistent/data"); err != nil {
-		t.Errorf("Check of a plain path under /var: %v", err)
+	if _, err := v.Check("/var/lormas-test-nonexistent"); err != nil {
+		t.Errorf("Check of a plain directory under /var: %v", err)
 	}
 }
 
 func TestNewVolumesRefusesBadRoots(t *testing.T) {
-	for _, roots := range [][]string{
-		nil,
-		{""},
-		{"/"},
-		{"//"},
-		{"relative/dir"},
-		{"/proc/volumes"},
-		{"/sys"},
-		{"/var/lib/docker/volumes"},
+	dir := t.TempDir()
+	must(t, os.Mkdir(filepath.Join(dir, "a"), 0o755))
+	must(t, os.Symlink(filepath.Join(dir, "a"), filepath.Join(dir, "link-to-a")))
+	for _, tt := range []struct {
+		roots []string
+		want  string
+	}{
+		{nil, "no volume root"},
+		{[]string{""}, "no volume root"},
+		{[]string{"/"}, "whole host file system"},
+		{[]string{"//"}, "whole host file system"},
+		{[]string{"relative/dir"}, "not an absolute path"},
+		{[]string{"/proc/volumes"}, "inside the protected path /proc"},
+		{[]string{"/sys"}, "inside the protected path /sys"},
+		{[]string{"/var/lib/docker/volumes"}, "inside the protected path /var/lib/docker"},
+		{[]string{dir + "/a", dir + "/a/b"}, "nest"},
+		{[]string{dir + "/a/b", dir + "/a"}, "nest"},
+		{[]string{dir + "/a", dir + "/a/"}, "nest"},
+		{[]string{dir + "/link-to-a/x", dir + "/a"}, "nest"},
 	} {
-		if v, err := NewVolumes(roots); err == nil {
-			t.Errorf("NewVolumes(%q) = %v, want an error", roots, v.Roots())
+		v, err := NewVolumes(tt.roots)
+		if err == nil {
+			t.Errorf("NewVolumes(%q) = %v, want an error", tt.roots, v.Roots())
+			continue
+		}
+		if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("NewVolumes(%q): %v, want it to contain %q", tt.roots, err, tt.want)
 		}
 	}
 	if _, err := NewVolumes([]string{DefaultVolumeRoot}, "relative.sock"); err == nil {
 		t.Error("NewVolumes with a relative forbidden path: want an error")
 	}
+	// Siblings with a common prefix do not nest.
+	if _, err := NewVolumes([]string{dir + "/a", dir + "/ab"}); err != nil {
+		t.Errorf("NewVolumes of siblings: %v", err)
+	}
 }
 
 func TestNewVolumesRoots(t *testing.T) {
 	v, err := NewVolumes([]string{" /srv/lormas/ ", "", "/data/vols"})
-	if err != nil {
-		t.Fatal(err)
+	must(t, err)
+	var got []string
+	for _, r := range v.Roots() {
+		got = append(got, r.Path)
 	}
-	got := strings.Join(v.Roots(), ",")
-	if want := "/srv/lormas,/data/vols"; got != want {
+	if want := "/srv/lormas,/data/vols"; strings.Join(got, ",") != want {
 		t.Errorf("Roots() = %q, want %q", got, want)
 	}
 }

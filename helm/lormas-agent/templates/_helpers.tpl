@@ -83,10 +83,22 @@ Settings that must never carry a token as a plain value: fail the render instead
 {{- fail (printf "config.%s: tokens are never plain values; use token.source (a Secret mounted as a file)" $k) }}
 {{- end }}
 {{- end }}
-{{- $chartVars := list "SERVER_URL" "HEALTH_ADDR" "HOST_PROC" "STATE_DIR" "NODE_NAME" "NODE_TOKEN_FILE" "ENROLLMENT_TOKEN_FILE" "TLS_CA_FILE" "TLS_CERT_FILE" "TLS_KEY_FILE" "TLS_INSECURE_SKIP_VERIFY" }}
+{{- $chartVars := list "SERVER_URL" "HEALTH_ADDR" "HOST_PROC" "STATE_DIR" "NODE_NAME" "NODE_TOKEN_FILE" "ENROLLMENT_TOKEN_FILE" "TLS_CA_FILE" "TLS_CERT_FILE" "TLS_KEY_FILE" "TLS_INSECURE_SKIP_VERIFY" "VOLUME_ROOTS" }}
 {{- range $k, $v := .Values.config }}
 {{- if has $k $chartVars }}
-{{- fail (printf "config.%s is set by the chart (server, healthPort, hostProc, token): set it there" $k) }}
+{{- fail (printf "config.%s is set by the chart (server, healthPort, hostProc, token, volumeRoots): set it there" $k) }}
+{{- end }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if eq .name "VOLUME_ROOTS" }}
+{{- fail "extraEnv VOLUME_ROOTS: set volumeRoots instead (each root must also be mounted into the agent at the same path)" }}
+{{- end }}
+{{- end }}
+{{- range $a := .Values.volumeRoots }}
+{{- range $b := $.Values.volumeRoots }}
+{{- if and (ne $a $b) (hasPrefix (printf "%s/" $b) $a) }}
+{{- fail (printf "volumeRoots %s and %s nest: a root may not lie inside another" $b $a) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- range .Values.extraEnv }}
@@ -114,6 +126,7 @@ HOST_PROC: "/host/proc"
 {{- if .Values.server.tls.insecureSkipVerify }}
 TLS_INSECURE_SKIP_VERIFY: "true"
 {{- end }}
+VOLUME_ROOTS: {{ join "," .Values.volumeRoots | quote }}
 {{- range $k, $v := .Values.config }}
 {{ $k }}: {{ $v | toString | quote }}
 {{- end }}

@@ -15,6 +15,14 @@
 //	-ignore-sigterm     ignore SIGTERM (stop must wait for the grace period)    WORKLOAD_IGNORE_SIGTERM
 //	-exit CODE          exit with CODE after printing; default: sleep forever    WORKLOAD_EXIT
 //
+// File system probes, run first, in this order (for the volume tests):
+//
+//	-cat PATH           print the file PATH ("cat PATH:" then its lines)
+//	-symlink LINK=TGT   create the symlink LINK pointing to TGT ("symlink LINK -> TGT: ok|error")
+//	-escape DIR         try every way out of the bind mount DIR a process of the container
+//	                    can take, printing "escape <what>: ok|<error>" for each
+//	-ls DIR             print "ls DIR: <names, sorted, space-separated>" (every start)
+//
 // As PID 1 of a container a process without a SIGTERM handler never sees
 // SIGTERM, so the workload handles it: it exits 0 unless -ignore-sigterm.
 package main
@@ -27,7 +35,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -43,7 +54,26 @@ func main() {
 	alloc := flag.Int64("alloc", int64(envInt("WORKLOAD_ALLOC", 0)), "bytes of memory to allocate")
 	ignoreTerm := flag.Bool("ignore-sigterm", envBool("WORKLOAD_IGNORE_SIGTERM"), "ignore SIGTERM")
 	exit := flag.Int("exit", envInt("WORKLOAD_EXIT", -1), "exit code after printing; -1 sleeps forever")
+	cat := flag.String("cat", "", "file to print first")
+	symlink := flag.String("symlink", "", "LINK=TARGET: symlink to create")
+	escape := flag.String("escape", "", "bind mount to try to escape from")
+	ls := flag.String("ls", "", "directory to list")
 	flag.Parse()
+
+	if *cat != "" {
+		b, err := os.ReadFile(*cat)
+		fmt.Printf("cat %s: %v\n%s", *cat, err, b)
+	}
+	if *symlink != "" {
+		link, target, _ := strings.Cut(*symlink, "=")
+		fmt.Printf("symlink %s -> %s: %s\n", link, target, result(os.Symlink(target, link)))
+	}
+	if *escape != "" {
+		tryEscape(*escape)
+	}
+	if *ls != "" {
+		list(*ls)
+	}
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -103,6 +133,56 @@ func main() {
 		os.Exit(*exit)
 	}
 	select {}
+}
+
+func result(err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return "ok"
+}
+
+func list(dir string) {
+	entries, err := os.ReadDir(dir)
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	if err != nil {
+		fmt.Printf("ls %s: error %v\n", dir, err)
+		return
+	}
+	fmt.Printf("ls %s: %s\n", dir, strings.Join(names, " "))
+}
+
+// tryEscape attempts, as the container's user with Docker's default
+// capabilities, to change what lies beside or above the bind mount dir on
+// the host: through "..", by replacing the mount point, by planting
+// symlinks, by renaming, and by mounting.
+func tryEscape(dir string) {
+	parent := filepath.Dir(dir)
+	base := filepath.Base(dir)
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"mkdir " + dir + "/../b", func() error { return os.Mkdir(dir+"/../b", 0o755) }},
+		{"symlink " + dir + "/../c -> /", func() error { return os.Symlink("/", dir+"/../c") }},
+		{"write " + dir + "/../planted", func() error { return os.WriteFile(dir+"/../planted", []byte("x"), 0o644) }},
+		{"rename " + dir, func() error { return os.Rename(dir, parent+"/"+base+".old") }},
+		{"remove " + dir, func() error { return os.Remove(dir) }},
+		{"symlink over " + dir, func() error { return os.Symlink("/", dir) }},
+		{"symlink " + dir + "/b -> /", func() error { return os.Symlink("/", dir+"/b") }},
+		{"symlink " + dir + "/up -> ..", func() error { return os.Symlink("..", dir+"/up") }},
+		{"mkdir " + dir + "/up/d", func() error { return os.Mkdir(dir+"/up/d", 0o755) }},
+		{"mount tmpfs on " + dir, func() error { return syscall.Mount("tmpfs", dir, "tmpfs", 0, "") }},
+		{"bind / onto " + dir, func() error { return syscall.Mount("/", dir, "", syscall.MS_BIND, "") }},
+		{"unmount " + dir, func() error { return syscall.Unmount(dir, syscall.MNT_DETACH) }},
+	}
+	for _, s := range steps {
+		fmt.Printf("escape %s: %s\n", s.what, result(s.do()))
+	}
 }
 
 func serveHTTP(addr string) {

@@ -1,0 +1,222 @@
+package docker
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// The volume attacks of issue 7, with the agent on the host (the Engine in
+// this process) and real Docker; agent_container_test.go runs them with the
+// agent in a container.
+
+// bindEgg is a workload with one bind mount at /data.
+func (it *itEnv) bindEgg(host string, args ...string) *protocol.EggConfig {
+	egg := it.egg(args...)
+	egg.TTY = boolp(false)
+	egg.Volumes = []protocol.Volume{{Host: host, Container: "/data"}}
+	return egg
+}
+
+// output returns what a container printed so far (stdout and stderr).
+func (it *itEnv) output(name string) string {
+	it.t.Helper()
+	rc, err := it.cli.ContainerLogs(it.ctx, name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		it.t.Fatalf("logs of %s: %v", name, err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
+		it.t.Fatalf("read logs of %s: %v", name, err)
+	}
+	return out.String()
+}
+
+// waitOutput waits until a container has printed want n times.
+func (it *itEnv) waitOutput(name, want string, n int) string {
+	it.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := it.output(name)
+		if strings.Count(out, want) >= n {
+			return out
+		}
+		if time.Now().After(deadline) {
+			it.t.Fatalf("%s printed %q %d times, want %d; output:\n%s", name, want, strings.Count(out, want), n, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// refused creates name binding host and wants a forbidden answer containing
+// want, with no container left behind.
+func (it *itEnv) refused(name, host, want string) {
+	it.t.Helper()
+	_, _, err := it.eng.Create(it.ctx, it.createCmd(name, it.bindEgg(host)), nil)
+	wantCode(it.t, "create binding "+host, err, protocol.CodeForbidden)
+	if !strings.Contains(err.Error(), want) {
+		it.t.Errorf("create binding %s: %q, want it to contain %q", host, err, want)
+	}
+	if _, err := it.cli.ContainerInspect(it.ctx, name); err == nil {
+		it.t.Errorf("container %s exists after a refused create", name)
+	}
+}
+
+// rootEntries lists the volume root: name, type and inode of each entry.
+func rootEntries(t *testing.T, root string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		fi, err := os.Lstat(filepath.Join(root, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s %v ino=%d", e.Name(), fi.Mode().Type(), fi.Sys().(*syscall.Stat_t).Ino))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestBindSymlinkPlant: a workload bound at <root>/a plants <root>/a/escape
+// -> / in its own directory; a create that binds the symlink, or a path
+// through it, would give a second container the host's "/".
+//
+// The code before this change approved both creates whenever the agent could
+// not see the root (in a container, where it checked the strings only:
+// <root>/a/escape lies inside <root>), and Docker then followed the symlink
+// (TestAgentInContainer reproduces that setting). On the host its
+// EvalSymlinks refused these two, but not the swap of TestBindSwap. Now a
+// bind source is one directory directly under a root, so both are refused
+// from the string alone, wherever the agent runs.
+func TestBindSymlinkPlant(t *testing.T) {
+	it := newIT(t)
+	planter := it.name("planter")
+	it.create(it.createCmd(planter, it.bindEgg(it.root+"/a", "-symlink", "/data/escape=/", "-ls", "/data")))
+	if err := it.eng.Start(it.ctx, planter); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	it.waitOutput(planter, "symlink /data/escape -> /: ok", 1)
+	if target, err := os.Readlink(it.root + "/a/escape"); err != nil || target != "/" {
+		t.Fatalf("planted symlink on the host: %q, %v", target, err)
+	}
+	for _, host := range []string{it.root + "/a/escape", it.root + "/a/escape/etc", it.root + "/a/escape/var/run"} {
+		it.refused(it.name("victim"), host, "is nested deeper than one directory below the volume root "+it.root)
+	}
+}
+
+// TestBindSwap: a workload running as root with Docker's default
+// capabilities, bound at <root>/a, tries every way to change <root> (to swap
+// another container's source for a symlink between create and start, or
+// before a restart): through "..", by renaming, removing or replacing its
+// mount point, by planting symlinks, by mounting. <root>'s entries stay as
+// they were, and a second container bound at <root>/b sees only its own
+// directory, also after restarts by the Docker API (as Docker's restart
+// policy restarts it, without the agent).
+//
+// The code before this change let a workload be bound at the root itself or
+// at a directory above another container's source (<root>/a and
+// <root>/a/b); that workload then swapped the source for a symlink to "/"
+// and Docker followed it at the next start. Both creates are refused now.
+func TestBindSwap(t *testing.T) {
+	it := newIT(t)
+	it.refused(it.name("atroot"), it.root, "is the volume root "+it.root+" itself")
+	it.refused(it.name("atroot"), it.root+"/", "itself")
+	it.refused(it.name("nested"), it.root+"/a/b", "is nested deeper than one directory")
+
+	victim := it.name("victim")
+	egg := it.bindEgg(it.root+"/b", "-ls", "/data")
+	egg.RestartPolicy = "always"
+	it.create(it.createCmd(victim, egg))
+	if err := os.WriteFile(it.root+"/b/victim-marker", []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	attacker := it.name("attacker")
+	it.create(it.createCmd(attacker, it.bindEgg(it.root+"/a", "-escape", "/data", "-exit", "0")))
+	before := rootEntries(t, it.root)
+
+	if err := it.eng.Start(it.ctx, attacker); err != nil {
+		t.Fatalf("Start attacker: %v", err)
+	}
+	if code := it.waitExit(attacker); code != 0 {
+		t.Fatalf("attacker exit code %d", code)
+	}
+	out := it.output(attacker)
+	t.Logf("attacker:\n%s", out)
+	for _, step := range []string{"rename /data", "remove /data", "symlink over /data", "mount tmpfs on /data", "bind / onto /data", "unmount /data"} {
+		if strings.Contains(out, "escape "+step+": ok") {
+			t.Errorf("attacker step %q succeeded", step)
+		}
+	}
+	if after := rootEntries(t, it.root); !slices.Equal(after, before) {
+		t.Errorf("volume root changed by the attacker:\nbefore %q\nafter  %q", before, after)
+	}
+
+	if err := it.eng.Start(it.ctx, victim); err != nil {
+		t.Fatalf("Start victim: %v", err)
+	}
+	want := "ls /data: victim-marker\n"
+	it.waitOutput(victim, want, 1)
+	for i := 2; i <= 3; i++ {
+		if err := it.cli.ContainerRestart(it.ctx, victim, container.StopOptions{Timeout: intp(1)}); err != nil {
+			t.Fatalf("restart %d: %v", i, err)
+		}
+		it.waitOutput(victim, want, i)
+	}
+	if out := it.output(victim); strings.Count(out, "ls /data: ") != strings.Count(out, want) {
+		t.Errorf("the victim saw something else than its own directory:\n%s", out)
+	}
+	c := it.inspect(victim)
+	if len(c.Mounts) != 1 || c.Mounts[0].Source != it.root+"/b" {
+		t.Errorf("victim mounts %+v, want %s/b only", c.Mounts, it.root)
+	}
+}
+
+// TestBindPlantedByHost: what the host put at <root>/<name> is taken only
+// when it is a real directory: a symlink (to "/") or a file there is refused
+// at create. And since Docker is given mounts, not binds, it never makes a
+// missing source itself: a source removed after the create fails the start
+// instead of being made again.
+func TestBindPlantedByHost(t *testing.T) {
+	it := newIT(t)
+	if err := os.Symlink("/", it.root+"/c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(it.root+"/f", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	it.refused(it.name("link"), it.root+"/c", `bind source `+it.root+`/c is a symbolic link (to "/"), not a directory`)
+	it.refused(it.name("file"), it.root+"/f", "bind source "+it.root+"/f exists and is not a directory (a regular file)")
+	if target, err := os.Readlink(it.root + "/c"); err != nil || target != "/" {
+		t.Errorf("the planted symlink was changed: %q %v", target, err)
+	}
+
+	gone := it.name("gone")
+	it.create(it.createCmd(gone, it.bindEgg(it.root+"/gone", "-ls", "/data")))
+	if err := os.Remove(it.root + "/gone"); err != nil {
+		t.Fatal(err)
+	}
+	err := it.eng.Start(it.ctx, gone)
+	if err == nil {
+		t.Fatalf("Start with the bind source removed: no error")
+	}
+	t.Logf("start with the source removed: %v", err)
+	if _, err := os.Lstat(it.root + "/gone"); err == nil {
+		t.Errorf("Docker made the removed bind source again")
+	}
+}
