@@ -99,8 +99,9 @@ type Agent struct {
 
 	mu         sync.Mutex
 	sess       *session // identified session, or nil
-	token      string
-	nodeID     string
+	token      string   // the token of the last dial
+	nodeID     string   // the node id the agent runs as; fixed once set
+	refreshed  string   // the newest token from token_refresh, or ""
 	runtimeErr error // last Info/List outcome, for Ready
 
 	sampleLog *every // heartbeat failures, logged at most once a minute
@@ -167,6 +168,7 @@ func New(opts Options) (*Agent, error) {
 		streams:   newStreams(),
 		sampleLog: newEvery(time.Minute),
 		listLog:   newEvery(time.Minute),
+		nodeID:    opts.NodeID,
 	}
 	return a, nil
 }
@@ -294,7 +296,8 @@ func (a *Agent) setRuntimeErr(err error) {
 	a.mu.Unlock()
 }
 
-// currentNodeID is the node id derived from the current token.
+// currentNodeID is the node id the agent runs as (Options.NodeID, or
+// derived from the first token).
 func (a *Agent) currentNodeID() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
