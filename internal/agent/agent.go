@@ -102,7 +102,7 @@ type Agent struct {
 	token      string   // the token of the last dial
 	nodeID     string   // the node id the agent runs as; fixed once set
 	refreshed  string   // the newest token from token_refresh, or ""
-	runtimeErr error // last Info/List outcome, for Ready
+	runtimeErr error    // last Info/List outcome, for Ready
 
 	sampleLog *every // heartbeat failures, logged at most once a minute
 	listLog   *every

@@ -19,8 +19,8 @@ type Options struct {
 	// is not used (the agent logs why and keeps waiting for a token of its
 	// own node), since containers labelled with one id would otherwise be
 	// refused or mislabelled.
-	NodeID string
-	Version   string // agent version for agent_identify and User-Agent
+	NodeID  string
+	Version string // agent version for agent_identify and User-Agent
 
 	HeartbeatInterval     time.Duration // default 10s
 	ReconnectDelay        time.Duration // default 1s

@@ -27,7 +27,7 @@ type Node struct {
 	PublicKey string
 	// LastProofAt is the timestamp (Unix seconds) of the last enrollment
 	// proof accepted for the node; a proof must be later (replay guard).
-	LastProofAt int64
+	LastProofAt   int64
 	LastHeartbeat time.Time       // zero until the first heartbeat
 	Resources     json.RawMessage // the last heartbeat's resources object, nil before
 	AgentVersion  string          // from agent_identify
