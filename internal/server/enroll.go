@@ -137,9 +137,16 @@ func (srv *Server) enroll(w http.ResponseWriter, r *http.Request, remote string,
 	if rf := srv.checkProof(n, req, proof); rf != nil {
 		return protocol.EnrollResponse{}, 0, rf
 	}
+	// Checked after the key (only the node's own key learns that it is
+	// connected) and before the replay guard, so a copy of the key gets
+	// this answer whenever the node is connected.
 	if srv.hub.connected(n.ID) {
 		return protocol.EnrollResponse{}, 0, refuse(http.StatusConflict, "connected", n.ID,
 			"node %q is connected; an enrollment never replaces a connected agent's credential", n.Name)
+	}
+	if proof.timestamp <= n.LastProofAt {
+		return protocol.EnrollResponse{}, 0, refuse(http.StatusConflict, "replayed_proof", n.ID,
+			"proof for node %q is not later than the last one accepted (replayed?)", n.Name)
 	}
 	tok, err := srv.tokens.issueNew(n.ID, n.Name)
 	if err != nil {
@@ -232,7 +239,7 @@ func (srv *Server) renewable(ctx context.Context, req *protocol.EnrollRequest) (
 }
 
 // checkProof checks that req proves to be node n: signed by n's key, in
-// time, and not a replay.
+// time. (The replay guard follows the connected check.)
 func (srv *Server) checkProof(n store.Node, req *protocol.EnrollRequest, proof enrollProof) *enrollRefusal {
 	switch {
 	case req.PublicKey == "":
@@ -248,14 +255,7 @@ func (srv *Server) checkProof(n store.Node, req *protocol.EnrollRequest, proof e
 		return refuse(http.StatusConflict, "bad_signature", n.ID,
 			"the proof for node %q does not verify with its key", n.Name)
 	}
-	if rf := srv.checkTimestamp(proof, n.ID); rf != nil {
-		return rf
-	}
-	if proof.timestamp <= n.LastProofAt {
-		return refuse(http.StatusConflict, "replayed_proof", n.ID,
-			"proof for node %q is not later than the last one accepted (replayed?)", n.Name)
-	}
-	return nil
+	return srv.checkTimestamp(proof, n.ID)
 }
 
 // checkTimestamp refuses a proof more than the window away from the clock.
