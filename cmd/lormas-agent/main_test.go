@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/config"
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/health"
@@ -429,5 +431,52 @@ func TestBinaryVersionFromLdflags(t *testing.T) {
 	}
 	if strings.Contains(string(out), testToken) {
 		t.Error("token in output")
+	}
+}
+
+// TestStaticTokenPrefersRefreshedToken: an agent configured with NODE_TOKEN
+// whose token has expired dials with the token the server handed over in
+// token_refresh and it kept in STATE_DIR (same node, issued later, valid),
+// and announces that it can keep such tokens.
+func TestStaticTokenPrefersRefreshedToken(t *testing.T) {
+	t.Chdir(t.TempDir())
+	sign := func(iat, exp time.Time) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"nodeId": "node-7", "iat": iat.Unix(), "exp": exp.Unix()}).SignedString([]byte("k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	expired := sign(time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	refreshed := sign(time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: refreshed})
+	state := t.TempDir()
+	if err := os.WriteFile(filepath.Join(state, "node-token"), []byte(refreshed+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, nil, []string{"SERVER_URL=" + srv.URL(), "NODE_TOKEN=" + expired, "STATE_DIR=" + state,
+			"HEALTH_ADDR=", "LOG_LEVEL=debug", "LOG_FORMAT=json"}, &stdout, &stderr)
+	}()
+	id := srv.Expect(protocol.TypeAgentIdentify).(protocol.AgentIdentify)
+	if !slices.Contains(id.Capabilities, protocol.CapabilityTokenRefresh) {
+		t.Errorf("capabilities %v lack token_refresh", id.Capabilities)
+	}
+	hb := srv.Expect(protocol.TypeHeartbeat).(protocol.Heartbeat)
+	if hb.NodeID != "node-7" {
+		t.Errorf("heartbeat nodeId %q", hb.NodeID)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("exit %d\n%s", code, stderr.String())
+	}
+	for _, tok := range []string{expired, refreshed} {
+		if strings.Contains(stdout.String()+stderr.String(), tok) {
+			t.Errorf("a token in the output")
+		}
 	}
 }

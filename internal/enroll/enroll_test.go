@@ -10,8 +10,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 const secret = "enrollment-secret-0123456789"
@@ -168,5 +170,50 @@ func TestEnrollRefusesEmptyInput(t *testing.T) {
 	}
 	if _, err := Enroll(context.Background(), nil, nil, secret, Request{Name: "n"}); err == nil {
 		t.Errorf("Enroll with a nil URL succeeded")
+	}
+}
+
+// With a key the request carries the proof; a renewal also the node id and
+// its token, which never appears in an error even when a server echoes it.
+func TestEnrollSendsProofAndRenewal(t *testing.T) {
+	var body protocol.EnrollRequest
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body = protocol.EnrollRequest{}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		if body.NodeID != "" {
+			w.WriteHeader(http.StatusConflict)
+			_, _ = io.WriteString(w, `{"error":"token `+body.Token+` was rotated"}`)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"id":"n-1","name":"node-a","token":"t","expiresAt":"2030-01-01T00:00:00Z"}`)
+	}))
+	defer ts.Close()
+	key, _, err := LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_800_000_000, 0)
+	res, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a", Key: key, Now: at})
+	if err != nil || res.ExpiresAt != "2030-01-01T00:00:00Z" || res.Reissued {
+		t.Fatalf("Enroll = %+v, %v", res, err)
+	}
+	want := Sign(key, "node-a", at)
+	if body.PublicKey != want.PublicKey || body.Timestamp != want.Timestamp || body.Signature != want.Signature {
+		t.Errorf("request %+v lacks the proof %+v", body, want)
+	}
+	const nodeToken = "header.payload.signature-of-the-node"
+	_, err = Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a", Key: key, NodeID: "n-1", Token: nodeToken})
+	var se *StatusError
+	if !errors.As(err, &se) || !se.Conflict() || body.NodeID != "n-1" || body.Token != nodeToken {
+		t.Errorf("renewal: %v (request %+v), want a 409 with nodeId and token sent", err, body)
+	}
+	if strings.Contains(err.Error(), nodeToken) {
+		t.Errorf("the node token is in the error: %v", err)
+	}
+	for _, r := range []Request{{Name: "n", NodeID: "x"}, {Name: "n", NodeID: "x", Token: "t"}} {
+		if _, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, r); err == nil {
+			t.Errorf("incomplete renewal %+v accepted", r)
+		}
 	}
 }
