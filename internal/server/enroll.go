@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,8 +80,8 @@ func (srv *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if srv.limiter.fail(remote, rf.reason) {
-			srv.audit.Warn("enrollment refused", "reason", rf.reason, "name", req.Name, "node", rf.node,
-				"remote", remote, "detail", rf.msg)
+			srv.audit.Warn("enrollment refused", "reason", rf.reason, "name", clip(req.Name), "node", rf.node,
+				"remote", remote, "detail", clip(rf.msg))
 		}
 		if rf.status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lormas-enroll", error="invalid_token"`)
@@ -89,6 +90,18 @@ func (srv *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, status, res)
+}
+
+// auditClip bounds what a client's request puts into an audit line (an
+// unvalidated name, an unknown field's name in an error): a body may be up
+// to MAX_BODY_BYTES.
+const auditClip = 300
+
+func clip(s string) string {
+	if len(s) <= auditClip {
+		return s
+	}
+	return strings.ToValidUTF8(s[:auditClip], "") + "…"
 }
 
 // enroll authenticates and decodes the request into req and issues the

@@ -376,3 +376,22 @@ func TestGeneratedEnrollmentTokenIsExported(t *testing.T) {
 		t.Errorf("configured enrollment token written to DATA_DIR: %v", err)
 	}
 }
+
+// A refused request's client-chosen text (an unvalidated name, an unknown
+// field's name) is clipped in the audit line: a body may be 1 MiB.
+func TestEnrollAuditLineIsBounded(t *testing.T) {
+	h := newHarness(t, nil)
+	long := strings.Repeat("x", 100_000)
+	resp, _ := h.enrollBody(`{"name":"` + long + `"}`)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", resp.StatusCode)
+	}
+	for _, l := range strings.Split(h.logs.String(), "\n") {
+		if len(l) > 2000 {
+			t.Errorf("a log line of %d bytes", len(l))
+		}
+	}
+	if !strings.Contains(h.logs.String(), "enrollment refused") {
+		t.Errorf("no audit line for the refusal")
+	}
+}
