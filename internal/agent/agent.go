@@ -104,8 +104,9 @@ type Agent struct {
 	refreshed  string   // the newest token from token_refresh, or ""
 	runtimeErr error    // last Info/List outcome, for Ready
 
-	sampleLog *every // heartbeat failures, logged at most once a minute
-	listLog   *every
+	sampleLog  *every // heartbeat failures, logged at most once a minute
+	listLog    *every
+	refreshLog *every // ignored token_refresh messages
 
 	started  atomic.Bool
 	running  atomic.Bool
@@ -155,20 +156,21 @@ func New(opts Options) (*Agent, error) {
 	obs := observer{opts.Observer}
 	cmdCtx, cmdCancel := context.WithCancel(context.Background())
 	a := &Agent{
-		opts:      opts,
-		log:       log,
-		obs:       obs,
-		server:    server,
-		tm:        defaultTiming(),
-		cmdCtx:    cmdCtx,
-		cmdCancel: cmdCancel,
-		disp:      newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
-		outbox:    newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
-		seen:      newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
-		streams:   newStreams(),
-		sampleLog: newEvery(time.Minute),
-		listLog:   newEvery(time.Minute),
-		nodeID:    opts.NodeID,
+		opts:       opts,
+		log:        log,
+		obs:        obs,
+		server:     server,
+		tm:         defaultTiming(),
+		cmdCtx:     cmdCtx,
+		cmdCancel:  cmdCancel,
+		disp:       newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
+		outbox:     newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
+		seen:       newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
+		streams:    newStreams(),
+		sampleLog:  newEvery(time.Minute),
+		listLog:    newEvery(time.Minute),
+		refreshLog: newEvery(time.Minute),
+		nodeID:     opts.NodeID,
 	}
 	return a, nil
 }

@@ -198,6 +198,22 @@ func TestTokenRefresh(t *testing.T) {
 	if n := len(h.logs.entries("node token refreshed by the server")); n != 1 {
 		t.Errorf("%d refresh log lines, want 1", n)
 	}
+	// A hostile server repeating tokens cannot make the agent write its
+	// state directory or its log again and again: not issued later, ignored.
+	for range 500 {
+		h.send(protocol.TokenRefresh{Token: fresh})
+		h.send(protocol.TokenRefresh{Token: other})
+	}
+	h.send(protocol.Ping{})
+	h.srv.Expect(protocol.TypePong)
+	mu.Lock()
+	if len(stored) != 1 {
+		t.Errorf("stored %d tokens after repeats, want 1", len(stored))
+	}
+	mu.Unlock()
+	if n := len(h.logs.entries("token_refresh ignored")); n != 1 {
+		t.Errorf("%d warnings for 1,003 ignored messages, want 1 (rate-limited)", n)
+	}
 	// The next dial uses the refreshed token though the configured source
 	// still returns the old one (NODE_TOKEN: issued earlier, same node).
 	h.srv.SetToken(fresh)

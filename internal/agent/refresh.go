@@ -13,6 +13,11 @@ import (
 // through Options.TokenRefreshed (STATE_DIR/node-token). The connection
 // stays as it is: the server's session follows the new token. The token
 // itself is never logged.
+//
+// A token is kept only when it was issued later than the one the agent
+// holds (issue times are whole seconds), so a server cannot make the agent
+// write its state directory more than once a second; refusals are logged at
+// most once a minute.
 func (a *Agent) handleTokenRefresh(m protocol.TokenRefresh) {
 	if a.opts.TokenRefreshed == nil {
 		// Not announced: a server that sends it anyway is ignored.
@@ -21,23 +26,39 @@ func (a *Agent) handleTokenRefresh(m protocol.TokenRefresh) {
 	}
 	tok := strings.TrimSpace(m.Token)
 	c, ok := nodetoken.Parse(tok)
+	var why string
 	switch {
 	case tok == "" || strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }):
-		a.log.Warn("token_refresh ignored: the token is empty or contains whitespace or control characters")
-		return
+		why = "the token is empty or contains whitespace or control characters"
 	case !ok:
-		a.log.Warn("token_refresh ignored: the token is not a JWT")
-		return
+		why = "the token is not a JWT"
 	case c.NodeID != "" && c.NodeID != a.currentNodeID():
-		a.log.Warn("token_refresh ignored: the token names another node", "tokenNode", c.NodeID, "nodeId", a.currentNodeID())
-		return
+		why = "the token names another node (" + c.NodeID + ")"
 	case c.Expired(time.Now()):
-		a.log.Warn("token_refresh ignored: the token has already expired", "expiresAt", c.ExpiresAt.UTC().Format(time.RFC3339))
-		return
+		why = "the token has already expired"
+	case c.IssuedAt.IsZero():
+		why = "the token has no issue time"
 	}
 	a.mu.Lock()
-	a.refreshed = tok
+	held := a.refreshed
+	if held == "" {
+		held = a.token
+	}
+	if why == "" {
+		if h, ok := nodetoken.Parse(held); ok && !c.IssuedAt.After(h.IssuedAt) {
+			why = "the token was not issued later than the one the agent holds"
+		}
+	}
+	if why == "" {
+		a.refreshed = tok
+	}
 	a.mu.Unlock()
+	if why != "" {
+		if ok, n := a.refreshLog.allow(); ok {
+			a.log.Warn("token_refresh ignored", "reason", why, "suppressedLogs", n)
+		}
+		return
+	}
 	expires := m.ExpiresAt
 	if !c.ExpiresAt.IsZero() {
 		expires = c.ExpiresAt.UTC().Format(time.RFC3339)
