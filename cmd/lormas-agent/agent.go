@@ -23,6 +23,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/health"
 	"github.com/lormas/lormas-agent/internal/hostmetrics"
 	"github.com/lormas/lormas-agent/internal/logging"
+	"github.com/lormas/lormas-agent/internal/nodetoken"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -133,27 +134,27 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		log.Info("health endpoint listening", "addr", ln.Addr().String())
 	}
 
-	nodeID := cfg.NodeID
 	if cfg.NeedsEnrollment() {
-		res, err := enrollNode(ctx, cfg, tlsConf, log.With("component", "enroll"))
-		if err != nil {
+		if _, err := enrollNode(ctx, cfg, tlsConf, log.With("component", "enroll")); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while enrolling
 			}
 			return err
 		}
-		nodeID = firstNonEmpty(nodeID, res.ID)
 	}
 	token, err := cfg.TokenSource()()
 	if err != nil {
 		return fmt.Errorf("node token: %w", err)
 	}
-	// The lormas.node label must stay the same across restarts and token
-	// rotations: the id in the token's claims, else NODE_ID, else NODE_NAME.
-	labelID := firstNonEmpty(nodeIDFromToken(token), nodeID, cfg.NodeName)
+	// One identity for the whole run, from one parse of the token the
+	// agent starts with (after enrollment, the enrolled node's): heartbeats
+	// carry it and the engine labels containers lormas.node with it. The
+	// agent refuses later tokens of another node, so the two never differ.
+	nodeID := nodetoken.Identity(token, cfg.NodeID, cfg.NodeName)
+	log.Info("node identity", "nodeId", nodeID)
 
 	engine, err := docker.New(docker.Options{
-		NodeID:         labelID,
+		NodeID:         nodeID,
 		VolumeRoots:    cfg.VolumeRoots,
 		AllowUnmanaged: cfg.AllowUnmanaged,
 		DiskLimitMode:  cfg.DiskLimitMode,
@@ -168,16 +169,19 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	}
 	defer engine.Close()
 
-	var reauth func(context.Context) error
+	// Only an enrolled agent renews an EXPIRED token by itself (with its
+	// key); a rotated or revoked token, or a deleted node, waits for the
+	// operator (SPEC 4).
+	var renew func(context.Context, string) error
 	if cfg.Enrolls() {
-		reauth = reenroller(cfg, tlsConf, log.With("component", "enroll"))
+		renew = renewer(cfg, tlsConf, log.With("component", "enroll"))
 	}
 	a, err := agent.New(agent.Options{
 		ServerURL:             cfg.ServerURL,
 		Token:                 cfg.TokenSource(),
 		TokenHeaderOnly:       !cfg.NodeTokenInQuery,
 		NodeName:              cfg.NodeName,
-		NodeID:                firstNonEmpty(nodeID, cfg.NodeName),
+		NodeID:                nodeID,
 		Version:               version,
 		HeartbeatInterval:     cfg.HeartbeatInterval,
 		ReconnectDelay:        cfg.ReconnectDelay,
@@ -193,7 +197,9 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		TLSCertFile:           cfg.TLSCertFile,
 		TLSKeyFile:            cfg.TLSKeyFile,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
-		Reauthenticate:        reauth,
+		RenewExpired:          renew,
+		TokenRefreshed:        cfg.StoreToken,
+		CredentialHint:        cfg.CredentialHint(),
 		Runtime:               engine,
 		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, log)}),
 		Observer:              metrics,

@@ -15,6 +15,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/endpoint"
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/logging"
+	"github.com/lormas/lormas-agent/internal/nodetoken"
 )
 
 // enrollTimeout bounds one enrollment request.
@@ -22,15 +23,28 @@ const enrollTimeout = 30 * time.Second
 
 // enrollNode enrolls the node with the enrollment token and stores the
 // issued node token in STATE_DIR (0600; the directory 0700), from where
-// this and every later start read it. A failed attempt is retried with the
-// reconnect backoff until ctx ends; the enrollment token file is re-read
-// each time, so it may appear after the agent started. It returns the
-// enrollment's result; an error only when ctx ended or the token cannot be
-// stored.
+// this and every later start read it. The node's key is made first (or the
+// one in STATE_DIR reused): its signature proves the node's identity, so
+// the server can re-issue this node's token later, and to nobody else.
+//
+// Enrollment creates a NEW node; for a name that exists already the server
+// answers 409 unless this agent's key is that node's (a node whose token
+// was lost but whose key survived gets its token re-issued). A failed
+// attempt is retried with the reconnect backoff until ctx ends; the
+// enrollment token file is re-read each time, so it may appear after the
+// agent started. It returns the enrollment's result; an error only when
+// ctx ended or the key or token cannot be stored.
 func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *slog.Logger) (enroll.Result, error) {
 	server, err := endpoint.Parse(cfg.ServerURL)
 	if err != nil {
 		return enroll.Result{}, err
+	}
+	key, created, err := enroll.LoadOrCreateKey(cfg.StateDir)
+	if err != nil {
+		return enroll.Result{}, fmt.Errorf("node key in STATE_DIR: %w", err)
+	}
+	if created {
+		log.Info("node key created", "file", enroll.KeyPath(cfg.StateDir))
 	}
 	hc := enrollClient(tlsConf)
 	defer hc.CloseIdleConnections()
@@ -39,12 +53,13 @@ func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, lo
 	limit := logging.Every(time.Minute)
 	log.Info("enrolling node", "server", endpoint.Redact(cfg.ServerURL), "node", cfg.NodeName)
 	for {
-		res, err := enrollOnce(ctx, cfg, hc, server)
+		res, err := enrollOnce(ctx, cfg, hc, server, enroll.Request{Name: cfg.NodeName, Key: key})
 		if err == nil {
 			if err := cfg.StoreToken(res.Token); err != nil {
 				return enroll.Result{}, fmt.Errorf("enrolled as %q but cannot keep the node token: %w", res.Name, err)
 			}
-			log.Info("node enrolled", "node", res.Name, "nodeId", res.ID, "tokenStoredIn", cfg.StoredTokenPath())
+			log.Info("node enrolled", "node", res.Name, "nodeId", res.ID, "reissued", res.Reissued,
+				"tokenStoredIn", cfg.StoredTokenPath())
 			return res, nil
 		}
 		if ctx.Err() != nil {
@@ -52,10 +67,16 @@ func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, lo
 		}
 		wait := bo.Next()
 		level := slog.LevelWarn
-		if errors.Is(err, enroll.ErrTokenRejected) {
+		args := []any{"err", err, "attempt", bo.Attempt(), "retryIn", wait}
+		var se *enroll.StatusError
+		switch {
+		case errors.Is(err, enroll.ErrTokenRejected):
 			level = slog.LevelError // needs an operator: a new enrollment token
+		case errors.As(err, &se) && se.Conflict():
+			level = slog.LevelError // needs an operator: the name is taken
+			args = append(args, "hint", "enrollment creates new nodes: choose another NODE_NAME, or have an administrator delete the existing node; an agent that has the node's token needs no enrollment (NODE_TOKEN_FILE)")
 		}
-		limit.Log(ctx, log, level, "enrollment failed; retrying", "err", err, "attempt", bo.Attempt(), "retryIn", wait)
+		limit.Log(ctx, log, level, "enrollment failed; retrying", args...)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -64,26 +85,35 @@ func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, lo
 	}
 }
 
-// reenroller returns the agent's Reauthenticate hook for an enrolled node:
-// one enrollment attempt under NODE_NAME whose token replaces the stored one.
-// The server re-issues the token of an existing node by name, so a token
-// that expired (NODE_TOKEN_TTL) or was rotated is replaced for the same
-// node; a node deleted on the server is enrolled anew.
-func reenroller(cfg *config.Config, tlsConf *tls.Config, log *slog.Logger) func(context.Context) error {
+// renewer returns the agent's RenewExpired hook for an enrolled node: one
+// renewal of the node's EXPIRED token, proved by the node's key and the
+// expired token itself, whose result replaces the stored token. The server
+// refuses it for a node an administrator deleted (it never creates a node)
+// or whose token was rotated, and while the node is connected, so no
+// administrator action is undone and no agent is knocked off.
+func renewer(cfg *config.Config, tlsConf *tls.Config, log *slog.Logger) func(context.Context, string) error {
 	server, err := endpoint.Parse(cfg.ServerURL)
 	if err != nil {
 		return nil // config.Load validated SERVER_URL already
 	}
 	hc := enrollClient(tlsConf)
-	return func(ctx context.Context) error {
-		res, err := enrollOnce(ctx, cfg, hc, server)
+	return func(ctx context.Context, expired string) error {
+		nodeID := nodetoken.NodeID(expired)
+		if nodeID == "" {
+			return errors.New("renew: the expired token names no node")
+		}
+		key, err := enroll.LoadKey(cfg.StateDir)
 		if err != nil {
-			return fmt.Errorf("re-enroll: %w", err)
+			return fmt.Errorf("renew: %w (an agent enrolled without a key cannot renew its token; write a new token into %s)", err, cfg.StoredTokenPath())
+		}
+		res, err := enrollOnce(ctx, cfg, hc, server, enroll.Request{Name: cfg.NodeName, Key: key, NodeID: nodeID, Token: expired})
+		if err != nil {
+			return fmt.Errorf("renew: %w", err)
 		}
 		if err := cfg.StoreToken(res.Token); err != nil {
-			return fmt.Errorf("re-enrolled as %q but cannot keep the node token: %w", res.Name, err)
+			return fmt.Errorf("renewed the token of node %q but cannot keep it: %w", res.ID, err)
 		}
-		log.Info("node re-enrolled after the server rejected its token", "node", res.Name, "nodeId", res.ID)
+		log.Info("expired node token renewed", "node", res.Name, "nodeId", res.ID, "expiresAt", res.ExpiresAt)
 		return nil
 	}
 }
@@ -99,10 +129,10 @@ func enrollClient(tlsConf *tls.Config) *http.Client {
 	}
 }
 
-func enrollOnce(ctx context.Context, cfg *config.Config, hc *http.Client, server *url.URL) (enroll.Result, error) {
+func enrollOnce(ctx context.Context, cfg *config.Config, hc *http.Client, server *url.URL, req enroll.Request) (enroll.Result, error) {
 	tok, err := cfg.EnrollmentTokenValue()
 	if err != nil {
 		return enroll.Result{}, err
 	}
-	return enroll.Enroll(ctx, hc, server, tok, cfg.NodeName)
+	return enroll.Enroll(ctx, hc, server, tok, req)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,8 +22,11 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/config"
+	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/health"
+	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 // testToken is a node JWT; no test output may contain it.
@@ -159,26 +165,6 @@ func TestHealthcheck(t *testing.T) {
 	srv.Close()
 	if code, _, _ := invoke(t, ctx, []string{"healthcheck", "-addr", addr}); code != exitFailure {
 		t.Errorf("nothing listening: exit %d", code)
-	}
-}
-
-func TestNodeIDFromToken(t *testing.T) {
-	mk := func(c jwt.MapClaims) string {
-		s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte("k"))
-		return s
-	}
-	for _, c := range []struct {
-		token, want string
-	}{
-		{mk(jwt.MapClaims{"nodeId": "a", "sub": "b"}), "a"},
-		{mk(jwt.MapClaims{"sub": "b", "id": "c"}), "b"},
-		{mk(jwt.MapClaims{"id": "c"}), "c"},
-		{mk(jwt.MapClaims{"name": "x"}), ""},
-		{"opaque-token", ""},
-	} {
-		if got := nodeIDFromToken(c.token); got != c.want {
-			t.Errorf("nodeIDFromToken = %q, want %q", got, c.want)
-		}
 	}
 }
 
@@ -325,13 +311,14 @@ func TestMaxReconnectAttemptsExits1(t *testing.T) {
 	}
 }
 
-// TestEnrollmentStoresToken enrolls against a fake server, stores the issued
-// token (0600 in a 0700 STATE_DIR), enrolls again when the server rejects
-// it, and the next start uses the stored token without the enrollment token.
+// TestEnrollmentStoresToken enrolls against a fake server with a proof of
+// a key it makes (0600 in a 0700 STATE_DIR), stores the issued token, does
+// NOT enroll again when the server refuses that (unexpired) token, and the
+// next start uses the stored token without the enrollment token.
 func TestEnrollmentStoresToken(t *testing.T) {
 	const enrollToken = "enroll-secret-0123456789"
 	var enrollCalls, dials atomic.Int32
-	var gotName atomic.Value
+	var gotBody atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/api/nodes/enroll":
@@ -340,9 +327,9 @@ func TestEnrollmentStoresToken(t *testing.T) {
 				http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
 				return
 			}
-			var body struct{ Name string }
+			var body protocol.EnrollRequest
 			json.NewDecoder(r.Body).Decode(&body)
-			gotName.Store(body.Name)
+			gotBody.Store(body)
 			if enrollCalls.Load() == 1 { // the first attempt fails: the agent retries
 				http.Error(w, `{"error":"busy"}`, http.StatusServiceUnavailable)
 				return
@@ -363,7 +350,7 @@ func TestEnrollmentStoresToken(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	common := []string{
 		"SERVER_URL=" + srv.URL, "STATE_DIR=" + state, "NODE_NAME=edge-7", "HEALTH_ADDR=",
-		"MAX_RECONNECT_ATTEMPTS=1", "RECONNECT_DELAY=10ms", "RECONNECT_MAX_DELAY=20ms", "LOG_LEVEL=debug",
+		"MAX_RECONNECT_ATTEMPTS=3", "RECONNECT_DELAY=10ms", "RECONNECT_MAX_DELAY=20ms", "LOG_LEVEL=debug",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -371,25 +358,41 @@ func TestEnrollmentStoresToken(t *testing.T) {
 	if code != exitFailure { // enrolled, then the (fake) server refuses every dial
 		t.Fatalf("exit %d, want 1 after MAX_RECONNECT_ATTEMPTS\n%s", code, errOut)
 	}
-	// Two calls to enroll (one refused, one issuing the token), then one
-	// re-enrollment after each dial the server rejected.
-	if enrollCalls.Load() != 2+dials.Load() || gotName.Load() != "edge-7" || dials.Load() == 0 {
-		t.Errorf("enroll calls %d (want 2 + one per rejected dial), name %v, dials %d", enrollCalls.Load(), gotName.Load(), dials.Load())
+	// Two calls to enroll (one refused, one issuing the token); a refused
+	// token that has not expired is never a reason to enroll again.
+	if enrollCalls.Load() != 2 || dials.Load() < 3 {
+		t.Errorf("enroll calls %d (want 2), dials %d (want 3 or more)", enrollCalls.Load(), dials.Load())
+	}
+	body, _ := gotBody.Load().(protocol.EnrollRequest)
+	key, err := enroll.LoadKey(state)
+	if err != nil {
+		t.Fatalf("node key: %v", err)
+	}
+	pub := base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	sig, _ := base64.StdEncoding.DecodeString(body.Signature)
+	if body.Name != "edge-7" || body.PublicKey != pub ||
+		!ed25519.Verify(key.Public().(ed25519.PublicKey), protocol.EnrollProofMessage(body.Name, body.PublicKey, body.Timestamp), sig) {
+		t.Errorf("enrollment request %+v does not carry a valid proof of the stored key", body)
 	}
 	b, err := os.ReadFile(filepath.Join(state, "node-token"))
 	if err != nil || strings.TrimSpace(string(b)) != testToken {
 		t.Fatalf("stored token: %v", err)
 	}
-	if st, _ := os.Stat(filepath.Join(state, "node-token")); st.Mode().Perm() != 0o600 {
-		t.Errorf("token file mode %v", st.Mode())
+	for _, f := range []string{"node-token", "node-key"} {
+		if st, _ := os.Stat(filepath.Join(state, f)); st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", f, st.Mode())
+		}
 	}
 	if st, _ := os.Stat(state); st.Mode().Perm() != 0o700 {
 		t.Errorf("state dir mode %v", st.Mode())
 	}
-	for _, secret := range []string{testToken, enrollToken} {
+	for _, secret := range []string{testToken, enrollToken, body.Signature} {
 		if strings.Contains(out+errOut, secret) {
 			t.Errorf("secret in output:\n%s", errOut)
 		}
+	}
+	if !strings.Contains(errOut, "does not enroll again by itself") {
+		t.Errorf("the refusal does not tell the operator what to do:\n%s", errOut)
 	}
 
 	// Second start: no enrollment token at all, the stored token is used
@@ -428,5 +431,52 @@ func TestBinaryVersionFromLdflags(t *testing.T) {
 	}
 	if strings.Contains(string(out), testToken) {
 		t.Error("token in output")
+	}
+}
+
+// TestStaticTokenPrefersRefreshedToken: an agent configured with NODE_TOKEN
+// whose token has expired dials with the token the server handed over in
+// token_refresh and it kept in STATE_DIR (same node, issued later, valid),
+// and announces that it can keep such tokens.
+func TestStaticTokenPrefersRefreshedToken(t *testing.T) {
+	t.Chdir(t.TempDir())
+	sign := func(iat, exp time.Time) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"nodeId": "node-7", "iat": iat.Unix(), "exp": exp.Unix()}).SignedString([]byte("k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	expired := sign(time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	refreshed := sign(time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: refreshed})
+	state := t.TempDir()
+	if err := os.WriteFile(filepath.Join(state, "node-token"), []byte(refreshed+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, nil, []string{"SERVER_URL=" + srv.URL(), "NODE_TOKEN=" + expired, "STATE_DIR=" + state,
+			"HEALTH_ADDR=", "LOG_LEVEL=debug", "LOG_FORMAT=json"}, &stdout, &stderr)
+	}()
+	id := srv.Expect(protocol.TypeAgentIdentify).(protocol.AgentIdentify)
+	if !slices.Contains(id.Capabilities, protocol.CapabilityTokenRefresh) {
+		t.Errorf("capabilities %v lack token_refresh", id.Capabilities)
+	}
+	hb := srv.Expect(protocol.TypeHeartbeat).(protocol.Heartbeat)
+	if hb.NodeID != "node-7" {
+		t.Errorf("heartbeat nodeId %q", hb.NodeID)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("exit %d\n%s", code, stderr.String())
+	}
+	for _, tok := range []string{expired, refreshed} {
+		if strings.Contains(stdout.String()+stderr.String(), tok) {
+			t.Errorf("a token in the output")
+		}
 	}
 }

@@ -99,14 +99,16 @@ type Agent struct {
 
 	mu         sync.Mutex
 	sess       *session // identified session, or nil
-	token      string
-	nodeID     string
-	runtimeErr error // last Info/List outcome, for Ready
+	token      string   // the token of the last dial
+	nodeID     string   // the node id the agent runs as; fixed once set
+	refreshed  string   // the newest token from token_refresh, or ""
+	runtimeErr error    // last Info/List outcome, for Ready
 
-	sampleLog *every // heartbeat failures, logged at most once a minute
-	listLog   *every
-	refuseLog *every // commands refused for room, at most once a second
-	cancelLog *every // cancels for unknown ids, at most once a second
+	sampleLog  *every // heartbeat failures, logged at most once a minute
+	listLog    *every
+	refuseLog  *every // commands refused for room, at most once a second
+	cancelLog  *every // cancels for unknown ids, at most once a second
+	refreshLog *every // ignored token_refresh messages
 
 	started  atomic.Bool
 	running  atomic.Bool
@@ -157,22 +159,24 @@ func New(opts Options) (*Agent, error) {
 	obs := observer{opts.Observer}
 	cmdCtx, cmdCancel := context.WithCancel(context.Background())
 	a := &Agent{
-		opts:      opts,
-		log:       log,
-		obs:       obs,
-		server:    server,
-		tm:        defaultTiming(),
-		cmdCtx:    cmdCtx,
-		cmdCancel: cmdCancel,
-		disp:      newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
-		outbox:    newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
-		seen:      newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
-		pending:   newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
-		streams:   newStreams(),
-		sampleLog: newEvery(time.Minute),
-		listLog:   newEvery(time.Minute),
-		refuseLog: newEvery(time.Second),
-		cancelLog: newEvery(time.Second),
+		opts:       opts,
+		log:        log,
+		obs:        obs,
+		server:     server,
+		tm:         defaultTiming(),
+		cmdCtx:     cmdCtx,
+		cmdCancel:  cmdCancel,
+		disp:       newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
+		outbox:     newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
+		seen:       newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
+		pending:    newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
+		streams:    newStreams(),
+		sampleLog:  newEvery(time.Minute),
+		listLog:    newEvery(time.Minute),
+		refuseLog:  newEvery(time.Second),
+		cancelLog:  newEvery(time.Second),
+		refreshLog: newEvery(time.Minute),
+		nodeID:     opts.NodeID,
 	}
 	return a, nil
 }
@@ -301,7 +305,8 @@ func (a *Agent) setRuntimeErr(err error) {
 	a.mu.Unlock()
 }
 
-// currentNodeID is the node id derived from the current token.
+// currentNodeID is the node id the agent runs as (Options.NodeID, or
+// derived from the first token).
 func (a *Agent) currentNodeID() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -9,14 +9,29 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/nodetoken"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
+
+// errOtherNode refuses to dial with a token that names another node than
+// the one this agent runs as (see Options.NodeID).
+var errOtherNode = errors.New("the node token names another node than the one this agent runs as")
+
+// reasonTokenExpired is the close reason lormas-server sends with 4001 when
+// a session's token expires.
+const reasonTokenExpired = "token expired"
+
+// authRemindEvery is how often a refused token is logged again while the
+// agent keeps waiting for a new credential.
+const authRemindEvery = 10 * time.Minute
 
 // connectLoop dials, runs a session, and redials with backoff until ctx
 // ends (nil) or the reconnect attempts are exhausted.
 func (a *Agent) connectLoop(ctx context.Context) error {
 	b := backoff.New(a.opts.ReconnectDelay, a.opts.ReconnectMaxDelay, backoff.WithStableAfter(a.tm.stableAfter))
 	authStreak := false
+	remind := newEvery(authRemindEvery)
+	otherNode := newEvery(authRemindEvery)
 	for first := true; ; first = false {
 		if ctx.Err() != nil {
 			return nil
@@ -43,19 +58,14 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		}
 		var ae *transport.AuthError
 		switch {
+		case errors.Is(r.err, errOtherNode):
+			authStreak = false
+			if ok, n := otherNode.allow(); ok {
+				a.log.Error("node token not used: it names another node", "err", r.err, "suppressedLogs", n,
+					"hint", "this agent's heartbeats and container labels (lormas.node) use its node id; write a token of that node, or restart the agent to run as the other node")
+			}
 		case errors.As(r.err, &ae):
-			if !authStreak {
-				a.log.Error("server rejected the node token", "reason", authReason(ae),
-					"hint", "check NODE_TOKEN or NODE_TOKEN_FILE; retrying with backoff, the token is re-read before every dial")
-				authStreak = true
-			} else {
-				a.log.Debug("server rejected the node token again", "reason", authReason(ae))
-			}
-			if a.opts.Reauthenticate != nil {
-				if err := a.opts.Reauthenticate(ctx); err != nil && ctx.Err() == nil {
-					a.log.Warn("could not obtain a new node token", "err", err)
-				}
-			}
+			a.handleAuthFailure(ctx, ae, r.token, &authStreak, remind)
 		case r.connected:
 			authStreak = false
 			a.log.Warn("disconnected", "err", r.err, "up", r.up.Round(time.Millisecond))
@@ -66,12 +76,81 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 	}
 }
 
+// authCause is why the server refused a token, as far as the agent can tell.
+type authCause string
+
+const (
+	causeExpired authCause = "the node token expired"
+	causeDeleted authCause = "an administrator deleted this node"
+	causeRotated authCause = "an administrator rotated this node's token"
+	causeRefused authCause = "the server refused the node token (revoked or rotated, or its node deleted)"
+)
+
+// classifyAuth tells an expired token (the only case the agent recovers
+// from by itself) from one an administrator revoked. The close code of a
+// live session says which; a refusal at the upgrade (HTTP 401) does not, so
+// the token's own exp decides there.
+func classifyAuth(ae *transport.AuthError, token string, now time.Time) authCause {
+	switch {
+	case ae.CloseCode == transport.CloseForbidden:
+		return causeDeleted
+	case ae.CloseCode == transport.CloseUnauthorized && strings.EqualFold(strings.TrimSpace(ae.Reason), reasonTokenExpired):
+		return causeExpired
+	case nodetoken.Expired(token, now):
+		return causeExpired
+	case ae.CloseCode == transport.CloseUnauthorized:
+		return causeRotated
+	default:
+		return causeRefused
+	}
+}
+
+// handleAuthFailure logs a refused token once per streak (then every
+// authRemindEvery) with what the operator can do, and renews an expired
+// token when the agent can. It never re-enrolls for a revoked token or a
+// deleted node: the agent keeps re-reading its token source with backoff
+// and resumes when a new credential appears.
+func (a *Agent) handleAuthFailure(ctx context.Context, ae *transport.AuthError, token string, streak *bool, remind *every) {
+	cause := classifyAuth(ae, token, time.Now())
+	if cause == causeExpired && a.opts.RenewExpired != nil {
+		if !*streak {
+			a.log.Warn("server rejected the node token", "reason", authReason(ae), "cause", string(cause),
+				"action", "renewing the token with the node's key")
+			*streak = true
+		}
+		if err := a.opts.RenewExpired(ctx, token); err != nil && ctx.Err() == nil {
+			if ok, n := remind.allow(); ok {
+				a.log.Error("could not renew the expired node token", "err", err, "suppressedLogs", n)
+			}
+		}
+		return
+	}
+	hint := a.opts.CredentialHint
+	if hint == "" {
+		hint = "check NODE_TOKEN or NODE_TOKEN_FILE"
+	}
+	if !*streak {
+		*streak = true
+		remind.allow() // the first line counts as this period's line
+		a.log.Error("server rejected the node token", "reason", authReason(ae), "cause", string(cause),
+			"hint", hint+"; the agent does not enroll again by itself, re-reads its token before every dial (with backoff) and resumes when a new one appears")
+		return
+	}
+	if ok, n := remind.allow(); ok {
+		a.log.Warn("still waiting for a new node token", "reason", authReason(ae), "cause", string(cause),
+			"hint", hint, "refusedSinceLastLog", n)
+	} else {
+		a.log.Debug("server rejected the node token again", "reason", authReason(ae))
+	}
+}
+
 // attempt is the outcome of one dial.
 type attempt struct {
 	err          error         // why it failed or ended
 	connected    bool          // the upgrade succeeded
 	up           time.Duration // how long the connection lasted
 	tokenChanged bool          // the token differs from the previous dial's
+	token        string        // the token dialled with
 }
 
 func authReason(e *transport.AuthError) string {
@@ -84,21 +163,43 @@ func authReason(e *transport.AuthError) string {
 	return fmt.Sprintf("closed with code %d", e.CloseCode)
 }
 
+// dialToken is the token for the next dial: the token source's, or the
+// newest token received in token_refresh when that one is preferable
+// (same node, issued later, not expired). When the source fails, a usable
+// refreshed token still lets the agent connect.
+func (a *Agent) dialToken() (string, error) {
+	src, err := a.opts.Token()
+	src = strings.TrimSpace(src)
+	a.mu.Lock()
+	refreshed := a.refreshed
+	a.mu.Unlock()
+	now := time.Now()
+	if err != nil || src == "" {
+		if refreshed != "" && !nodetoken.Expired(refreshed, now) && nodetoken.NodeID(refreshed) == a.currentNodeID() {
+			return refreshed, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("read node token: %w", err)
+		}
+		return "", errors.New("read node token: the token is empty")
+	}
+	return nodetoken.Prefer(src, refreshed, now), nil
+}
+
 // connectOnce reads the token, dials and runs one session to its end.
 func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
-	token, err := a.opts.Token()
+	token, err := a.dialToken()
 	if err != nil {
-		return attempt{err: fmt.Errorf("read node token: %w", err)}
+		return attempt{err: err}
 	}
-	token = strings.TrimSpace(token)
-	if token == "" {
-		return attempt{err: errors.New("read node token: the token is empty")}
+	changed, err := a.setToken(token)
+	if err != nil {
+		return attempt{err: err, tokenChanged: changed, token: token}
 	}
-	changed := a.setToken(token)
 
 	tlsCfg, err := tlsTemplate(&a.opts)
 	if err != nil {
-		return attempt{err: fmt.Errorf("TLS configuration: %w", err), tokenChanged: changed}
+		return attempt{err: fmt.Errorf("TLS configuration: %w", err), tokenChanged: changed, token: token}
 	}
 	if a.opts.TLSInsecureSkipVerify {
 		a.log.Warn("TLS certificate verification is disabled (TLS_INSECURE_SKIP_VERIFY=true): the server is not authenticated")
@@ -118,7 +219,7 @@ func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
 		Logger:          a.opts.Logger.With("component", "transport"),
 	})
 	if err != nil {
-		return attempt{err: err, tokenChanged: changed}
+		return attempt{err: err, tokenChanged: changed, token: token}
 	}
 	start := time.Now()
 	b.MarkConnected(start)
@@ -127,22 +228,28 @@ func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
 	if b.MarkDisconnected(end) {
 		a.log.Debug("connection was stable: backoff reset")
 	}
-	return attempt{err: err, connected: true, up: end.Sub(start), tokenChanged: changed}
+	return attempt{err: err, connected: true, up: end.Sub(start), tokenChanged: changed, token: token}
 }
 
-// setToken records the token of this dial and re-derives the node id when
-// it changed; it reports whether it changed (not on the first dial).
-func (a *Agent) setToken(token string) bool {
+// setToken records the token of this dial; it reports whether it changed
+// (not on the first dial). The first token fixes the node id when
+// Options.NodeID is empty; a token naming another node is refused.
+func (a *Agent) setToken(token string) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if token == a.token {
-		return false
+		return false, nil
+	}
+	if a.nodeID == "" {
+		a.nodeID = deriveNodeID(token, "", a.opts.NodeName)
+	}
+	if id := nodeIDFromToken(token); id != "" && id != a.nodeID {
+		return false, fmt.Errorf("%w: the token is for node %q, this agent runs as node %q", errOtherNode, id, a.nodeID)
 	}
 	first := a.token == ""
 	a.token = token
-	a.nodeID = deriveNodeID(token, a.opts.NodeID, a.opts.NodeName)
 	if !first {
 		a.log.Info("node token changed", "nodeId", a.nodeID)
 	}
-	return !first
+	return !first, nil
 }

@@ -36,6 +36,8 @@ func (a *Agent) handleFrame(s *session, f transport.Frame) {
 		a.handleCommand(&m, hold)
 	case protocol.Cancel:
 		a.handleCancel(m)
+	case protocol.TokenRefresh:
+		a.handleTokenRefresh(m)
 	default:
 		a.log.Debug("message type not expected from the server; ignored", "type", msg.MessageType())
 	}

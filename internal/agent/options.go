@@ -11,8 +11,16 @@ type Options struct {
 	ServerURL string                 // SERVER_URL: ws://, wss://, http:// or https://
 	Token     func() (string, error) // read before every dial (NODE_TOKEN_FILE rotation)
 	NodeName  string
-	NodeID    string // fallback when the token has no nodeId/sub/id claim
-	Version   string // agent version for agent_identify and User-Agent
+	// NodeID is the node id the agent runs as: heartbeats carry it and the
+	// container engine labels containers with it (cmd/lormas-agent builds
+	// both from nodetoken.Identity of the same token). "" derives it from
+	// the first token (claims nodeId, sub, id), else NodeName. It never
+	// changes while the agent runs: a later token that names another node
+	// is not used (the agent logs why and keeps waiting for a token of its
+	// own node), since containers labelled with one id would otherwise be
+	// refused or mislabelled.
+	NodeID  string
+	Version string // agent version for agent_identify and User-Agent
 
 	// TokenHeaderOnly sends the node token only in the Authorization
 	// header, not also as ?token= (NODE_TOKEN_IN_QUERY=false).
@@ -34,12 +42,29 @@ type Options struct {
 	TLSKeyFile            string
 	TLSInsecureSkipVerify bool
 
-	// Reauthenticate, when set, is called each time the server rejects the
-	// token (HTTP 401/403 at the upgrade, or an auth close code), before the
-	// next dial; an enrolled agent re-enrolls there, so an expired token or
-	// a server that lost the node recovers without an operator. Its error
-	// is logged; the dial is retried with backoff either way.
-	Reauthenticate func(ctx context.Context) error
+	// RenewExpired, when set, is called when the server refuses a token
+	// that has EXPIRED (its exp is past by the agent's clock, or the server
+	// closed the session with 4001 "token expired"), before the next dial;
+	// an enrolled agent renews its node's token there by proving its key.
+	// It is NOT called for a token that was rotated or revoked, or whose
+	// node was deleted: what an administrator did sticks, and the agent
+	// waits for a new credential (SPEC 4). Its error is logged; the dial is
+	// retried with backoff either way.
+	RenewExpired func(ctx context.Context, expired string) error
+
+	// TokenRefreshed, when set, keeps a token the server hands over in
+	// token_refresh (cmd/lormas-agent writes it to STATE_DIR/node-token,
+	// 0600); the agent then announces the token_refresh capability. The
+	// agent also keeps the newest refreshed token in memory and dials with
+	// it while it is valid and newer than what Token returns for the same
+	// node (nodetoken.Prefer), so a failed write costs nothing until
+	// restart. Its error is logged, never the token.
+	TokenRefreshed func(token string) error
+
+	// CredentialHint tells the operator, in the log line of a refused
+	// token, where a new credential goes (e.g. "write the node's new token
+	// into NODE_TOKEN_FILE=/etc/lormas/token").
+	CredentialHint string
 
 	Runtime  Runtime
 	Host     HostSampler

@@ -211,6 +211,9 @@ func (a *Agent) identifyMessage(ctx context.Context) protocol.AgentIdentify {
 	if !a.opts.StatusEvents {
 		caps = slices.DeleteFunc(caps, func(c string) bool { return c == "container_event" || c == "inventory" })
 	}
+	if a.opts.TokenRefreshed != nil {
+		caps = append(caps, protocol.CapabilityTokenRefresh)
+	}
 	host, _ := os.Hostname()
 	msg := protocol.AgentIdentify{
 		NodeName:        a.opts.NodeName,

@@ -452,36 +452,3 @@ func TestHeartbeatsWhileEngineHangs(t *testing.T) {
 		}
 	}
 }
-
-// An enrolled agent's Reauthenticate hook runs when the server rejects the
-// token; the token it obtains is used by the next dial, without a restart.
-func TestReauthenticateAfterRejectedToken(t *testing.T) {
-	fresh := nodeToken(t, "node-123", "re-enrolled")
-	var calls atomic.Int32
-	var h *harness
-	h = start(t, nil, setup{
-		srvOpts: agenttest.ServerOptions{Token: fresh},
-		opts: func(o *agent.Options) {
-			o.Reauthenticate = func(ctx context.Context) error {
-				if calls.Add(1) == 1 {
-					return errors.New("enrollment server busy") // the next rejection tries again
-				}
-				h.setToken(fresh)
-				return nil
-			}
-		},
-		noStart: true, // h must be set before the hook can run
-	})
-	h.run()
-	h.identified()
-	if n := calls.Load(); n != 2 {
-		t.Errorf("Reauthenticate called %d times, want 2 (one failure, one success)", n)
-	}
-	ups := h.srv.Upgrades()
-	if last := ups[len(ups)-1]; last.Status != 101 || last.Query.Get("token") != fresh {
-		t.Errorf("last upgrade %d with another token, want 101 with the re-enrolled one", last.Status)
-	}
-	if len(h.logs.entries("could not obtain a new node token")) != 1 {
-		t.Errorf("the failed re-enrollment was not logged once")
-	}
-}

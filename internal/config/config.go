@@ -20,13 +20,13 @@ import (
 type Config struct {
 	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
 	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
-	NodeTokenFile       string       `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed)"`
+	NodeTokenFile       string       `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed); a newer token of the same node from the server (token_refresh, kept in STATE_DIR/node-token) is used while it is valid"`
 	NodeTokenInQuery    bool         `env:"NODE_TOKEN_IN_QUERY" envDefault:"true" help:"also send the node token as ?token= in the WebSocket URL, as the seed does; false sends it only in the Authorization header, which the Lormas server reads, keeping it out of proxy and load-balancer logs"`
-	EnrollmentToken     secret.Value `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls under NODE_NAME, keeps the issued token in STATE_DIR/node-token, and enrolls again when the server rejects it"`
+	EnrollmentToken     secret.Value `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls under NODE_NAME as a NEW node (an existing name needs that node's key), keeps token and key in STATE_DIR, and renews an EXPIRED token with its key; a rotated token or deleted node waits for the operator"`
 	EnrollmentTokenFile string       `env:"ENROLLMENT_TOKEN_FILE" help:"file holding the enrollment token (whitespace trimmed; awaited while it does not exist yet)"`
-	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (the enrolled token, mode 0600); created with mode 0700"`
+	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (node-token: the enrolled or refreshed token; node-key: the enrollment key; both mode 0600); created with mode 0700"`
 	NodeName            string       `env:"NODE_NAME" shown:"(host name)" help:"node name sent in agent_identify and used for enrollment (in Kubernetes: spec.nodeName)"`
-	NodeID              string       `env:"NODE_ID" help:"node id for heartbeats when the token carries no nodeId/sub claim (else NODE_NAME)"`
+	NodeID              string       `env:"NODE_ID" help:"node id for heartbeats and the lormas.node container label when the token carries no nodeId/sub/id claim (else NODE_NAME)"`
 	LogLevel            string       `env:"LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
 	LogFormat           string       `env:"LOG_FORMAT" envDefault:"text" help:"log format: text (colour only on a terminal) or json"`
 

@@ -6,11 +6,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/nodetoken"
 )
 
 // StoredTokenName is the file in STATE_DIR holding the token issued at
 // enrollment.
 const StoredTokenName = "node-token"
+
+// StoredKeyName is the file in STATE_DIR holding the node's enrollment key
+// (written by internal/enroll, whose KeyFileName it equals).
+const StoredKeyName = "node-key"
 
 // ErrNoToken means no node token is configured or stored: the agent must
 // enroll first.
@@ -19,12 +26,17 @@ var ErrNoToken = errors.New("no node token: set NODE_TOKEN or NODE_TOKEN_FILE, o
 // TokenSource returns the function the agent calls before every dial to get
 // the node token: NODE_TOKEN_FILE read afresh on each call (so a rotated
 // token needs no restart), else NODE_TOKEN, else the token stored in
-// STATE_DIR by enrollment (also read afresh). Errors never contain the token.
+// STATE_DIR by enrollment (also read afresh). With NODE_TOKEN[_FILE], the
+// token in STATE_DIR/node-token wins while it is a token the server handed
+// over in token_refresh for the same node: issued later than the
+// configured one and not expired (nodetoken.Prefer). Errors never contain
+// the token.
 func (c *Config) TokenSource() func() (string, error) {
+	var configured func() (string, error)
 	switch {
 	case c.NodeTokenFile != "":
 		path := c.NodeTokenFile
-		return func() (string, error) {
+		configured = func() (string, error) {
 			tok, err := readTokenFile(path)
 			if err != nil {
 				return "", fmt.Errorf("NODE_TOKEN_FILE: %w", err)
@@ -33,9 +45,35 @@ func (c *Config) TokenSource() func() (string, error) {
 		}
 	case !c.NodeToken.IsZero():
 		tok := c.NodeToken
-		return func() (string, error) { return tok.Reveal(), nil }
+		configured = func() (string, error) { return tok.Reveal(), nil }
 	default:
 		return c.StoredToken
+	}
+	return func() (string, error) {
+		tok, err := configured()
+		if err != nil {
+			return "", err
+		}
+		stored, serr := readTokenFile(c.StoredTokenPath())
+		if serr != nil {
+			return tok, nil
+		}
+		return nodetoken.Prefer(tok, stored, time.Now()), nil
+	}
+}
+
+// CredentialHint tells an operator where a new node token goes when the
+// server refuses the current one (rotated, revoked, node deleted).
+func (c *Config) CredentialHint() string {
+	stored := c.StoredTokenPath()
+	switch {
+	case c.NodeTokenFile != "":
+		return fmt.Sprintf("write the node's new token (PATCH /api/nodes/{id}/token) into NODE_TOKEN_FILE (%s)", c.NodeTokenFile)
+	case !c.NodeToken.IsZero():
+		return fmt.Sprintf("set NODE_TOKEN to the node's new token (PATCH /api/nodes/{id}/token) and restart the agent, or write it into %s", stored)
+	default:
+		return fmt.Sprintf("write the node's new token (PATCH /api/nodes/{id}/token) into %s; or, to enroll as a NEW node, remove %s and %s and restart the agent",
+			stored, stored, filepath.Join(c.StateDir, StoredKeyName))
 	}
 }
 

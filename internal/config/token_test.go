@@ -1,11 +1,14 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestTokenFileTrimmedAndReRead(t *testing.T) {
@@ -94,5 +97,80 @@ func TestEnrollmentTokenFileReadFresh(t *testing.T) {
 	writeFile(t, dir, "enroll", "two\n")
 	if got, err := cfg.EnrollmentTokenValue(); err != nil || got != "two" {
 		t.Errorf("EnrollmentTokenValue = %q, %v; want two", got, err)
+	}
+}
+
+// jwtWith builds a node token with the given claims (signature unchecked).
+func jwtWith(claims string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"HS256"}`)) + "." + enc([]byte(claims)) + ".c2ln"
+}
+
+// With NODE_TOKEN_FILE, a token the server handed over in token_refresh
+// (kept in STATE_DIR/node-token) is used while it is valid, newer and of
+// the same node; an operator's newer token in the file wins again.
+func TestTokenSourcePrefersRefreshedToken(t *testing.T) {
+	now := time.Now().Unix()
+	claims := func(node string, iat, exp int64) string {
+		return jwtWith(fmt.Sprintf(`{"nodeId":%q,"iat":%d,"exp":%d}`, node, iat, exp))
+	}
+	configured := claims("n1", now-100, now-10) // expired
+	refreshed := claims("n1", now-5, now+60)
+	dir := t.TempDir()
+	file := writeFile(t, dir, "token", configured+"\n")
+	cfg := mustLoad(t, "", "NODE_TOKEN_FILE="+file, "STATE_DIR="+filepath.Join(dir, "state"))
+	next := cfg.TokenSource()
+	if got, _ := next(); got != configured {
+		t.Errorf("nothing stored: got another token than the file's")
+	}
+	if err := cfg.StoreToken(refreshed); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := next(); got != refreshed {
+		t.Errorf("refreshed token stored: the file's token was used")
+	}
+	rotated := claims("n1", now, now+60)
+	writeFile(t, dir, "token", rotated+"\n")
+	if got, _ := next(); got != rotated {
+		t.Errorf("the operator's newer token was not used")
+	}
+	// A stored token of another node is never used.
+	writeFile(t, dir, "token", configured+"\n")
+	if err := cfg.StoreToken(claims("n2", now, now+60)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := next(); got != configured {
+		t.Errorf("a stored token of another node was used")
+	}
+
+	static := mustLoad(t, "", "NODE_TOKEN="+configured, "STATE_DIR="+filepath.Join(dir, "state2"))
+	if err := static.StoreToken(refreshed); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := static.TokenSource()(); got != refreshed {
+		t.Errorf("NODE_TOKEN: the refreshed token was not used")
+	}
+}
+
+func TestCredentialHint(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "token", testToken+"\n")
+	for _, c := range []struct {
+		env  []string
+		want []string
+	}{
+		{[]string{"NODE_TOKEN_FILE=" + file}, []string{"NODE_TOKEN_FILE (" + file + ")"}},
+		{[]string{"NODE_TOKEN=" + testToken, "STATE_DIR=/s"}, []string{"set NODE_TOKEN", "/s/node-token"}},
+		{[]string{"ENROLLMENT_TOKEN=e", "STATE_DIR=/s"}, []string{"into /s/node-token", "remove /s/node-token and /s/node-key"}},
+	} {
+		got := mustLoad(t, "", c.env...).CredentialHint()
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("hint %q lacks %q", got, w)
+			}
+		}
+		if strings.Contains(got, testToken) {
+			t.Errorf("hint shows the token")
+		}
 	}
 }

@@ -37,7 +37,9 @@ func removeContainer(t testing.TB, cli *client.Client, name string) {
 // startServer runs lormas-server on addr with dataDir and waits until it answers.
 func startServer(t *testing.T, addr, dataDir string, env ...string) (*proc, *api) {
 	t.Helper()
-	base := []string{"LISTEN_ADDR=" + addr, "DATA_DIR=" + dataDir}
+	// Every client here is 127.0.0.1: a large failure budget unless a test
+	// sets AUTH_FAILURE_BURST itself (the later value wins).
+	base := []string{"LISTEN_ADDR=" + addr, "DATA_DIR=" + dataDir, "AUTH_FAILURE_BURST=100000"}
 	srv := start(t, "lormas-server", dataDir, append(base, env...)...)
 	a := &api{t: t, base: "http://" + addr}
 	eventually(t, 30*time.Second, func() error {
@@ -205,12 +207,15 @@ func TestSystem(t *testing.T) {
 	})
 
 	var node2 apiNode
+	var agent2 *proc
 	outer := t // the enrolled agent must outlive the subtest: it reconnects after the server restart
+	dir2 := outer.TempDir()
+	state2 := filepath.Join(dir2, "state")
+	env2 := append(agentEnv(addr, "e2e-node-2", state2), "ENROLLMENT_TOKEN="+enrollToken)
 	t.Run("enrollment", func(t *testing.T) {
 		a := &api{t: t, base: a.base, token: a.token}
-		dir := outer.TempDir()
-		state := filepath.Join(dir, "state")
-		start(outer, "lormas-agent", dir, append(agentEnv(addr, "e2e-node-2", state), "ENROLLMENT_TOKEN="+enrollToken)...)
+		state := state2
+		agent2 = start(outer, "lormas-agent", dir2, env2...)
 		eventually(t, 30*time.Second, func() error {
 			var nodes []apiNode
 			a.do("GET", "/api/nodes", a.token, nil, &nodes)
@@ -236,26 +241,61 @@ func TestSystem(t *testing.T) {
 		}
 	})
 
-	t.Run("enrolled agent re-enrolls when its node is deleted", func(t *testing.T) {
+	// What an administrator does to an enrolled node sticks (issue 7): the
+	// agent used to enroll again on 4001/4003 and came back within a second.
+	t.Run("a rotated enrolled node stays out until the operator writes its token", func(t *testing.T) {
 		a := &api{t: t, base: a.base, token: a.token}
 		if node2.ID == "" {
 			t.Fatal("no enrolled node: the enrollment subtest failed")
 		}
+		var rotated struct{ ID, Token string }
+		if code := a.do("PATCH", "/api/nodes/"+node2.ID+"/token", a.token, nil, &rotated); code != http.StatusOK {
+			t.Fatalf("PATCH token = %d", code)
+		}
+		a.waitConnected(node2.ID, false, 15*time.Second)
+		agent2.waitOutput("an administrator rotated this node's token", 15*time.Second)
+		stayOut(t, a, "e2e-node-2", node2.ID, 5*time.Second)
+		if strings.Contains(agent2.out.String(), "renewing the token") {
+			t.Errorf("the agent tried to renew a rotated token")
+		}
+		// The operator gives the agent the node's new token: it is back
+		// without a restart, as the same node.
+		if err := os.WriteFile(filepath.Join(state2, "node-token"), []byte(rotated.Token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a.waitConnected(node2.ID, true, 30*time.Second)
+		a.mustSucceed(node2.ID, map[string]any{"action": "list"})
+	})
+
+	t.Run("a deleted enrolled node stays out", func(t *testing.T) {
+		a := &api{t: t, base: a.base, token: a.token}
 		if code := a.do("DELETE", "/api/nodes/"+node2.ID, a.token, nil, nil); code != http.StatusNoContent {
 			t.Fatalf("DELETE node = %d, want 204", code)
 		}
-		// The server closes its session and refuses its token; the agent
-		// enrolls again under its name and comes back without a restart.
+		agent2.waitOutput("an administrator deleted this node", 15*time.Second)
+		stayOut(t, a, "e2e-node-2", "", 5*time.Second)
+		// To enroll the machine as a NEW node the operator removes its
+		// token and key and restarts the agent.
+		if code := agent2.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
+			t.Fatalf("agent exit code %d after SIGTERM", code)
+		}
+		for _, f := range []string{"node-token", "node-key"} {
+			if err := os.Remove(filepath.Join(state2, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		agent2 = start(outer, "lormas-agent", dir2, env2...)
+		old := node2.ID
 		eventually(t, 30*time.Second, func() error {
 			var nodes []apiNode
 			a.do("GET", "/api/nodes", a.token, nil, &nodes)
 			for _, n := range nodes {
-				if n.Name == "e2e-node-2" && n.Connected && n.ID != node2.ID {
+				if n.Name == "e2e-node-2" && n.Connected && n.ID != old {
 					node2 = n
 					return nil
 				}
 			}
-			return fmt.Errorf("e2e-node-2 not back: %+v", nodes)
+			return fmt.Errorf("e2e-node-2 not enrolled anew: %+v", nodes)
 		})
 		a.mustSucceed(node2.ID, map[string]any{"action": "list"})
 	})
@@ -324,5 +364,26 @@ func TestSystem(t *testing.T) {
 		if strings.Contains(p.out.String(), node.Token) {
 			t.Errorf("agent output contains the node token")
 		}
+	}
+}
+
+// stayOut checks for d that the node named name does not come back: no
+// connected node of that name (with id, when given, the node may exist but
+// stays disconnected; without, no node of that name exists at all).
+func stayOut(t *testing.T, a *api, name, id string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		var nodes []apiNode
+		a.do("GET", "/api/nodes", a.token, nil, &nodes)
+		for _, n := range nodes {
+			if n.Name != name {
+				continue
+			}
+			if id == "" || n.ID != id || n.Connected {
+				t.Fatalf("node %q came back: %+v", name, n)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 const secret = "enrollment-secret-0123456789"
@@ -43,7 +45,7 @@ func TestEnrollSendsTheContract(t *testing.T) {
 	// SERVER_URL as the agent has it: ws:// with a path prefix and a
 	// trailing slash.
 	server := parse(t, "ws"+strings.TrimPrefix(ts.URL, "http")+"/lormas/")
-	res, err := Enroll(context.Background(), ts.Client(), server, "  "+secret+"\n", "node-a")
+	res, err := Enroll(context.Background(), ts.Client(), server, "  "+secret+"\n", Request{Name: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func TestEnrollReissueIsSuccess(t *testing.T) {
 		_, _ = io.WriteString(w, `{"id":"n-1","token":"t"}`) // 200, and no name
 	}))
 	defer ts.Close()
-	res, err := Enroll(context.Background(), nil, parse(t, ts.URL), secret, "node-a")
+	res, err := Enroll(context.Background(), nil, parse(t, ts.URL), secret, Request{Name: "node-a"})
 	if err != nil || res.ID != "n-1" || res.Name != "node-a" || res.Token != "t" {
 		t.Errorf("Enroll = %+v, %v", res, err)
 	}
@@ -75,7 +77,7 @@ func TestEnrollOverTLS(t *testing.T) {
 	defer ts.Close()
 	// wss:// maps to https://.
 	server := parse(t, "wss"+strings.TrimPrefix(ts.URL, "https"))
-	res, err := Enroll(context.Background(), ts.Client(), server, secret, "tls")
+	res, err := Enroll(context.Background(), ts.Client(), server, secret, Request{Name: "tls"})
 	if err != nil || res.ID != "n-2" {
 		t.Errorf("Enroll over TLS = %+v, %v", res, err)
 	}
@@ -106,7 +108,7 @@ func TestEnrollErrors(t *testing.T) {
 				_, _ = io.WriteString(w, c.body)
 			}))
 			defer ts.Close()
-			_, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, "node-a")
+			_, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a"})
 			if err == nil {
 				t.Fatal("Enroll succeeded")
 			}
@@ -131,7 +133,7 @@ func TestEnrollNetworkError(t *testing.T) {
 	ts := httptest.NewServer(http.NotFoundHandler())
 	server := parse(t, ts.URL)
 	ts.Close() // nothing listens any more
-	_, err := Enroll(context.Background(), nil, server, secret, "node-a")
+	_, err := Enroll(context.Background(), nil, server, secret, Request{Name: "node-a"})
 	if err == nil || !strings.Contains(err.Error(), "/api/nodes/enroll") || strings.Contains(err.Error(), secret) {
 		t.Errorf("error = %v, want the URL named and no token", err)
 	}
@@ -153,7 +155,7 @@ func TestEnrollCancelled(t *testing.T) {
 	defer close(block)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Enroll(ctx, ts.Client(), parse(t, ts.URL), secret, "node-a")
+	_, err := Enroll(ctx, ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a"})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("error = %v, want context.Canceled", err)
 	}
@@ -162,11 +164,56 @@ func TestEnrollCancelled(t *testing.T) {
 func TestEnrollRefusesEmptyInput(t *testing.T) {
 	u := parse(t, "ws://localhost:3000")
 	for _, c := range []struct{ token, name string }{{"", "n"}, {"  ", "n"}, {secret, ""}} {
-		if _, err := Enroll(context.Background(), nil, u, c.token, c.name); err == nil {
-			t.Errorf("Enroll(%q, %q) succeeded", c.token, c.name)
+		if _, err := Enroll(context.Background(), nil, u, c.token, Request{Name: c.name}); err == nil {
+			t.Errorf("Enroll(%q, %q) succeeded", c.token, Request{Name: c.name})
 		}
 	}
-	if _, err := Enroll(context.Background(), nil, nil, secret, "n"); err == nil {
+	if _, err := Enroll(context.Background(), nil, nil, secret, Request{Name: "n"}); err == nil {
 		t.Errorf("Enroll with a nil URL succeeded")
+	}
+}
+
+// With a key the request carries the proof; a renewal also the node id and
+// its token, which never appears in an error even when a server echoes it.
+func TestEnrollSendsProofAndRenewal(t *testing.T) {
+	var body protocol.EnrollRequest
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body = protocol.EnrollRequest{}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		if body.NodeID != "" {
+			w.WriteHeader(http.StatusConflict)
+			_, _ = io.WriteString(w, `{"error":"token `+body.Token+` was rotated"}`)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"id":"n-1","name":"node-a","token":"t","expiresAt":"2030-01-01T00:00:00Z"}`)
+	}))
+	defer ts.Close()
+	key, _, err := LoadOrCreateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_800_000_000, 0)
+	res, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a", Key: key, Now: at})
+	if err != nil || res.ExpiresAt != "2030-01-01T00:00:00Z" || res.Reissued {
+		t.Fatalf("Enroll = %+v, %v", res, err)
+	}
+	want := Sign(key, "node-a", at)
+	if body.PublicKey != want.PublicKey || body.Timestamp != want.Timestamp || body.Signature != want.Signature {
+		t.Errorf("request %+v lacks the proof %+v", body, want)
+	}
+	const nodeToken = "header.payload.signature-of-the-node"
+	_, err = Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a", Key: key, NodeID: "n-1", Token: nodeToken})
+	var se *StatusError
+	if !errors.As(err, &se) || !se.Conflict() || body.NodeID != "n-1" || body.Token != nodeToken {
+		t.Errorf("renewal: %v (request %+v), want a 409 with nodeId and token sent", err, body)
+	}
+	if strings.Contains(err.Error(), nodeToken) {
+		t.Errorf("the node token is in the error: %v", err)
+	}
+	for _, r := range []Request{{Name: "n", NodeID: "x"}, {Name: "n", NodeID: "x", Token: "t"}} {
+		if _, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, r); err == nil {
+			t.Errorf("incomplete renewal %+v accepted", r)
+		}
 	}
 }

@@ -71,6 +71,8 @@ func Decode(frame []byte) (Message, error) {
 		m, err = decodeAs[ContainerEvent](frame)
 	case TypeInventory:
 		m, err = decodeAs[Inventory](frame)
+	case TypeTokenRefresh:
+		m, err = decodeAs[TokenRefresh](frame)
 	default:
 		return nil, &DecodeError{Type: typ, ID: id, Err: ErrUnknownType}
 	}

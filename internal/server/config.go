@@ -32,9 +32,12 @@ type Config struct {
 	// (mode 0640) for agents to read; see the package documentation.
 	EnrollmentTokenExport string `env:"ENROLLMENT_TOKEN_EXPORT_FILE" shown:"DATA_DIR/enrollment-token" help:"where a GENERATED enrollment token is written (0640) for agents, e.g. a volume shared with them; not written when ENROLLMENT_TOKEN is given"`
 
-	NodeTokenTTL   time.Duration `env:"NODE_TOKEN_TTL" envDefault:"0s" help:"lifetime of issued node tokens; 0 = no expiry; when set, tokens issued without an expiry are refused too (enrolled agents re-enroll)"`
+	NodeTokenTTL   time.Duration `env:"NODE_TOKEN_TTL" envDefault:"0s" help:"lifetime of issued node tokens; 0 = no expiry; when set, tokens issued without an expiry are refused too, a session ends when its token expires (close 4001 \"token expired\"), and agents announcing token_refresh get a fresh token after 2/3 of the lifetime"`
 	CommandTimeout time.Duration `env:"COMMAND_TIMEOUT" envDefault:"60s" help:"how long POST /api/nodes/{id}/commands waits for the command_result (then 504)"`
 	PingInterval   time.Duration `env:"PING_INTERVAL" envDefault:"30s" help:"interval of application {\"type\":\"ping\"} messages to agents; an agent silent for 3 intervals is disconnected"`
+
+	AuthFailureBurst    int           `env:"AUTH_FAILURE_BURST" envDefault:"10" help:"failed enrollments and refused node tokens allowed per client address before 429 (token bucket burst)"`
+	AuthFailureInterval time.Duration `env:"AUTH_FAILURE_INTERVAL" envDefault:"6s" help:"one more failure is allowed per client address every interval once the burst is spent"`
 
 	TLSCertFile string `env:"TLS_CERT_FILE" help:"PEM certificate chain: serve https and wss (with TLS_KEY_FILE)"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"PEM private key for TLS_CERT_FILE"`
@@ -162,6 +165,12 @@ func (c *Config) resolve() []string {
 	}
 	if c.PingInterval <= 0 {
 		add("PING_INTERVAL must be positive, got %s", c.PingInterval)
+	}
+	if c.AuthFailureBurst < 1 || c.AuthFailureBurst > 1_000_000 {
+		add("AUTH_FAILURE_BURST must be between 1 and 1000000, got %d", c.AuthFailureBurst)
+	}
+	if c.AuthFailureInterval < time.Millisecond {
+		add("AUTH_FAILURE_INTERVAL must be at least 1ms, got %s", c.AuthFailureInterval)
 	}
 	switch strings.ToLower(strings.TrimSpace(c.LogLevel)) {
 	case "debug", "info", "warn", "warning", "error":

@@ -19,6 +19,7 @@ func TestConfigDefaults(t *testing.T) {
 		ListenAddr: ":3000", DataDir: "./data", EnrollmentTokenExport: "data/enrollment-token",
 		CommandTimeout: 60 * time.Second, PingInterval: 30 * time.Second, LogLevel: "info",
 		LogFormat: "text", MaxBodyBytes: 1 << 20, MaxMessageBytes: 16 << 20,
+		AuthFailureBurst: 10, AuthFailureInterval: 6 * time.Second,
 	}
 	if fmt.Sprintf("%+v", cfg) != fmt.Sprintf("%+v", want) {
 		t.Errorf("defaults = %+v\nwant       %+v", cfg, want)

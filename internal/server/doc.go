@@ -30,9 +30,8 @@
 // the reader is another process: in the shipped images server and agent both
 // run as uid/gid 65532 so the owner bit suffices, and the group bit lets an
 // agent running under another uid in the same group read it; "other" gets
-// nothing. Note that the enrollment token can re-issue the token of any node
-// by name (that is how an agent that lost its state gets back in), so it is
-// as sensitive as the node tokens themselves.
+// nothing. The enrollment token lets a machine become a NEW node; it never
+// obtains, replaces or revokes an existing node's token (see Enrollment).
 //
 // Admin and enrollment tokens are compared in constant time (of their
 // SHA-256 hashes). Secrets are never logged; the request log has method,
@@ -41,8 +40,42 @@
 // # Node tokens
 //
 // HS256 JWTs with claims nodeId and sub (the node id), name, iat, jti, and
-// exp when NODE_TOKEN_TTL > 0. The database keeps each node's current jti:
-// issuing a new token (rotation, re-enrollment) revokes the previous one.
+// exp when NODE_TOKEN_TTL > 0. The database keeps each node's current jti
+// and the one its last refresh replaced (valid until its own exp, so an
+// agent that missed the token_refresh message is not locked out); rotation
+// and re-enrollment revoke both.
+//
+// # Enrollment
+//
+// POST /api/nodes/enroll creates NEW nodes. An agent sends its Ed25519
+// public key with a proof (an Ed25519 signature of protocol.EnrollProofMessage:
+// "lormas-enroll-v1\n<name>\n<base64 public key>\n<unix seconds>"), and the
+// node keeps the key. An existing name is answered 409 unless the request is
+// signed by that node's key with a timestamp within ±5 minutes of the
+// server's clock and later than the last one accepted for the node; nodes
+// created by an administrator (or enrolled without a key) have none, so
+// their name can never be enrolled. Even with a valid proof a CONNECTED
+// node is not re-issued (409): an enrollment never knocks an agent off. A
+// renewal (nodeId and token in the request) re-issues the token of that
+// node only, for the node's current or previous token (signature checked,
+// expiry not): it never creates a node (404 for a deleted one) and never
+// undoes a rotation (409).
+//
+// # Audit and rate limits
+//
+// Every issued token (create, enroll, reenroll, renew, rotate, refresh) is an
+// audit line "node token issued" (component=audit, event, node, name,
+// remote, expiresAt); every refused enrollment "enrollment refused" and
+// refused node token "node token refused" (reason, name, node, remote,
+// detail). No line carries a token or key material. Refusals count against
+// the client address (r.RemoteAddr, IPv6 by /64; X-Forwarded-For is not
+// trusted): a token bucket of AUTH_FAILURE_BURST (10), refilled one per
+// AUTH_FAILURE_INTERVAL (6 s); an address with an empty bucket gets 429 with
+// Retry-After before any work. Per address the first refusal of a minute is
+// logged in full, the rest in one summary line a minute ("authentication
+// failures from client address (summary)": failures, rateLimited, reasons),
+// and their request log lines go to debug. At most 10,000 addresses are
+// tracked (least recently seen evicted first); idle ones are forgotten.
 //
 // # REST API
 //
@@ -87,16 +120,28 @@
 //	       agent a cancel. "dropped" {frames} reports log frames dropped for a
 //	       client too slow to keep up; "error" ends a stream whose node
 //	       disconnected.
-//	POST   /api/nodes/enroll           Authorization: Bearer <enrollment token>, {name}
-//	       201 {id, name, token} for a new node; 200 {id, name, token} when a node
-//	       of that name existed: its token is re-issued (the old one revoked)
+//	POST   /api/nodes/enroll           Authorization: Bearer <enrollment token>,
+//	       {name, publicKey?, timestamp?, signature?, nodeId?, token?}
+//	       201 {id, name, token, expiresAt?} for a new node; 200 (same shape)
+//	       when an existing node's token was re-issued to a request proving
+//	       its key (the old tokens revoked); 409 the name exists and the
+//	       request does not prove it, or the node is connected; 404 a renewed
+//	       node does not exist; 400 a malformed or stale proof; 429 too many
+//	       failures from the client address (Retry-After). See Enrollment.
 //	GET    /healthz                    200 {"status":"ok"} when the database answers
 //
 // # Agent WebSocket
 //
 // GET /api/ws/nodes with the node token in "Authorization: Bearer" or
 // ?token=. The token is verified before the upgrade (HS256 only, exp, node
-// exists, token is current); any failure is 401 with a JSON error. One live
+// exists, token is current or the one before the last refresh); any failure
+// is 401 with a JSON error (429 once the client address's failure budget is
+// spent). A session ends when its token expires: closed with 4001 "token
+// expired" (4001 "token rotated" after a rotation, 4003 "node deleted"). An
+// agent that announced the token_refresh capability in agent_identify is
+// sent {"type":"token_refresh","token","expiresAt"} after 2/3 of its token's
+// lifetime (at least 1 s before exp), and the session follows the new
+// token. One live
 // session per node: a new connection replaces the old one (closed with 4000
 // "replaced by a newer connection"). The server sends {"type":"ping"} every
 // PING_INTERVAL and drops an agent it has heard nothing from (frame, ping or

@@ -60,6 +60,9 @@ func testEnv(dir string, extra map[string]string) map[string]string {
 		"DATA_DIR":         dir,
 		"ADMIN_TOKEN":      testAdminToken,
 		"ENROLLMENT_TOKEN": testEnrollmentToken,
+		// Every test client is 127.0.0.1: the failure budget is large
+		// unless a test is about it (ratelimit_test.go).
+		"AUTH_FAILURE_BURST": "100000",
 	}
 	maps.Copy(env, extra)
 	for k, v := range env {

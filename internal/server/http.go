@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -250,6 +251,8 @@ func (srv *Server) middleware(next http.Handler) http.Handler {
 		defer srv.requests.Done()
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		quiet := false
+		r = r.WithContext(context.WithValue(r.Context(), quietKey{}, &quiet))
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -269,7 +272,7 @@ func (srv *Server) middleware(next http.Handler) http.Handler {
 			switch {
 			case status >= 500:
 				level = slog.LevelError
-			case r.URL.Path == "/healthz":
+			case r.URL.Path == "/healthz", quiet:
 				level = slog.LevelDebug
 			}
 			srv.log.Log(r.Context(), level, "http request", "method", r.Method, "path", r.URL.Path,

@@ -20,6 +20,11 @@ const (
 	closeTokenRotated  = 4001 // the session's token is no longer current
 	closeNodeDeleted   = 4003 // the node was deleted
 	closeReasonRotated = "token rotated"
+	// closeReasonExpired goes with closeTokenRotated (4001) when the
+	// session's token expires: agents treat 4001 as "token refused", and
+	// the reason tells an expired token (renewable by an enrolled agent)
+	// from a rotated one (which waits for the operator).
+	closeReasonExpired = "token expired"
 )
 
 var (
@@ -110,7 +115,7 @@ func (h *hub) closeNode(nodeID string, code uint16, reason string) {
 // revoke closes the node's session unless it authenticated with the token
 // whose jti is current.
 func (h *hub) revoke(nodeID, current string) {
-	if s := h.session(nodeID); s != nil && s.jti != current {
+	if s := h.session(nodeID); s != nil && s.tokenID() != current {
 		s.close(closeTokenRotated, closeReasonRotated)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -101,18 +100,13 @@ func (srv *Server) handleCreateNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := uuid.NewString()
-	jti, err := newTokenID()
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	token, issuedAt, err := srv.tokens.issue(id, req.Name, jti)
+	tok, err := srv.tokens.issueNew(id, req.Name)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
 	n := store.Node{ID: id, Name: req.Name, Description: req.Description,
-		CreatedAt: srv.now(), TokenID: jti, TokenIssuedAt: issuedAt}
+		CreatedAt: srv.now(), TokenID: tok.jti, TokenIssuedAt: tok.issuedAt}
 	if err := srv.store.CreateNode(r.Context(), n); err != nil {
 		if errors.Is(err, store.ErrDuplicateName) {
 			writeError(w, http.StatusConflict, "a node named %q exists already", req.Name)
@@ -122,8 +116,10 @@ func (srv *Server) handleCreateNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	srv.log.Info("node created", "node", id, "name", req.Name)
+	srv.audit.Info("node token issued", "event", "create", "node", id, "name", req.Name,
+		"remote", clientAddr(r), "expiresAt", tok.expiresAtText())
 	writeJSON(w, http.StatusCreated, createdNode{ID: id, Name: n.Name, Description: n.Description,
-		Token: token, CreatedAt: protocol.Timestamp(n.CreatedAt)})
+		Token: tok.token, CreatedAt: protocol.Timestamp(n.CreatedAt)})
 }
 
 func (srv *Server) handleListNodes(w http.ResponseWriter, r *http.Request) {
@@ -176,27 +172,23 @@ func (srv *Server) handleDeleteNode(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// handleRotateToken issues a new token; the old one is refused from now on
-// and a session that authenticated with it is closed (4001 "token rotated").
+// handleRotateToken issues a new token; the old one (and the one before a
+// refresh) is refused from now on and a session that authenticated with it
+// is closed (4001 "token rotated").
 func (srv *Server) handleRotateToken(w http.ResponseWriter, r *http.Request) {
 	n, ok := srv.lookupNode(w, r)
 	if !ok {
 		return
 	}
-	jti, err := newTokenID()
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	token, issuedAt, err := srv.tokens.issue(n.ID, n.Name, jti)
+	tok, err := srv.tokens.issueNew(n.ID, n.Name)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
 	srv.tokenMu.Lock()
-	err = srv.store.SetToken(r.Context(), n.ID, jti, issuedAt)
+	err = srv.store.SetToken(r.Context(), n.ID, tok.jti, tok.issuedAt)
 	if err == nil {
-		srv.hub.revoke(n.ID, jti)
+		srv.hub.revoke(n.ID, tok.jti)
 	}
 	srv.tokenMu.Unlock()
 	if err != nil {
@@ -208,72 +200,12 @@ func (srv *Server) handleRotateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	srv.log.Info("node token rotated", "node", n.ID)
+	srv.audit.Info("node token issued", "event", "rotate", "node", n.ID, "name", n.Name,
+		"remote", clientAddr(r), "expiresAt", tok.expiresAtText())
 	writeJSON(w, http.StatusOK, struct {
 		ID    string `json:"id"`
 		Token string `json:"token"`
-	}{n.ID, token})
-}
-
-// handleEnroll registers a node by name with the enrollment token, or
-// re-issues the token of the node of that name (rotating it: an agent that
-// lost its state directory gets back in, and the old token stops working).
-// 201 when the node was created, 200 when its token was re-issued.
-func (srv *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
-	token, err := bearerToken(r)
-	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="lormas-enroll"`)
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	if !hashMatches(token, srv.creds.enrollHash) {
-		srv.log.Warn("enrollment refused: wrong enrollment token", "remote", r.RemoteAddr)
-		w.Header().Set("WWW-Authenticate", `Bearer realm="lormas-enroll", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "invalid enrollment token")
-		return
-	}
-	var req struct {
-		Name string `json:"name"`
-	}
-	if err := srv.decodeBody(w, r, &req); err != nil {
-		writeErr(w, err)
-		return
-	}
-	if err := validateName(req.Name); err != nil {
-		writeErr(w, err)
-		return
-	}
-	jti, err := newTokenID()
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	now := srv.now()
-	srv.tokenMu.Lock()
-	n, created, err := srv.store.EnrollNode(r.Context(), store.Node{ID: uuid.NewString(), Name: req.Name,
-		CreatedAt: now, TokenID: jti, TokenIssuedAt: now.Truncate(time.Second)})
-	if err == nil && !created {
-		srv.hub.revoke(n.ID, jti)
-	}
-	srv.tokenMu.Unlock()
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	nodeToken, _, err := srv.tokens.issue(n.ID, n.Name, jti)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	status := http.StatusCreated
-	if !created {
-		status = http.StatusOK
-	}
-	srv.log.Info("node enrolled", "node", n.ID, "name", n.Name, "created", created)
-	writeJSON(w, status, struct {
-		ID    string `json:"id"`
-		Name  string `json:"name"`
-		Token string `json:"token"`
-	}{n.ID, n.Name, nodeToken})
+	}{n.ID, tok.token})
 }
 
 func (srv *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

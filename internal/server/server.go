@@ -23,6 +23,8 @@ import (
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	audit    *slog.Logger // one line per issued token and per refusal (see limiter)
+	limiter  *failureLimiter
 	store    *store.Store
 	creds    credentials
 	tokens   *tokenIssuer
@@ -85,6 +87,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		writeTimeout: writeTimeout,
 	}
 	srv.setClock(time.Now)
+	srv.audit = logger.With("component", "audit")
+	burst, interval := cfg.AuthFailureBurst, cfg.AuthFailureInterval
+	if burst < 1 || interval <= 0 { // a Config not from LoadConfig
+		burst, interval = 10, 6*time.Second
+	}
+	srv.limiter = newFailureLimiter(burst, interval, srv.now, srv.audit)
+	go srv.limiter.run()
 	srv.tokens = &tokenIssuer{key: creds.jwtKey, ttl: cfg.NodeTokenTTL, now: func() time.Time { return srv.now() }}
 	srv.upgrader = gws.NewUpgrader(socketHandler{srv}, &gws.ServerOption{
 		ReadMaxPayloadSize: int(cfg.MaxMessageBytes),
@@ -198,6 +207,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}
 		if err := srv.hub.shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close agent sessions: %w", err))
+		}
+		if err := srv.limiter.close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop the failure limiter: %w", err))
 		}
 		if err := srv.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close database: %w", err))

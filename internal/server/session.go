@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,10 +45,22 @@ type session struct {
 	srv    *Server
 	nodeID string
 	name   string
-	jti    string
 	remote string
 	conn   *gws.Conn
 	log    *slog.Logger
+
+	// The token the session runs on: the one it authenticated with, then
+	// each one handed over in token_refresh. Guarded by tokMu.
+	tokMu sync.Mutex
+	jti   string
+	iat   time.Time
+	exp   time.Time // zero: no expiry
+
+	// identified is closed at the first agent_identify; refreshable tells
+	// whether it announced the token_refresh capability.
+	identified   chan struct{}
+	identifyOnce sync.Once
+	refreshable  atomic.Bool
 
 	out      chan []byte
 	closeReq chan closeRequest // capacity 1; filled once by close
@@ -193,7 +206,7 @@ func (h socketHandler) OnOpen(c *gws.Conn) {
 		s.log.Error("recheck node token", "err", err)
 		s.close(closeInternalError, "server error")
 		return
-	case n.TokenID != s.jti:
+	case !tokenIsValidFor(n, s.tokenID()):
 		s.close(closeTokenRotated, closeReasonRotated)
 		return
 	}
@@ -277,6 +290,10 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 		}
 		s.log.Info("agent identified", "agent_version", m.Version, "hostname", m.Hostname,
 			"protocol_version", m.ProtocolVersion)
+		s.identifyOnce.Do(func() {
+			s.refreshable.Store(slices.Contains(m.Capabilities, protocol.CapabilityTokenRefresh))
+			close(s.identified)
+		})
 		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
 		srv.hub.resend(s)
 	case protocol.Heartbeat:

@@ -11,7 +11,8 @@ import (
 
 // authenticateNode checks a node token completely before any upgrade: HS256
 // signature, exp, that the node exists, and that the token is the node's
-// current one (its jti matches the stored token id).
+// current one (its jti matches the stored token id) or the one its last
+// refresh replaced (valid until its own exp).
 func (srv *Server) authenticateNode(ctx context.Context, token string) (store.Node, nodeClaims, error) {
 	claims, err := srv.tokens.verify(token)
 	if err != nil {
@@ -19,15 +20,21 @@ func (srv *Server) authenticateNode(ctx context.Context, token string) (store.No
 	}
 	n, err := srv.store.Node(ctx, claims.NodeID)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Node{}, nodeClaims{}, errNodeUnknown
+		return store.Node{}, claims, errNodeUnknown
 	}
 	if err != nil {
 		return store.Node{}, nodeClaims{}, err
 	}
-	if n.TokenID != claims.ID {
-		return store.Node{}, nodeClaims{}, errTokenRevoked
+	if !tokenIsValidFor(n, claims.ID) {
+		return store.Node{}, claims, errTokenRevoked
 	}
 	return n, claims, nil
+}
+
+// tokenIsValidFor reports whether jti is the node's current token or the
+// one its last refresh replaced.
+func tokenIsValidFor(n store.Node, jti string) bool {
+	return jti != "" && (jti == n.TokenID || jti == n.PrevTokenID)
 }
 
 // nodeToken returns the token an agent presents: "Authorization: Bearer"
@@ -39,15 +46,48 @@ func nodeToken(r *http.Request) string {
 	return r.URL.Query().Get("token")
 }
 
+// Reason codes of refused node tokens in the audit log.
+func tokenRefusalReason(err error) string {
+	switch {
+	case errors.Is(err, errTokenMissing):
+		return "missing_token"
+	case errors.Is(err, errTokenExpired):
+		return "expired_token"
+	case errors.Is(err, errTokenRevoked):
+		return "revoked_token"
+	case errors.Is(err, errNodeUnknown):
+		return "unknown_node"
+	default:
+		return "invalid_token"
+	}
+}
+
 // handleSocket is GET /api/ws/nodes: authenticate, then upgrade to the
-// agent's WebSocket session.
+// agent's WebSocket session. Refused tokens count against the client
+// address's failure budget (429 once spent) and are logged through the
+// audit log's aggregation, never one line per request.
 func (srv *Server) handleSocket(w http.ResponseWriter, r *http.Request) {
+	remote := clientAddr(r)
+	quietRequestLog(r)
+	if ok, wait, logNow := srv.limiter.allow(remote); !ok {
+		if logNow {
+			srv.audit.Warn("node token refused", "reason", "rate_limited", "remote", remote)
+		}
+		w.Header().Set("Retry-After", retryAfterSeconds(wait))
+		writeError(w, http.StatusTooManyRequests, "too many failed authentications from %s; retry in %s s", remote, retryAfterSeconds(wait))
+		return
+	}
 	n, claims, err := srv.authenticateNode(r.Context(), nodeToken(r))
 	if err != nil {
 		switch {
 		case errors.Is(err, errTokenMissing), errors.Is(err, errTokenInvalid), errors.Is(err, errTokenExpired),
 			errors.Is(err, errTokenRevoked), errors.Is(err, errNodeUnknown):
-			srv.log.Info("node token rejected", "reason", err, "remote", r.RemoteAddr)
+			reason := tokenRefusalReason(err)
+			if srv.limiter.fail(remote, reason) {
+				// The node id of a token with a valid signature only: an
+				// invalid token's claims are the client's invention.
+				srv.audit.Warn("node token refused", "reason", reason, "node", claims.NodeID, "remote", remote, "detail", err.Error())
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lormas-node", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "%v", err)
 		default:
@@ -66,23 +106,25 @@ func (srv *Server) handleSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := &session{
-		srv:      srv,
-		nodeID:   n.ID,
-		name:     n.Name,
-		jti:      claims.ID,
-		remote:   r.RemoteAddr,
-		conn:     conn,
-		log:      srv.log.With("node", n.ID, "node_name", n.Name, "remote", r.RemoteAddr),
-		out:      make(chan []byte, outBuffer),
-		closeReq: make(chan closeRequest, 1),
-		done:     make(chan struct{}),
+		srv:        srv,
+		nodeID:     n.ID,
+		name:       n.Name,
+		remote:     r.RemoteAddr,
+		conn:       conn,
+		log:        srv.log.With("node", n.ID, "node_name", n.Name, "remote", r.RemoteAddr),
+		out:        make(chan []byte, outBuffer),
+		closeReq:   make(chan closeRequest, 1),
+		done:       make(chan struct{}),
+		identified: make(chan struct{}),
 	}
+	s.setToken(claims.ID, claimTime(claims.IssuedAt), claimTime(claims.ExpiresAt))
 	conn.Session().Store(sessionKey, s)
 	s.armIdleWriteDeadline()
-	srv.hub.wg.Add(2)
+	srv.hub.wg.Add(3)
 	go func() {
 		defer srv.hub.wg.Done()
 		conn.ReadLoop()
 	}()
 	go s.writeLoop()
+	go s.lifetime()
 }

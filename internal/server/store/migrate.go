@@ -27,6 +27,11 @@ var migrations = []string{
 		agent_version  TEXT NOT NULL DEFAULT '',
 		agent_info     TEXT
 	);`,
+	// 2: the node's enrollment key and proof replay guard, and the token
+	// before the last refresh (valid until its own exp).
+	`ALTER TABLE nodes ADD COLUMN public_key TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN last_proof_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN prev_token_id TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema version this build creates and understands.

@@ -9,15 +9,25 @@ import (
 	"time"
 )
 
-// Node is a registered node. TokenID is the jti of the node's only valid
-// token: issuing a new token replaces it, which revokes the old one.
+// Node is a registered node. TokenID is the jti of the node's current
+// token. PrevTokenID is the token it replaced in a refresh (token_refresh),
+// which stays valid until its own exp; every other way of issuing a token
+// (rotation, re-enrollment) clears it, revoking both.
 type Node struct {
 	ID            string
 	Name          string
 	Description   string
 	CreatedAt     time.Time
 	TokenID       string
+	PrevTokenID   string
 	TokenIssuedAt time.Time
+	// PublicKey is the node's Ed25519 enrollment key (standard base64),
+	// "" for a node created by an administrator or enrolled without one:
+	// such a node's token is never re-issued through enrollment.
+	PublicKey string
+	// LastProofAt is the timestamp (Unix seconds) of the last enrollment
+	// proof accepted for the node; a proof must be later (replay guard).
+	LastProofAt   int64
 	LastHeartbeat time.Time       // zero until the first heartbeat
 	Resources     json.RawMessage // the last heartbeat's resources object, nil before
 	AgentVersion  string          // from agent_identify
@@ -25,7 +35,7 @@ type Node struct {
 }
 
 const nodeColumns = `id, name, description, created_at, token_id, token_issued_at,
-	last_heartbeat, resources, agent_version, agent_info`
+	last_heartbeat, resources, agent_version, agent_info, public_key, last_proof_at, prev_token_id`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -37,7 +47,7 @@ func scanNode(row scanner) (Node, error) {
 		resources, agentInfo sql.NullString
 	)
 	if err := row.Scan(&n.ID, &n.Name, &n.Description, &created, &n.TokenID, &issued,
-		&heartbeat, &resources, &n.AgentVersion, &agentInfo); err != nil {
+		&heartbeat, &resources, &n.AgentVersion, &agentInfo, &n.PublicKey, &n.LastProofAt, &n.PrevTokenID); err != nil {
 		return Node{}, err
 	}
 	var err error
@@ -93,46 +103,53 @@ func insertNode(ctx context.Context, tx *sql.Tx, n Node) error {
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("create node: %w", err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO nodes (id, name, description, created_at, token_id, token_issued_at)
-		VALUES (?, ?, ?, ?, ?, ?)`,
-		n.ID, n.Name, n.Description, formatTime(n.CreatedAt), n.TokenID, formatTime(n.TokenIssuedAt))
+	_, err = tx.ExecContext(ctx, `INSERT INTO nodes (id, name, description, created_at, token_id, token_issued_at,
+		public_key, last_proof_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		n.ID, n.Name, n.Description, formatTime(n.CreatedAt), n.TokenID, formatTime(n.TokenIssuedAt),
+		n.PublicKey, n.LastProofAt)
 	if err != nil {
 		return fmt.Errorf("create node: %w", err)
 	}
 	return nil
 }
 
-// EnrollNode registers candidate, or, when a node with candidate.Name exists
-// already, gives that node candidate's token (TokenID, TokenIssuedAt) and
-// returns it. created reports which happened. Both run in one transaction,
-// so concurrent enrollments of one name end with one node.
-func (s *Store) EnrollNode(ctx context.Context, candidate Node) (n Node, created bool, err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+// ErrStaleProof is returned by Reissue when the node's key changed or a
+// proof as late or later was accepted meanwhile (a concurrent replay).
+var ErrStaleProof = errors.New("enrollment proof is stale")
+
+// Reissue gives the node a new token (tokenID, issuedAt) after an
+// enrollment proof by its key publicKey made at proofAt, revoking the
+// current and the previous token. It succeeds only while the node's key is
+// still publicKey and proofAt is later than the last accepted proof, in one
+// statement, so two concurrent uses of one proof cannot both succeed.
+func (s *Store) Reissue(ctx context.Context, id, publicKey string, proofAt int64, tokenID string, issuedAt time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET token_id = ?, token_issued_at = ?, prev_token_id = '', last_proof_at = ?
+		WHERE id = ? AND public_key = ? AND public_key != '' AND last_proof_at < ?`,
+		tokenID, formatTime(issuedAt), proofAt, id, publicKey, proofAt)
 	if err != nil {
-		return Node{}, false, fmt.Errorf("enroll node: %w", err)
+		return fmt.Errorf("re-issue node token %s: %w", id, err)
 	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	existing, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ?`, candidate.Name))
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		if err := insertNode(ctx, tx, candidate); err != nil {
-			return Node{}, false, err
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("re-issue node token %s: %w", id, err)
+	} else if n == 0 {
+		if _, err := s.Node(ctx, id); err != nil {
+			return err
 		}
-		n, created = candidate, true
-	case err != nil:
-		return Node{}, false, fmt.Errorf("enroll node: %w", err)
-	default:
-		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET token_id = ?, token_issued_at = ? WHERE id = ?`,
-			candidate.TokenID, formatTime(candidate.TokenIssuedAt), existing.ID); err != nil {
-			return Node{}, false, fmt.Errorf("enroll node: %w", err)
-		}
-		existing.TokenID, existing.TokenIssuedAt = candidate.TokenID, candidate.TokenIssuedAt
-		n = existing
+		return fmt.Errorf("re-issue node token %s: %w", id, ErrStaleProof)
 	}
-	if err := tx.Commit(); err != nil {
-		return Node{}, false, fmt.Errorf("enroll node: %w", err)
+	return nil
+}
+
+// NodeByName returns the node with the given name, or ErrNotFound.
+func (s *Store) NodeByName(ctx context.Context, name string) (Node, error) {
+	n, err := scanNode(s.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Node{}, fmt.Errorf("node named %q: %w", name, ErrNotFound)
 	}
-	return n, created, nil
+	if err != nil {
+		return Node{}, fmt.Errorf("read node named %q: %w", name, err)
+	}
+	return n, nil
 }
 
 // Node returns the node with the given id, or ErrNotFound.
@@ -173,10 +190,22 @@ func (s *Store) DeleteNode(ctx context.Context, id string) error {
 	return s.updateOne(ctx, "delete node", id, `DELETE FROM nodes WHERE id = ?`, id)
 }
 
-// SetToken records tokenID as the node's only valid token.
+// SetToken records tokenID as the node's only valid token (rotation): the
+// current and the previous token are revoked.
 func (s *Store) SetToken(ctx context.Context, id, tokenID string, issuedAt time.Time) error {
 	return s.updateOne(ctx, "set node token", id,
-		`UPDATE nodes SET token_id = ?, token_issued_at = ? WHERE id = ?`, tokenID, formatTime(issuedAt), id)
+		`UPDATE nodes SET token_id = ?, token_issued_at = ?, prev_token_id = '' WHERE id = ?`, tokenID, formatTime(issuedAt), id)
+}
+
+// RefreshToken records tokenID as the node's current token and keeps the
+// one it replaces as the previous token, valid until its own exp, so an
+// agent that missed the token_refresh message is not locked out. It applies
+// only while current is still the node's current token, so a rotation in
+// between wins; otherwise (or for an unknown node) it returns ErrNotFound.
+func (s *Store) RefreshToken(ctx context.Context, id, current, tokenID string, issuedAt time.Time) error {
+	return s.updateOne(ctx, "refresh node token", id,
+		`UPDATE nodes SET prev_token_id = token_id, token_id = ?, token_issued_at = ? WHERE id = ? AND token_id = ?`,
+		tokenID, formatTime(issuedAt), id, current)
 }
 
 // RecordIdentify stores what the agent said about itself in agent_identify.

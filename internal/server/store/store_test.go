@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -217,56 +216,103 @@ func TestNodesCRUD(t *testing.T) {
 	}
 }
 
-func TestEnrollNode(t *testing.T) {
+func TestReissueNeedsTheKeyAndALaterProof(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, filepath.Join(t.TempDir(), FileName))
-
-	first := testNode("id-1", "worker")
-	n, created, err := s.EnrollNode(ctx, first)
-	if err != nil || !created || n.ID != "id-1" {
-		t.Fatalf("first EnrollNode = %+v, %v, %v; want id-1 created", n, created, err)
+	keyed := testNode("id-1", "worker")
+	keyed.PublicKey, keyed.LastProofAt = "pub-1", 100
+	if err := s.CreateNode(ctx, keyed); err != nil {
+		t.Fatal(err)
 	}
-	again := testNode("id-2", "worker")
-	again.TokenID = "jti-new"
-	n, created, err = s.EnrollNode(ctx, again)
-	if err != nil || created || n.ID != "id-1" || n.TokenID != "jti-new" {
-		t.Fatalf("second EnrollNode = %+v, %v, %v; want id-1 re-issued with jti-new", n, created, err)
+	if err := s.CreateNode(ctx, testNode("id-2", "admin-made")); err != nil {
+		t.Fatal(err)
 	}
-	stored, _ := s.Node(ctx, "id-1")
-	if stored.TokenID != "jti-new" {
-		t.Errorf("stored token id = %q, want jti-new", stored.TokenID)
+	n, err := s.NodeByName(ctx, "worker")
+	if err != nil || n.ID != "id-1" || n.PublicKey != "pub-1" || n.LastProofAt != 100 {
+		t.Fatalf("NodeByName = %+v, %v", n, err)
 	}
-	if _, err := s.Node(ctx, "id-2"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("re-enrollment created a second node: %v", err)
+	if _, err := s.NodeByName(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("NodeByName(nobody) = %v, want ErrNotFound", err)
+	}
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name, id, key string
+		proofAt       int64
+		want          error
+	}{
+		{"another key", "id-1", "pub-2", 200, ErrStaleProof},
+		{"replayed proof", "id-1", "pub-1", 100, ErrStaleProof},
+		{"older proof", "id-1", "pub-1", 99, ErrStaleProof},
+		{"node without key", "id-2", "", 200, ErrStaleProof},
+		{"unknown node", "id-9", "pub-1", 200, ErrNotFound},
+	} {
+		if err := s.Reissue(ctx, c.id, c.key, c.proofAt, "jti-x", at); !errors.Is(err, c.want) {
+			t.Errorf("%s: Reissue = %v, want %v", c.name, err, c.want)
+		}
+	}
+	if err := s.RefreshToken(ctx, "id-1", "jti-id-1", "jti-r", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reissue(ctx, "id-1", "pub-1", 101, "jti-new", at); err != nil {
+		t.Fatalf("Reissue with the key and a later proof: %v", err)
+	}
+	n, _ = s.Node(ctx, "id-1")
+	if n.TokenID != "jti-new" || n.PrevTokenID != "" || n.LastProofAt != 101 {
+		t.Errorf("after Reissue node = %+v, want jti-new, no previous token, last proof 101", n)
+	}
+	if err := s.Reissue(ctx, "id-1", "pub-1", 101, "jti-again", at); !errors.Is(err, ErrStaleProof) {
+		t.Errorf("the same proof twice: %v, want ErrStaleProof", err)
 	}
 }
 
-func TestEnrollNodeConcurrent(t *testing.T) {
+func TestRefreshKeepsThePreviousTokenAndRotationDropsIt(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, filepath.Join(t.TempDir(), FileName))
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _, err := s.EnrollNode(ctx, testNode(string(rune('a'+i)), "same"))
-			errs <- err
-		}()
+	if err := s.CreateNode(ctx, testNode("id-1", "worker")); err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Errorf("EnrollNode: %v", err)
-		}
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := s.RefreshToken(ctx, "id-1", "jti-id-1", "jti-2", at); err != nil {
+		t.Fatal(err)
 	}
-	list, err := s.Nodes(ctx)
+	n, _ := s.Node(ctx, "id-1")
+	if n.TokenID != "jti-2" || n.PrevTokenID != "jti-id-1" {
+		t.Errorf("after refresh: current %q previous %q, want jti-2 and jti-id-1", n.TokenID, n.PrevTokenID)
+	}
+	// A refresh based on a token that is no longer current does nothing.
+	if err := s.RefreshToken(ctx, "id-1", "jti-id-1", "jti-3", at); !errors.Is(err, ErrNotFound) {
+		t.Errorf("stale refresh = %v, want ErrNotFound", err)
+	}
+	if err := s.SetToken(ctx, "id-1", "jti-rotated", at); err != nil {
+		t.Fatal(err)
+	}
+	n, _ = s.Node(ctx, "id-1")
+	if n.TokenID != "jti-rotated" || n.PrevTokenID != "" {
+		t.Errorf("after rotation: current %q previous %q, want only jti-rotated", n.TokenID, n.PrevTokenID)
+	}
+}
+
+// A database of schema 1 (before keys) migrates with its nodes intact: no
+// key, no previous token.
+func TestMigrationFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), FileName)
+	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 {
-		t.Errorf("concurrent enrollments of one name made %d nodes, want 1", len(list))
+	if err := migrate(ctx, db, migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO nodes (id, name, created_at, token_id, token_issued_at)
+		VALUES ('old', 'old-node', '2024-01-01T00:00:00Z', 'jti-old', '2024-01-01T00:00:00Z')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := openTest(t, path)
+	n, err := s.Node(ctx, "old")
+	if err != nil || n.TokenID != "jti-old" || n.PublicKey != "" || n.PrevTokenID != "" || n.LastProofAt != 0 {
+		t.Errorf("migrated node = %+v, %v", n, err)
 	}
 }
 
