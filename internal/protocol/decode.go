@@ -72,7 +72,10 @@ func Decode(frame []byte) (Message, error) {
 	case TypeInventory:
 		m, err = decodeAs[Inventory](frame)
 	default:
-		return nil, &DecodeError{Type: typ, ID: id, Err: ErrUnknownType}
+		var ok bool
+		if m, ok, err = decodeConsole(typ, frame); !ok {
+			return nil, &DecodeError{Type: typ, ID: id, Err: ErrUnknownType}
+		}
 	}
 	if err != nil {
 		return nil, &DecodeError{Type: typ, ID: id, Err: fmt.Errorf("%w: %v", ErrMalformed, fieldError(err))}
