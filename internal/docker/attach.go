@@ -17,7 +17,7 @@ const (
 	// replayIdle ends the history read of a replay when the log is quiet
 	// this long, replayMax in any case.
 	replayIdle = 200 * time.Millisecond
-	replayMax  = 2 * time.Second
+	replayMax  = time.Second
 	// junctionWait is how long live output that the log has not shown
 	// (yet) is held back while looking for where the replay meets it, and
 	// junctionQuiet how long the join waits for any live output at all.
@@ -25,9 +25,9 @@ const (
 	junctionQuiet = 2 * time.Second
 	// junctionMaxBytes bounds the live output held back meanwhile.
 	junctionMaxBytes = 256 << 10
-	// attachQueue is the number of output chunks between the engine reader
-	// and the sender; the reader (and so the container) waits beyond.
-	attachQueue = 8
+	// exitDrain is how long the output of a container that stopped may
+	// take to arrive before its attach stream is closed.
+	exitDrain = time.Second
 )
 
 // Attach attaches to the main process of a managed, running container:
@@ -84,6 +84,22 @@ func (e *Engine) Attach(ctx context.Context, cmd *protocol.Command, in <-chan pr
 		return protocol.SessionResult{}, nil, dockerError(err, "attach to container %s", cmd.ContainerID)
 	}
 	defer resp.Close()
+	// Docker keeps an attach to a container that stopped just before it
+	// registered open forever: when the container stops, its last output
+	// gets exitDrain to arrive, then the stream is closed.
+	go func() {
+		waitC, errC := e.cli.ContainerWait(sctx, c.ID, container.WaitConditionNotRunning)
+		select {
+		case <-waitC:
+		case <-errC:
+			return
+		}
+		select {
+		case <-time.After(exitDrain):
+			resp.Close()
+		case <-sctx.Done():
+		}
+	}()
 
 	var resize func(cols, rows int) error
 	if tty {
