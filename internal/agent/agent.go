@@ -96,6 +96,7 @@ type Agent struct {
 	outbox    *outbox
 	seen      *dedup
 	streams   *streams
+	consoles  *consoles // exec/attach/stats sessions (sessions.go)
 
 	mu         sync.Mutex
 	sess       *session // identified session, or nil
@@ -138,6 +139,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.MaxConcurrentCommands, DefaultMaxConcurrentCommands)
 	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefault(&opts.OutboxLimit, DefaultOutboxLimit)
+	setDefault(&opts.MaxSessions, DefaultMaxSessions)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -165,6 +167,7 @@ func New(opts Options) (*Agent, error) {
 		outbox:    newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
 		seen:      newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
 		streams:   newStreams(),
+		consoles:  newConsoles(),
 		sampleLog: newEvery(time.Minute),
 		listLog:   newEvery(time.Minute),
 	}

@@ -31,6 +31,10 @@ func (a *Agent) handleFrame(s *session, f transport.Frame) {
 		a.handleCommand(&m)
 	case protocol.Cancel:
 		a.handleCancel(m)
+	case protocol.Stdin:
+		a.consoleInput(m.CommandID, m, len(m.Data))
+	case protocol.Resize:
+		a.consoleInput(m.CommandID, m, 0)
 	default:
 		a.log.Debug("message type not expected from the server; ignored", "type", msg.MessageType())
 	}
@@ -95,6 +99,10 @@ func (a *Agent) handleCommand(cmd *protocol.Command) {
 		return
 	}
 	log.Debug("command queued")
+	if cmd.IsSession() { // exec, attach, stats follow: sessions.go
+		a.submitSession(cmd)
+		return
+	}
 	key := cmd.ContainerID
 	if cmd.Action == protocol.ActionList {
 		key = ""

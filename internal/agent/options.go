@@ -22,6 +22,7 @@ type Options struct {
 	MaxMessageBytes       int           // default 1 MiB
 	ShutdownTimeout       time.Duration // default 10s
 	OutboxLimit           int           // default 1000
+	MaxSessions           int           // exec/attach/stats sessions at once; default 64
 	StatusEvents          bool          // container_event + inventory
 
 	TLSCAFile             string

@@ -91,6 +91,7 @@ func (c *Config) validate(failed map[string]bool) []string {
 	inRange(add, "MAX_CONCURRENT_COMMANDS", int64(c.MaxConcurrentCommands), 1, maxConcurrentCommands)
 	inRange(add, "MAX_MESSAGE_BYTES", int64(c.MaxMessageBytes), minMessageBytes, maxMessageBytes)
 	inRange(add, "OUTBOX_LIMIT", int64(c.OutboxLimit), 1, maxOutboxLimit)
+	inRange(add, "MAX_SESSIONS", int64(c.MaxSessions), 1, 10000)
 	inRange(add, "CONTAINER_PIDS_LIMIT", c.ContainerPidsLimit, 1, maxPidsLimit)
 	inRange(add, "CONTAINER_LOG_MAX_FILE", int64(c.ContainerLogMaxFile), 1, maxLogFiles)
 	if n, err := protocol.ParseSize(c.ContainerLogMaxSize); err != nil {
