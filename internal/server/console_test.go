@@ -25,10 +25,10 @@ type consoleClient struct {
 	closeErr error
 }
 
-func (c *consoleClient) OnOpen(*gws.Conn)               {}
+func (c *consoleClient) OnOpen(*gws.Conn)                {}
 func (c *consoleClient) OnPing(conn *gws.Conn, p []byte) { _ = conn.WritePong(p) }
-func (c *consoleClient) OnPong(*gws.Conn, []byte)       {}
-func (c *consoleClient) OnClose(_ *gws.Conn, err error) { c.closeErr = err; close(c.closed) }
+func (c *consoleClient) OnPong(*gws.Conn, []byte)        {}
+func (c *consoleClient) OnClose(_ *gws.Conn, err error)  { c.closeErr = err; close(c.closed) }
 func (c *consoleClient) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	if m.Opcode == gws.OpcodeBinary {
