@@ -20,7 +20,7 @@ import (
 // The console for operators (SPEC 8, 2.5):
 //
 //	POST /api/nodes/{id}/containers/{containerId}/exec      run to completion -> command_result
-//	GET  /api/nodes/{id}/containers/{containerId}/exec      WebSocket: ?cmd=sh&cmd=-l&tty=1&cols=&rows=&user=&workingDir=
+//	GET  /api/nodes/{id}/containers/{containerId}/exec      WebSocket: ?cmd=sh&cmd=-l&tty=1&cols=&rows=&user=&workingDir=&env=K=V
 //	GET  /api/nodes/{id}/containers/{containerId}/attach    WebSocket: ?lines=N
 //	GET  /api/nodes/{id}/containers/{containerId}/stats     ?follow=1&interval=N: Server-Sent Events
 //	POST /api/nodes/{id}/containers/{containerId}/tickets   a one-time ticket for the three above
@@ -107,6 +107,17 @@ func (srv *Server) handleExecSocket(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	cmd := protocol.Command{Action: protocol.ActionExec, ContainerID: r.PathValue("containerId"),
 		ConsoleOptions: protocol.ConsoleOptions{Cmd: q["cmd"], User: q.Get("user"), WorkingDir: q.Get("workingDir"), Stdin: true}}
+	for _, kv := range q["env"] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			writeError(w, http.StatusBadRequest, "env must be KEY=VALUE")
+			return
+		}
+		if cmd.Env == nil {
+			cmd.Env = map[string]string{}
+		}
+		cmd.Env[k] = v
+	}
 	var err error
 	if cmd.TTY, err = queryBool(q.Get("tty")); err != nil {
 		writeError(w, http.StatusBadRequest, "tty: %v", err)
