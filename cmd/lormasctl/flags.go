@@ -102,8 +102,18 @@ func (f *flags) Parse(args []string) ([]string, error) {
 			printCommandHelp(f.out, f.cmd, f)
 			return nil, errHelp
 		}
+		// takesNext: a flag with a value in the next argument.
+		takesNext := func(long string) {
+			if !f.bools[long] && f.fs.Lookup(long) != nil && i+1 < len(args) {
+				i++
+				expanded = append(expanded, args[i])
+			}
+		}
 		if strings.HasPrefix(a, "--") {
 			expanded = append(expanded, a)
+			if !strings.Contains(a, "=") {
+				takesNext(a[2:])
+			}
 			continue
 		}
 		name, value, hasValue := strings.Cut(a[1:], "=")
@@ -112,6 +122,7 @@ func (f *flags) Parse(args []string) ([]string, error) {
 				expanded = append(expanded, "--"+long+"="+value)
 			} else {
 				expanded = append(expanded, "--"+long)
+				takesNext(long)
 			}
 			continue
 		}
@@ -128,6 +139,10 @@ func (f *flags) Parse(args []string) ([]string, error) {
 				rest := name[j+1:]
 				if rest == "" {
 					parts = append(parts, "--"+long)
+					if i+1 < len(args) {
+						i++
+						parts = append(parts, args[i])
+					}
 				} else {
 					parts = append(parts, "--"+long+"="+rest)
 				}
