@@ -129,6 +129,7 @@ func (f *flags) Parse(args []string) ([]string, error) {
 		// Combined one-letter flags: -it, or -p8080 style for the last.
 		var parts []string
 		ok := true
+		name = a[1:] // -eKEY=VALUE: the value may hold '='
 		for j := 0; j < len(name); j++ {
 			long, known := f.short[name[j:j+1]]
 			if !known {

@@ -28,11 +28,10 @@ import (
 // under backpressure; an error ends the session.
 type OutputFunc = func(stream string, data []byte) error
 
-// Console policy switches (node-local; the server cannot change them).
-var (
-	errExecDisabled  = protocol.Errorf(protocol.CodeForbidden, "exec is disabled on this node (ALLOW_EXEC=false)")
-	errInputDisabled = protocol.Errorf(protocol.CodeForbidden, "console input is disabled on this node (ALLOW_CONSOLE_INPUT=false)")
-)
+// errExecDisabled refuses exec under ALLOW_EXEC=false (node-local; the
+// server cannot change it). ALLOW_CONSOLE_INPUT=false makes attach
+// read-only: its input is dropped, counted and reported (attach.go).
+var errExecDisabled = protocol.Errorf(protocol.CodeForbidden, "exec is disabled on this node (ALLOW_EXEC=false)")
 
 // Session bounds.
 const (
