@@ -217,7 +217,14 @@ func (t *statsTable) update(name string, s protocol.StatsSample) {
 	defer t.mu.Unlock()
 	t.rows[name] = s
 	if !t.live {
-		fmt.Fprintln(t.w, statsLine(name, s))
+		// One aligned line per sample, under a header printed once.
+		tw := tabwriter.NewWriter(t.w, 18, 4, 2, ' ', 0)
+		if t.drawn == 0 {
+			fmt.Fprintln(tw, statsHeader)
+			t.drawn = 1
+		}
+		fmt.Fprintln(tw, statsLine(name, s))
+		_ = tw.Flush()
 		return
 	}
 	t.draw()
