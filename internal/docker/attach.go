@@ -197,27 +197,50 @@ func (e *Engine) openLogTail(ctx context.Context, dockerID string, n int, tty bo
 		defer close(t.done)
 		defer close(t.lines)
 		defer rc.Close()
-		partial := map[string][]byte{}
+		lines := &lineCutter{}
 		_ = demux(rc, tty, func(stream string, data []byte) error {
-			buf := append(partial[stream], data...)
-			for {
-				i := bytes.IndexByte(buf, '\n')
-				if i < 0 {
-					break
-				}
-				line := bytes.Clone(buf[:i+1])
-				buf = buf[i+1:]
+			for _, line := range lines.cut(stream, data) {
 				select {
 				case t.lines <- tailLine{stream: stream, data: line}:
 				case <-lctx.Done():
 					return lctx.Err()
 				}
 			}
-			partial[stream] = bytes.Clone(buf)
 			return nil
 		})
 	}()
 	return t, nil
+}
+
+// maxPiece bounds a log line held while its end has not come: a workload
+// that writes without newlines cannot grow the agent's memory; the piece
+// goes out as it is (it then matches no live line, and the join waits
+// junctionWait).
+const maxPiece = 64 << 10
+
+// lineCutter cuts each stream of a log into lines that keep their "\n".
+type lineCutter struct{ partial map[string][]byte }
+
+func (c *lineCutter) cut(stream string, data []byte) [][]byte {
+	if c.partial == nil {
+		c.partial = map[string][]byte{}
+	}
+	buf := append(c.partial[stream], data...)
+	var out [][]byte
+	for {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
+			break
+		}
+		out = append(out, bytes.Clone(buf[:i+1]))
+		buf = buf[i+1:]
+	}
+	for len(buf) >= maxPiece {
+		out = append(out, bytes.Clone(buf[:maxPiece]))
+		buf = buf[maxPiece:]
+	}
+	c.partial[stream] = bytes.Clone(buf)
+	return out
 }
 
 // replay sends the log's history to out: until n lines went out, or the
@@ -278,6 +301,7 @@ type liveChunk struct {
 
 type joinStream struct {
 	logLines [][]byte // log lines seen after the attach, already sent
+	logBytes int      // their size
 	pending  []byte   // live output held back
 	since    time.Time
 	resolved bool
@@ -346,6 +370,13 @@ func (j *joiner) run(ctx context.Context) {
 				return
 			}
 			s.logLines = append(s.logLines, l.data)
+			s.logBytes += len(l.data)
+			// Only recent lines can meet the live output: keep a bounded window.
+			for len(s.logLines) > 1 && s.logBytes > junctionMaxBytes {
+				s.logBytes -= len(s.logLines[0])
+				s.logLines[0] = nil
+				s.logLines = s.logLines[1:]
+			}
 			j.match(l.stream, s)
 		case c := <-j.live:
 			j.ok <- j.takeLive(c)
