@@ -218,8 +218,8 @@ type InspectResult struct {
 	RestartCount int             `json:"restartCount"`
 	Health       string          `json:"health,omitempty"`
 	Limits       ContainerLimits `json:"limits"`
-	TTY          bool            `json:"tty"`       // has a terminal (attach: raw output)
-	OpenStdin    bool            `json:"openStdin"` // takes console input (attach)
+	TTY          bool            `json:"tty,omitempty"`       // has a terminal (attach: raw output)
+	OpenStdin    bool            `json:"openStdin,omitempty"` // takes console input (attach)
 }
 
 // ContainerLimits are the resource limits Docker reports for a container.
