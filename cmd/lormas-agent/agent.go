@@ -163,6 +163,9 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		LogMaxFile:     cfg.ContainerLogMaxFile,
 		CallTimeout:    cfg.DockerTimeout,
 		Logger:         log,
+		// Node-local console switches: nothing from the server changes them.
+		DenyExec:         !cfg.AllowExec,
+		DenyConsoleInput: !cfg.AllowConsoleInput,
 	})
 	if err != nil {
 		return fmt.Errorf("docker: %w", err)
@@ -192,6 +195,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		ShutdownTimeout:       cfg.ShutdownTimeout,
 		OutboxLimit:           cfg.OutboxLimit,
 		MaxPendingBytes:       int64(cfg.MaxPendingBytes),
+		MaxSessions:           cfg.MaxSessions,
 		StatusEvents:          cfg.StatusEvents,
 		TLSCAFile:             cfg.TLSCAFile,
 		TLSCertFile:           cfg.TLSCertFile,

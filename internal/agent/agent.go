@@ -96,6 +96,7 @@ type Agent struct {
 	seen      *dedup
 	pending   *pendingBudget
 	streams   *streams
+	consoles  *consoles // exec/attach/stats sessions (sessions.go)
 
 	mu         sync.Mutex
 	sess       *session // identified session, or nil
@@ -143,6 +144,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefault(&opts.OutboxLimit, DefaultOutboxLimit)
 	setDefault(&opts.MaxPendingBytes, DefaultMaxPendingBytes)
+	setDefault(&opts.MaxSessions, DefaultMaxSessions)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -171,6 +173,7 @@ func New(opts Options) (*Agent, error) {
 		seen:       newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
 		pending:    newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
 		streams:    newStreams(),
+		consoles:   newConsoles(),
 		sampleLog:  newEvery(time.Minute),
 		listLog:    newEvery(time.Minute),
 		refuseLog:  newEvery(time.Second),

@@ -135,6 +135,7 @@ func commandCost(cmd *protocol.Command) int64 {
 	n := int64(jobOverhead + commandSize)
 	n += str(cmd.Type) + str(cmd.ID) + str(string(cmd.Action)) + str(cmd.ContainerID) + str(cmd.Since) + str(cmd.Signal)
 	n += strMap(cmd.Environment)
+	n += strSlice(cmd.Cmd) + strMap(cmd.Env) + str(cmd.User) + str(cmd.WorkingDir) // exec
 	if cmd.Lines != nil {
 		n += 8
 	}

@@ -38,6 +38,10 @@ func (a *Agent) handleFrame(s *session, f transport.Frame) {
 		a.handleCancel(m)
 	case protocol.TokenRefresh:
 		a.handleTokenRefresh(m)
+	case protocol.Stdin:
+		a.consoleInput(m.CommandID, m, len(m.Data))
+	case protocol.Resize:
+		a.consoleInput(m.CommandID, m, 0)
 	default:
 		a.log.Debug("message type not expected from the server; ignored", "type", msg.MessageType())
 	}
@@ -123,6 +127,10 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	queued = true
 	a.seen.begin(cmd.ID)
 	log.Debug("command queued", "pendingBytes", cost)
+	if cmd.IsSession() { // exec, attach, stats follow: sessions.go
+		a.submitSession(cmd, rsv)
+		return
+	}
 	a.disp.submit(&job{
 		id:  cmd.ID,
 		key: key,

@@ -35,6 +35,7 @@ type Options struct {
 	ShutdownTimeout       time.Duration // default 10s
 	OutboxLimit           int           // default 1000
 	MaxPendingBytes       int64         // default 64 MiB: commands accepted and not finished; a quarter per container
+	MaxSessions           int           // exec/attach/stats sessions at once; default 64
 	StatusEvents          bool          // container_event + inventory
 
 	TLSCAFile             string

@@ -39,6 +39,19 @@ type Runtime interface {
 	List(ctx context.Context) ([]protocol.InventoryItem, error)
 	Stats(ctx context.Context, containerID string) (protocol.StatsResult, error)
 	Update(ctx context.Context, containerID string, res *protocol.Resources) (warnings []string, err error)
+	// Exec runs an exec without stdin to completion (SPEC 2.5).
+	Exec(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error)
+	// ExecSession runs an interactive exec: input from in (protocol.Stdin,
+	// protocol.Resize, in order), output to out, until the process exits
+	// or ctx ends (Detached).
+	ExecSession(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out OutputFunc) (protocol.SessionResult, error)
+	// Attach attaches to a container's main process like ExecSession,
+	// first replaying cmd.Lines lines of its log; it ends when the
+	// container stops or ctx ends.
+	Attach(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out OutputFunc) (protocol.SessionResult, []string, error)
+	// FollowStats hands a sample to emit every cmd.StatsInterval() seconds
+	// until the container stops or ctx ends; it returns the samples sent.
+	FollowStats(ctx context.Context, cmd *protocol.Command, emit func(protocol.StatsSample) error) (int, error)
 	// Events calls emit for each event of a managed container until ctx ends,
 	// resubscribing (with Since) when the engine restarts.
 	Events(ctx context.Context, emit func(protocol.ContainerEvent)) error

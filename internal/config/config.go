@@ -44,6 +44,9 @@ type Config struct {
 	AllowUnmanaged      bool          `env:"ALLOW_UNMANAGED" envDefault:"false" help:"let the server act on containers this agent did not create"`
 	StatusEvents        bool          `env:"STATUS_EVENTS" envDefault:"true" help:"send container_event and inventory messages (false for a server that rejects unknown types)"`
 	DiskLimitMode       string        `env:"DISK_LIMIT_MODE" envDefault:"warn" help:"when the storage driver cannot enforce resources.disk: warn (create, with a warning) or strict (fail)"`
+	AllowExec           bool          `env:"ALLOW_EXEC" envDefault:"true" help:"let the server run processes in managed containers (exec); false refuses exec with forbidden, whatever the server asks"`
+	AllowConsoleInput   bool          `env:"ALLOW_CONSOLE_INPUT" envDefault:"true" help:"let the server type into a managed container's main process (attach input, for containers created with openStdin); false makes attach read-only"`
+	MaxSessions         int           `env:"MAX_SESSIONS" envDefault:"64" help:"exec, attach and followed stats sessions at once; beyond, new ones are refused with unavailable"`
 	ContainerPidsLimit  int64         `env:"CONTAINER_PIDS_LIMIT" envDefault:"512" help:"maximum processes per container unless the command sets resources.pids"`
 	ContainerLogMaxSize string        `env:"CONTAINER_LOG_MAX_SIZE" envDefault:"10m" help:"json-file log rotation: size of one container log file"`
 	ContainerLogMaxFile int           `env:"CONTAINER_LOG_MAX_FILE" envDefault:"3" help:"json-file log rotation: number of container log files kept"`

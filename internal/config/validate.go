@@ -99,6 +99,7 @@ func (c *Config) validate(failed map[string]bool) []string {
 		add("MAX_PENDING_BYTES", "%d is less than %d times MAX_MESSAGE_BYTES (%d): a container's quarter must hold a command of the largest frame once decoded; set at least %d",
 			c.MaxPendingBytes, pendingPerMessage, c.MaxMessageBytes, pendingPerMessage*c.MaxMessageBytes)
 	}
+	inRange(add, "MAX_SESSIONS", int64(c.MaxSessions), 1, 10000)
 	inRange(add, "CONTAINER_PIDS_LIMIT", c.ContainerPidsLimit, 1, maxPidsLimit)
 	inRange(add, "CONTAINER_LOG_MAX_FILE", int64(c.ContainerLogMaxFile), 1, maxLogFiles)
 	if n, err := protocol.ParseSize(c.ContainerLogMaxSize); err != nil {

@@ -49,6 +49,9 @@ type Options struct {
 	LogMaxFile     int      // json-file max-file; default DefaultLogMaxFile
 	CallTimeout    time.Duration
 	Logger         *slog.Logger
+	// DenyExec and DenyConsoleInput turn off exec and console input
+	// (ALLOW_EXEC=false, ALLOW_CONSOLE_INPUT=false; console.go).
+	DenyExec, DenyConsoleInput bool
 
 	probe *selfProbe // where to look for the agent's own mounts; tests set it
 }
@@ -65,6 +68,8 @@ type Engine struct {
 	callTimeout time.Duration
 	pullTimeout time.Duration
 	log         *slog.Logger
+
+	denyExec, denyConsoleInput bool // console policy (console.go)
 
 	storageMu sync.Mutex
 	storage   *storageSupport // nil until the daemon answered Info
@@ -125,6 +130,8 @@ func newEngine(cli *client.Client, opts Options) (*Engine, error) {
 		callTimeout:      opts.CallTimeout,
 		pullTimeout:      PullTimeout,
 		log:              opts.Logger,
+		denyExec:         opts.DenyExec,
+		denyConsoleInput: opts.DenyConsoleInput,
 		eventsMinBackoff: 500 * time.Millisecond,
 		eventsMaxBackoff: 30 * time.Second,
 	}

@@ -26,6 +26,7 @@ func inspectResult(containerID string, c container.InspectResponse) protocol.Ins
 	r := protocol.InspectResult{ContainerID: containerID, DockerID: c.ID}
 	if c.Config != nil {
 		r.Image = c.Config.Image
+		r.TTY, r.OpenStdin = c.Config.Tty, c.Config.OpenStdin
 	}
 	if s := c.State; s != nil {
 		r.State = string(s.Status)

@@ -84,6 +84,11 @@ func translate(cmd *protocol.Command, o translateOptions) (*createSpec, error) {
 		User:         egg.User,
 		StopSignal:   egg.StopSignal,
 		ExposedPorts: nat.PortSet{},
+		// openStdin: the main process's stdin stays open for console input
+		// (attach); StdinOnce false so a detaching client never closes it.
+		OpenStdin:   egg.OpenStdin,
+		AttachStdin: egg.OpenStdin,
+		StdinOnce:   false,
 	}
 	host := &container.HostConfig{
 		PortBindings:  nat.PortMap{},
@@ -207,6 +212,7 @@ type normalRequest struct {
 	Memory        int64             `json:"memory"`
 	Disk          int64             `json:"disk"`
 	Pids          int64             `json:"pids"`
+	OpenStdin     bool              `json:"openStdin,omitempty"` // omitted when false: older hashes stay valid
 }
 
 // requestHash returns the hex SHA-256 of the normalised create request. The
@@ -225,6 +231,7 @@ func requestHash(cmd *protocol.Command) string {
 		RestartPolicy: egg.RestartPolicy,
 		Labels:        egg.Labels,
 		Environment:   cmd.Environment,
+		OpenStdin:     egg.OpenStdin,
 	}
 	if n.RestartPolicy == "" {
 		n.RestartPolicy = "no"

@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	_ "embed" // the workload's source
+	"embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -30,8 +30,11 @@ import (
 // the workload's source and build recipe.
 const WorkloadRepo = "lormas-test-workload"
 
-//go:embed workload/main.go
-var workloadSource []byte
+// workloadFiles is the workload's source: main.go and the files of its
+// other modes.
+//
+//go:embed workload/*.go
+var workloadFiles embed.FS
 
 const workloadDockerfile = "FROM scratch\nCOPY workload /workload\nENTRYPOINT [\"/workload\"]\n"
 
@@ -67,10 +70,35 @@ func WorkloadImage(t testing.TB) string {
 
 func workloadHash() string {
 	h := sha256.New()
-	h.Write(workloadSource)
+	for _, f := range workloadSources() {
+		h.Write([]byte(f.name))
+		h.Write(f.data)
+	}
 	h.Write([]byte(workloadDockerfile))
 	h.Write([]byte(runtime.GOARCH))
 	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+type sourceFile struct {
+	name string
+	data []byte
+}
+
+// workloadSources returns the workload's Go files in name order.
+func workloadSources() []sourceFile {
+	entries, err := workloadFiles.ReadDir("workload")
+	if err != nil {
+		panic(err) // embedded at build time: cannot fail
+	}
+	var files []sourceFile
+	for _, e := range entries {
+		data, err := workloadFiles.ReadFile("workload/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		files = append(files, sourceFile{name: e.Name(), data: data})
+	}
+	return files
 }
 
 func ensureImage(ctx context.Context, cli *client.Client, tag string) error {
@@ -113,9 +141,9 @@ func compileWorkload(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	files := map[string]string{
-		"go.mod":  "module workload\n\ngo 1.21\n",
-		"main.go": string(workloadSource),
+	files := map[string]string{"go.mod": "module workload\n\ngo 1.21\n"}
+	for _, f := range workloadSources() {
+		files[f.name] = string(f.data)
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {

@@ -32,6 +32,7 @@ const (
 var Actions = []Action{
 	ActionCreate, ActionStart, ActionStop, ActionRestart, ActionDelete, ActionLogs,
 	ActionKill, ActionInspect, ActionList, ActionStats, ActionUpdate,
+	ActionExec, ActionAttach,
 }
 
 // Known reports whether a is an action of this protocol version.
@@ -68,6 +69,8 @@ type Command struct {
 	Since      string `json:"since,omitempty"`      // logs: RFC 3339 time or Unix seconds
 	Timestamps bool   `json:"timestamps,omitempty"` // logs: prefix lines with Docker's timestamps
 	Signal     string `json:"signal,omitempty"`     // kill: default SIGKILL
+
+	ConsoleOptions // exec, attach, stats follow (console.go)
 }
 
 // LogLines returns the number of log lines asked for, or the default.
@@ -92,6 +95,7 @@ type EggConfig struct {
 	RestartPolicy string            `json:"restartPolicy,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	PullPolicy    string            `json:"pullPolicy,omitempty"`
+	OpenStdin     bool              `json:"openStdin,omitempty"` // keep the main process's stdin open for attach input
 }
 
 // UseTTY reports whether the container gets a TTY (the seed's default: yes).
@@ -214,6 +218,8 @@ type InspectResult struct {
 	RestartCount int             `json:"restartCount"`
 	Health       string          `json:"health,omitempty"`
 	Limits       ContainerLimits `json:"limits"`
+	TTY          bool            `json:"tty,omitempty"`       // has a terminal (attach: raw output)
+	OpenStdin    bool            `json:"openStdin,omitempty"` // takes console input (attach)
 }
 
 // ContainerLimits are the resource limits Docker reports for a container.

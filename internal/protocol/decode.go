@@ -74,7 +74,10 @@ func Decode(frame []byte) (Message, error) {
 	case TypeTokenRefresh:
 		m, err = decodeAs[TokenRefresh](frame)
 	default:
-		return nil, &DecodeError{Type: typ, ID: id, Err: ErrUnknownType}
+		var ok bool
+		if m, ok, err = decodeConsole(typ, frame); !ok {
+			return nil, &DecodeError{Type: typ, ID: id, Err: ErrUnknownType}
+		}
 	}
 	if err != nil {
 		return nil, &DecodeError{Type: typ, ID: id, Err: fmt.Errorf("%w: %v", ErrMalformed, fieldError(err))}

@@ -89,7 +89,7 @@ func (c *Command) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.validateConsole()
 }
 
 func (e *EggConfig) validate() error {

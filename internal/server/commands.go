@@ -66,6 +66,11 @@ func (srv *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 			"follow is not supported here; stream logs with GET /api/nodes/{id}/containers/{containerId}/logs?follow=1")
 		return
 	}
+	if cmd.Interactive() {
+		writeError(w, http.StatusBadRequest,
+			"%s with input is a session; open the WebSocket /api/nodes/{id}/containers/{containerId}/%s", cmd.Action, cmd.Action)
+		return
+	}
 	if err := prepareCommand(&cmd); err != nil {
 		writeErr(w, err)
 		return

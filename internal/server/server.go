@@ -32,6 +32,7 @@ type Server struct {
 	upgrader *gws.Upgrader
 	handler  http.Handler
 	httpSrv  *http.Server
+	tickets  ticketStore // console tickets (tickets.go)
 
 	// tokenMu serialises "store a node's new token, then close sessions
 	// using any other": without it a slower of two concurrent rotations
@@ -133,6 +134,7 @@ func (srv *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/nodes/{id}/events", srv.admin(srv.handleEvents))
 	mux.HandleFunc("GET /api/nodes/{id}/containers/{containerId}/logs", srv.admin(srv.handleLogs))
 	mux.HandleFunc("GET /api/ws/nodes", srv.handleSocket)
+	srv.consoleRoutes(mux) // exec, attach, stats, tickets (console.go)
 	return mux
 }
 

@@ -318,6 +318,10 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
 	case protocol.LogMessage:
 		srv.hub.deliverLog(s.nodeID, m.CommandID, frame)
+	case protocol.Stream: // console output (console.go)
+		srv.hub.deliverLog(s.nodeID, m.CommandID, frame)
+	case protocol.StatsSample:
+		srv.hub.deliverLog(s.nodeID, m.CommandID, frame)
 	case protocol.CommandProgress, protocol.ContainerEvent, protocol.Inventory:
 		srv.hub.publish(s.nodeID, rawEvent(msg.MessageType(), frame))
 	default:

@@ -33,6 +33,12 @@ type Runtime struct {
 	UpdateFunc     func(ctx context.Context, containerID string, res *protocol.Resources) ([]string, error)
 	EventsFunc     func(ctx context.Context, emit func(protocol.ContainerEvent)) error
 
+	// Console sessions (console.go).
+	ExecFunc        func(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error)
+	ExecSessionFunc func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error)
+	AttachFunc      func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, []string, error)
+	FollowStatsFunc func(ctx context.Context, cmd *protocol.Command, emit func(protocol.StatsSample) error) (int, error)
+
 	mu    sync.Mutex
 	calls []Call
 }

@@ -1,0 +1,305 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lormas/lormas-agent/internal/agent"
+	"github.com/lormas/lormas-agent/internal/agent/agenttest"
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// echoSession is an interactive session that writes its input back as
+// output ("resize C R" lines for resizes) until its stdin ends ({exitCode:
+// 0}) or ctx ends (detached).
+func echoSession(ctx context.Context, _ *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
+	for {
+		select {
+		case m := <-in:
+			switch m := m.(type) {
+			case protocol.Stdin:
+				if m.EOF {
+					code := 0
+					return protocol.SessionResult{ExitCode: &code}, nil
+				}
+				if err := out("stdout", m.Data); err != nil {
+					return protocol.SessionResult{}, err
+				}
+			case protocol.Resize:
+				if err := out("stdout", []byte(fmt.Sprintf("resize %d %d\n", m.Cols, m.Rows))); err != nil {
+					return protocol.SessionResult{}, err
+				}
+			}
+		case <-ctx.Done():
+			return protocol.SessionResult{Detached: true}, nil
+		}
+	}
+}
+
+func execSession(id, container string) protocol.Command {
+	return protocol.Command{ID: id, Action: protocol.ActionExec, ContainerID: container,
+		ConsoleOptions: protocol.ConsoleOptions{Cmd: []string{"sh"}, Stdin: true, TTY: true}}
+}
+
+// output collects the stream messages of one command until want appears.
+func output(t *testing.T, h *harness, id, want string) string {
+	t.Helper()
+	var got bytes.Buffer
+	for !strings.Contains(got.String(), want) {
+		m := h.srv.Expect(protocol.TypeStream).(protocol.Stream)
+		if m.CommandID != id {
+			t.Fatalf("stream for %q, want %q", m.CommandID, id)
+		}
+		got.Write(m.Data)
+	}
+	return got.String()
+}
+
+// TestSessionInputBeforeStart: input that arrives while the session waits
+// behind its container's earlier command is kept and delivered in order,
+// with the resizes between; the session then leaves the container's queue.
+func TestSessionInputBeforeStart(t *testing.T) {
+	release := make(chan struct{})
+	rt := &agenttest.Runtime{
+		StartFunc: func(ctx context.Context, _ string) error {
+			<-release
+			return nil
+		},
+		ExecSessionFunc: echoSession,
+	}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "start", Action: protocol.ActionStart, ContainerID: "web"})
+	h.send(execSession("sh", "web"))
+	h.send(protocol.Stdin{CommandID: "sh", Data: []byte("one\n")})
+	h.send(protocol.Resize{CommandID: "sh", Cols: 80, Rows: 24})
+	h.send(protocol.Stdin{CommandID: "sh", Data: []byte("two\n")})
+	time.Sleep(50 * time.Millisecond) // the input is in before the session starts
+	if n := rt.CallCount("ExecSession"); n != 0 {
+		t.Fatalf("the session started before the container's earlier command ended (%d calls)", n)
+	}
+	close(release)
+	h.srv.ExpectResult("start")
+	if got, want := output(t, h, "sh", "two\n"), "one\nresize 80 24\ntwo\n"; got != want {
+		t.Errorf("output %q, want %q", got, want)
+	}
+	// The running session does not hold the container's queue.
+	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "web"})
+	if r := h.srv.ExpectResult("stop"); r.Status != protocol.StatusSuccess {
+		t.Errorf("stop during a session: %+v", r)
+	}
+	h.send(protocol.Stdin{CommandID: "sh", EOF: true})
+	r := h.srv.ExpectResult("sh")
+	var res protocol.SessionResult
+	resultOf(t, r, &res)
+	if r.Status != protocol.StatusSuccess || res.ExitCode == nil || *res.ExitCode != 0 {
+		t.Errorf("result %+v, want exit code 0", r)
+	}
+}
+
+// TestSessionCancelDetaches: cancel ends a session within 2 s with
+// {detached: true}; later input is dropped with a debug line that does not
+// show it.
+func TestSessionCancelDetaches(t *testing.T) {
+	rt := &agenttest.Runtime{AttachFunc: func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, []string, error) {
+		res, err := echoSession(ctx, cmd, in, out)
+		return res, nil, err
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "a", Action: protocol.ActionAttach, ContainerID: "game"})
+	h.send(protocol.Stdin{CommandID: "a", Data: []byte("say secret-console-text\n")})
+	output(t, h, "a", "secret-console-text")
+	h.send(protocol.Cancel{CommandID: "a"})
+	start := time.Now()
+	r := h.srv.ExpectResult("a")
+	took := time.Since(start)
+	var res protocol.SessionResult
+	resultOf(t, r, &res)
+	if r.Status != protocol.StatusSuccess || !res.Detached {
+		t.Errorf("result %+v, want success with detached", r)
+	}
+	if took > 2*time.Second {
+		t.Errorf("result came %s after the cancel, want within 2 s", took)
+	}
+	h.send(protocol.Stdin{CommandID: "a", Data: []byte("late-secret-input\n")})
+	h.send(protocol.Stdin{CommandID: "nobody", Data: []byte("stray-secret-input\n")})
+	eventually(t, "the drop to be logged", func() bool {
+		return len(h.logs.entries("console input dropped")) == 2
+	})
+	logs := h.logs.String()
+	for _, s := range []string{"secret-console-text", "late-secret-input", "stray-secret-input", "c2VjcmV0", "bGF0ZS1zZWNyZXQ"} {
+		if strings.Contains(logs, s) {
+			t.Errorf("the agent's logs contain session data %q", s)
+		}
+	}
+}
+
+// TestSessionLimit: beyond MAX_SESSIONS new sessions are refused with
+// unavailable; ending one frees its place.
+func TestSessionLimit(t *testing.T) {
+	h := start(t, &agenttest.Runtime{}, setup{opts: func(o *agent.Options) { o.MaxSessions = 2 }})
+	h.identified()
+	h.send(execSession("s1", "a"))
+	h.send(protocol.Command{ID: "s2", Action: protocol.ActionAttach, ContainerID: "b"})
+	eventually(t, "two sessions", func() bool { return h.rt.CallCount("ExecSession")+h.rt.CallCount("Attach") == 2 })
+	h.send(protocol.Command{ID: "s3", Action: protocol.ActionStats, ContainerID: "c", Follow: true})
+	if r := h.srv.ExpectResult("s3"); r.Code != protocol.CodeUnavailable || !strings.Contains(r.Error, "MAX_SESSIONS") {
+		t.Errorf("third session: %+v, want unavailable naming MAX_SESSIONS", r)
+	}
+	h.send(protocol.Cancel{CommandID: "s1"})
+	h.srv.ExpectResult("s1")
+	h.send(protocol.Command{ID: "s4", Action: protocol.ActionStats, ContainerID: "c", Follow: true})
+	eventually(t, "the stats session", func() bool { return h.rt.CallCount("FollowStats") == 1 })
+	h.send(protocol.Cancel{CommandID: "s4"})
+	var res protocol.StatsFollowResult
+	r := h.srv.ExpectResult("s4")
+	resultOf(t, r, &res)
+	if r.Status != protocol.StatusSuccess {
+		t.Errorf("stats after cancel: %+v", r)
+	}
+}
+
+// TestSessionBusyTerminal: a session flooding output while the server reads
+// slowly neither delays pongs nor another container's command, and the
+// output the runtime can push is bounded by the connection's queue.
+func TestSessionBusyTerminal(t *testing.T) {
+	var pushed atomic.Int64
+	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, _ *protocol.Command, _ <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
+		chunk := bytes.Repeat([]byte("x"), 16<<10)
+		for {
+			if err := out("stdout", chunk); err != nil {
+				return protocol.SessionResult{Detached: true}, nil
+			}
+			pushed.Add(1)
+		}
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.srv.SetReadDelay(20 * time.Millisecond)
+	h.send(execSession("flood", "a"))
+	h.srv.Expect(protocol.TypeStream)
+	h.send(protocol.Ping{})
+	h.srv.Expect(protocol.TypePong)
+	h.send(protocol.Command{ID: "other", Action: protocol.ActionInspect, ContainerID: "b"})
+	h.srv.ExpectResult("other")
+	// Stop reading: the runtime's writes block.
+	h.srv.SetReadDelay(time.Hour)
+	// Once the socket buffers and the send queue are full the count stops.
+	var before int64
+	eventually(t, "the session's writes to block", func() bool {
+		before = pushed.Load()
+		time.Sleep(200 * time.Millisecond)
+		return pushed.Load() == before
+	})
+	time.Sleep(500 * time.Millisecond)
+	if after := pushed.Load(); after != before {
+		t.Errorf("the session pushed %d more chunks while the server read nothing: output is not under backpressure", after-before)
+	}
+	t.Logf("%d chunks of 16 KiB pushed before the writes blocked", before)
+	h.srv.SetReadDelay(0)
+	h.send(protocol.Cancel{CommandID: "flood"})
+	h.srv.ExpectResult("flood")
+}
+
+// TestSessionConnectionLoss: a session ends when its connection is lost;
+// its final result arrives after the reconnect.
+func TestSessionConnectionLoss(t *testing.T) {
+	rt := &agenttest.Runtime{ExecSessionFunc: echoSession}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(execSession("sh", "a"))
+	h.send(protocol.Stdin{CommandID: "sh", Data: []byte("hi\n")})
+	output(t, h, "sh", "hi\n")
+	h.srv.DropConns()
+	h.identified()
+	r := h.srv.ExpectResult("sh")
+	var res protocol.SessionResult
+	resultOf(t, r, &res)
+	if r.Status != protocol.StatusError || r.Code != protocol.CodeUnavailable || !res.Detached || !strings.Contains(r.Error, "connection") {
+		t.Errorf("result %+v, want unavailable, detached, naming the lost connection", r)
+	}
+}
+
+// TestSessionShutdown: SIGTERM ends sessions; their results go out before
+// the socket closes.
+func TestSessionShutdown(t *testing.T) {
+	rt := &agenttest.Runtime{}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "a", Action: protocol.ActionAttach, ContainerID: "game"})
+	eventually(t, "the attach", func() bool { return rt.CallCount("Attach") == 1 })
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	r := h.srv.ExpectResult("a")
+	var res protocol.SessionResult
+	resultOf(t, r, &res)
+	if r.Code != protocol.CodeUnavailable || !res.Detached || !strings.Contains(r.Error, "shutting down") {
+		t.Errorf("result %+v, want unavailable, detached: the agent is shutting down", r)
+	}
+}
+
+// TestSessionInputBound: input the process does not read is bounded by
+// bytes; the excess is dropped, counted and reported.
+func TestSessionInputBound(t *testing.T) {
+	release := make(chan struct{})
+	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
+		<-release // the process reads nothing for a while
+		return echoSession(ctx, cmd, in, out)
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(execSession("sh", "a"))
+	chunk := bytes.Repeat([]byte("y"), 60<<10)
+	for range 8 { // 480 KiB against a 256 KiB bound
+		h.send(protocol.Stdin{CommandID: "sh", Data: chunk})
+	}
+	h.send(protocol.Stdin{CommandID: "sh", EOF: true})
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	r := h.srv.ExpectResult("sh")
+	var res protocol.SessionResult
+	resultOf(t, r, &res)
+	// The queue holds 4 chunks (240 KiB); one more may be in hand.
+	if d := res.InputDroppedBytes; (d != 4*60<<10 && d != 3*60<<10) || len(r.Warnings) != 1 {
+		t.Fatalf("result %+v (dropped %d), want 3 or 4 chunks of input dropped and a warning", r, d)
+	}
+	delivered := 0
+	for _, f := range h.srv.Received() {
+		if m, ok := f.Msg.(protocol.Stream); ok {
+			delivered += len(m.Data)
+		}
+	}
+	if int64(delivered)+res.InputDroppedBytes != 8*60<<10 {
+		t.Errorf("delivered %d + dropped %d bytes, want all %d accounted for", delivered, res.InputDroppedBytes, 8*60<<10)
+	}
+}
+
+// TestRunToCompletionExecDoesNotHoldTheQueue: an exec without stdin runs
+// beside later commands of its container and needs no stream.
+func TestRunToCompletionExecDoesNotHoldTheQueue(t *testing.T) {
+	release := make(chan struct{})
+	rt := &agenttest.Runtime{ExecFunc: func(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error) {
+		<-release
+		return protocol.ExecResult{ExitCode: 3, Stdout: "out", Stderr: "err"}, nil
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "e", Action: protocol.ActionExec, ContainerID: "a", ConsoleOptions: protocol.ConsoleOptions{Cmd: []string{"false"}}})
+	eventually(t, "the exec", func() bool { return rt.CallCount("Exec") == 1 })
+	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "a"})
+	h.srv.ExpectResult("stop")
+	close(release)
+	r := h.srv.ExpectResult("e")
+	var res protocol.ExecResult
+	resultOf(t, r, &res)
+	if res.ExitCode != 3 || res.Stdout != "out" || res.Stderr != "err" {
+		t.Errorf("result %+v", r)
+	}
+}

@@ -1,0 +1,548 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// collector gathers a session's output per stream.
+type collector struct {
+	mu      sync.Mutex
+	streams map[string]*bytes.Buffer
+	changed chan struct{}
+}
+
+func newCollector() *collector {
+	return &collector{streams: map[string]*bytes.Buffer{}, changed: make(chan struct{})}
+}
+
+func (c *collector) out(stream string, data []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streams[stream] == nil {
+		c.streams[stream] = &bytes.Buffer{}
+	}
+	c.streams[stream].Write(data)
+	close(c.changed)
+	c.changed = make(chan struct{})
+	return nil
+}
+
+func (c *collector) text(stream string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b := c.streams[stream]; b != nil {
+		return b.String()
+	}
+	return ""
+}
+
+// waitFor waits until stream's output contains want.
+func (c *collector) waitFor(t *testing.T, stream, want string) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		c.mu.Lock()
+		got, ch := "", c.changed
+		if b := c.streams[stream]; b != nil {
+			got = b.String()
+		}
+		c.mu.Unlock()
+		if strings.Contains(got, want) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("%s never showed %q; got %q", stream, want, got)
+		}
+	}
+}
+
+func execCmd(name string, args ...string) *protocol.Command {
+	return &protocol.Command{ID: "x-" + randHex(4), Action: protocol.ActionExec, ContainerID: name,
+		ConsoleOptions: protocol.ConsoleOptions{Cmd: args}}
+}
+
+func stdin(s string) protocol.Message { return protocol.Stdin{Data: []byte(s)} }
+
+// TestExecRunToCompletion covers the results of exec without stdin.
+func TestExecRunToCompletion(t *testing.T) {
+	it := newIT(t)
+	name := it.run("sleeper", false)
+	tests := []struct {
+		name       string
+		args       []string
+		tty        bool
+		wantCode   []int
+		wantOut    string
+		wantErr    string
+		truncated  bool
+		outContain bool
+	}{
+		{name: "success", args: []string{"/workload", "-lines", "2", "-exit", "0"}, wantCode: []int{0}, wantOut: "stdout line 1\nstdout line 2\n"},
+		{name: "non-zero", args: []string{"/workload", "-exit", "3"}, wantCode: []int{3}},
+		{name: "stdout and stderr apart", args: []string{"/workload", "-lines", "1", "-stderr-lines", "2", "-exit", "0"},
+			wantCode: []int{0}, wantOut: "stdout line 1\n", wantErr: "stderr line 1\nstderr line 2\n"},
+		{name: "tty merges", args: []string{"/workload", "-lines", "1", "-stderr-lines", "1", "-exit", "0"}, tty: true,
+			wantCode: []int{0}, wantOut: "stdout line 1\r\nstderr line 1\r\n"},
+		{name: "missing binary", args: []string{"/no/such/program"}, wantCode: []int{126, 127}, wantOut: "no such file", outContain: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := execCmd(name, tt.args...)
+			cmd.TTY = tt.tty
+			res, err := it.eng.Exec(it.ctx, cmd)
+			if err != nil {
+				t.Fatalf("Exec: %v", err)
+			}
+			if !slicesContains(tt.wantCode, res.ExitCode) {
+				t.Errorf("exit code %d, want one of %v", res.ExitCode, tt.wantCode)
+			}
+			if tt.outContain {
+				if !strings.Contains(strings.ToLower(res.Stdout+res.Stderr), tt.wantOut) {
+					t.Errorf("output %q %q, want it to contain %q", res.Stdout, res.Stderr, tt.wantOut)
+				}
+			} else if res.Stdout != tt.wantOut || res.Stderr != tt.wantErr {
+				t.Errorf("stdout %q stderr %q, want %q %q", res.Stdout, res.Stderr, tt.wantOut, tt.wantErr)
+			}
+			if res.Truncated {
+				t.Error("truncated, want not")
+			}
+		})
+	}
+	t.Run("1 MiB cap", func(t *testing.T) {
+		// About 1.8 MB of output: the first MiB is kept, the rest read and
+		// discarded so the process finishes.
+		res, err := it.eng.Exec(it.ctx, execCmd(name, "/workload", "-flood", "-lines", "100000", "-exit", "0"))
+		if err != nil {
+			t.Fatalf("Exec: %v", err)
+		}
+		if res.ExitCode != 0 || !res.Truncated || len(res.Stdout) != protocol.ExecOutputCap {
+			t.Errorf("exit %d truncated %t len %d, want 0 true %d", res.ExitCode, res.Truncated, len(res.Stdout), protocol.ExecOutputCap)
+		}
+		if !strings.HasPrefix(res.Stdout, "flood line 1\nflood line 2\n") {
+			t.Errorf("stdout starts %q, want the first lines", res.Stdout[:40])
+		}
+	})
+	t.Run("timeout kills", func(t *testing.T) {
+		cmd := execCmd(name, "/workload", "-lines", "1")
+		cmd.Timeout = intp(1)
+		_, err := it.eng.Exec(it.ctx, cmd)
+		wantCode(t, "Exec past its timeout", err, protocol.CodeTimeout)
+		if !strings.Contains(err.Error(), "it was killed") {
+			t.Errorf("error %q, want it to say the process was killed", err)
+		}
+		// Only the main process remains.
+		top, terr := it.cli.ContainerTop(it.ctx, name, nil)
+		if terr != nil {
+			t.Fatal(terr)
+		}
+		if len(top.Processes) != 1 {
+			t.Errorf("processes after the timeout: %v, want only the main one", top.Processes)
+		}
+	})
+}
+
+func slicesContains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// TestConsoleRefusals: stopped and unmanaged containers and the node-local
+// switches.
+func TestConsoleRefusals(t *testing.T) {
+	it := newIT(t)
+	running := it.run("running", false)
+	stopped := it.name("stopped")
+	it.create(it.createCmd(stopped, it.egg()))
+
+	_, err := it.eng.Exec(it.ctx, execCmd(stopped, "/workload"))
+	wantCode(t, "exec in a stopped container", err, protocol.CodeConflict)
+	_, _, err = it.eng.Attach(it.ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: stopped}, nil, newCollector().out)
+	wantCode(t, "attach to a stopped container", err, protocol.CodeConflict)
+	_, err = it.eng.FollowStats(it.ctx, &protocol.Command{Action: protocol.ActionStats, ContainerID: stopped, Follow: true}, nil)
+	wantCode(t, "stats of a stopped container", err, protocol.CodeConflict)
+
+	// A container another engine (node) created is not this one's.
+	other := it.engine(Options{NodeID: "someone-else", VolumeRoots: []string{it.root}})
+	_, err = other.Exec(it.ctx, execCmd(running, "/workload", "-exit", "0"))
+	wantCode(t, "exec in an unmanaged container", err, protocol.CodeForbidden)
+	_, _, err = other.Attach(it.ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: running}, nil, newCollector().out)
+	wantCode(t, "attach to an unmanaged container", err, protocol.CodeForbidden)
+
+	denied := it.engine(Options{NodeID: it.node, VolumeRoots: []string{it.root}, DenyExec: true})
+	_, err = denied.Exec(it.ctx, execCmd(running, "/workload", "-exit", "0"))
+	wantCode(t, "exec with ALLOW_EXEC=false", err, protocol.CodeForbidden)
+	_, err = denied.ExecSession(it.ctx, execCmd(running, "/workload"), nil, newCollector().out)
+	wantCode(t, "interactive exec with ALLOW_EXEC=false", err, protocol.CodeForbidden)
+	top, err := it.cli.ContainerTop(it.ctx, running, nil)
+	if err != nil || len(top.Processes) != 1 {
+		t.Errorf("processes %v (%v): a refused exec must not have run", top.Processes, err)
+	}
+}
+
+// TestExecSessionTTY drives an interactive terminal session: input queued
+// before the process is attached arrives after the initial size is set,
+// resizes apply in order with the input, and the exit code is reported.
+func TestExecSessionTTY(t *testing.T) {
+	it := newIT(t)
+	name := it.run("tty", false)
+	cmd := execCmd(name, "/workload", "console")
+	cmd.TTY, cmd.Stdin, cmd.Cols, cmd.Rows = true, true, 100, 30
+	in := make(chan protocol.Message, 16)
+	in <- stdin("size\n") // before the session starts
+	out := newCollector()
+	type result struct {
+		res protocol.SessionResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := it.eng.ExecSession(it.ctx, cmd, in, out.out)
+		done <- result{res, err}
+	}()
+	out.waitFor(t, "stdout", "size 30 100")
+	in <- protocol.Resize{Cols: 50, Rows: 20}
+	in <- stdin("size\nhello\n")
+	out.waitFor(t, "stdout", "size 20 50")
+	out.waitFor(t, "stdout", "echo: hello")
+	in <- stdin("exit 7\n")
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("ExecSession: %v", r.err)
+	}
+	if r.res.ExitCode == nil || *r.res.ExitCode != 7 || r.res.Detached {
+		t.Fatalf("result %+v, want exit code 7", r.res)
+	}
+	if got := out.text("stderr"); got != "" {
+		t.Errorf("stderr %q: a terminal session has one stream", got)
+	}
+}
+
+// TestExecSessionPipes: without a terminal stdout and stderr stay apart,
+// and eof closes the process's stdin.
+func TestExecSessionPipes(t *testing.T) {
+	it := newIT(t)
+	name := it.run("pipes", false)
+	cmd := execCmd(name, "/workload", "console")
+	cmd.Stdin = true
+	in := make(chan protocol.Message, 16)
+	in <- stdin("one\nerr two\n")
+	in <- protocol.Stdin{EOF: true}
+	out := newCollector()
+	res, err := it.eng.ExecSession(it.ctx, cmd, in, out.out)
+	if err != nil {
+		t.Fatalf("ExecSession: %v", err)
+	}
+	if res.ExitCode == nil || *res.ExitCode != 0 {
+		t.Fatalf("result %+v, want exit code 0", res)
+	}
+	if got, want := out.text("stdout"), "ready\necho: one\nstdin closed\n"; got != want {
+		t.Errorf("stdout %q, want %q", got, want)
+	}
+	if got := out.text("stderr"); got != "two\n" {
+		t.Errorf("stderr %q, want %q", got, "two\n")
+	}
+}
+
+// TestExecSessionCancel: cancelling detaches within 2 s; the process gets
+// the terminal's hangup (TTY) or the end of its stdin (no TTY) and ends.
+func TestExecSessionCancel(t *testing.T) {
+	it := newIT(t)
+	name := it.run("cancel", false)
+	for _, tty := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tty=%t", tty), func(t *testing.T) {
+			cmd := execCmd(name, "/workload", "console")
+			cmd.Stdin, cmd.TTY = true, tty
+			ctx, cancel := context.WithCancel(it.ctx)
+			defer cancel()
+			out := newCollector()
+			done := make(chan protocol.SessionResult, 1)
+			go func() {
+				res, err := it.eng.ExecSession(ctx, cmd, make(chan protocol.Message), out.out)
+				if err != nil {
+					t.Errorf("ExecSession: %v", err)
+				}
+				done <- res
+			}()
+			out.waitFor(t, "stdout", "ready")
+			cancel()
+			select {
+			case res := <-done:
+				if !res.Detached || res.ExitCode != nil {
+					t.Errorf("result %+v, want detached", res)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("no result within 2 s of the cancel")
+			}
+			waitProcesses(t, it, name, 1)
+		})
+	}
+}
+
+// waitProcesses waits until the container runs n processes.
+func waitProcesses(t *testing.T, it *itEnv, name string, n int) {
+	t.Helper()
+	var top container.TopResponse
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		var err error
+		if top, err = it.cli.ContainerTop(it.ctx, name, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(top.Processes) == n {
+			return
+		}
+	}
+	t.Fatalf("container runs %v, want %d processes", top.Processes, n)
+}
+
+// TestExecSessionBackpressure: a reader that does not read blocks the
+// process's writes (the process makes no progress), and nothing is lost
+// once it reads again.
+func TestExecSessionBackpressure(t *testing.T) {
+	it := newIT(t)
+	name := it.run("flood", false)
+	cmd := execCmd(name, "/workload", "-flood")
+	cmd.Stdin = true
+	ctx, cancel := context.WithCancel(it.ctx)
+	defer cancel()
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var got bytes.Buffer
+	chunks := 0
+	out := func(_ string, data []byte) error {
+		mu.Lock()
+		chunks++
+		first := chunks == 1
+		got.Write(data)
+		mu.Unlock()
+		if first {
+			<-gate // the reader stalls after the first chunk
+		}
+		if got.Len() > 4<<20 {
+			cancel()
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := it.eng.ExecSession(ctx, cmd, make(chan protocol.Message), out)
+		done <- err
+	}()
+	time.Sleep(1500 * time.Millisecond) // the process would print millions of lines meanwhile
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("ExecSession: %v", err)
+	}
+	lines := strings.Split(got.String(), "\n")
+	lines = lines[:len(lines)-1] // the cut last line
+	for i, l := range lines {
+		if want := "flood line " + strconv.Itoa(i+1); l != want {
+			t.Fatalf("line %d = %q, want %q: output lost or reordered", i+1, l, want)
+		}
+	}
+	// With the reader stalled the process could only fill the pipes
+	// between it and the agent (a few hundred KiB), not run on.
+	t.Logf("received %d lines (%d bytes) after a 1.5 s stall", len(lines), got.Len())
+}
+
+// TestAttachConsole: input reaches an openStdin container's main process,
+// detaching does not close its stdin, a second attach replays history and
+// the session ends with the container's exit code.
+func TestAttachConsole(t *testing.T) {
+	it := newIT(t)
+	name := it.name("console")
+	egg := it.egg("console")
+	tty := false
+	egg.TTY, egg.OpenStdin = &tty, true
+	it.create(it.createCmd(name, egg))
+	if c := it.inspect(name); !c.Config.OpenStdin || c.Config.StdinOnce || !c.Config.AttachStdin {
+		t.Fatalf("OpenStdin %t StdinOnce %t AttachStdin %t, want true false true", c.Config.OpenStdin, c.Config.StdinOnce, c.Config.AttachStdin)
+	}
+	if err := it.eng.Start(it.ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	attach := func(ctx context.Context, lines int, in chan protocol.Message, out *collector) chan protocol.SessionResult {
+		done := make(chan protocol.SessionResult, 1)
+		go func() {
+			cmd := &protocol.Command{Action: protocol.ActionAttach, ContainerID: name, Lines: &lines}
+			res, warnings, err := it.eng.Attach(ctx, cmd, in, out.out)
+			if err != nil || len(warnings) > 0 {
+				t.Errorf("Attach: %v %q", err, warnings)
+			}
+			done <- res
+		}()
+		return done
+	}
+	// First session: type, detach (with an eof, which must not close the
+	// main process's stdin).
+	ctx1, cancel1 := context.WithCancel(it.ctx)
+	in := make(chan protocol.Message, 8)
+	in <- stdin("first\n")
+	out1 := newCollector()
+	done1 := attach(ctx1, 0, in, out1)
+	out1.waitFor(t, "stdout", "echo: first")
+	in <- protocol.Stdin{EOF: true}
+	in <- stdin("second\n")
+	out1.waitFor(t, "stdout", "echo: second")
+	cancel1()
+	if res := <-done1; !res.Detached {
+		t.Fatalf("first session %+v, want detached", res)
+	}
+
+	// Second session: the last 2 lines replayed, then live.
+	in2 := make(chan protocol.Message, 8)
+	out2 := newCollector()
+	done2 := attach(it.ctx, 2, in2, out2)
+	out2.waitFor(t, "stdout", "echo: second\n")
+	in2 <- stdin("third\n")
+	out2.waitFor(t, "stdout", "echo: third")
+	in2 <- stdin("exit 5\n")
+	res := <-done2
+	if res.ExitCode == nil || *res.ExitCode != 5 {
+		t.Fatalf("second session %+v, want the container's exit code 5", res)
+	}
+	if got, want := out2.text("stdout"), "echo: first\necho: second\necho: third\n"; got != want {
+		t.Errorf("second session's output %q, want %q (2 lines of history, then live)", got, want)
+	}
+}
+
+// TestAttachWithoutStdin: input for a container without openStdin (or with
+// console input switched off) is dropped, counted and reported.
+func TestAttachWithoutStdin(t *testing.T) {
+	it := newIT(t)
+	plain := it.run("plain", false)
+	name := it.name("nostdin")
+	egg := it.egg("console")
+	egg.OpenStdin = true
+	it.create(it.createCmd(name, egg))
+	if err := it.eng.Start(it.ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	noInput := it.engine(Options{NodeID: it.node, VolumeRoots: []string{it.root}, DenyConsoleInput: true})
+	for _, tc := range []struct {
+		eng       *Engine
+		container string
+		want      string
+	}{
+		{it.eng, plain, "eggConfig.openStdin"},
+		{noInput, name, "ALLOW_CONSOLE_INPUT=false"},
+	} {
+		ctx, cancel := context.WithCancel(it.ctx)
+		in := make(chan protocol.Message, 1)
+		in <- stdin("exit 9\n")
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			cancel()
+		}()
+		res, warnings, err := tc.eng.Attach(ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: tc.container}, in, newCollector().out)
+		if err != nil || !res.Detached || res.InputDroppedBytes != 7 || len(warnings) != 1 || !strings.Contains(warnings[0], tc.want) {
+			t.Errorf("%s: %+v %q %v, want detached with 7 bytes dropped and a warning naming %s", tc.container, res, warnings, err, tc.want)
+		}
+		if c := it.inspect(tc.container); !c.State.Running {
+			t.Errorf("%s stopped: the input reached it", tc.container)
+		}
+	}
+}
+
+// TestAttachReplayJoin attaches with history while the container writes a
+// numbered line every few milliseconds: every line appears exactly once,
+// in order, across the replay and the live output.
+func TestAttachReplayJoin(t *testing.T) {
+	it := newIT(t)
+	for _, tty := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tty=%t", tty), func(t *testing.T) {
+			// About 4 s of output; the attach comes in the middle.
+			name := it.run(fmt.Sprintf("join-%t", tty), tty, "-lines", "800", "-interval", "5ms", "-exit", "0")
+			time.Sleep(time.Second)
+			lines := protocol.MaxLogLines
+			out := newCollector()
+			res, _, err := it.eng.Attach(it.ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: name, Lines: &lines}, nil, out.out)
+			if err != nil {
+				if protocol.CodeOf(err) == protocol.CodeConflict {
+					t.Skip("the container finished before the attach; the machine is too slow for this test")
+				}
+				t.Fatalf("Attach: %v", err)
+			}
+			if res.ExitCode == nil || *res.ExitCode != 0 {
+				t.Errorf("result %+v, want exit code 0", res)
+			}
+			got := strings.Split(strings.TrimSuffix(strings.ReplaceAll(out.text("stdout"), "\r\n", "\n"), "\n"), "\n")
+			for i := 0; i < 800; i++ {
+				if want := "stdout line " + strconv.Itoa(i+1); i >= len(got) || got[i] != want {
+					g := "(nothing)"
+					if i < len(got) {
+						g = got[i]
+					}
+					t.Fatalf("line %d = %q, want %q (%d lines in all)", i+1, g, want, len(got))
+				}
+			}
+			if len(got) != 800 {
+				t.Errorf("%d lines, want 800", len(got))
+			}
+		})
+	}
+}
+
+// TestFollowStats samples a CPU-burning container: samples come at the
+// interval, CPU is about one CPU, the memory limit is the container's, and
+// the stream ends when the container stops.
+func TestFollowStats(t *testing.T) {
+	it := newIT(t)
+	name := it.name("burn")
+	cmd := it.createCmd(name, it.egg("burn", "1"))
+	cmd.Resources = &protocol.Resources{Memory: "64m"}
+	it.create(cmd)
+	if err := it.eng.Start(it.ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	var samples []protocol.StatsSample
+	ctx, cancel := context.WithCancel(it.ctx)
+	defer cancel()
+	n, err := it.eng.FollowStats(ctx, &protocol.Command{ID: "s1", Action: protocol.ActionStats, ContainerID: name, Follow: true},
+		func(s protocol.StatsSample) error {
+			samples = append(samples, s)
+			if len(samples) == 4 {
+				go func() { _ = it.eng.Stop(it.ctx, name, intp(1)) }()
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatalf("FollowStats: %v", err)
+	}
+	if n != len(samples) || n < 4 {
+		t.Fatalf("%d samples (%d returned), want at least 4 and the stream to end with the container", len(samples), n)
+	}
+	for i, s := range samples[:4] {
+		t.Logf("sample %d: cpu %.2f memory %d/%d pids %d at %s", i, s.CPU, s.MemoryBytes, s.MemoryLimitBytes, s.Pids, s.Timestamp)
+		if s.CommandID != "s1" || s.ContainerID != name || s.MemoryLimitBytes != 64<<20 || s.MemoryBytes == 0 || s.Pids == 0 {
+			t.Errorf("sample %d = %+v", i, s)
+		}
+		if i == 0 {
+			continue
+		}
+		if s.CPU < 0.2 || s.CPU > 2.5 {
+			t.Errorf("sample %d: cpu %.2f, want about one CPU", i, s.CPU)
+		}
+		prev, _ := time.Parse(time.RFC3339Nano, samples[i-1].Timestamp)
+		cur, _ := time.Parse(time.RFC3339Nano, s.Timestamp)
+		if d := cur.Sub(prev); d < 500*time.Millisecond || d > 3*time.Second {
+			t.Errorf("sample %d came %s after the previous one, want about the 1 s interval", i, d)
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// Exec runs cmd.Cmd inside a managed, running container to completion
+// (exec without stdin): its exit code and the first ExecOutputCap bytes of
+// each output stream. Past cmd.ExecTimeout() seconds the process is killed
+// where possible and the result is a timeout error. A program the engine
+// cannot start is a success with the engine's exit code (126/127) and its
+// message in the output, as docker exec reports it.
+func (e *Engine) Exec(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error) {
+	if e.denyExec {
+		return protocol.ExecResult{}, errExecDisabled
+	}
+	c, err := e.consoleTarget(ctx, "exec in", cmd.ContainerID)
+	if err != nil {
+		return protocol.ExecResult{}, err
+	}
+	execID, err := e.createExec(ctx, c.ID, cmd, false)
+	if err != nil {
+		return protocol.ExecResult{}, err
+	}
+	timeout := time.Duration(cmd.ExecTimeout()) * time.Second
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := e.attachExec(tctx, execID, cmd)
+	if err != nil {
+		return protocol.ExecResult{}, err
+	}
+	stop := context.AfterFunc(tctx, resp.Close)
+	defer stop()
+	defer resp.Close()
+
+	stdout, stderr := &capped{max: protocol.ExecOutputCap}, &capped{max: protocol.ExecOutputCap}
+	rerr := demux(resp.Reader, cmd.TTY, func(stream string, data []byte) error {
+		if stream == protocol.StreamStderr {
+			stderr.write(data)
+		} else {
+			stdout.write(data)
+		}
+		return nil
+	})
+	if tctx.Err() != nil {
+		return protocol.ExecResult{}, e.execAborted(ctx, c.ID, execID, cmd, timeout)
+	}
+	if rerr != nil {
+		return protocol.ExecResult{}, dockerError(rerr, "read the output of exec in container %s", cmd.ContainerID)
+	}
+	code, err := e.execExitCode(tctx, execID)
+	if err != nil {
+		if tctx.Err() != nil {
+			return protocol.ExecResult{}, e.execAborted(ctx, c.ID, execID, cmd, timeout)
+		}
+		return protocol.ExecResult{}, dockerError(err, "exit code of exec in container %s", cmd.ContainerID)
+	}
+	return protocol.ExecResult{
+		ExitCode:  code,
+		Stdout:    stdout.text(),
+		Stderr:    stderr.text(),
+		Truncated: stdout.cut || stderr.cut,
+	}, nil
+}
+
+// execAborted kills an exec that ran out of time (or whose command was
+// cancelled) and returns the error that reports it.
+func (e *Engine) execAborted(ctx context.Context, containerID, execID string, cmd *protocol.Command, timeout time.Duration) error {
+	what := "was killed"
+	if err := e.killExec(containerID, execID); err != nil {
+		what = "could not be killed and may still be running: " + err.Error()
+	}
+	if ctx.Err() != nil {
+		return protocol.Errorf(protocol.CodeUnavailable, "exec in container %s ended before the process finished (%v); the process %s",
+			cmd.ContainerID, context.Cause(ctx), what)
+	}
+	return protocol.Errorf(protocol.CodeTimeout, "exec in container %s: the process did not finish within %s; it %s",
+		cmd.ContainerID, timeout, what)
+}
+
+// createExec creates the exec instance of cmd.
+func (e *Engine) createExec(ctx context.Context, dockerID string, cmd *protocol.Command, stdin bool) (string, error) {
+	opts := container.ExecOptions{
+		User:         cmd.User,
+		Tty:          cmd.TTY,
+		AttachStdin:  stdin,
+		AttachStdout: true,
+		AttachStderr: true,
+		Env:          envList(cmd.Env),
+		WorkingDir:   cmd.WorkingDir,
+		Cmd:          cmd.Cmd,
+	}
+	if size := consoleSize(cmd); size != nil {
+		opts.ConsoleSize = size
+	}
+	cctx, cancel := e.call(ctx, 0)
+	defer cancel()
+	r, err := e.cli.ContainerExecCreate(cctx, dockerID, opts)
+	if err != nil {
+		return "", dockerError(err, "exec in container %s", cmd.ContainerID)
+	}
+	return r.ID, nil
+}
+
+// attachExec starts the exec with its streams attached.
+func (e *Engine) attachExec(ctx context.Context, execID string, cmd *protocol.Command) (types.HijackedResponse, error) {
+	// Opening the stream has the call timeout; the stream itself has none.
+	actx, cancel := context.WithCancel(ctx)
+	opened := time.AfterFunc(e.callTimeout, cancel)
+	resp, err := e.cli.ContainerExecAttach(actx, execID, container.ExecAttachOptions{Tty: cmd.TTY, ConsoleSize: consoleSize(cmd)})
+	if !opened.Stop() && err == nil {
+		resp.Close()
+		err = context.DeadlineExceeded
+	}
+	cancel() // a hijacked connection outlives its request's context
+	if err != nil {
+		return resp, dockerError(err, "start exec in container %s", cmd.ContainerID)
+	}
+	return resp, nil
+}
+
+// consoleSize is the initial [rows, cols] of an exec with a terminal, or nil.
+func consoleSize(cmd *protocol.Command) *[2]uint {
+	if !cmd.TTY || cmd.Cols <= 0 || cmd.Rows <= 0 {
+		return nil
+	}
+	return &[2]uint{uint(cmd.Rows), uint(cmd.Cols)}
+}
+
+// ExecSession runs cmd.Cmd as an interactive session (exec with stdin):
+// input from in (protocol.Stdin, protocol.Resize, applied in order once the
+// process is attached and its initial terminal size set), output to out
+// until the process exits ({exitCode}) or ctx ends ({detached: true}: its
+// stdin is closed and, with a terminal, the process gets a hangup).
+func (e *Engine) ExecSession(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out OutputFunc) (protocol.SessionResult, error) {
+	if e.denyExec {
+		return protocol.SessionResult{}, errExecDisabled
+	}
+	c, err := e.consoleTarget(ctx, "exec in", cmd.ContainerID)
+	if err != nil {
+		return protocol.SessionResult{}, err
+	}
+	execID, err := e.createExec(ctx, c.ID, cmd, true)
+	if err != nil {
+		return protocol.SessionResult{}, err
+	}
+	resp, err := e.attachExec(ctx, execID, cmd)
+	if err != nil {
+		return protocol.SessionResult{}, err
+	}
+	defer resp.Close()
+	resize := func(cols, rows int) error {
+		rctx, cancel := e.call(context.Background(), 0)
+		defer cancel()
+		return e.cli.ContainerExecResize(rctx, execID, container.ResizeOptions{Height: uint(rows), Width: uint(cols)})
+	}
+	if size := consoleSize(cmd); size != nil {
+		// Old engines (API < 1.42) ignore ConsoleSize: set it before any
+		// input goes in.
+		_ = resize(cmd.Cols, cmd.Rows)
+	}
+	if !cmd.TTY {
+		resize = nil
+	}
+	pump := &inputPump{w: resp.Conn, closeW: resp.CloseWrite, resize: resize, acceptIn: true}
+	res, err := e.runSession(ctx, &resp, cmd.TTY, in, out, pump, func() {
+		// Detach: close stdin; a terminal's process also gets the hangup
+		// it would get when its terminal goes away.
+		_ = resp.CloseWrite()
+		if cmd.TTY {
+			_ = e.signalExec(context.Background(), c.ID, execID, syscall.SIGHUP)
+		}
+	})
+	if err != nil || res.Detached {
+		return res, err
+	}
+	code, err := e.execExitCode(context.Background(), execID)
+	if err != nil {
+		return res, dockerError(err, "exit code of exec in container %s", cmd.ContainerID)
+	}
+	res.ExitCode = &code
+	return res, nil
+}
+
+// runSession pumps a hijacked session: input from in through pump, output
+// to out, until the output ends (the process or container ended) or ctx
+// ends (detach runs first, then the connection is closed). Detached is set
+// when ctx ended first.
+func (e *Engine) runSession(ctx context.Context, resp *types.HijackedResponse, tty bool, in <-chan protocol.Message, out OutputFunc,
+	pump *inputPump, detach func()) (protocol.SessionResult, error) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pump.run(in, done)
+	}()
+	detached := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(detached)
+		if detach != nil {
+			detach()
+		}
+		resp.Close()
+	})
+	rerr := demux(resp.Reader, tty, out)
+	ctxEnded := !stop() // false: the AfterFunc has started
+	close(done)
+	resp.Close() // unblocks a pump stuck writing to a process that stopped reading
+	wg.Wait()
+	res := protocol.SessionResult{InputDroppedBytes: pump.dropped}
+	if ctxEnded {
+		<-detached
+		res.Detached = true
+		return res, nil
+	}
+	if rerr != nil && !isClosedConn(rerr) {
+		return res, rerr
+	}
+	return res, nil
+}
+
+func isClosedConn(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "use of closed network connection") || errors.Is(err, context.Canceled))
+}
+
+// capped keeps the first max bytes written to it and notes a cut.
+type capped struct {
+	max int
+	buf []byte
+	cut bool
+}
+
+func (c *capped) write(p []byte) {
+	room := c.max - len(c.buf)
+	if len(p) > room {
+		p, c.cut = p[:max(room, 0)], true
+	}
+	c.buf = append(c.buf, p...)
+}
+
+// text is the kept output as UTF-8, invalid sequences replaced.
+func (c *capped) text() string { return strings.ToValidUTF8(string(c.buf), "\uFFFD") }
