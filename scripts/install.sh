@@ -124,7 +124,23 @@ else
 		"check the socket's group with: stat -c %G /var/run/docker.sock" >&2
 fi
 
-# 3. Settings. Never overwritten: it holds the operator's settings and possibly a token.
+# 3. Volume root. The agent makes every bind source itself, as one directory directly under a
+# volume root (VOLUME_ROOTS, default /var/lib/lormas/volumes), so it must be able to write there;
+# the unit lists the default root in ReadWritePaths. Workloads never see the root itself.
+volume_root=$prefix/var/lib/lormas/volumes
+if [ -d "$volume_root" ]; then
+	info "kept existing volume root $volume_root"
+else
+	if [ -n "$prefix" ]; then
+		install -d -m 0755 "$volume_root"
+		chown "$(awk -F: -v u="$user" '$1 == u {print $3 ":" $4}' "$prefix/etc/passwd")" "$volume_root"
+	else
+		install -d -m 0755 -o "$user" -g "$user" "$volume_root"
+	fi
+	info "created volume root $volume_root (owner $user, mode 0755)"
+fi
+
+# 4. Settings. Never overwritten: it holds the operator's settings and possibly a token.
 env_file=$prefix/etc/lormas-agent/agent.env
 if [ -e "$env_file" ]; then
 	info "kept existing $env_file"
@@ -157,7 +173,7 @@ else
 	info "created $env_file (mode 0600): set SERVER_URL and a token source there"
 fi
 
-# 4. Unit.
+# 5. Unit.
 install -D -m 0644 "$script_dir/$unit" "$prefix/etc/systemd/system/$unit"
 info "installed $prefix/etc/systemd/system/$unit"
 if [ -n "$prefix" ]; then

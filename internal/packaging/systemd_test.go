@@ -236,6 +236,18 @@ func TestInstallScript(t *testing.T) {
 		if members := groupEntry(t, root, "docker")[3]; !strings.Contains(","+members+",", ",lormas-agent,") {
 			t.Errorf("docker group members %q lack lormas-agent", members)
 		}
+		// The agent makes bind sources under the volume root itself: the root
+		// must be its own, and writable in the unit's sandbox.
+		vr, err := os.Stat(filepath.Join(root, "var/lib/lormas/volumes"))
+		if err != nil {
+			t.Fatalf("volume root not created: %v", err)
+		}
+		if st := vr.Sys().(*syscall.Stat_t); int(st.Uid) != uid || vr.Mode().Perm() != 0o755 {
+			t.Errorf("volume root owner %d mode %v, want %d and 0755", st.Uid, vr.Mode().Perm(), uid)
+		}
+		if !strings.Contains(string(unit), "\nReadWritePaths=-/var/lib/lormas/volumes\n") {
+			t.Errorf("unit does not make the volume root writable (ReadWritePaths)")
+		}
 
 		// Second run: a new binary, other settings in the environment.
 		snapshot := readFiles(t, root, "etc/passwd", "etc/group", "etc/lormas-agent/agent.env", "etc/systemd/system/"+unitName)
