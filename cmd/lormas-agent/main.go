@@ -77,11 +77,15 @@ func versionLine() string {
 
 func printUsage(w io.Writer) {
 	fmt.Fprint(w, `Usage:
-  lormas-agent [run]                      connect to the server and execute its commands (default)
-  lormas-agent help                       print this help and the configuration table
-  lormas-agent version                    print version, commit and Go version
-  lormas-agent healthcheck [-addr ADDR]   exit 0 when the running agent's /healthz answers 200, else 1
-  lormas-agent doctor                     check configuration, Docker access, server and token; print fixes
+  lormas-agent [run]         connect to the server, run its commands (default)
+  lormas-agent help          print this help and the configuration variables
+  lormas-agent version       print version, commit and Go version
+  lormas-agent healthcheck [-addr ADDR]
+                             exit 0 when the running agent's /healthz answers
+                             200, else 1
+  lormas-agent doctor        check configuration, Docker access, server and
+                             token, and print the fixes; a running agent stays
+                             connected
 `)
 }
 
@@ -97,9 +101,12 @@ root and not writable by group or others; otherwise the agent refuses to
 start. Invalid configuration exits with status 2 and one line per problem.
 
 `)
-	fmt.Fprint(w, config.MarkdownTable())
+	fmt.Fprintln(w, "Variables (the README has them as a Markdown table):")
+	fmt.Fprintln(w)
+	fmt.Fprint(w, config.TextTable())
 	fmt.Fprint(w, `
 Exit status: 0 after a graceful shutdown (SIGINT, SIGTERM), 1 when the agent
-cannot start or MAX_RECONNECT_ATTEMPTS is exhausted, 2 for invalid configuration.
+cannot start or MAX_RECONNECT_ATTEMPTS is exhausted, 2 for invalid
+configuration.
 `)
 }

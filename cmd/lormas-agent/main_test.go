@@ -54,13 +54,19 @@ func TestHelpListsEveryVariable(t *testing.T) {
 		t.Fatalf("help exited %d", code)
 	}
 	for _, v := range config.Variables() {
-		if !strings.Contains(out, "`"+v.Name+"`") {
+		if !strings.Contains(out, "\n"+v.Name) {
 			t.Errorf("help lacks %s", v.Name)
 		}
 	}
-	for _, want := range []string{"healthcheck", "doctor", "version", config.MarkdownTable()} {
+	for _, want := range []string{"healthcheck", "doctor", "version", config.TextTable()} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help lacks %q", want)
+		}
+	}
+	// Fit for an 80-column terminal (the README keeps the Markdown table).
+	for i, l := range strings.Split(out, "\n") {
+		if len(l) > 80 {
+			t.Errorf("help line %d is %d columns wide: %q", i+1, len(l), l)
 		}
 	}
 }

@@ -70,6 +70,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return exitOK
 	case "healthcheck":
 		return healthcheck(ctx, args, environ, stdout, stderr)
+	case "admin-token", "enrollment-token":
+		return printToken(cmd, args, environ, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lormas-server: unknown command %q\n\n", cmd)
 		printUsage(stderr)
@@ -83,10 +85,17 @@ func versionLine() string {
 
 func printUsage(w io.Writer) {
 	fmt.Fprint(w, `Usage:
-  lormas-server [serve]                   run the server (default)
-  lormas-server help                      print this help and the configuration table
-  lormas-server version                   print version, commit and Go version
-  lormas-server healthcheck [-url URL]    exit 0 when the running server's /healthz answers 200, else 1
+  lormas-server [serve]         run the server (default)
+  lormas-server help            print this help and the configuration variables
+  lormas-server version         print version, commit and Go version
+  lormas-server healthcheck [-url URL]
+                                exit 0 when the running server's /healthz
+                                answers 200, else 1
+  lormas-server admin-token     print the admin token: ADMIN_TOKEN, or the one
+                                generated into DATA_DIR/admin-token
+  lormas-server enrollment-token
+                                print the enrollment token: ENROLLMENT_TOKEN,
+                                or the generated one
 `)
 }
 
@@ -97,7 +106,10 @@ func printHelp(w io.Writer) {
 	fmt.Fprint(w, `
 Configuration comes from environment variables. Invalid configuration exits
 with status 2 and one line per problem. Secrets not given are generated on
-first start and kept in DATA_DIR; a generated admin token is printed once.
+first start and kept in DATA_DIR; a generated admin token is written to
+DATA_DIR/admin-token (mode 0600), which lormas-server admin-token prints.
+
+Variables:
 
 `)
 	fmt.Fprint(w, server.Usage())
@@ -145,7 +157,7 @@ func runServer(ctx context.Context, cfg server.Config, logger *slog.Logger, stde
 		return err
 	}
 	if token := srv.GeneratedAdminToken(); token != "" {
-		printAdminToken(stderr, token)
+		printAdminToken(stderr, token, srv.GeneratedAdminTokenFile())
 	}
 	logger.Info("lormas-server listening", "addr", ln.Addr().String(), "tls", cfg.TLSCertFile != "",
 		"data_dir", cfg.DataDir, "version", version)
@@ -173,13 +185,33 @@ func runServer(ctx context.Context, cfg server.Config, logger *slog.Logger, stde
 	return nil
 }
 
-// printAdminToken shows a generated admin token, once, on stderr and not
-// through the logger, so it is not repeated by log shipping as a log record.
-func printAdminToken(w io.Writer, token string) {
+// printAdminToken tells the operator where the generated admin token is:
+// in file (DATA_DIR/admin-token), which `lormas-server admin-token` prints,
+// so the token itself stays out of the log, which log shipping and
+// `docker logs` keep. Only when the file could not be written is the token
+// printed, once, on stderr and not through the logger.
+func printAdminToken(w io.Writer, token, file string) {
+	if file != "" {
+		fmt.Fprintf(w, `
+================================================================================
+lormas-server generated an admin token and wrote it to %s
+(mode 0600). Print it with:
+
+    lormas-server admin-token
+    docker compose exec -T lormas-server lormas-server admin-token   # compose
+
+Use it as "Authorization: Bearer <token>" on /api. To replace it, start the
+server with ADMIN_TOKEN (or ADMIN_TOKEN_FILE).
+================================================================================
+
+`, file)
+		return
+	}
 	fmt.Fprintf(w, `
 ================================================================================
-lormas-server generated an admin token. It is shown only this once: the
-server keeps only its hash. Use it as "Authorization: Bearer <token>" on /api.
+lormas-server generated an admin token. It could not be written to DATA_DIR,
+so it is shown only this once: the server keeps only its hash. Use it as
+"Authorization: Bearer <token>" on /api.
 
     ADMIN_TOKEN=%s
 

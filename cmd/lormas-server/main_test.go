@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -76,37 +77,152 @@ func TestInvalidConfigExits2WithOneLinePerProblem(t *testing.T) {
 
 var adminTokenLine = regexp.MustCompile(`ADMIN_TOKEN=(lormas_admin_\S+)`)
 
-func TestAdminTokenPrintedOnce(t *testing.T) {
+// The generated admin token can be found again (issue 11: the compose log
+// carried the sentence, not the token): the first start writes it to
+// DATA_DIR/admin-token (0600), says where, and never prints the token; the
+// admin-token subcommand prints a token the server accepts; later starts
+// print nothing and keep the file while it holds the token in use.
+func TestGeneratedAdminTokenIsKeptInDataDir(t *testing.T) {
 	dir := t.TempDir()
-	env := []string{"DATA_DIR=" + dir, "LISTEN_ADDR=127.0.0.1:0", "LOG_FORMAT=json"}
+	addr := freePort(t)
+	env := []string{"DATA_DIR=" + dir, "LISTEN_ADDR=" + addr, "LOG_FORMAT=json"}
 	// A cancelled context starts the server and shuts it down at once.
-	ctx, cancel := context.WithCancel(context.Background())
+	stopped, cancel := context.WithCancel(context.Background())
 	cancel()
-	code, _, first := runCmd(ctx, nil, env)
+	code, _, first := runCmd(stopped, nil, env)
 	if code != exitOK {
 		t.Fatalf("first start = %d\n%s", code, first)
 	}
+	file := filepath.Join(dir, "admin-token")
+	if !strings.Contains(first, "wrote it to "+file) || !strings.Contains(first, "lormas-server admin-token") ||
+		!strings.Contains(first, "docker compose exec -T lormas-server lormas-server admin-token") {
+		t.Errorf("first start does not say where the admin token is:\n%s", first)
+	}
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file: %v, mode %v; want 0600", err, fi)
+	}
+	code, token, errOut := runCmd(context.Background(), []string{"admin-token"}, env)
+	token = strings.TrimSpace(token)
+	if code != exitOK || !strings.HasPrefix(token, "lormas_admin_") || strings.Contains(token, "\n") {
+		t.Fatalf("admin-token = %d %q %q", code, token, errOut)
+	}
+	if strings.Contains(first, token) || adminTokenLine.MatchString(first) {
+		t.Errorf("the admin token is in the server's output (log shipping keeps it):\n%s", first)
+	}
+
+	// The printed token is the one the server accepts.
+	ctx, stop := context.WithCancel(context.Background())
+	var second syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, nil, env, &syncBuffer{}, &second) }()
+	waitHealthy(t, addr, &second)
+	for tok, want := range map[string]int{token: http.StatusOK, token + "x": http.StatusUnauthorized} {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/api/nodes", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /api/nodes with the printed token%s = %d, want %d", map[bool]string{true: "", false: " changed"}[tok == token], resp.StatusCode, want)
+		}
+	}
+	stop()
+	if code := <-done; code != exitOK {
+		t.Fatalf("second start = %d\n%s", code, second.String())
+	}
+	if strings.Contains(second.String(), "admin-token") || strings.Contains(second.String(), token) {
+		t.Errorf("second start mentioned the admin token again:\n%s", second.String())
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Errorf("second start removed the admin token file: %v", err)
+	}
+
+	// Configured, the token is printed as given.
+	code, out, _ := runCmd(context.Background(), []string{"admin-token"}, append(env, "ADMIN_TOKEN=configured-admin-token-1"))
+	if code != exitOK || out != "configured-admin-token-1\n" {
+		t.Errorf("admin-token with ADMIN_TOKEN = %d %q", code, out)
+	}
+	code, _, third := runCmd(stopped, nil, append(env, "ADMIN_TOKEN=configured-admin-token-1"))
+	if code != exitOK || strings.Contains(third, "configured-admin-token-1") || strings.Contains(third, "admin-token") {
+		t.Errorf("start with ADMIN_TOKEN = %d and printed:\n%s", code, third)
+	}
+
+	// A file that no longer holds the token in use is removed, and the
+	// subcommand says how to set a new one.
+	if err := os.WriteFile(file, []byte("lormas_admin_not-the-one\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, out := runCmd(stopped, nil, env); code != exitOK {
+		t.Fatalf("start = %d\n%s", code, out)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("stale admin token file kept: %v", err)
+	}
+	code, out, errOut = runCmd(context.Background(), []string{"admin-token"}, env)
+	if code != exitFailure || out != "" || !strings.Contains(errOut, "no token in "+file) || !strings.Contains(errOut, "ADMIN_TOKEN") {
+		t.Errorf("admin-token without the file = %d %q %q", code, out, errOut)
+	}
+}
+
+// When DATA_DIR/admin-token cannot be written, the generated token is
+// printed once instead of being lost.
+func TestAdminTokenPrintedWhenItCannotBeKept(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "admin-token"), 0o700); err != nil { // a rename onto it fails
+		t.Fatal(err)
+	}
+	env := []string{"DATA_DIR=" + dir, "LISTEN_ADDR=127.0.0.1:0", "LOG_FORMAT=json"}
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	code, _, first := runCmd(stopped, nil, env)
 	m := adminTokenLine.FindStringSubmatch(first)
-	if m == nil {
-		t.Fatalf("first start printed no admin token:\n%s", first)
+	if code != exitOK || m == nil {
+		t.Fatalf("start = %d; no admin token printed:\n%s", code, first)
 	}
 	if n := strings.Count(first, m[1]); n != 1 {
-		t.Errorf("admin token appears %d times in the first start's output, want once (never logged)", n)
+		t.Errorf("admin token appears %d times, want once (never logged)", n)
 	}
-	if !strings.Contains(first, `"msg":"lormas-server listening"`) || !strings.Contains(first, `"msg":"lormas-server stopped"`) {
-		t.Errorf("first start's log lacks listening/stopped:\n%s", first)
+	code, _, second := runCmd(stopped, nil, env)
+	if code != exitOK || strings.Contains(second, m[1]) {
+		t.Errorf("second start = %d and printed the token again:\n%s", code, second)
 	}
-	code, _, second := runCmd(ctx, nil, env)
-	if code != exitOK {
-		t.Fatalf("second start = %d\n%s", code, second)
+}
+
+func TestEnrollmentTokenSubcommand(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"DATA_DIR=" + dir, "LISTEN_ADDR=127.0.0.1:0", "ADMIN_TOKEN=admin-token-for-the-test"}
+	code, _, errOut := runCmd(context.Background(), []string{"enrollment-token"}, env)
+	if code != exitFailure || !strings.Contains(errOut, "start the server first") {
+		t.Errorf("before the first start = %d %q", code, errOut)
 	}
-	if strings.Contains(second, "ADMIN_TOKEN=") || strings.Contains(second, m[1]) {
-		t.Errorf("second start printed the admin token again:\n%s", second)
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if code, _, out := runCmd(stopped, nil, env); code != exitOK {
+		t.Fatalf("start = %d\n%s", code, out)
 	}
-	// Given in the environment, it is never printed.
-	code, _, third := runCmd(ctx, nil, append(env, "ADMIN_TOKEN=configured-admin-token-1"))
-	if code != exitOK || strings.Contains(third, "configured-admin-token-1") || strings.Contains(third, "ADMIN_TOKEN=") {
-		t.Errorf("start with ADMIN_TOKEN = %d and printed:\n%s", code, third)
+	code, out, _ := runCmd(context.Background(), []string{"enrollment-token"}, env)
+	written, err := os.ReadFile(filepath.Join(dir, "enrollment-token"))
+	if code != exitOK || err != nil || out != string(written) || !strings.HasPrefix(out, "lormas_enroll_") {
+		t.Errorf("enrollment-token = %d %q, file %q %v", code, out, written, err)
+	}
+}
+
+func waitHealthy(t *testing.T, addr string, log *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not come up: %v\n%s", err, log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -60,7 +60,7 @@ func (c *cli) client() (*client, error) {
 	}
 	token = strings.TrimSpace(token)
 	if token == "" {
-		return nil, errors.New("no admin token: set LORMAS_TOKEN or LORMAS_TOKEN_FILE (lormas-server prints the token on its first start)")
+		return nil, errors.New("no admin token: set LORMAS_TOKEN or LORMAS_TOKEN_FILE (`lormas-server admin-token` prints it; compose: docker compose exec -T lormas-server lormas-server admin-token)")
 	}
 	c.api = &client{base: u, token: token, http: &http.Client{}}
 	return c.api, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/lormas/lormas-agent/internal/envdoc"
 	"github.com/lormas/lormas-agent/internal/secret"
 )
 
@@ -137,7 +138,7 @@ func load(environ []string, dotEnvPath string) (*Config, error) {
 	failed := map[string]bool{}
 	if err != nil {
 		for _, e := range unwrapAll(err) {
-			key, line := describeEnvError(e)
+			key, line := describeEnvError(e, merged)
 			failed[key] = true
 			problems = append(problems, line)
 		}
@@ -196,11 +197,17 @@ func unwrapAll(err error) []error {
 	return []error{err}
 }
 
-// describeEnvError turns a caarlos0/env error into "VARIABLE: problem".
-func describeEnvError(err error) (key, line string) {
+// describeEnvError turns a caarlos0/env error into "VARIABLE: problem";
+// vars are the values it parsed, for a hint that names the value.
+func describeEnvError(err error, vars map[string]string) (key, line string) {
 	var pe env.ParseError
 	if errors.As(err, &pe) {
 		key = envKeyOfField(pe.Name)
+		if pe.Type == reflect.TypeFor[time.Duration]() {
+			if hint := envdoc.DurationHint(key, vars[key]); hint != "" {
+				return key, hint
+			}
+		}
 		inner := pe.Err
 		var pve env.ParseValueError
 		if errors.As(inner, &pve) {

@@ -33,9 +33,15 @@ func Default(name string) string {
 // finds the table in a document by it.
 var tableHeader = []string{"Variable", "Default", "Meaning"}
 
-// MarkdownTable renders the configuration table as Markdown, with the first
-// two columns padded so it also reads well in a terminal (`lormas-agent
-// help` prints it as is).
+// TextTable renders the variables for an 80-column terminal, as
+// `lormas-agent help` prints them: a line with the name and default, then
+// the meaning, wrapped and indented.
+func TextTable() string {
+	return envdoc.Text(Variables(), 80)
+}
+
+// MarkdownTable renders the configuration table as Markdown, for the
+// README, with the first two columns padded.
 func MarkdownTable() string {
 	rows := [][]string{tableHeader}
 	for _, v := range Variables() {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,7 +173,7 @@ var errEmptyFile = errors.New("file is empty")
 func readTokenFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", err // *PathError: "open <path>: <reason>"
+		return "", withPermissionFix(path, err) // *PathError: "open <path>: <reason>"
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
@@ -188,7 +189,34 @@ func readTokenFile(path string) (string, error) {
 func readable(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return withPermissionFix(path, err)
 	}
 	return f.Close()
 }
+
+// withPermissionFix adds to a "permission denied" on path what to run: the
+// agent often runs as another user (uid 65532 in the image) than the one
+// who wrote the file (root, mode 0600), and "permission denied" alone
+// leaves the operator guessing whose permission.
+func withPermissionFix(path string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	return &permissionError{err: err, path: path, uid: os.Getuid(), gid: os.Getgid()}
+}
+
+// permissionError is a file the agent's user may not read, with the fix.
+type permissionError struct {
+	err      error
+	path     string
+	uid, gid int
+}
+
+func (e *permissionError) Error() string {
+	return fmt.Sprintf("%v: the agent runs as uid %d (gid %d) and may not read it; "+
+		"give it to that user: sudo chown %d %s && sudo chmod 0400 %s "+
+		"(in a container: the host file mounted at %s)",
+		e.err, e.uid, e.gid, e.uid, e.path, e.path, e.path)
+}
+
+func (e *permissionError) Unwrap() error { return e.err }

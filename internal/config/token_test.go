@@ -4,8 +4,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -172,5 +174,31 @@ func TestCredentialHint(t *testing.T) {
 		if strings.Contains(got, testToken) {
 			t.Errorf("hint shows the token")
 		}
+	}
+}
+
+// A token file the agent's user may not read (written by root, 0600, for
+// an agent running as uid 65532) says whose permission is missing and the
+// command that fixes it; other errors are left alone.
+func TestPermissionDeniedNamesTheFix(t *testing.T) {
+	denied := &fs.PathError{Op: "open", Path: "/run/secrets/node-token", Err: fs.ErrPermission}
+	err := withPermissionFix("/run/secrets/node-token", denied)
+	uid := strconv.Itoa(os.Getuid())
+	for _, want := range []string{
+		"open /run/secrets/node-token: permission denied",
+		"the agent runs as uid " + uid,
+		"sudo chown " + uid + " /run/secrets/node-token && sudo chmod 0400 /run/secrets/node-token",
+		"the host file mounted at /run/secrets/node-token",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if !errors.Is(err, fs.ErrPermission) {
+		t.Error("the fix hides the permission error from errors.Is")
+	}
+	missing := &fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist}
+	if got := withPermissionFix("/x", missing); got != error(missing) {
+		t.Errorf("a missing file got %v", got)
 	}
 }

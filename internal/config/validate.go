@@ -53,8 +53,12 @@ func (c *Config) validate(failed map[string]bool) []string {
 		problems = append(problems, key+": "+fmt.Sprintf(format, args...))
 	}
 
-	if _, err := endpoint.Parse(c.ServerURL); err != nil {
+	if u, err := endpoint.Parse(c.ServerURL); err != nil {
 		add("SERVER_URL", "%v", err)
+	} else if s, fixed, ok := endpoint.APISuffix(u); ok && s != "/api" {
+		// Never right: the agent would dial .../api/ws/nodes/api/ws/nodes.
+		// A bare /api could be a proxy's base path; the agent warns at start.
+		add("SERVER_URL", "%s ends in %s, which the agent appends itself: set SERVER_URL=%s", endpoint.Redact(c.ServerURL), s, fixed)
 	}
 	problems = append(problems, c.validateTokens()...)
 	if c.NodeName == "" {

@@ -38,6 +38,37 @@ func Parse(serverURL string) (*url.URL, error) {
 	return u, nil
 }
 
+// apiSuffixes are path endings of a SERVER_URL that name the API instead
+// of the server's base URL, longest first.
+var apiSuffixes = []string{NodeSocketPath, "/api/ws", "/api"}
+
+// APISuffix reports whether base (from Parse) ends in /api, /api/ws or
+// /api/ws/nodes, and if so returns base without that ending: the agent
+// appends /api/ws/nodes itself, so such a URL makes it dial
+// /api/api/ws/nodes, which a Lormas server answers with 404.
+func APISuffix(base *url.URL) (suffix, fixed string, ok bool) {
+	for _, s := range apiSuffixes {
+		if p, found := strings.CutSuffix(base.Path, s); found {
+			u := *base
+			u.Path = p
+			return s, Redact(u.String()), true
+		}
+	}
+	return "", "", false
+}
+
+// NotFoundHint is what to do when the server answered 404 at url (a URL
+// built from base): name the URL and, for a base ending in /api, the
+// SERVER_URL to set instead.
+func NotFoundHint(base *url.URL, url string) string {
+	hint := "SERVER_URL must be the Lormas server's base URL: the agent appends " + NodeSocketPath + " (and /api/nodes/enroll) itself; " +
+		Redact(url) + " answered 404"
+	if s, fixed, ok := APISuffix(base); ok {
+		hint += "; SERVER_URL ends in " + s + ": set SERVER_URL=" + fixed
+	}
+	return hint
+}
+
 // NodeSocketURL is base + /api/ws/nodes?token=<token> (the seed's form).
 func NodeSocketURL(base *url.URL, token string) string {
 	u := *base

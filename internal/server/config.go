@@ -22,7 +22,7 @@ type Config struct {
 	ListenAddr string `env:"LISTEN_ADDR" envDefault:":3000" help:"address to listen on (the agent's default SERVER_URL is ws://localhost:3000)"`
 	DataDir    string `env:"DATA_DIR" envDefault:"./data" help:"directory of the SQLite database (lormas.db); created 0700"`
 
-	AdminToken          secret.Value `env:"ADMIN_TOKEN" help:"admin bearer token for /api (at least 16 characters); generated and printed once when unset"`
+	AdminToken          secret.Value `env:"ADMIN_TOKEN" help:"admin bearer token for /api (at least 16 characters); when unset, generated on first start into DATA_DIR/admin-token (0600), printed by lormas-server admin-token"`
 	AdminTokenFile      string       `env:"ADMIN_TOKEN_FILE" help:"file holding ADMIN_TOKEN (trimmed)"`
 	JWTSecret           secret.Value `env:"JWT_SECRET" help:"HS256 key for node tokens (at least 32 bytes); generated and stored in the database when unset"`
 	JWTSecretFile       string       `env:"JWT_SECRET_FILE" help:"file holding JWT_SECRET (trimmed)"`
@@ -74,7 +74,7 @@ func LoadConfig(environ map[string]string) (Config, error) {
 	var problems []string
 	failed := map[string]bool{}
 	if err != nil {
-		problems, failed = envProblems(err)
+		problems, failed = envProblems(err, environ)
 	}
 	for _, p := range cfg.resolve() {
 		// A variable that did not parse is reported once, not again for
@@ -202,7 +202,7 @@ func (c *Config) resolve() []string {
 // envProblems renders caarlos0/env's aggregated errors one per line, naming
 // the environment variable instead of the Go field, and returns the names of
 // the variables that failed to parse.
-func envProblems(err error) (problems []string, failed map[string]bool) {
+func envProblems(err error, environ map[string]string) (problems []string, failed map[string]bool) {
 	var errs []error
 	var agg env.AggregateError
 	if errors.As(err, &agg) {
@@ -216,6 +216,12 @@ func envProblems(err error) (problems []string, failed map[string]bool) {
 		if errors.As(e, &pe) {
 			name := envName(pe.Name)
 			failed[name] = true
+			if pe.Type == reflect.TypeFor[time.Duration]() {
+				if hint := envdoc.DurationHint(name, environ[name]); hint != "" {
+					problems = append(problems, hint)
+					continue
+				}
+			}
 			problems = append(problems, fmt.Sprintf("%s: invalid value: %v", name, pe.Err))
 			continue
 		}
@@ -242,15 +248,5 @@ func Variables() []Variable {
 
 // Usage is the configuration table `lormas-server help` prints.
 func Usage() string {
-	vars := Variables()
-	w0, w1 := len("Variable"), len("Default")
-	for _, v := range vars {
-		w0, w1 = max(w0, len(v.Name)), max(w1, len(v.Default))
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-*s  %-*s  %s\n", w0, "Variable", w1, "Default", "Meaning")
-	for _, v := range vars {
-		fmt.Fprintf(&b, "%-*s  %-*s  %s\n", w0, v.Name, w1, v.Default, v.Help)
-	}
-	return b.String()
+	return envdoc.Text(Variables(), 80)
 }

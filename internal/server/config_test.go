@@ -69,6 +69,16 @@ func TestConfigSecretFilesAreTrimmed(t *testing.T) {
 	}
 }
 
+// A duration given without a unit says which unit to add, not Go's
+// "missing unit in duration".
+func TestConfigDurationWithoutUnit(t *testing.T) {
+	_, err := LoadConfig(map[string]string{"COMMAND_TIMEOUT": "60"})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || len(ce.Problems) != 1 || ce.Problems[0] != `COMMAND_TIMEOUT: "60" has no unit: add a unit: 60s (or 60m, 60ms)` {
+		t.Fatalf("LoadConfig = %v, want the unit hint", err)
+	}
+}
+
 func TestConfigProblemsAreListedTogether(t *testing.T) {
 	empty := writeFile(t, "empty", "\n")
 	_, err := LoadConfig(map[string]string{

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/lormas/lormas-agent/internal/server/store"
 )
@@ -33,8 +35,10 @@ type credentials struct {
 	enrollHash [sha256.Size]byte
 
 	// generatedAdminToken is set only on the start that generated the admin
-	// token: the one moment it exists in plain text.
+	// token; generatedAdminFile is the file it was also written to ("" when
+	// that failed).
 	generatedAdminToken string
+	generatedAdminFile  string
 	// enrollmentExported is the file a generated enrollment token was
 	// written to, "" when the token was configured.
 	enrollmentExported string
@@ -68,8 +72,17 @@ func loadCredentials(ctx context.Context, st *store.Store, cfg Config) (credenti
 			return c, fmt.Errorf("admin token: stored hash is corrupt; set ADMIN_TOKEN")
 		}
 		copy(c.adminHash[:], b)
+		path := AdminTokenPath(cfg.DataDir)
 		if created {
 			c.generatedAdminToken = plain
+			// Kept where the operator can find it again (compose: the data
+			// volume), readable by the server's user only. Failing that, the
+			// binary prints the token itself so it is not lost.
+			if err := writeSecretFile(path, plain, adminFileMode); err == nil {
+				c.generatedAdminFile = path
+			}
+		} else {
+			removeStaleAdminFile(path, c.adminHash)
 		}
 	}
 
@@ -112,6 +125,33 @@ func loadCredentials(ctx context.Context, st *store.Store, cfg Config) (credenti
 	return c, nil
 }
 
+// AdminTokenFileName is the file in DATA_DIR holding a generated admin
+// token; `lormas-server admin-token` prints it.
+const AdminTokenFileName = "admin-token"
+
+// AdminTokenPath is DATA_DIR/admin-token.
+func AdminTokenPath(dataDir string) string { return filepath.Join(dataDir, AdminTokenFileName) }
+
+// adminFileMode: the server's user only. DATA_DIR already holds the JWT
+// secret (in the database) and the enrollment token, so whoever can read
+// the file could already mint node tokens and rewrite the stored hash.
+const adminFileMode = 0o600
+
+// removeStaleAdminFile deletes DATA_DIR/admin-token when it no longer
+// holds the admin token whose hash is stored, so that `lormas-server
+// admin-token` never prints a token that does not work. A file that cannot
+// be read is left alone.
+func removeStaleAdminFile(path string, stored [sha256.Size]byte) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	h := tokenHash(strings.TrimSpace(string(b)))
+	if subtle.ConstantTimeCompare(h[:], stored[:]) != 1 {
+		_ = os.Remove(path)
+	}
+}
+
 // Modes of the exported enrollment token and of a directory created for it.
 // 0640: the owner (the server) and its group may read it, nobody else. In
 // the shipped images server and agent both run as uid/gid 65532, so an agent
@@ -125,11 +165,17 @@ const (
 // writeExport writes token to path atomically (temporary file + rename), so
 // an agent polling the file never reads half a token.
 func writeExport(path, token string) error {
+	return writeSecretFile(path, token, exportFileMode)
+}
+
+// writeSecretFile writes token and a newline to path with mode, atomically
+// (temporary file + rename), creating its directory with exportDirMode.
+func writeSecretFile(path, token string, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, exportDirMode); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".enrollment-token-*")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
@@ -138,7 +184,7 @@ func writeExport(path, token string) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Chmod(exportFileMode); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
 	}

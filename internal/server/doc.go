@@ -14,9 +14,12 @@
 //
 // Admin token (ADMIN_TOKEN[_FILE]): bearer token for every /api route except
 // enrollment and the agent socket. When unset, the first start generates one
-// (GeneratedAdminToken; the binary prints it once on stderr) and stores only
-// its SHA-256 hash, so it cannot be shown again: set ADMIN_TOKEN to replace a
-// lost one. A configured token is used as given and not stored.
+// (GeneratedAdminToken), stores its SHA-256 hash in the database and writes
+// the token to DATA_DIR/admin-token (mode 0600), where `lormas-server
+// admin-token` reads it again; the operator may delete that file, and a
+// later start deletes it when it no longer holds the stored token. Set
+// ADMIN_TOKEN to replace a lost one. A configured token is used as given and
+// not stored.
 //
 // JWT secret (JWT_SECRET[_FILE]): the HS256 key of node tokens. When unset,
 // 32 random bytes are generated on first start and kept in the database.

@@ -155,9 +155,14 @@ func seedSocketPath(next http.Handler) http.Handler {
 func (srv *Server) Handler() http.Handler { return srv.handler }
 
 // GeneratedAdminToken returns the admin token if this start generated it
-// (the first start without ADMIN_TOKEN), else "". It exists in plain text
-// only now: the database keeps its hash.
+// (the first start without ADMIN_TOKEN), else "". The database keeps only
+// its hash; the token itself is in GeneratedAdminTokenFile.
 func (srv *Server) GeneratedAdminToken() string { return srv.creds.generatedAdminToken }
+
+// GeneratedAdminTokenFile returns the file (DATA_DIR/admin-token, mode
+// 0600) this start wrote the generated admin token to, "" when it generated
+// none or could not write it.
+func (srv *Server) GeneratedAdminTokenFile() string { return srv.creds.generatedAdminFile }
 
 // EnrollmentTokenFile returns the file the generated enrollment token was
 // written to, or "" when ENROLLMENT_TOKEN was configured.
