@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/config"
 	"github.com/lormas/lormas-agent/internal/docker"
+	"github.com/lormas/lormas-agent/internal/doctor"
 	"github.com/lormas/lormas-agent/internal/endpoint"
 	"github.com/lormas/lormas-agent/internal/health"
 	"github.com/lormas/lormas-agent/internal/hostmetrics"
@@ -80,6 +82,13 @@ func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int
 	if cfg.TLSInsecureSkipVerify {
 		log.Warn("TLS_INSECURE_SKIP_VERIFY is on: the server's certificate is not verified")
 	}
+	if u, err := endpoint.Parse(cfg.ServerURL); err == nil {
+		if suffix, fixed, ok := endpoint.APISuffix(u); ok {
+			log.Warn("SERVER_URL ends in "+suffix+": the agent appends "+endpoint.NodeSocketPath+" itself",
+				"dials", endpoint.Redact(transport.SocketURL(u, "", false)), "hint", "unless the server really lives under that path, set SERVER_URL="+fixed)
+		}
+	}
+	checkDockerSocket(ctx, log)
 
 	if err := start(ctx, cfg, tlsConf, log); err != nil {
 		if errors.Is(err, agent.ErrMaxReconnects) {
@@ -237,6 +246,23 @@ func dockerRoot(ctx context.Context, log *slog.Logger) string {
 		return ""
 	}
 	return info.DockerRootDir
+}
+
+// checkDockerSocket tells the operator at start, with doctor's fix, when
+// the Docker socket refuses this process (the agent's user lacks the
+// socket's group). The agent runs on: Docker may come up later, and the
+// server learns of the failure from every command's result.
+func checkDockerSocket(ctx context.Context, log *slog.Logger) {
+	host := os.Getenv("DOCKER_HOST") // .env's value was exported above
+	if host == "" {
+		host = client.DefaultDockerHost
+	}
+	r := doctor.CheckDockerSocket(ctx, host, 5*time.Second)
+	if r.Status != doctor.Fail {
+		return
+	}
+	log.Error("Docker socket not usable: commands will fail until this is fixed", "detail", r.Detail,
+		"fix", strings.ReplaceAll(r.Fix, "\n", "; "), "check", "lormas-agent doctor")
 }
 
 // printProblems writes the configuration problems, one per line.

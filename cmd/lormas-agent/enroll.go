@@ -75,6 +75,9 @@ func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, lo
 		case errors.As(err, &se) && se.Conflict():
 			level = slog.LevelError // needs an operator: the name is taken
 			args = append(args, "hint", "enrollment creates new nodes: choose another NODE_NAME, or have an administrator delete the existing node; an agent that has the node's token needs no enrollment (NODE_TOKEN_FILE)")
+		case errors.As(err, &se) && se.StatusCode == http.StatusNotFound:
+			level = slog.LevelError // needs an operator: SERVER_URL is wrong
+			args = append(args, "hint", endpoint.NotFoundHint(server, endpoint.HTTPURL(server, enroll.Path)))
 		}
 		limit.Log(ctx, log, level, "enrollment failed; retrying", args...)
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -25,6 +26,21 @@ const reasonTokenExpired = "token expired"
 // agent keeps waiting for a new credential.
 const authRemindEvery = 10 * time.Minute
 
+// closeReplaced is the close code lormas-server sends to a session that a
+// newer connection of the same node replaced.
+const closeReplaced = 4000
+
+// replacedInARow is how many sessions in a row must end replaced before the
+// agent says another agent uses its token: one replacement happens when a
+// connection was half-open or an old tool checked the token; two in a row
+// mean two agents take turns with one node's token (a DaemonSet given one
+// Secret, a copied state directory).
+const replacedInARow = 2
+
+// replacedHint is the fix for two agents sharing a node token.
+const replacedHint = "lormas-server keeps one session per node, so two agents with the same node token replace each other (close 4000) again and again: " +
+	"give every agent its own node (enrollment: ENROLLMENT_TOKEN_FILE, each under its own NODE_NAME; or one node token per host) and stop the other agent or remove its copy of this token"
+
 // connectLoop dials, runs a session, and redials with backoff until ctx
 // ends (nil) or the reconnect attempts are exhausted.
 func (a *Agent) connectLoop(ctx context.Context) error {
@@ -32,6 +48,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 	authStreak := false
 	remind := newEvery(authRemindEvery)
 	otherNode := newEvery(authRemindEvery)
+	replaced, replacedLog := 0, newEvery(authRemindEvery)
 	for first := true; ; first = false {
 		if ctx.Err() != nil {
 			return nil
@@ -56,7 +73,13 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		if r.tokenChanged {
 			authStreak = false
 		}
+		if endedReplaced(r) {
+			replaced++
+		} else {
+			replaced = 0
+		}
 		var ae *transport.AuthError
+		var ue *transport.UpgradeError
 		switch {
 		case errors.Is(r.err, errOtherNode):
 			authStreak = false
@@ -69,11 +92,27 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		case r.connected:
 			authStreak = false
 			a.log.Warn("disconnected", "err", r.err, "up", r.up.Round(time.Millisecond))
+			if replaced >= replacedInARow {
+				if ok, n := replacedLog.allow(); ok {
+					a.log.Error("another agent is using this node's token", "replacedInARow", replaced,
+						"suppressedLogs", n, "hint", replacedHint)
+				}
+			}
+		case errors.As(r.err, &ue) && ue.Status == http.StatusNotFound:
+			authStreak = false
+			a.log.Warn("connection failed", "err", r.err, "hint", endpoint.NotFoundHint(a.server, ue.URL))
 		default:
 			authStreak = false
 			a.log.Warn("connection failed", "err", r.err)
 		}
 	}
+}
+
+// endedReplaced reports whether a session ended because the server
+// replaced it with a newer connection of the same node.
+func endedReplaced(r attempt) bool {
+	var ce *transport.CloseError
+	return r.connected && errors.As(r.err, &ce) && !ce.Local && ce.Code == closeReplaced
 }
 
 // authCause is why the server refused a token, as far as the agent can tell.

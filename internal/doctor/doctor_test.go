@@ -23,6 +23,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/lormas/lormas-agent/internal/dockertest"
+	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -43,6 +44,8 @@ type fakeServer struct {
 	*httptest.Server
 	mu    sync.Mutex
 	conns []*gws.Conn
+	// ignoreProbe makes it a server that does not know doctor's probe.
+	ignoreProbe bool
 }
 
 func newFakeServer(t *testing.T, good string, tlsOn bool) *fakeServer {
@@ -62,6 +65,11 @@ func newFakeServer(t *testing.T, good string, tlsOn bool) *fakeServer {
 			return
 		}
 		fs.mu.Lock()
+		if r.Header.Get(protocol.ProbeHeader) != "" && !fs.ignoreProbe {
+			fs.mu.Unlock()
+			_ = c.WriteClose(1000, []byte(protocol.ProbeCloseReason))
+			return
+		}
 		fs.conns = append(fs.conns, c)
 		fs.mu.Unlock()
 		go c.ReadLoop()
@@ -145,6 +153,15 @@ func TestCheckUpgrade(t *testing.T) {
 	wrong.Path = "/elsewhere"
 	if r := CheckUpgrade(ctx, &wrong, good, true, nil, "test", timeout); r.Status != Fail || !strings.Contains(r.Fix, "404") {
 		t.Errorf("wrong base path: %s %q fix %q", r.Status, r.Detail, r.Fix)
+	}
+	if r := CheckUpgrade(ctx, u, good, true, nil, "test", timeout); !strings.Contains(r.Detail, "a running agent stays connected") {
+		t.Errorf("probe answered: %s %q", r.Status, r.Detail)
+	}
+	srv.mu.Lock()
+	srv.ignoreProbe = true
+	srv.mu.Unlock()
+	if r := CheckUpgrade(ctx, u, good, true, nil, "test", timeout); r.Status != OK || !strings.Contains(r.Detail, "does not know doctor's probe") {
+		t.Errorf("server without probes: %s %q", r.Status, r.Detail)
 	}
 	// NODE_TOKEN_IN_QUERY=false: the doctor dials as the agent would, with
 	// no ?token=, so a server that reads only the query refuses it here

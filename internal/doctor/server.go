@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -121,17 +122,24 @@ func tlsFix(err error) string {
 	return "check that SERVER_URL's port serves TLS (wss://) and the certificate chain is complete"
 }
 
+// probeWait bounds how long CheckUpgrade waits for a server to close a
+// probe (it does so at once when it knows probes).
+const probeWait = 3 * time.Second
+
 // CheckUpgrade dials the node WebSocket once with the token, as the agent
-// does (tokenInQuery: NODE_TOKEN_IN_QUERY), and closes it at once. A server
-// that keeps one session per node replaces a running agent's session; that
-// agent reconnects by itself.
+// does (tokenInQuery: NODE_TOKEN_IN_QUERY), marked as a probe
+// (protocol.ProbeHeader): a Lormas server checks the token and the upgrade,
+// then closes at once without touching the node's running session, so
+// doctor can run on a live node. A server that does not know probes takes
+// the dial for the node's session (replacing a running agent's, which
+// reconnects by itself); the result says so.
 func CheckUpgrade(ctx context.Context, server *url.URL, token string, tokenInQuery bool, conf *tls.Config, version string, timeout time.Duration) Result {
 	r := Result{Check: "websocket upgrade"}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := transport.Dial(ctx, transport.Config{
 		Server: server, Token: token, TokenHeaderOnly: !tokenInQuery, Version: version, TLS: conf,
-		DialTimeout: timeout, HandshakeTimeout: timeout,
+		DialTimeout: timeout, HandshakeTimeout: timeout, Probe: true,
 	})
 	if err != nil {
 		detail := strings.ReplaceAll(err.Error(), token, "REDACTED")
@@ -143,13 +151,30 @@ func CheckUpgrade(ctx context.Context, server *url.URL, token string, tokenInQue
 				"issue a new one (PATCH /api/nodes/{id}/token) and update NODE_TOKEN or NODE_TOKEN_FILE,\n" +
 				"or, with enrollment, delete STATE_DIR/node-token so the agent enrolls again"
 		case errors.As(err, &ue) && ue.Status == http.StatusNotFound:
-			r.Fix = "SERVER_URL must be the Lormas server's base URL: " + endpoint.NodeSocketPath + " answered 404"
+			r.Fix = endpoint.NotFoundHint(server, ue.URL)
 		default:
 			r.Fix = "check SERVER_URL and that a proxy or load balancer in between allows WebSocket upgrades"
 		}
 		return r
 	}
+	shown := endpoint.Redact(transport.SocketURL(server, token, tokenInQuery))
+	wait := time.NewTimer(min(probeWait, timeout))
+	defer wait.Stop()
+	select {
+	case <-conn.Done():
+		var ce *transport.CloseError
+		if errors.As(conn.Err(), &ce) && !ce.Local && ce.Reason == protocol.ProbeCloseReason {
+			r.Status, r.Detail = OK, "the server accepted the node token and upgraded "+shown+" (a probe: a running agent stays connected)"
+			return r
+		}
+		r.Status, r.Detail = OK, "the server accepted the node token and upgraded "+shown+", then closed: "+strings.ReplaceAll(fmt.Sprint(conn.Err()), token, "REDACTED")
+		return r
+	case <-wait.C:
+	case <-ctx.Done():
+	}
 	_ = conn.Close(transport.CloseNormal, "lormas-agent doctor")
-	r.Status, r.Detail = OK, "the server accepted the node token and upgraded "+endpoint.Redact(transport.SocketURL(server, token, tokenInQuery))
+	r.Status = OK
+	r.Detail = "the server accepted the node token and upgraded " + shown + "; it does not know doctor's probe, " +
+		"so it took this check for the node's session: a running agent with this token was disconnected and reconnects by itself"
 	return r
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/server/store"
 )
 
@@ -103,6 +104,13 @@ func (srv *Server) handleSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// gws has answered the handshake error itself.
 		srv.log.Info("websocket upgrade failed", "node", n.ID, "err", err, "remote", r.RemoteAddr)
+		return
+	}
+	if r.Header.Get(protocol.ProbeHeader) != "" {
+		// `lormas-agent doctor`: the token and the upgrade path are
+		// checked; the node's running session, if any, is left alone.
+		_ = conn.WriteClose(1000, []byte(protocol.ProbeCloseReason))
+		srv.log.Info("node token probe answered", "node", n.ID, "remote", r.RemoteAddr)
 		return
 	}
 	s := &session{

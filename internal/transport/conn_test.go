@@ -156,6 +156,10 @@ func TestDialAuthAndUpgradeErrors(t *testing.T) {
 				if ue.Status != tc.status {
 					t.Errorf("UpgradeError status %d, want %d", ue.Status, tc.status)
 				}
+				// The error names the URL dialled (a 404 is usually a wrong SERVER_URL).
+				if !strings.Contains(err.Error(), "/api/ws/nodes?token=REDACTED") {
+					t.Errorf("error %q does not name the URL dialled", err)
+				}
 			default:
 				t.Errorf("error %T %v is neither AuthError nor UpgradeError", err, err)
 			}

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/http/httpproxy"
 
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 // Defaults of Config (SPEC 4).
@@ -51,6 +52,11 @@ type Config struct {
 	// load balancers log. The zero value also sends ?token=, as the seed
 	// does, for servers that read only the query parameter.
 	TokenHeaderOnly bool
+
+	// Probe marks the upgrade as a check of the token (protocol.ProbeHeader),
+	// for `lormas-agent doctor`: a server that knows it closes the
+	// connection at once instead of replacing the node's running session.
+	Probe bool
 
 	TLS   *tls.Config // template for wss (cloned per dial); nil = system roots
 	Proxy ProxyFunc   // nil = ProxyFromEnvironment; Direct for none
@@ -130,6 +136,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	header := http.Header{}
 	header.Set("Authorization", "Bearer "+cfg.Token)
 	header.Set("User-Agent", UserAgent(cfg.Version))
+	if cfg.Probe {
+		header.Set(protocol.ProbeHeader, "1")
+	}
 
 	var tlsCfg *tls.Config
 	if secure {
@@ -170,7 +179,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			case http.StatusUnauthorized, http.StatusForbidden:
 				return nil, &AuthError{Status: resp.StatusCode, Reason: http.StatusText(resp.StatusCode)}
 			}
-			return nil, &UpgradeError{Status: resp.StatusCode}
+			return nil, &UpgradeError{Status: resp.StatusCode, URL: shown}
 		}
 		return nil, fmt.Errorf("dial %s: %w", shown, redact(err, cfg.Token))
 	}

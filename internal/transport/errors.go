@@ -70,10 +70,14 @@ func (e *AuthError) Is(target error) bool { return target == ErrAuth }
 // that is not an auth failure.
 type UpgradeError struct {
 	Status int
+	URL    string // the URL dialled, token redacted
 }
 
 func (e *UpgradeError) Error() string {
-	return fmt.Sprintf("server refused the WebSocket upgrade: HTTP %d", e.Status)
+	if e.URL == "" {
+		return fmt.Sprintf("server refused the WebSocket upgrade: HTTP %d", e.Status)
+	}
+	return fmt.Sprintf("server refused the WebSocket upgrade of %s: HTTP %d", e.URL, e.Status)
 }
 
 // CloseError reports a connection ended by a close frame.
