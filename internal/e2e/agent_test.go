@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -23,9 +24,11 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// The seed document's command examples with only the image and the bind's
-// host directory replaced (the seed binds "/data"; a bind source is one
-// directory directly under a volume root, so the test binds <root>/data), and
+// The seed document's command examples with only the image, the published
+// host port and the bind's host directory replaced (the seed publishes 8080,
+// which another program may hold: the test takes a free port; the seed binds
+// "/data"; a bind source is one directory directly under a volume root, so
+// the test binds <root>/data), and
 // the id the seed's server puts on each command ("Command Message Format").
 const (
 	seedCreateJSON = `{
@@ -36,7 +39,7 @@ const (
   "eggConfig": {
     "image": "%s",
     "ports": [
-      {"host": 8080, "container": 80}
+      {"host": %s, "container": 80}
     ],
     "volumes": [
       {"host": "%s", "container": "/app/data"}
@@ -211,7 +214,8 @@ func TestAgentBinary(t *testing.T) {
 	})
 
 	t.Run("seed create/start/logs/stop/restart/delete", func(t *testing.T) {
-		send(t, srv, fmt.Sprintf(seedCreateJSON, image, volumeRoot+"/data"))
+		_, hostPort, _ := net.SplitHostPort(freeAddr(t))
+		send(t, srv, fmt.Sprintf(seedCreateJSON, image, hostPort, volumeRoot+"/data"))
 		r := mustSucceed(t, srv, "seed-create", 60*time.Second)
 		info := inspect(t, cli, "container-uuid")
 		if got := r.Result.(map[string]any)["containerId"]; got != info.ID {
@@ -220,7 +224,7 @@ func TestAgentBinary(t *testing.T) {
 		if info.HostConfig.NanoCPUs != 1e9 || info.HostConfig.Memory != 536870912 || info.HostConfig.MemorySwap != 536870912 {
 			t.Errorf("limits NanoCPUs=%d Memory=%d MemorySwap=%d", info.HostConfig.NanoCPUs, info.HostConfig.Memory, info.HostConfig.MemorySwap)
 		}
-		if b := info.HostConfig.PortBindings["80/tcp"]; len(b) != 1 || b[0].HostPort != "8080" {
+		if b := info.HostConfig.PortBindings["80/tcp"]; len(b) != 1 || b[0].HostPort != hostPort {
 			t.Errorf("port bindings %v", info.HostConfig.PortBindings)
 		}
 		if !slices.Contains(info.Config.Env, "ENV_VAR=value") {
@@ -238,14 +242,14 @@ func TestAgentBinary(t *testing.T) {
 			t.Errorf("start message %q", msg)
 		}
 		eventually(t, 10*time.Second, func() error {
-			resp, err := http.Get("http://127.0.0.1:8080/")
+			resp, err := http.Get("http://127.0.0.1:" + hostPort + "/")
 			if err != nil {
 				return err
 			}
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != 200 {
-				return fmt.Errorf("published port 8080: %d %s", resp.StatusCode, body)
+				return fmt.Errorf("published port %s: %d %s", hostPort, resp.StatusCode, body)
 			}
 			return nil
 		})
