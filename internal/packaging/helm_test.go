@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -146,8 +147,10 @@ func TestHelmLint(t *testing.T) {
 // helmCases are the main value combinations: every one must lint, render and
 // pass the hardening assertions.
 var helmCases = map[string]string{
-	"default":  "",
-	"per-node": "token:\n  source: perNode\n  perNode:\n    secretName: fleet-tokens\nvolumeRootsPermissions:\n  enabled: false\n",
+	"default": "",
+	// One node token for a DaemonSet pinned to one node.
+	"existing-secret": "token:\n  source: existingSecret\nnodeSelector:\n  kubernetes.io/hostname: node-a\n",
+	"per-node":        "token:\n  source: perNode\n  perNode:\n    secretName: fleet-tokens\nvolumeRootsPermissions:\n  enabled: false\n",
 	"enrollment": `token:
   source: enrollment
   enrollment:
@@ -221,7 +224,9 @@ func TestHelmTemplate(t *testing.T) {
 			checkHardened(t, m)
 			switch name {
 			case "default":
-				checkTokenFile(t, m, "NODE_TOKEN_FILE", "lormas-agent-token", "token")
+				// Each node enrolls as its own node: one shared node token would
+				// make the DaemonSet's agents replace each other (close 4000).
+				checkTokenFile(t, m, "ENROLLMENT_TOKEN_FILE", "lormas-agent-enrollment", "token")
 				checkSupplementalGroups(t, m, defaultGroupID)
 				if m.testPod == nil {
 					t.Fatal("default render has no helm test pod")
@@ -229,10 +234,17 @@ func TestHelmTemplate(t *testing.T) {
 				if got := m.configMap.Data["SERVER_URL"]; got != "wss://lormas.example.com" {
 					t.Errorf("SERVER_URL %q, want the values default", got)
 				}
-				tol := m.daemonSet.Spec.Template.Spec.Tolerations
-				if len(tol) != 1 || tol[0].Effect != corev1.TaintEffectNoSchedule || tol[0].Operator != corev1.TolerationOpExists {
-					t.Errorf("tolerations %+v, want [{NoSchedule Exists}]", tol)
+				// Only nodes labelled as running Docker, and no taint tolerated:
+				// not control planes, not containerd-only nodes.
+				pod := m.daemonSet.Spec.Template.Spec
+				if tol := pod.Tolerations; len(tol) != 0 {
+					t.Errorf("tolerations %+v, want none by default", tol)
 				}
+				if want := map[string]string{"kubernetes.io/os": "linux", "lormas.io/docker": "true"}; !maps.Equal(pod.NodeSelector, want) {
+					t.Errorf("nodeSelector %v, want %v", pod.NodeSelector, want)
+				}
+			case "existing-secret":
+				checkTokenFile(t, m, "NODE_TOKEN_FILE", "lormas-agent-token", "token")
 			case "per-node":
 				checkPerNode(t, m)
 				if n := len(m.daemonSet.Spec.Template.Spec.InitContainers); n != 0 {
