@@ -44,6 +44,11 @@ func TestHelpAndVersion(t *testing.T) {
 		!strings.Contains(out, "NODE_TOKEN_TTL") || !strings.Contains(out, "ENROLLMENT_TOKEN_EXPORT_FILE") {
 		t.Errorf("help = %d\n%s", code, out)
 	}
+	for i, l := range strings.Split(out, "\n") {
+		if len(l) > 80 {
+			t.Errorf("help line %d is %d columns wide: %q", i+1, len(l), l)
+		}
+	}
 	code, out, _ = runCmd(context.Background(), []string{"version"}, nil)
 	if code != exitOK || !strings.HasPrefix(out, "lormas-server dev (commit unknown, go") {
 		t.Errorf("version = %d %q", code, out)

@@ -19,9 +19,13 @@ const pingTimeout = 10 * time.Second
 // Require returns a Docker client configured from the environment (DOCKER_HOST
 // etc.) with API version negotiation, closed when the test ends. When the
 // daemon does not answer a ping, the test fails if CI=true and is skipped
-// otherwise, with the reason.
+// otherwise, with the reason. Under -short (the fast tier) it skips.
 func Require(t testing.TB) *client.Client {
 	t.Helper()
+	if testing.Short() {
+		// The fast tier (go test -short ./...) runs without Docker.
+		t.Skip("dockertest: short mode: skipping a test that needs the Docker Engine")
+	}
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		unreachable(t, "configure Docker client: %v", err)

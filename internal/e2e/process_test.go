@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -19,6 +20,12 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// The fast tier (go test -short ./...) builds nothing.
+		fmt.Println("e2e: short mode: skipping the end-to-end tests (they build and run the binaries)")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "lormas-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

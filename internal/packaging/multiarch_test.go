@@ -38,6 +38,9 @@ func TestMultiArch(t *testing.T) {
 		}
 	}
 
+	if testing.Short() {
+		t.Skip("short mode: skipping the cross-compile")
+	}
 	out := t.TempDir()
 	// A cold cross-compile of both binaries takes about a minute on 2 cores.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

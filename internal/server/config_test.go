@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -139,8 +140,13 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		"ENROLLMENT_TOKEN", "ENROLLMENT_TOKEN_FILE", "ENROLLMENT_TOKEN_EXPORT_FILE", "DATA_DIR", "NODE_TOKEN_TTL",
 		"COMMAND_TIMEOUT", "PING_INTERVAL", "TLS_CERT_FILE", "TLS_KEY_FILE", "LOG_LEVEL", "LOG_FORMAT",
 		"MAX_BODY_BYTES", "MAX_MESSAGE_BYTES"} {
-		if !strings.Contains(u, v+" ") {
+		if !regexp.MustCompile(`(?m)^` + v + `( |$)`).MatchString(u) {
 			t.Errorf("usage lacks %s", v)
+		}
+	}
+	for i, l := range strings.Split(u, "\n") { // `lormas-server help`, in an 80-column terminal
+		if len(l) > 80 {
+			t.Errorf("usage line %d is %d columns wide: %q", i+1, len(l), l)
 		}
 	}
 	if !strings.Contains(u, ":3000") || !strings.Contains(u, "60s") {
