@@ -304,7 +304,8 @@ func deref(s *string) string {
 // would (`up -d`), with the images built from the Dockerfile: the agent must
 // enroll itself with the server's generated token, turn healthy, keep its
 // node identity across a re-created container (state volume), and run a
-// create/start/logs/delete cycle sent through the server's API. `down -v`
+// create/start/logs/delete cycle sent through the server's API, with the
+// admin token the server generated, read as the README says. `down -v`
 // must leave nothing behind.
 func TestComposeStack(t *testing.T) {
 	buildImages(t)
@@ -313,7 +314,7 @@ func TestComposeStack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
-	adminToken, nodeName := randomToken(), uniqueName("compose-node-")
+	nodeName := uniqueName("compose-node-")
 	port := freePort(t)
 	// The volume root: a fresh host directory (t.TempDir's parent is private
 	// to root, and the agent runs as 65532); compose mounts it into the agent.
@@ -330,7 +331,6 @@ func TestComposeStack(t *testing.T) {
 		"DOCKER_GID":          strconv.Itoa(socketGroup(t)),
 		"LORMAS_BIND":         "127.0.0.1",
 		"LORMAS_PORT":         strconv.Itoa(port),
-		"ADMIN_TOKEN":         adminToken,
 		"NODE_NAME":           nodeName,
 		"LOG_LEVEL":           "debug",
 		"LORMAS_SERVER_IMAGE": serverTag,
@@ -362,6 +362,16 @@ func TestComposeStack(t *testing.T) {
 	waitHealthy(ctx, t, cli, agentID)
 	t.Logf("stack up and agent healthy in %s", time.Since(start).Round(time.Second))
 
+	// The admin token the server generated, found as the README says
+	// (issue 11: the log carried the sentence, not the token).
+	r := p.run(ctx, "exec", "-T", "lormas-server", "lormas-server", "admin-token")
+	adminToken := strings.TrimSpace(r.stdout)
+	if r.err != nil || !strings.HasPrefix(adminToken, "lormas_admin_") || strings.Contains(adminToken, "\n") {
+		t.Fatalf("exec -T lormas-server lormas-server admin-token: %s", r)
+	}
+	if logs := p.run(ctx, "logs", "--no-color", "lormas-server").stdout; strings.Contains(logs, adminToken) {
+		t.Error("the admin token is in the server's log")
+	}
 	api := newAdminAPI("http://127.0.0.1:"+strconv.Itoa(port), adminToken)
 	first := api.waitNode(ctx, t, nodeName)
 	t.Logf("agent enrolled as node %s (%s)", first.ID, first.Name)
@@ -448,4 +458,22 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// The README's compose commands are the ones TestComposeStack runs.
+func TestReadmeComposeAdminToken(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "\ndocker compose exec -T lormas-server lormas-server admin-token") {
+		t.Error("README does not show how to print the compose admin token (docker compose exec -T lormas-server lormas-server admin-token)")
+	}
+	compose, err := os.ReadFile(filepath.Join(repoRoot(t), "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(compose), "docker compose exec -T lormas-server lormas-server admin-token") {
+		t.Error("compose.yaml's header does not say how to print the admin token")
+	}
 }
