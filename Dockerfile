@@ -21,7 +21,9 @@
 #     -v /etc/lormas/enrollment-token:/run/secrets/enrollment-token:ro \
 #     lormas-agent
 #
-# (a token file mounted this way must be readable by uid 65532: chown 65532 it, mode 0400.)
+# A token file mounted this way must be readable by uid 65532; write it so:
+#   printf '%s\n' "$ENROLLMENT_TOKEN" | sudo install -D -m 0400 -o 65532 /dev/stdin /etc/lormas/enrollment-token
+# (lormas-server enrollment-token prints the server's enrollment token.)
 #
 # Only classic Dockerfile syntax is used (no RUN --mount, no heredocs), so the legacy builder
 # (DOCKER_BUILDKIT=0) builds it too. BuildKit sets BUILDPLATFORM/TARGETOS/TARGETARCH, so the
