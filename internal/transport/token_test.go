@@ -118,7 +118,7 @@ func TestHeaderOnlyAgainstLormasServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	node, err := enroll.Enroll(ctx, ts.Client(), base, enrollmentToken, "header-only-node")
+	node, err := enroll.Enroll(ctx, ts.Client(), base, enrollmentToken, enroll.Request{Name: "header-only-node"})
 	if err != nil {
 		t.Fatal(err)
 	}
