@@ -156,6 +156,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	engine, err := docker.New(docker.Options{
 		NodeID:         nodeID,
 		VolumeRoots:    cfg.VolumeRoots,
+		StateDir:       cfg.StateDir,
 		AllowUnmanaged: cfg.AllowUnmanaged,
 		DiskLimitMode:  cfg.DiskLimitMode,
 		PidsLimit:      cfg.ContainerPidsLimit,
