@@ -22,6 +22,10 @@
 //	-escape DIR         try every way out of the bind mount DIR a process of the container
 //	                    can take, printing "escape <what>: ok|<error>" for each
 //	-ls DIR             print "ls DIR: <names, sorted, space-separated>" (every start)
+//	-plant DIR          leave DIR/suid (a copy of this program, setuid, mode 04755) and
+//	                    DIR/null (the character device 1:3), as a root workload can:
+//	                    "plant DIR/suid: ok|<error>", "plant DIR/null: ok|<error>"
+//	-whoami             print "whoami: uid=U euid=E" (run as a setuid copy: E is its owner)
 //
 // As PID 1 of a container a process without a SIGTERM handler never sees
 // SIGTERM, so the workload handles it: it exits 0 unless -ignore-sigterm.
@@ -58,7 +62,16 @@ func main() {
 	symlink := flag.String("symlink", "", "LINK=TARGET: symlink to create")
 	escape := flag.String("escape", "", "bind mount to try to escape from")
 	ls := flag.String("ls", "", "directory to list")
+	plantDir := flag.String("plant", "", "directory to leave a setuid program and a device node in")
+	whoami := flag.Bool("whoami", false, "print the real and effective uid")
 	flag.Parse()
+
+	if *whoami {
+		fmt.Printf("whoami: uid=%d euid=%d\n", os.Getuid(), os.Geteuid())
+	}
+	if *plantDir != "" {
+		plant(*plantDir)
+	}
 
 	if *cat != "" {
 		b, err := os.ReadFile(*cat)
@@ -154,6 +167,26 @@ func list(dir string) {
 		return
 	}
 	fmt.Printf("ls %s: %s\n", dir, strings.Join(names, " "))
+}
+
+// plant leaves a setuid copy of this program and a device node in dir.
+func plant(dir string) {
+	suid := func() error {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(self)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(dir+"/suid", data, 0o755); err != nil {
+			return err
+		}
+		return os.Chmod(dir+"/suid", os.ModeSetuid|0o755)
+	}
+	fmt.Printf("plant %s/suid: %s\n", dir, result(suid()))
+	fmt.Printf("plant %s/null: %s\n", dir, result(syscall.Mknod(dir+"/null", syscall.S_IFCHR|0o666, 1<<8|3)))
 }
 
 // tryEscape attempts, as the container's user with Docker's default
