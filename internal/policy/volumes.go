@@ -136,8 +136,11 @@ func (p protected) String() string {
 // plants there is seen only in its own mount namespace and is never on the
 // way to a bind source, because a nested path (<root>/<name>/link) is never
 // a bind source. A symlink or file planted at <root>/<name> by someone on the
-// host is refused by Ensure. What remains is the host itself: a root must not
-// be writable by anyone but root and the agent (Audit warns).
+// host is refused by Ensure. What remains is the host itself: a root and its
+// parents must not be writable by anyone but root and the agent, and no
+// other host user may enter a root, where a root workload can leave setuid
+// programs and device nodes (Ensure makes missing roots 0700; Audit warns).
+// The daemon's own state is never a bind source (Protect).
 //
 // The agent must see each root at the path Docker sees it, or its checks
 // would look at another directory. Roots start unchecked; the Docker layer
