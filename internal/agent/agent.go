@@ -96,6 +96,7 @@ type Agent struct {
 	outbox    *outbox
 	seen      *dedup
 	streams   *streams
+	logBudget *logBudget // bytes of all follow streams' buffers
 
 	mu         sync.Mutex
 	sess       *session // identified session, or nil
@@ -138,6 +139,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.MaxConcurrentCommands, DefaultMaxConcurrentCommands)
 	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefault(&opts.OutboxLimit, DefaultOutboxLimit)
+	setDefault(&opts.LogStreamBuffer, DefaultLogStreamBuffer)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -165,6 +167,7 @@ func New(opts Options) (*Agent, error) {
 		outbox:    newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
 		seen:      newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
 		streams:   newStreams(),
+		logBudget: &logBudget{max: int64(logBudgetStreams) * int64(opts.LogStreamBuffer)},
 		sampleLog: newEvery(time.Minute),
 		listLog:   newEvery(time.Minute),
 	}

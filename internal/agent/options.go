@@ -22,6 +22,7 @@ type Options struct {
 	MaxMessageBytes       int           // default 1 MiB
 	ShutdownTimeout       time.Duration // default 10s
 	OutboxLimit           int           // default 1000
+	LogStreamBuffer       int           // bytes per follow stream, default 8 MiB
 	StatusEvents          bool          // container_event + inventory
 
 	TLSCAFile             string
