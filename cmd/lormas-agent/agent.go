@@ -180,6 +180,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		MaxMessageBytes:       int(cfg.MaxMessageBytes),
 		ShutdownTimeout:       cfg.ShutdownTimeout,
 		OutboxLimit:           cfg.OutboxLimit,
+		LogStreamBuffer:       int(cfg.LogStreamBuffer),
 		StatusEvents:          cfg.StatusEvents,
 		TLSCAFile:             cfg.TLSCAFile,
 		TLSCertFile:           cfg.TLSCertFile,

@@ -22,6 +22,8 @@ const (
 	maxOutboxLimit        = 1_000_000
 	maxPidsLimit          = 4_194_304 // the kernel's pid_max ceiling
 	maxLogFiles           = 100
+	minLogStreamBuffer    = 256 << 10
+	maxLogStreamBuffer    = 1 << 30
 )
 
 // ByteSize is a byte count given as a number or a size string ("1m",
@@ -93,6 +95,7 @@ func (c *Config) validate(failed map[string]bool) []string {
 	inRange(add, "OUTBOX_LIMIT", int64(c.OutboxLimit), 1, maxOutboxLimit)
 	inRange(add, "CONTAINER_PIDS_LIMIT", c.ContainerPidsLimit, 1, maxPidsLimit)
 	inRange(add, "CONTAINER_LOG_MAX_FILE", int64(c.ContainerLogMaxFile), 1, maxLogFiles)
+	inRange(add, "LOG_STREAM_BUFFER", int64(c.LogStreamBuffer), minLogStreamBuffer, maxLogStreamBuffer)
 	if n, err := protocol.ParseSize(c.ContainerLogMaxSize); err != nil {
 		add("CONTAINER_LOG_MAX_SIZE", "%v", err)
 	} else if n < minMessageBytes {
