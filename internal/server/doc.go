@@ -84,9 +84,10 @@
 //	       text/event-stream of "log" events {line, stream, timestamp} and a
 //	       final "result" event (the command_result); with follow the stream
 //	       runs until the container stops, and a client disconnect sends the
-//	       agent a cancel. "dropped" {frames} reports log frames dropped for a
-//	       client too slow to keep up; "error" ends a stream whose node
-//	       disconnected.
+//	       agent a cancel. "gap" {lines, stream, timestamp} marks where the
+//	       agent dropped lines because the stream fell behind the container;
+//	       "dropped" {frames} reports log frames dropped for a client too slow
+//	       to keep up; "error" ends a stream whose node disconnected.
 //	POST   /api/nodes/enroll           Authorization: Bearer <enrollment token>, {name}
 //	       201 {id, name, token} for a new node; 200 {id, name, token} when a node
 //	       of that name existed: its token is re-issued (the old one revoked)
