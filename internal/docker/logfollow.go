@@ -1,9 +1,9 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"hash/maphash"
 	"io"
 	"strconv"
 	"time"
@@ -69,21 +69,26 @@ type follower struct {
 	since  string    // the command's since, Docker's form
 	opened time.Time // when the first stream was opened
 
-	// last is the newest Docker timestamp delivered and atLast the number of
-	// lines delivered with exactly that timestamp (several lines can share
-	// one); a resumed stream skips those.
-	last   []byte
+	// last is the newest Docker timestamp delivered (Unix nanoseconds, 0
+	// before the first) and atLast the number of lines delivered with
+	// exactly that timestamp (several lines can share one).
+	last   int64
 	atLast int
-	// from and skip hold last and atLast while a resumed stream skips the
-	// lines delivered before.
-	from    []byte
+	recent recentLines
+	// While replaying, the engine sends lines delivered before (a resumed
+	// stream, or Docker's follower reading a file again): lines older than
+	// from, and the first skip lines at from, are left out.
+	replay  bool
+	from    int64
 	skip    int
 	resumed bool
 
-	lines   int // lines delivered by the current stream
-	resumes int
-	emitErr error
-	scratch []byte
+	lines    int // lines delivered by the current stream
+	resumes  int
+	rewinds  int // times the engine went back within a stream
+	repeated int // lines the engine sent again, left out
+	emitErr  error
+	scratch  []byte
 }
 
 // run opens streams until the container has stopped for good or ctx ends.
@@ -189,31 +194,46 @@ func (f *follower) stream(ctx context.Context, tail string) (opened bool, err er
 	return true, err
 }
 
-// line delivers one line of the engine's stream, unless a resumed stream
-// delivered it before.
+// line delivers one line of the engine's stream unless it was delivered
+// before: the start of a resumed stream repeats the lines at the timestamp
+// it resumes from, and Docker 20.10's json-file follower sometimes reads a
+// log file again from its start after a rotation (it takes the new, smaller
+// file for a truncated one). A line older than the newest one delivered is
+// such a repeat when it is among the recent lines delivered (same time and
+// text) or older than all of them; the engine then replays, and everything
+// up to the newest line delivered is left out. Other lines older than the
+// newest (stdout and stderr stamped a moment apart and written the other
+// way round) are delivered.
 func (f *follower) line(stream string, stamp, text []byte) error {
-	if len(stamp) != stampLen {
+	ts, ok := parseStamp(stamp)
+	if !ok {
 		// Not Docker's timestamp (never seen): deliver it untracked.
 		return f.deliver(stream, stamp, text)
 	}
-	if f.skip >= 0 && f.from != nil {
-		switch c := bytes.Compare(stamp, f.from); {
-		case c < 0:
-			return nil // delivered before the stream was resumed
-		case c == 0 && f.skip > 0:
-			f.skip--
+	h := lineHash(stream, text)
+	if f.replay {
+		if ts < f.from || ts == f.from && f.skip > 0 {
+			if ts == f.from {
+				f.skip--
+			}
+			f.repeated++
 			return nil
-		case c > 0:
-			f.skip = -1 // past the lines delivered before
 		}
+		f.replay = false
+	} else if ts < f.last && f.recent.seen(ts, h) {
+		f.rewinds++
+		f.repeated++
+		f.replay, f.from, f.skip = true, f.last, f.atLast
+		f.e.log.Debug("log stream went back; leaving out lines delivered before", "container", f.name, "rewinds", f.rewinds)
+		return nil
 	}
-	switch c := bytes.Compare(stamp, f.last); {
-	case c > 0 || f.last == nil:
-		f.last = append(f.last[:0], stamp...)
-		f.atLast = 1
-	case c == 0:
+	switch {
+	case ts > f.last:
+		f.last, f.atLast = ts, 1
+	case ts == f.last:
 		f.atLast++
 	}
+	f.recent.add(ts, h)
 	return f.deliver(stream, stamp, text)
 }
 
@@ -230,15 +250,15 @@ func (f *follower) deliver(stream string, stamp, text []byte) error {
 	return nil
 }
 
-// resume sets up the next stream to skip what was delivered.
+// resume sets up the next stream to leave out what was delivered.
 func (f *follower) resume() {
 	f.resumed = true
 	f.resumes++
-	if f.last != nil {
-		f.from = append(f.from[:0], f.last...)
-		f.skip = f.atLast
+	if f.last != 0 {
+		f.replay, f.from, f.skip = true, f.last, f.atLast
 	}
-	f.e.log.Debug("log stream resumed", "container", f.name, "after", string(f.last), "resumes", f.resumes)
+	f.e.log.Debug("log stream resumed", "container", f.name, "after", time.Unix(0, f.last).UTC().Format(stampLayout),
+		"resumes", f.resumes, "repeatedLinesLeftOut", f.repeated)
 }
 
 // resumeSince is the since filter of a resumed stream: the newest timestamp
@@ -246,10 +266,8 @@ func (f *follower) resume() {
 // skips), or with none delivered yet the later of the command's since and
 // the first stream's opening.
 func (f *follower) resumeSince() string {
-	if f.last != nil {
-		if t, err := time.Parse(stampLayout, string(f.last)); err == nil {
-			return unixNano(t)
-		}
+	if f.last != 0 {
+		return unixNano(time.Unix(0, f.last))
 	}
 	opened := unixNano(f.opened)
 	if f.since == "" {
@@ -315,4 +333,81 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// recentLines remembers the time and a hash of the last lines delivered, in
+// delivery order, to recognise lines the engine sends again. It grows up to
+// maxRecentLines entries (16 bytes each).
+type recentLines struct {
+	ts   []int64
+	hash []uint64
+	next int // where the next entry goes once full
+}
+
+const (
+	minRecentLines = 256
+	maxRecentLines = 8192
+)
+
+func (r *recentLines) add(ts int64, h uint64) {
+	if len(r.ts) < maxRecentLines {
+		if len(r.ts) == cap(r.ts) {
+			n := max(minRecentLines, 2*cap(r.ts))
+			r.ts = append(make([]int64, 0, n), r.ts...)
+			r.hash = append(make([]uint64, 0, n), r.hash...)
+		}
+		r.ts = append(r.ts, ts)
+		r.hash = append(r.hash, h)
+		return
+	}
+	r.ts[r.next], r.hash[r.next] = ts, h
+	r.next = (r.next + 1) % len(r.ts)
+}
+
+// seen reports whether a line (time ts, hash h) older than the newest one
+// delivered was delivered before: it is among the recent lines, or older
+// than all of them (a line stamped that long before the newest cannot be a
+// fresh one).
+func (r *recentLines) seen(ts int64, h uint64) bool {
+	n := len(r.ts)
+	if n == 0 {
+		return false
+	}
+	if ts < r.ts[r.next%n] { // the oldest entry
+		return true
+	}
+	for i := range n {
+		j := (r.next - 1 - i + 2*n) % n // newest first
+		if r.ts[j] == ts && r.hash[j] == h {
+			return true
+		}
+	}
+	return false
+}
+
+var hashSeed = maphash.MakeSeed()
+
+func lineHash(stream string, text []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(hashSeed)
+	h.WriteString(stream)
+	h.Write(text)
+	return h.Sum64()
+}
+
+// parseStamp reads Docker's timestamp, 2006-01-02T15:04:05.000000000Z, as
+// Unix nanoseconds.
+func parseStamp(b []byte) (int64, bool) {
+	if !isStamp(b) {
+		return 0, false
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range b[i : i+n] {
+			v = 10*v + int(c-'0')
+		}
+		return v
+	}
+	t := time.Date(num(0, 4), time.Month(num(5, 2)), num(8, 2), num(11, 2), num(14, 2), num(17, 2), num(20, 9), time.UTC)
+	return t.UnixNano(), true
 }

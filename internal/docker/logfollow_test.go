@@ -275,3 +275,55 @@ func TestFollowLogsOpenErrorIsReturned(t *testing.T) {
 		t.Errorf("FollowLogs: %v, want the engine's refusal", err)
 	}
 }
+
+// TestFollowLogsEngineGoesBack: Docker 20.10's json-file follower may read
+// a log file again from its start after a rotation, inside one stream. The
+// lines it sends again are left out; a line stamped a moment before the
+// previous one but never delivered (stdout and stderr written the other way
+// round) is delivered.
+func TestFollowLogsEngineGoesBack(t *testing.T) {
+	base := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	at := func(us int) string { return base.Add(time.Duration(us) * time.Microsecond).Format(stampLayout) }
+	var body strings.Builder
+	write := func(stream byte, us int, text string) { body.Write(frame(stream, at(us)+" "+text+"\n")) }
+	write(1, 1, "line 1")
+	write(1, 2, "line 2")
+	write(1, 3, "line 3")
+	write(2, 2, "inverted") // stamped before line 3, written after it
+	write(1, 4, "line 4")
+	write(1, 4, "line 5") // shares line 4's time
+	// The follower goes back to a file's start: lines 2 to 5 again.
+	write(1, 2, "line 2")
+	write(1, 3, "line 3")
+	write(2, 2, "inverted")
+	write(1, 4, "line 4")
+	write(1, 4, "line 5")
+	write(1, 4, "line 6") // new, at the same time as lines 4 and 5
+	write(1, 5, "line 7")
+	l := &fakeLog{t: t, state: states(fakeState{finished: base})}
+	e := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/logs") && r.URL.Query().Get("since") == "" {
+			w.Write([]byte(body.String()))
+			return
+		}
+		l.handler(w, r)
+	})
+	got := followAll(t, e, &protocol.Command{ContainerID: "web-1", Follow: true})
+	want := []string{"stdout:line 1", "stdout:line 2", "stdout:line 3", "stderr:inverted", "stdout:line 4", "stdout:line 5",
+		"stdout:line 6", "stdout:line 7"}
+	if !slices.Equal(got, want) {
+		t.Errorf("followed\n %q\nwant\n %q", got, want)
+	}
+}
+
+func TestParseStamp(t *testing.T) {
+	want := time.Date(2026, 11, 30, 2, 59, 41, 654824560, time.UTC).UnixNano()
+	if got, ok := parseStamp([]byte("2026-11-30T02:59:41.654824560Z")); !ok || got != want {
+		t.Errorf("parseStamp = %d, %t; want %d", got, ok, want)
+	}
+	for _, bad := range []string{"", "2026-11-30T02:59:41Z", "2026-11-30T02:59:41.654824560+01:00"} {
+		if _, ok := parseStamp([]byte(bad)); ok {
+			t.Errorf("parseStamp(%q) accepted", bad)
+		}
+	}
+}

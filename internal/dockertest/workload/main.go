@@ -9,6 +9,7 @@
 //	-delay D            wait D before printing anything                          WORKLOAD_DELAY
 //	-flood              print "flood line N" as fast as possible, forever        WORKLOAD_FLOOD
 //	                    (or N lines with -lines N)
+//	-rate N             with -flood: at most N lines a second                    WORKLOAD_RATE
 //	-pad BYTES          pad every numbered line with "x" to BYTES (before "\n")   WORKLOAD_PAD
 //	-run-stamp          begin every numbered line with "run T " where T is the   WORKLOAD_RUN_STAMP
 //	                    process start in Unix nanoseconds (tells restarts apart)
@@ -41,6 +42,7 @@ func main() {
 	interval := flag.Duration("interval", envDuration("WORKLOAD_INTERVAL", 0), "pause between lines")
 	delay := flag.Duration("delay", envDuration("WORKLOAD_DELAY", 0), "wait before printing")
 	flood := flag.Bool("flood", envBool("WORKLOAD_FLOOD"), "print lines as fast as possible")
+	rate := flag.Int("rate", envInt("WORKLOAD_RATE", 0), "flood: at most this many lines a second")
 	pad := flag.Int("pad", envInt("WORKLOAD_PAD", 0), "pad numbered lines with x to this many bytes")
 	runStamp := flag.Bool("run-stamp", envBool("WORKLOAD_RUN_STAMP"), `begin numbered lines with "run <start ns> "`)
 	listen := flag.String("listen", os.Getenv("WORKLOAD_LISTEN"), "TCP address to serve HTTP 200 on")
@@ -102,9 +104,14 @@ func main() {
 	time.Sleep(*delay)
 	if *flood {
 		out := bufio.NewWriterSize(os.Stdout, 64<<10)
+		began := time.Now()
 		for i := 1; *lines == 0 || i <= *lines; i++ {
 			buf = line(buf, "flood", i)
 			out.Write(buf)
+			if *rate > 0 && i%1000 == 0 {
+				out.Flush()
+				time.Sleep(time.Until(began.Add(time.Duration(i) * time.Second / time.Duration(*rate))))
+			}
 		}
 		out.Flush()
 	} else {
