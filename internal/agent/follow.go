@@ -228,7 +228,7 @@ func (o *logSender) send(ctx context.Context, stream string, at time.Time, lines
 	} else {
 		msg.Lines = lines
 	}
-	data, err := json.Marshal(msg)
+	data, err := msg.MarshalJSON() // not json.Marshal: that would check and compact the output again
 	if err != nil {
 		o.a.log.Error("encode log message", "commandId", o.cmd.ID, "err", err)
 		o.dropped += len(lines)

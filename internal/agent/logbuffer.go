@@ -226,12 +226,32 @@ type logTake struct {
 	bytes  int
 }
 
+// batchLinger is how long the sender, woken by a line after the buffer ran
+// empty, waits for more before it takes: a stream that trickles line by
+// line then goes out in a few frames a second of many lines, not a frame,
+// a JSON encoding and a write per line (which cost a flood a third of its
+// speed).
+const batchLinger = 2 * time.Millisecond
+
 // next waits until there is something to send and takes it: a pending gap
 // first, else up to maxLines lines of one stream totalling about maxBytes.
 // It reports false when the buffer is closed and empty, or ctx ended.
 func (b *logBuffer) next(ctx context.Context, maxLines, maxBytes int) (logTake, bool) {
+	waited := false
 	for {
 		b.mu.Lock()
+		if waited && !b.closed && b.gap == 0 && b.lines < maxLines {
+			b.mu.Unlock()
+			waited = false
+			t := time.NewTimer(batchLinger)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return logTake{}, false
+			}
+			continue
+		}
 		if t, ok := b.take(maxLines, maxBytes); ok {
 			b.mu.Unlock()
 			return t, true
@@ -243,6 +263,7 @@ func (b *logBuffer) next(ctx context.Context, maxLines, maxBytes int) (logTake, 
 		}
 		select {
 		case <-b.wake:
+			waited = true
 		case <-ctx.Done():
 			return logTake{}, false
 		}
