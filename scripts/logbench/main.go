@@ -28,6 +28,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -67,6 +68,7 @@ func main() {
 	flag.IntVar(&o.logMaxFile, "log-max-file", 3, "json-file max-file of the rotating runs (the agent's default)")
 	flag.StringVar(&o.buffer, "buffer", "", "LOG_STREAM_BUFFER for the agent (default: the agent's)")
 	flag.IntVar(&o.runs, "runs", 3, "throughput runs (no rotation, fast server); the median ratio is reported")
+	flag.BoolVar(&o.stamped, "stamped", false, "throughput runs: also a direct reader that asks for Docker's timestamps, as the agent does")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "logbench:", err)
@@ -82,6 +84,7 @@ type options struct {
 	logMaxFile int
 	buffer     string
 	runs       int
+	stamped    bool
 }
 
 func run(o options) error {
@@ -156,7 +159,7 @@ func run(o options) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "container logs\tserver\treader\tdelivered\tin gaps\tlost before any reader\trepeated/out of order\tseconds\tlines/s\tMB/s\t")
 	for _, r := range runs {
-		for _, rd := range []reading{r.directRead, r.agentRead} {
+		for _, rd := range []reading{r.directRead, r.stampedRead, r.agentRead} {
 			if rd.reader == "" {
 				continue
 			}
@@ -187,6 +190,16 @@ func run(o options) error {
 		slices.Sort(ratios)
 		fmt.Printf("\nthroughput, fast server, no rotation: the agent's stream moves %.1f%% of the lines/s of the direct reader (median of %d runs; %.1f%% to %.1f%%)\n",
 			100*ratios[len(ratios)/2], len(ratios), 100*ratios[0], 100*ratios[len(ratios)-1])
+		var stamped []float64
+		for _, r := range runs[:max(o.runs, 1)] {
+			if r.stampedRead.rate() > 0 {
+				stamped = append(stamped, r.stampedRead.rate()/r.directRead.rate())
+			}
+		}
+		if len(stamped) > 0 {
+			slices.Sort(stamped)
+			fmt.Printf("a direct reader with Docker's timestamps (which the agent needs to resume) moves %.1f%% of it (median)\n", 100*stamped[len(stamped)/2])
+		}
 	}
 	return nil
 }
@@ -273,6 +286,7 @@ type result struct {
 	logOpts               map[string]string
 	direct, slow          bool
 	directRead, agentRead reading
+	stampedRead           reading // direct, with Docker's timestamps (as the agent asks)
 	idleRSS, peakRSS      int64
 	sent, dropped         int
 }
@@ -318,8 +332,18 @@ func scenario(ctx context.Context, cli *client.Client, srv *server, pid int, img
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res.directRead, directErr = followDirect(ctx, cli, name, o.lines)
+			res.directRead, directErr = followDirect(ctx, cli, name, o.lines, false)
 		}()
+		if res.logs == "no rotation" && o.stamped {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var err error
+				if res.stampedRead, err = followDirect(ctx, cli, name, o.lines, true); err != nil {
+					directErr = err
+				}
+			}()
+		}
 	}
 	stopRSS := make(chan struct{})
 	var rssDone sync.WaitGroup
@@ -366,10 +390,15 @@ func scenario(ctx context.Context, cli *client.Client, srv *server, pid int, img
 }
 
 // followDirect reads the container's logs from the Docker API, as fast as
-// it can, until the stream ends.
-func followDirect(ctx context.Context, cli *client.Client, name string, total int) (reading, error) {
+// it can, until the stream ends; with stamps, Docker puts its timestamp
+// before each line, as the agent asks it to (to resume a stream after the
+// last line delivered).
+func followDirect(ctx context.Context, cli *client.Client, name string, total int, stamps bool) (reading, error) {
 	t := newTally("fast", "Docker API, direct")
-	rc, err := cli.ContainerLogs(ctx, name, container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: true})
+	if stamps {
+		t.r.reader += ", timestamps"
+	}
+	rc, err := cli.ContainerLogs(ctx, name, container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: true, Timestamps: stamps})
 	if err != nil {
 		return reading{}, fmt.Errorf("direct logs: %w", err)
 	}
@@ -401,6 +430,11 @@ func followDirect(ctx context.Context, cli *client.Client, name string, total in
 			if len(partial) > 0 {
 				line = append(partial, line...)
 				partial = partial[:0]
+			}
+			if stamps {
+				if j := indexByte(line, ' '); j >= 0 {
+					line = line[j+1:]
+				}
 			}
 			if n, ok := lineNumber(line); ok {
 				t.line(n, now)
@@ -552,8 +586,13 @@ func (s *server) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	data := m.Bytes()
 	now := time.Now()
-	// One plain decode of the fields used here: a fast server spends
-	// little CPU, which the agent and Docker share with it on this host.
+	defer s.throttle(len(data))
+	// A fast server spends little CPU, which the agent and Docker share
+	// with it on this host: log frames are scanned, not decoded.
+	if bytes.HasPrefix(data, []byte(`{"type":"log",`)) {
+		s.scanLog(data, now)
+		return
+	}
 	var v struct {
 		Type      string          `json:"type"`
 		CommandID string          `json:"commandId"`
@@ -595,11 +634,64 @@ func (s *server) OnMessage(c *gws.Conn, m *gws.Message) {
 			}
 		}
 	}
+}
+
+// throttle sleeps while the server reads slowly: the next frame waits and
+// TCP pushes back on the agent.
+func (s *server) throttle(n int) {
 	s.mu.Lock()
 	rate, until := s.rate, s.rateUntil
 	s.mu.Unlock()
 	if rate > 0 && time.Now().Before(until) {
-		// Reading slowly: the next frame waits, TCP pushes back on the agent.
-		time.Sleep(time.Duration(int64(len(data)) * int64(time.Second) / rate))
+		time.Sleep(time.Duration(int64(n) * int64(time.Second) / rate))
+	}
+}
+
+// scanLog accounts for a log frame by scanning it: its command id, its gap
+// and the numbers of its lines ("flood line N", plain ASCII that JSON does
+// not escape).
+func (s *server) scanLog(data []byte, now time.Time) {
+	field := func(name string) []byte {
+		i := bytes.Index(data, []byte(`"`+name+`":`))
+		if i < 0 {
+			return nil
+		}
+		return data[i+len(name)+3:]
+	}
+	id := field("commandId")
+	if len(id) < 2 || id[0] != '"' {
+		return
+	}
+	id = id[1:]
+	if j := bytes.IndexByte(id, '"'); j >= 0 {
+		id = id[:j]
+	}
+	s.mu.Lock()
+	t := s.streams[string(id)]
+	s.mu.Unlock()
+	if t == nil {
+		return
+	}
+	if g := field("gap"); g != nil {
+		n := 0
+		for _, c := range g {
+			if c < '0' || c > '9' {
+				break
+			}
+			n = 10*n + int(c-'0')
+		}
+		t.gap(n)
+	}
+	rest := data
+	for {
+		i := bytes.Index(rest, []byte("flood line "))
+		if i < 0 {
+			return
+		}
+		rest = rest[i:]
+		if n, ok := lineNumber(rest); ok {
+			t.line(n, now)
+		}
+		rest = rest[len("flood line "):]
 	}
 }
