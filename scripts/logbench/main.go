@@ -2,7 +2,7 @@
 // flooding container and prints a table, with the same container's logs
 // read directly from the Docker API in the same run as the reference:
 //
-//	go run ./scripts/logbench [-lines 1200000] [-pad 100] [-slow 10s] [-slow-rate 1MB]
+//	go run ./scripts/logbench [-lines 1200000] [-pad 100] [-slow 10s] [-slow-rate 1048576] [-runs 3] [-stamped]
 //
 // It builds the agent (without the race detector), runs it against a small
 // in-process WebSocket server and floods containers (labelled as the
@@ -12,7 +12,8 @@
 //   - fast server, log files large enough that Docker never rotates them
 //     during the flood: the agent's stream and a direct Docker API reader
 //     follow the same container; their lines per second are the throughput
-//     figures;
+//     figures (-runs times; -stamped adds a direct reader that asks Docker
+//     for timestamps, as the agent does);
 //   - fast server, json-file -log-max-size x -log-max-file (Docker's and the
 //     agent's default rotation): the same two readers;
 //   - slow, then fast server, the same rotation: the server reads -slow-rate
