@@ -46,6 +46,9 @@ func (b *syncBuffer) count(s string) int {
 // Docker rotated away before its follower read them are lost to every
 // reader of the engine; the agent cannot count them.
 func TestFollowLogsThroughRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Docker flood: not in the -short tier")
+	}
 	logs := &syncBuffer{}
 	it := newIT(t, func(o *Options) {
 		o.LogMaxSize, o.LogMaxFile = "1m", 2
@@ -93,6 +96,9 @@ func TestFollowLogsThroughRotation(t *testing.T) {
 // the run stamp), repeats none, and ends only when the container is
 // stopped for good.
 func TestFollowLogsAcrossRealRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Docker: not in the -short tier")
+	}
 	it := newIT(t)
 	name := it.run("restart", true, "-lines", "100000", "-interval", "20ms", "-run-stamp")
 	type line struct {

@@ -147,6 +147,9 @@ func logsResult(t *testing.T, r protocol.CommandResult) protocol.LogsResult {
 // follower never falls behind a rotation: what is checked is the agent.
 // The engine ending streams early is shown by the docker package's tests.
 func TestLogFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a Docker flood against a built binary: not in the -short tier")
+	}
 	cli := dockertest.Require(t)
 	image := dockertest.WorkloadImage(t)
 	bin := plainAgent(t)
