@@ -197,6 +197,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		OutboxLimit:           cfg.OutboxLimit,
 		MaxPendingBytes:       int64(cfg.MaxPendingBytes),
 		MaxSessions:           cfg.MaxSessions,
+		LogStreamBuffer:       int(cfg.LogStreamBuffer),
 		StatusEvents:          cfg.StatusEvents,
 		TLSCAFile:             cfg.TLSCAFile,
 		TLSCertFile:           cfg.TLSCertFile,

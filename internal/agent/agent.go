@@ -96,7 +96,8 @@ type Agent struct {
 	seen      *dedup
 	pending   *pendingBudget
 	streams   *streams
-	consoles  *consoles // exec/attach/stats sessions (sessions.go)
+	consoles  *consoles  // exec/attach/stats sessions (sessions.go)
+	logBudget *logBudget // bytes of all follow streams' buffers
 
 	mu         sync.Mutex
 	sess       *session // identified session, or nil
@@ -145,6 +146,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.OutboxLimit, DefaultOutboxLimit)
 	setDefault(&opts.MaxPendingBytes, DefaultMaxPendingBytes)
 	setDefault(&opts.MaxSessions, DefaultMaxSessions)
+	setDefault(&opts.LogStreamBuffer, DefaultLogStreamBuffer)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -174,6 +176,7 @@ func New(opts Options) (*Agent, error) {
 		pending:    newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
 		streams:    newStreams(),
 		consoles:   newConsoles(),
+		logBudget:  &logBudget{max: int64(logBudgetStreams) * int64(opts.LogStreamBuffer)},
 		sampleLog:  newEvery(time.Minute),
 		listLog:    newEvery(time.Minute),
 		refuseLog:  newEvery(time.Second),

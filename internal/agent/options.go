@@ -36,6 +36,7 @@ type Options struct {
 	OutboxLimit           int           // default 1000
 	MaxPendingBytes       int64         // default 64 MiB: commands accepted and not finished; a quarter per container
 	MaxSessions           int           // exec/attach/stats sessions at once; default 64
+	LogStreamBuffer       int           // bytes per follow stream, default 8 MiB
 	StatusEvents          bool          // container_event + inventory
 
 	TLSCAFile             string

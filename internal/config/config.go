@@ -50,6 +50,7 @@ type Config struct {
 	ContainerPidsLimit  int64         `env:"CONTAINER_PIDS_LIMIT" envDefault:"512" help:"maximum processes per container unless the command sets resources.pids"`
 	ContainerLogMaxSize string        `env:"CONTAINER_LOG_MAX_SIZE" envDefault:"10m" help:"json-file log rotation: size of one container log file"`
 	ContainerLogMaxFile int           `env:"CONTAINER_LOG_MAX_FILE" envDefault:"3" help:"json-file log rotation: number of container log files kept"`
+	LogStreamBuffer     ByteSize      `env:"LOG_STREAM_BUFFER" envDefault:"8388608" help:"bytes of log lines a follow stream holds while the server reads slower than the container writes (or a size: 8m); beyond, the oldest are dropped and reported as a gap; all streams together hold at most 4 times this"`
 	DockerTimeout       time.Duration `env:"DOCKER_TIMEOUT" envDefault:"30s" help:"timeout of each Docker API call (image pulls and log streams excepted)"`
 
 	TLSCAFile             string `env:"TLS_CA_FILE" help:"PEM CA bundle trusted for wss:// and https:// in addition to the system roots"`

@@ -9,6 +9,10 @@
 //	-delay D            wait D before printing anything                          WORKLOAD_DELAY
 //	-flood              print "flood line N" as fast as possible, forever        WORKLOAD_FLOOD
 //	                    (or N lines with -lines N)
+//	-rate N             with -flood: at most N lines a second                    WORKLOAD_RATE
+//	-pad BYTES          pad every numbered line with "x" to BYTES (before "\n")   WORKLOAD_PAD
+//	-run-stamp          begin every numbered line with "run T " where T is the   WORKLOAD_RUN_STAMP
+//	                    process start in Unix nanoseconds (tells restarts apart)
 //	-listen ADDR        serve HTTP 200 "ok" on TCP ADDR (":8080")                WORKLOAD_LISTEN
 //	-listen-udp ADDR    echo UDP datagrams on ADDR                               WORKLOAD_LISTEN_UDP
 //	-alloc BYTES        allocate and touch BYTES of memory                       WORKLOAD_ALLOC
@@ -53,6 +57,9 @@ func main() {
 	interval := flag.Duration("interval", envDuration("WORKLOAD_INTERVAL", 0), "pause between lines")
 	delay := flag.Duration("delay", envDuration("WORKLOAD_DELAY", 0), "wait before printing")
 	flood := flag.Bool("flood", envBool("WORKLOAD_FLOOD"), "print lines as fast as possible")
+	rate := flag.Int("rate", envInt("WORKLOAD_RATE", 0), "flood: at most this many lines a second")
+	pad := flag.Int("pad", envInt("WORKLOAD_PAD", 0), "pad numbered lines with x to this many bytes")
+	runStamp := flag.Bool("run-stamp", envBool("WORKLOAD_RUN_STAMP"), `begin numbered lines with "run <start ns> "`)
 	listen := flag.String("listen", os.Getenv("WORKLOAD_LISTEN"), "TCP address to serve HTTP 200 on")
 	listenUDP := flag.String("listen-udp", os.Getenv("WORKLOAD_LISTEN_UDP"), "UDP address to echo on")
 	alloc := flag.Int64("alloc", int64(envInt("WORKLOAD_ALLOC", 0)), "bytes of memory to allocate")
@@ -122,20 +129,43 @@ func main() {
 		go echoUDP(*listenUDP)
 	}
 
+	prefix := ""
+	if *runStamp {
+		prefix = fmt.Sprintf("run %d ", time.Now().UnixNano())
+	}
+	line := func(buf []byte, kind string, i int) []byte {
+		buf = fmt.Appendf(buf[:0], "%s%s line %d", prefix, kind, i)
+		if n := *pad - len(buf); n > 0 {
+			buf = append(buf, ' ')
+			for ; n > 1; n-- {
+				buf = append(buf, 'x')
+			}
+		}
+		return append(buf, '\n')
+	}
+	var buf []byte
 	time.Sleep(*delay)
 	if *flood {
 		out := bufio.NewWriterSize(os.Stdout, 64<<10)
+		began := time.Now()
 		for i := 1; *lines == 0 || i <= *lines; i++ {
-			fmt.Fprintf(out, "flood line %d\n", i)
+			buf = line(buf, "flood", i)
+			out.Write(buf)
+			if *rate > 0 && i%1000 == 0 {
+				out.Flush()
+				time.Sleep(time.Until(began.Add(time.Duration(i) * time.Second / time.Duration(*rate))))
+			}
 		}
 		out.Flush()
 	} else {
 		for i := 1; i <= max(*lines, *stderrLines); i++ {
 			if i <= *lines {
-				fmt.Fprintf(os.Stdout, "stdout line %d\n", i)
+				buf = line(buf, "stdout", i)
+				os.Stdout.Write(buf)
 			}
 			if i <= *stderrLines {
-				fmt.Fprintf(os.Stderr, "stderr line %d\n", i)
+				buf = line(buf, "stderr", i)
+				os.Stderr.Write(buf)
 			}
 			if *interval > 0 {
 				time.Sleep(*interval)
