@@ -204,7 +204,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		TLSKeyFile:            cfg.TLSKeyFile,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
 		RenewExpired:          renew,
-		TokenRefreshed:        cfg.StoreToken,
+		RefreshedTokens:       cfg.RefreshedTokens(),
 		CredentialHint:        cfg.CredentialHint(),
 		Runtime:               engine,
 		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, log)}),

@@ -99,12 +99,15 @@ type Agent struct {
 	consoles  *consoles  // exec/attach/stats sessions (sessions.go)
 	logBudget *logBudget // bytes of all follow streams' buffers
 
-	mu         sync.Mutex
-	sess       *session // identified session, or nil
-	token      string   // the token of the last dial
-	nodeID     string   // the node id the agent runs as; fixed once set
-	refreshed  string   // the newest token from token_refresh, or ""
-	runtimeErr error    // last Info/List outcome, for Ready
+	mu        sync.Mutex
+	sess      *session // identified session, or nil
+	token     string   // the token of the last dial
+	nodeID    string   // the node id the agent runs as; fixed once set
+	refreshed string   // the newest token from token_refresh, or ""
+	// acceptedRefresh is the refreshed token last reported Accepted.
+	acceptedRefresh string
+	storeMu         sync.Mutex // serialises RefreshedTokens calls
+	runtimeErr      error      // last Info/List outcome, for Ready
 
 	sampleLog  *every // heartbeat failures, logged at most once a minute
 	listLog    *every
@@ -228,6 +231,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent starting", "server", endpoint.Redact(a.server.String()), "nodeName", a.opts.NodeName,
 		"version", a.opts.Version, "maxConcurrentCommands", a.opts.MaxConcurrentCommands,
 		"maxPendingBytes", a.opts.MaxPendingBytes)
+	a.loadRefreshed()
 	err := a.connectLoop(ctx)
 
 	// Disconnected (or giving up): let in-flight commands end; their
