@@ -126,18 +126,27 @@ fi
 
 # 3. Volume root. The agent makes every bind source itself, as one directory directly under a
 # volume root (VOLUME_ROOTS, default /var/lib/lormas/volumes), so it must be able to write there;
-# the unit lists the default root in ReadWritePaths. Workloads never see the root itself.
+# the unit lists the default root in ReadWritePaths. Workloads never see the root itself. Mode
+# 0700: no other host user may enter it, or they could run the setuid programs and open the
+# device nodes a root workload leaves in its directory. An existing root is made 0700 too.
 volume_root=$prefix/var/lib/lormas/volumes
-if [ -d "$volume_root" ]; then
-	info "kept existing volume root $volume_root"
+if [ -n "$prefix" ]; then
+	user_ids=$(awk -F: -v u="$user" '$1 == u {print $3 ":" $4}' "$prefix/etc/passwd")
 else
-	if [ -n "$prefix" ]; then
-		install -d -m 0755 "$volume_root"
-		chown "$(awk -F: -v u="$user" '$1 == u {print $3 ":" $4}' "$prefix/etc/passwd")" "$volume_root"
+	user_ids=$(id -u "$user"):$(id -g "$user")
+fi
+if [ -d "$volume_root" ]; then
+	if [ "$(stat -c %u "$volume_root")" = "${user_ids%%:*}" ]; then
+		chmod 0700 "$volume_root"
+		info "kept existing volume root $volume_root (mode now 0700)"
 	else
-		install -d -m 0755 -o "$user" -g "$user" "$volume_root"
+		echo "$prog: WARNING: volume root $volume_root is not owned by $user: the agent cannot make" \
+			"bind sources there; run: chown $user_ids $volume_root && chmod 0700 $volume_root" >&2
 	fi
-	info "created volume root $volume_root (owner $user, mode 0755)"
+else
+	install -d -m 0700 "$volume_root"
+	chown "$user_ids" "$volume_root"
+	info "created volume root $volume_root (owner $user, mode 0700)"
 fi
 
 # 4. Settings. Never overwritten: it holds the operator's settings and possibly a token.

@@ -94,12 +94,21 @@ func enrollNode(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, lo
 // refuses it for a node an administrator deleted (it never creates a node)
 // or whose token was rotated, and while the node is connected, so no
 // administrator action is undone and no agent is knocked off.
+//
+// The server renews only from the node's current or previous token. An
+// agent handed several tokens over one long session (token_refresh) never
+// dialled with them, so its stored token may be older than both; the
+// newest refreshed token (STATE_DIR/node-token.refreshed) is therefore
+// tried first when it is plausible and newer, then the expired one. A
+// refreshed token the server does not know (planted) only costs that
+// attempt; it is removed once a renewal succeeded.
 func renewer(cfg *config.Config, tlsConf *tls.Config, log *slog.Logger) func(context.Context, string) error {
 	server, err := endpoint.Parse(cfg.ServerURL)
 	if err != nil {
 		return nil // config.Load validated SERVER_URL already
 	}
 	hc := enrollClient(tlsConf)
+	refreshed := cfg.RefreshedTokens()
 	return func(ctx context.Context, expired string) error {
 		nodeID := nodetoken.NodeID(expired)
 		if nodeID == "" {
@@ -109,16 +118,50 @@ func renewer(cfg *config.Config, tlsConf *tls.Config, log *slog.Logger) func(con
 		if err != nil {
 			return fmt.Errorf("renew: %w (an agent enrolled without a key cannot renew its token; write a new token into %s)", err, cfg.StoredTokenPath())
 		}
-		res, err := enrollOnce(ctx, cfg, hc, server, enroll.Request{Name: cfg.NodeName, Key: key, NodeID: nodeID, Token: expired})
-		if err != nil {
-			return fmt.Errorf("renew: %w", err)
+		tokens := []string{expired}
+		if r, err := refreshed.Load(); err == nil && renewsBetter(r, expired, nodeID, time.Now()) {
+			tokens = []string{r, expired}
 		}
-		if err := cfg.StoreToken(res.Token); err != nil {
-			return fmt.Errorf("renewed the token of node %q but cannot keep it: %w", res.ID, err)
+		var first error
+		for _, tok := range tokens {
+			res, err := enrollOnce(ctx, cfg, hc, server, enroll.Request{Name: cfg.NodeName, Key: key, NodeID: nodeID, Token: tok})
+			if err != nil {
+				var se *enroll.StatusError
+				if first == nil {
+					first = err
+				}
+				if errors.As(err, &se) && !se.Temporary() && !errors.Is(err, enroll.ErrTokenRejected) && ctx.Err() == nil {
+					continue // this token refused: try the next one
+				}
+				break
+			}
+			if err := cfg.StoreToken(res.Token); err != nil {
+				return fmt.Errorf("renewed the token of node %q but cannot keep it: %w", res.ID, err)
+			}
+			// The renewed token is newer than any refreshed one.
+			if err := refreshed.Discard(); err != nil {
+				log.Warn("could not remove the refreshed token", "err", err)
+			}
+			log.Info("expired node token renewed", "node", res.Name, "nodeId", res.ID, "expiresAt", res.ExpiresAt)
+			return nil
 		}
-		log.Info("expired node token renewed", "node", res.Name, "nodeId", res.ID, "expiresAt", res.ExpiresAt)
-		return nil
+		return fmt.Errorf("renew: %w", first)
 	}
+}
+
+// renewsBetter reports whether r, a token from token_refresh, should be
+// presented for renewal before expired: plausible for nodeID and issued
+// later (it may have expired too).
+func renewsBetter(r, expired, nodeID string, now time.Time) bool {
+	if r == "" || r == expired {
+		return false
+	}
+	rc, ok := nodetoken.Parse(r)
+	if !ok || rc.CheckRefreshed(nodeID, now) != nil {
+		return false
+	}
+	ec, ok := nodetoken.Parse(expired)
+	return !ok || rc.IssuedAt.After(ec.IssuedAt)
 }
 
 func enrollClient(tlsConf *tls.Config) *http.Client {

@@ -442,8 +442,8 @@ func TestBinaryVersionFromLdflags(t *testing.T) {
 
 // TestStaticTokenPrefersRefreshedToken: an agent configured with NODE_TOKEN
 // whose token has expired dials with the token the server handed over in
-// token_refresh and it kept in STATE_DIR (same node, issued later, valid),
-// and announces that it can keep such tokens.
+// token_refresh and it kept in STATE_DIR/node-token.refreshed (same node,
+// issued later, valid), and announces that it can keep such tokens.
 func TestStaticTokenPrefersRefreshedToken(t *testing.T) {
 	t.Chdir(t.TempDir())
 	sign := func(iat, exp time.Time) string {
@@ -457,7 +457,7 @@ func TestStaticTokenPrefersRefreshedToken(t *testing.T) {
 	refreshed := sign(time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: refreshed})
 	state := t.TempDir()
-	if err := os.WriteFile(filepath.Join(state, "node-token"), []byte(refreshed+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(state, "node-token.refreshed"), []byte(refreshed+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -94,7 +94,8 @@ func (c *cli) execOnce(path string, cmd []string, user, workdir string, env map[
 	_, _ = io.WriteString(c.stdout, res.Result.Stdout)
 	_, _ = io.WriteString(c.stderr, res.Result.Stderr)
 	if res.Result.Truncated {
-		fmt.Fprintf(c.stderr, "WARNING: output truncated to the first %d bytes of each stream\n", protocol.ExecOutputCap)
+		fmt.Fprintf(c.stderr, "WARNING: output truncated: each stream keeps its start, at most %d bytes, and both together at most %d bytes as JSON\n",
+			protocol.ExecOutputCap, protocol.ExecOutputEncodedCap)
 	}
 	if res.Result.ExitCode != 0 {
 		return &exitCodeError{res.Result.ExitCode}

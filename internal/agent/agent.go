@@ -96,14 +96,18 @@ type Agent struct {
 	seen      *dedup
 	pending   *pendingBudget
 	streams   *streams
-	consoles  *consoles // exec/attach/stats sessions (sessions.go)
+	consoles  *consoles  // exec/attach/stats sessions (sessions.go)
+	logBudget *logBudget // bytes of all follow streams' buffers
 
-	mu         sync.Mutex
-	sess       *session // identified session, or nil
-	token      string   // the token of the last dial
-	nodeID     string   // the node id the agent runs as; fixed once set
-	refreshed  string   // the newest token from token_refresh, or ""
-	runtimeErr error    // last Info/List outcome, for Ready
+	mu        sync.Mutex
+	sess      *session // identified session, or nil
+	token     string   // the token of the last dial
+	nodeID    string   // the node id the agent runs as; fixed once set
+	refreshed string   // the newest token from token_refresh, or ""
+	// acceptedRefresh is the refreshed token last reported Accepted.
+	acceptedRefresh string
+	storeMu         sync.Mutex // serialises RefreshedTokens calls
+	runtimeErr      error      // last Info/List outcome, for Ready
 
 	sampleLog  *every // heartbeat failures, logged at most once a minute
 	listLog    *every
@@ -145,6 +149,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.OutboxLimit, DefaultOutboxLimit)
 	setDefault(&opts.MaxPendingBytes, DefaultMaxPendingBytes)
 	setDefault(&opts.MaxSessions, DefaultMaxSessions)
+	setDefault(&opts.LogStreamBuffer, DefaultLogStreamBuffer)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -174,6 +179,7 @@ func New(opts Options) (*Agent, error) {
 		pending:    newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
 		streams:    newStreams(),
 		consoles:   newConsoles(),
+		logBudget:  &logBudget{max: int64(logBudgetStreams) * int64(opts.LogStreamBuffer)},
 		sampleLog:  newEvery(time.Minute),
 		listLog:    newEvery(time.Minute),
 		refuseLog:  newEvery(time.Second),
@@ -225,6 +231,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent starting", "server", endpoint.Redact(a.server.String()), "nodeName", a.opts.NodeName,
 		"version", a.opts.Version, "maxConcurrentCommands", a.opts.MaxConcurrentCommands,
 		"maxPendingBytes", a.opts.MaxPendingBytes)
+	a.loadRefreshed()
 	err := a.connectLoop(ctx)
 
 	// Disconnected (or giving up): let in-flight commands end; their

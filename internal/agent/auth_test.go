@@ -155,20 +155,57 @@ func TestExpiredTokenIsRenewed(t *testing.T) {
 	})
 }
 
+// tokenStore is a RefreshedTokenStore in memory that records its calls.
+type tokenStore struct {
+	mu       sync.Mutex
+	kept     string
+	saved    []string
+	accepted []string
+	discards int
+}
+
+func (s *tokenStore) Load() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kept, nil
+}
+
+func (s *tokenStore) Save(tok string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kept = tok
+	s.saved = append(s.saved, tok)
+	return nil
+}
+
+func (s *tokenStore) Accepted(tok string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.accepted = append(s.accepted, tok)
+	return nil
+}
+
+func (s *tokenStore) Discard() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kept = ""
+	s.discards++
+	return nil
+}
+
+func (s *tokenStore) state() (saved, accepted []string, discards int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.saved), slices.Clone(s.accepted), s.discards
+}
+
 // token_refresh (SPEC 4): the agent announces the capability, keeps the
-// fresh token (hook + memory), dials with it next time, never logs it, and
-// ignores a token of another node or one that expired.
+// fresh token (store + memory), dials with it next time, reports that the
+// server accepted it, never logs it, and ignores a token of another node
+// or one that expired.
 func TestTokenRefresh(t *testing.T) {
-	var mu sync.Mutex
-	var stored []string
-	h := start(t, nil, setup{opts: func(o *agent.Options) {
-		o.TokenRefreshed = func(tok string) error {
-			mu.Lock()
-			stored = append(stored, tok)
-			mu.Unlock()
-			return nil
-		}
-	}, noStart: true})
+	store := &tokenStore{}
+	h := start(t, nil, setup{opts: func(o *agent.Options) { o.RefreshedTokens = store }, noStart: true})
 	h.run()
 	id := h.identified()
 	if !slices.Contains(id.Capabilities, protocol.CapabilityTokenRefresh) {
@@ -186,15 +223,12 @@ func TestTokenRefresh(t *testing.T) {
 	h.send(protocol.TokenRefresh{Token: "not a token"})
 	h.send(protocol.TokenRefresh{Token: fresh, ExpiresAt: protocol.Timestamp(now.Add(time.Hour))})
 	eventually(t, "refreshed token stored", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(stored) > 0
+		saved, _, _ := store.state()
+		return len(saved) > 0
 	})
-	mu.Lock()
-	if len(stored) != 1 || stored[0] != fresh {
-		t.Errorf("stored %d tokens, want only the fresh one of this node", len(stored))
+	if saved, _, _ := store.state(); len(saved) != 1 || saved[0] != fresh {
+		t.Errorf("stored %d tokens, want only the fresh one of this node", len(saved))
 	}
-	mu.Unlock()
 	if n := len(h.logs.entries("node token refreshed by the server")); n != 1 {
 		t.Errorf("%d refresh log lines, want 1", n)
 	}
@@ -206,16 +240,15 @@ func TestTokenRefresh(t *testing.T) {
 	}
 	h.send(protocol.Ping{})
 	h.srv.Expect(protocol.TypePong)
-	mu.Lock()
-	if len(stored) != 1 {
-		t.Errorf("stored %d tokens after repeats, want 1", len(stored))
+	if saved, _, _ := store.state(); len(saved) != 1 {
+		t.Errorf("stored %d tokens after repeats, want 1", len(saved))
 	}
-	mu.Unlock()
 	if n := len(h.logs.entries("token_refresh ignored")); n != 1 {
 		t.Errorf("%d warnings for 1,003 ignored messages, want 1 (rate-limited)", n)
 	}
 	// The next dial uses the refreshed token though the configured source
-	// still returns the old one (NODE_TOKEN: issued earlier, same node).
+	// still returns the old one (NODE_TOKEN: issued earlier, same node),
+	// and the store learns that the server accepted it.
 	h.srv.SetToken(fresh)
 	h.srv.CloseConns(1001, "restart")
 	h.identified()
@@ -223,6 +256,169 @@ func TestTokenRefresh(t *testing.T) {
 	if last := ups[len(ups)-1]; last.Status != 101 || last.Query.Get("token") != fresh {
 		t.Errorf("redial with status %d and another token, want the refreshed one", last.Status)
 	}
+	if _, accepted, _ := store.state(); len(accepted) != 1 || accepted[0] != fresh {
+		t.Errorf("Accepted called %d times, want once with the refreshed token", len(accepted))
+	}
+}
+
+// Review M4: the agent cannot check a token's signature, so a hostile
+// server (or a man in the middle of ws://) handed it tokens that survived
+// recovery: one "issued" in the year 30000 beat every later token,
+// including the one an operator writes after a rotation; one naming no
+// node was accepted (the identity then fell back to NODE_ID/NODE_NAME at
+// the next start). Such tokens are refused now.
+func TestTokenRefreshRefusesImplausibleTokens(t *testing.T) {
+	store := &tokenStore{}
+	h := start(t, nil, setup{opts: func(o *agent.Options) { o.RefreshedTokens = store }})
+	h.identified()
+	now := time.Now()
+	claims := func(c jwt.MapClaims) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte("forged"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		h.secret = append(h.secret, tok)
+		h.mu.Unlock()
+		return tok
+	}
+	year30000 := time.Date(30000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name   string
+		token  string
+		reason string
+	}{
+		{"year 30000", timedToken(t, "node-123", "a", year30000, year30000.Add(time.Hour)), "ahead of this host's clock"},
+		{"10 minutes ahead", timedToken(t, "node-123", "b", now.Add(10*time.Minute), now.Add(time.Hour)), "ahead of this host's clock"},
+		{"no node", claims(jwt.MapClaims{"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}), "names no node"},
+		{"no exp", claims(jwt.MapClaims{"nodeId": "node-123", "iat": now.Add(time.Second).Unix()}), "does not expire"},
+		{"401 days", timedToken(t, "node-123", "c", now.Add(time.Second), now.Add(401*24*time.Hour)), "longer than 400 days"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(h.logs.entries("token_refresh ignored"))
+			agent.ResetRefreshLog(h.agent) // one warning per case
+			h.send(protocol.TokenRefresh{Token: c.token})
+			eventually(t, "refusal logged", func() bool { return len(h.logs.entries("token_refresh ignored")) > before })
+			got := h.logs.entries("token_refresh ignored")[before]
+			if !strings.Contains(got["reason"].(string), c.reason) {
+				t.Errorf("reason %q, want %q", got["reason"], c.reason)
+			}
+		})
+	}
+	if saved, _, _ := store.state(); len(saved) != 0 {
+		t.Errorf("%d implausible tokens stored", len(saved))
+	}
+	// A redial still uses the configured token.
+	h.srv.CloseConns(1001, "restart")
+	h.identified()
+	ups := h.srv.Upgrades()
+	if last := ups[len(ups)-1]; last.Query.Get("token") != h.token {
+		t.Errorf("the agent dialled with a refused token")
+	}
+}
+
+// Review M4: a plausible planted token (right node, issued a minute
+// ahead) is dialled with once; the server refuses it, and the agent drops
+// it and dials with its own credential, which the operator may just have
+// rotated: it is not locked out, and it does not treat the refusal as a
+// revoked credential (no renewal, no "rejected" streak).
+func TestRefusedRefreshedTokenIsDropped(t *testing.T) {
+	store := &tokenStore{}
+	var renew renewCalls
+	h := start(t, nil, setup{opts: func(o *agent.Options) {
+		o.RefreshedTokens = store
+		o.RenewExpired = renew.hook
+	}})
+	h.identified()
+	now := time.Now()
+	planted := timedToken(t, "node-123", "planted", now.Add(time.Minute), now.Add(time.Hour))
+	h.mu.Lock()
+	h.secret = append(h.secret, planted)
+	h.mu.Unlock()
+	h.send(protocol.TokenRefresh{Token: planted})
+	eventually(t, "planted token kept", func() bool {
+		saved, _, _ := store.state()
+		return len(saved) == 1
+	})
+	// The operator rotates the node's token meanwhile (issued now, before
+	// the planted token's iat): the server knows only the rotated one.
+	rotated := nodeToken(t, "node-123", "rotated")
+	h.srv.SetToken(rotated)
+	h.setToken(rotated)
+	h.srv.CloseConns(1001, "restart")
+	h.identified()
+	ups := h.srv.Upgrades()
+	var refused, accepted []string
+	for _, u := range ups[1:] {
+		if u.Status == 101 {
+			accepted = append(accepted, u.Query.Get("token"))
+		} else {
+			refused = append(refused, u.Query.Get("token"))
+		}
+	}
+	if len(refused) != 1 || refused[0] != planted || len(accepted) != 1 || accepted[0] != rotated {
+		t.Errorf("redials: %d refused (planted: %v), %d accepted (rotated: %v); want the planted token refused once, then the rotated one",
+			len(refused), len(refused) == 1 && refused[0] == planted, len(accepted), len(accepted) == 1 && accepted[0] == rotated)
+	}
+	if _, acc, discards := store.state(); discards != 1 || len(acc) != 0 {
+		t.Errorf("Discard called %d times, Accepted %d; want 1 and 0", discards, len(acc))
+	}
+	if n := len(h.logs.entries("server refused the refreshed node token; dropped it, dialling with the node's own token")); n != 1 {
+		t.Errorf("%d lines about the dropped token, want 1", n)
+	}
+	if n := len(h.logs.entries("server rejected the node token")); n != 0 || renew.count() != 0 {
+		t.Errorf("the refusal of the refreshed token was handled as the credential's (%d lines, %d renewals)", n, renew.count())
+	}
+	// A genuine refresh later is kept again.
+	fresh := timedToken(t, "node-123", "fresh", time.Now().Add(time.Second), time.Now().Add(time.Hour))
+	h.mu.Lock()
+	h.secret = append(h.secret, fresh)
+	h.mu.Unlock()
+	h.send(protocol.TokenRefresh{Token: fresh})
+	eventually(t, "fresh token kept", func() bool {
+		saved, _, _ := store.state()
+		return len(saved) == 2 && saved[1] == fresh
+	})
+}
+
+// A token a previous run kept is checked like a fresh one: a planted one
+// from the year 30000 is never dialled with; a plausible one is, first.
+func TestRefreshedTokenOfAnEarlierRun(t *testing.T) {
+	year30000 := time.Date(30000, 1, 1, 0, 0, 0, 0, time.UTC)
+	t.Run("implausible", func(t *testing.T) {
+		store := &tokenStore{kept: timedToken(t, "node-123", "planted", year30000, year30000.Add(time.Hour))}
+		h := start(t, nil, setup{opts: func(o *agent.Options) {
+			o.RefreshedTokens = store
+			o.NodeID = "node-123"
+		}, noStart: true})
+		h.mu.Lock()
+		h.secret = append(h.secret, store.kept)
+		h.mu.Unlock()
+		h.run()
+		h.identified()
+		if ups := h.srv.Upgrades(); len(ups) != 1 || ups[0].Query.Get("token") != h.token {
+			t.Errorf("the first dial did not use the configured token")
+		}
+	})
+	t.Run("plausible", func(t *testing.T) {
+		kept := timedToken(t, "node-123", "kept", time.Now().Add(time.Second), time.Now().Add(time.Hour))
+		store := &tokenStore{kept: kept}
+		h := start(t, nil, setup{srvOpts: agenttest.ServerOptions{Token: kept}, opts: func(o *agent.Options) {
+			o.RefreshedTokens = store
+			o.NodeID = "node-123"
+		}, noStart: true})
+		h.mu.Lock()
+		h.secret = append(h.secret, kept)
+		h.mu.Unlock()
+		h.run()
+		h.identified()
+		if ups := h.srv.Upgrades(); len(ups) != 1 || ups[0].Query.Get("token") != kept {
+			t.Errorf("the first dial did not use the kept refreshed token")
+		}
+		if _, acc, _ := store.state(); len(acc) != 1 {
+			t.Errorf("Accepted called %d times, want 1", len(acc))
+		}
+	})
 }
 
 func TestTokenRefreshIgnoredWithoutTheCapability(t *testing.T) {

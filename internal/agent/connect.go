@@ -81,6 +81,11 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 		var ae *transport.AuthError
 		var ue *transport.UpgradeError
 		switch {
+		case errors.As(r.err, &ae) && r.refreshed && classifyAuth(ae, r.token, time.Now()) != causeExpired:
+			// A token from token_refresh the server does not know (planted
+			// by a hostile server or a man in the middle, or revoked since):
+			// forget it; the next dial uses the credential.
+			a.dropRefreshed(r.token, ae)
 		case errors.Is(r.err, errOtherNode):
 			authStreak = false
 			if ok, n := otherNode.allow(); ok {
@@ -161,7 +166,15 @@ func (a *Agent) handleAuthFailure(ctx context.Context, ae *transport.AuthError, 
 			if ok, n := remind.allow(); ok {
 				a.log.Error("could not renew the expired node token", "err", err, "suppressedLogs", n)
 			}
+			return
 		}
+		// The renewed credential is newer than any refreshed token, which
+		// the renewal may have used up; an expired one serves no more.
+		a.mu.Lock()
+		if nodetoken.Expired(a.refreshed, time.Now()) {
+			a.refreshed = ""
+		}
+		a.mu.Unlock()
 		return
 	}
 	hint := a.opts.CredentialHint
@@ -190,6 +203,7 @@ type attempt struct {
 	up           time.Duration // how long the connection lasted
 	tokenChanged bool          // the token differs from the previous dial's
 	token        string        // the token dialled with
+	refreshed    bool          // token is the one from token_refresh, not the credential
 }
 
 func authReason(e *transport.AuthError) string {
@@ -202,32 +216,37 @@ func authReason(e *transport.AuthError) string {
 	return fmt.Sprintf("closed with code %d", e.CloseCode)
 }
 
-// dialToken is the token for the next dial: the token source's, or the
-// newest token received in token_refresh when that one is preferable
-// (same node, issued later, not expired). When the source fails, a usable
-// refreshed token still lets the agent connect.
-func (a *Agent) dialToken() (string, error) {
+// dialToken is the token for the next dial: the token source's (the
+// node's credential), or the newest token received in token_refresh when
+// that one is preferable (plausible for this node, issued later, not
+// expired: see refresh.go); fromRefresh says which. When the source fails,
+// a usable refreshed token still lets the agent connect.
+func (a *Agent) dialToken() (token string, fromRefresh bool, err error) {
 	src, err := a.opts.Token()
 	src = strings.TrimSpace(src)
 	a.mu.Lock()
-	refreshed := a.refreshed
+	refreshed, nodeID := a.refreshed, a.nodeID
 	a.mu.Unlock()
 	now := time.Now()
+	usable := refreshed != "" && usableRefreshed(refreshed, nodeID, now)
 	if err != nil || src == "" {
-		if refreshed != "" && !nodetoken.Expired(refreshed, now) && nodetoken.NodeID(refreshed) == a.currentNodeID() {
-			return refreshed, nil
+		if usable {
+			return refreshed, true, nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("read node token: %w", err)
+			return "", false, fmt.Errorf("read node token: %w", err)
 		}
-		return "", errors.New("read node token: the token is empty")
+		return "", false, errors.New("read node token: the token is empty")
 	}
-	return nodetoken.Prefer(src, refreshed, now), nil
+	if usable && refreshed != src && nodetoken.Prefer(src, refreshed, now) == refreshed {
+		return refreshed, true, nil
+	}
+	return src, false, nil
 }
 
 // connectOnce reads the token, dials and runs one session to its end.
 func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
-	token, err := a.dialToken()
+	token, fromRefresh, err := a.dialToken()
 	if err != nil {
 		return attempt{err: err}
 	}
@@ -258,7 +277,10 @@ func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
 		Logger:          a.opts.Logger.With("component", "transport"),
 	})
 	if err != nil {
-		return attempt{err: err, tokenChanged: changed, token: token}
+		return attempt{err: err, tokenChanged: changed, token: token, refreshed: fromRefresh}
+	}
+	if fromRefresh {
+		a.refreshAccepted(token)
 	}
 	start := time.Now()
 	b.MarkConnected(start)
@@ -267,7 +289,7 @@ func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
 	if b.MarkDisconnected(end) {
 		a.log.Debug("connection was stable: backoff reset")
 	}
-	return attempt{err: err, connected: true, up: end.Sub(start), tokenChanged: changed, token: token}
+	return attempt{err: err, connected: true, up: end.Sub(start), tokenChanged: changed, token: token, refreshed: fromRefresh}
 }
 
 // setToken records the token of this dial; it reports whether it changed

@@ -128,8 +128,10 @@ func (a *Agent) deliver(commandID string, res *protocol.CommandResult) {
 }
 
 // encodeResult marshals res so that it fits in one frame: a logs result
-// too large loses its earliest lines (with a warning), anything else too
-// large becomes an internal error.
+// too large loses its earliest lines (with a warning), an exec result its
+// output's ends (by the exec output rule, truncated: true: a
+// MAX_MESSAGE_BYTES below the default), anything else too large becomes an
+// internal error.
 func (a *Agent) encodeResult(res *protocol.CommandResult) []byte {
 	limit := a.opts.MaxMessageBytes
 	data, err := json.Marshal(res)
@@ -139,6 +141,16 @@ func (a *Agent) encodeResult(res *protocol.CommandResult) []byte {
 	}
 	if len(data) <= limit {
 		return data
+	}
+	if er, ok := res.Result.(protocol.ExecResult); ok {
+		trial := *res
+		trial.Result = protocol.ExecResult{ExitCode: er.ExitCode, Truncated: true}
+		if empty, err := json.Marshal(&trial); err == nil && len(empty) <= limit {
+			trial.Result = er.Fit(limit - len(empty))
+			if d, err := json.Marshal(&trial); err == nil && len(d) <= limit {
+				return d
+			}
+		}
 	}
 	if logs, ok := res.Result.(protocol.LogsResult); ok && len(logs.Logs) > 0 {
 		// Binary search the most recent lines that fit.

@@ -42,3 +42,10 @@ func OutboxLen(a *Agent) int { return a.outbox.len() }
 // PendingUsage is the memory and number of commands held by commands
 // accepted and not finished: in total (key "") or for one container.
 func PendingUsage(a *Agent, key string) (bytes int64, commands int) { return a.pending.usage(key) }
+
+// ResetRefreshLog lets the next ignored token_refresh be logged at once.
+func ResetRefreshLog(a *Agent) {
+	a.refreshLog.mu.Lock()
+	a.refreshLog.last = time.Time{}
+	a.refreshLog.mu.Unlock()
+}

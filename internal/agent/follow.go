@@ -16,12 +16,11 @@ import (
 var (
 	errStreamCancelled = errors.New("cancelled by the server")
 	errConnLost        = errors.New("connection to the server was lost")
+	errStreamEnded     = errors.New("log stream ended")
 )
 
-// Log stream bounds: lines waiting between the engine and the sender, and
-// how lines are batched into log messages.
+// Log message bounds: how lines are batched into log messages.
 const (
-	streamBuffer  = 128      // lines; the engine reader blocks beyond
 	maxBatchLines = 500      // lines per log message
 	maxBatchBytes = 64 << 10 // bytes of lines per log message
 	maxLineBytes  = 64 << 10 // longer lines are clipped
@@ -107,45 +106,45 @@ func (a *Agent) startFollow(ctx context.Context, cmd *protocol.Command) {
 	})
 }
 
-type logLine struct {
-	stream, line string
-	at           time.Time
-}
-
-// follow pumps the engine's lines to the server through a bounded channel:
-// when the server reads slowly, Send blocks, the channel fills and emit
-// blocks the engine reader (backpressure), so memory stays bounded and no
-// line is dropped while the connection lives.
+// follow reads the engine's lines at the container's pace into a bounded
+// buffer and sends them from there: the engine reader never waits for the
+// server, so the engine's log rotation cannot overtake it. When the server
+// reads slower than the container writes, the buffer drops its oldest lines
+// and the stream marks each run of them with a gap message; the result
+// counts every line read and not sent as dropped.
 func (a *Agent) follow(ctx context.Context, cancel context.CancelCauseFunc, s *session, cmd *protocol.Command) (res *protocol.CommandResult) {
 	stop := context.AfterFunc(s.ctx, func() { cancel(errConnLost) })
 	defer stop()
 
-	lines := make(chan logLine, streamBuffer)
+	buf := newLogBuffer(a.opts.LogStreamBuffer, a.logBudget)
 	out := &logSender{a: a, s: s, cmd: cmd, cancel: cancel}
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
-		if !s.waitOpen(ctx) {
-			for range lines { // emit fails on ctx from now on
-				out.dropped++
-			}
-			return
+		if s.waitOpen(ctx) {
+			out.run(ctx, buf)
 		}
-		out.run(lines)
+		buf.discard() // what the sender could not send any more
 	}()
 	emit := func(stream, line string) error {
-		select {
-		case lines <- logLine{stream: stream, line: line, at: time.Now()}:
+		if ctx.Err() == nil && buf.push(stream, line, time.Now()) {
 			return nil
-		case <-ctx.Done():
-			return context.Cause(ctx)
 		}
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		return errStreamEnded
 	}
 	err := a.followLogs(ctx, cmd, emit)
-	close(lines)
+	buf.close()
 	<-sent
 
-	logs := protocol.LogsResult{Logs: []string{}, Dropped: out.dropped}
+	pushed, dropped := buf.counts()
+	logs := protocol.LogsResult{Logs: []string{}, Dropped: dropped + out.dropped, Sent: out.sent}
+	if logs.Dropped > 0 {
+		a.log.Info("log stream dropped lines", "commandId", cmd.ID, "read", pushed, "sent", out.sent,
+			"dropped", logs.Dropped, "gaps", out.gaps)
+	}
 	cause := context.Cause(ctx)
 	switch {
 	case out.err != nil || errors.Is(cause, errConnLost):
@@ -174,62 +173,52 @@ func (a *Agent) followLogs(ctx context.Context, cmd *protocol.Command, emit func
 	return a.opts.Runtime.FollowLogs(ctx, cmd, emit)
 }
 
-// logSender batches lines into log messages and writes them. Only its own
-// goroutine touches it until run returns.
+// logSender takes lines from the buffer, batches them into log messages and
+// writes them. Only its own goroutine touches it until run returns.
 type logSender struct {
 	a        *Agent
 	s        *session
 	cmd      *protocol.Command
 	cancel   context.CancelCauseFunc
-	err      error // the write that failed; later lines are dropped
-	dropped  int
-	oversize bool // the message envelope alone exceeded the limit (logged)
+	err      error // the write that failed
+	sent     int   // lines written
+	gaps     int   // lines reported missing in gap messages
+	dropped  int   // lines taken from the buffer and not written
+	oversize bool  // the message envelope alone exceeded the limit (logged)
 }
 
-func (o *logSender) run(lines <-chan logLine) {
-	var carry *logLine
-	for {
-		var first logLine
-		if carry != nil {
-			first, carry = *carry, nil
-		} else {
-			l, ok := <-lines
-			if !ok {
-				return
-			}
-			first = l
+// run sends until the buffer is closed and empty, the stream's context ends
+// or a write fails.
+func (o *logSender) run(ctx context.Context, buf *logBuffer) {
+	for o.err == nil {
+		t, ok := buf.next(ctx, maxBatchLines, maxBatchBytes)
+		if !ok {
+			return
 		}
-		if o.err != nil {
-			o.dropped++
+		if t.gap > 0 {
+			o.sendGap(ctx, t)
 			continue
 		}
-		batch := []string{clipLine(first.line)}
-		size := len(batch[0])
-	gather: // take what is already waiting, without waiting for more
-		for len(batch) < maxBatchLines && size < maxBatchBytes {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					break gather
-				}
-				if l.stream != first.stream {
-					carry = &l
-					break gather
-				}
-				c := clipLine(l.line)
-				batch = append(batch, c)
-				size += len(c)
-			default:
-				break gather
-			}
+		for i, l := range t.lines {
+			t.lines[i] = clipLine(l)
 		}
-		o.send(first.stream, first.at, batch)
+		o.send(ctx, t.stream, t.at, t.lines)
+	}
+}
+
+// sendGap writes a log message that marks t.gap lines missing.
+func (o *logSender) sendGap(ctx context.Context, t logTake) {
+	msg := protocol.LogMessage{CommandID: o.cmd.ID, ContainerID: o.cmd.ContainerID, Stream: t.stream,
+		Gap: t.gap, Timestamp: protocol.Timestamp(t.at)}
+	data, err := json.Marshal(msg)
+	if err == nil && len(data) <= o.a.opts.MaxMessageBytes && o.write(ctx, data, 0) {
+		o.gaps += t.gap
 	}
 }
 
 // send writes lines as one log message, split until each frame fits.
-func (o *logSender) send(stream string, at time.Time, lines []string) {
-	if o.err != nil {
+func (o *logSender) send(ctx context.Context, stream string, at time.Time, lines []string) {
+	if o.err != nil || ctx.Err() != nil {
 		o.dropped += len(lines)
 		return
 	}
@@ -239,7 +228,7 @@ func (o *logSender) send(stream string, at time.Time, lines []string) {
 	} else {
 		msg.Lines = lines
 	}
-	data, err := json.Marshal(msg)
+	data, err := msg.MarshalJSON() // not json.Marshal: that would check and compact the output again
 	if err != nil {
 		o.a.log.Error("encode log message", "commandId", o.cmd.ID, "err", err)
 		o.dropped += len(lines)
@@ -248,8 +237,8 @@ func (o *logSender) send(stream string, at time.Time, lines []string) {
 	if limit := o.a.opts.MaxMessageBytes; len(data) > limit {
 		if len(lines) > 1 {
 			mid := len(lines) / 2
-			o.send(stream, at, lines[:mid])
-			o.send(stream, at, lines[mid:])
+			o.send(ctx, stream, at, lines[:mid])
+			o.send(ctx, stream, at, lines[mid:])
 			return
 		}
 		// One line that JSON escaping blew up: keep clipping it, unless
@@ -265,17 +254,31 @@ func (o *logSender) send(stream string, at time.Time, lines []string) {
 			}
 			return
 		}
-		o.send(stream, at, []string{shorter})
+		o.send(ctx, stream, at, []string{shorter})
 		return
 	}
-	if err := o.s.conn.Send(o.s.ctx, data); err != nil {
-		o.err = err
-		o.dropped += len(lines)
-		o.cancel(errConnLost)
-		o.a.log.Warn("log stream interrupted", "commandId", o.cmd.ID, "err", err)
-		return
+	if o.write(ctx, data, len(lines)) {
+		o.sent += len(lines)
+		o.a.obs.LogLinesStreamed(len(lines))
 	}
-	o.a.obs.LogLinesStreamed(len(lines))
+}
+
+// write sends one frame carrying n lines; on failure the lines count as
+// dropped, and a failed write (not a cancelled stream) ends the stream as
+// a lost connection.
+func (o *logSender) write(ctx context.Context, data []byte, n int) bool {
+	err := o.s.conn.Send(ctx, data)
+	if err == nil {
+		return true
+	}
+	o.dropped += n
+	if ctx.Err() != nil {
+		return false // cancelled while waiting for room in the send queue
+	}
+	o.err = err
+	o.cancel(errConnLost)
+	o.a.log.Warn("log stream interrupted", "commandId", o.cmd.ID, "err", err)
+	return false
 }
 
 const clipMarker = " …[line truncated]"

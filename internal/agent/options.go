@@ -36,6 +36,7 @@ type Options struct {
 	OutboxLimit           int           // default 1000
 	MaxPendingBytes       int64         // default 64 MiB: commands accepted and not finished; a quarter per container
 	MaxSessions           int           // exec/attach/stats sessions at once; default 64
+	LogStreamBuffer       int           // bytes per follow stream, default 8 MiB
 	StatusEvents          bool          // container_event + inventory
 
 	TLSCAFile             string
@@ -53,14 +54,17 @@ type Options struct {
 	// retried with backoff either way.
 	RenewExpired func(ctx context.Context, expired string) error
 
-	// TokenRefreshed, when set, keeps a token the server hands over in
-	// token_refresh (cmd/lormas-agent writes it to STATE_DIR/node-token,
-	// 0600); the agent then announces the token_refresh capability. The
-	// agent also keeps the newest refreshed token in memory and dials with
-	// it while it is valid and newer than what Token returns for the same
-	// node (nodetoken.Prefer), so a failed write costs nothing until
-	// restart. Its error is logged, never the token.
-	TokenRefreshed func(token string) error
+	// RefreshedTokens, when set, keeps the tokens the server hands over in
+	// token_refresh, apart from the node's credential (cmd/lormas-agent:
+	// STATE_DIR/node-token.refreshed, 0600); the agent then announces the
+	// token_refresh capability. A token is kept only when it names this
+	// node with plausible times (nodetoken.CheckRefreshed); the agent
+	// dials with it while nodetoken.Prefer chooses it over what Token
+	// returns, reports a dial the server accepted (Accepted) and forgets it
+	// when the server refuses it (Discard), falling back to Token. The
+	// newest one is also kept in memory, so a failed write costs nothing
+	// until restart. Errors are logged, never the token.
+	RefreshedTokens RefreshedTokenStore
 
 	// CredentialHint tells the operator, in the log line of a refused
 	// token, where a new credential goes (e.g. "write the node's new token

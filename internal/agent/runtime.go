@@ -31,8 +31,10 @@ type Runtime interface {
 	// Logs returns the last cmd.LogLines() lines (cmd.Since, cmd.Timestamps).
 	Logs(ctx context.Context, cmd *protocol.Command) ([]string, error)
 	// FollowLogs streams lines to emit until the container stops or ctx
-	// ends. emit blocks while the server is slow (backpressure); its error
-	// ends the stream.
+	// ends, resuming after the last line delivered when the engine ends its
+	// stream early. emit does not block (the agent buffers, bounded, and
+	// drops the oldest lines when the server is slow); its error ends the
+	// stream.
 	FollowLogs(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error
 	Inspect(ctx context.Context, containerID string) (protocol.InspectResult, error)
 	// List returns every container this agent manages.

@@ -211,7 +211,7 @@ func (a *Agent) identifyMessage(ctx context.Context) protocol.AgentIdentify {
 	if !a.opts.StatusEvents {
 		caps = slices.DeleteFunc(caps, func(c string) bool { return c == "container_event" || c == "inventory" })
 	}
-	if a.opts.TokenRefreshed != nil {
+	if a.opts.RefreshedTokens != nil {
 		caps = append(caps, protocol.CapabilityTokenRefresh)
 	}
 	host, _ := os.Hostname()

@@ -303,3 +303,32 @@ func TestRunToCompletionExecDoesNotHoldTheQueue(t *testing.T) {
 		t.Errorf("result %+v", r)
 	}
 }
+
+// Review M2: an exec result larger than a frame failed as internal. With
+// a MAX_MESSAGE_BYTES below the default, the agent cuts the output by the
+// exec output rule to fit and reports truncated: true.
+func TestExecResultFitsTheFrame(t *testing.T) {
+	big := strings.Repeat("\x00", 200<<10)
+	rt := &agenttest.Runtime{ExecFunc: func(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error) {
+		return protocol.ExecResult{ExitCode: 0, Stdout: big, Stderr: "the error\n"}, nil
+	}}
+	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxMessageBytes = 64 << 10 }})
+	h.identified()
+	h.send(protocol.Command{ID: "e", Action: protocol.ActionExec, ContainerID: "a", ConsoleOptions: protocol.ConsoleOptions{Cmd: []string{"cat"}}})
+	f, err := h.srv.NextFrame(waitCtx(t), protocol.TypeCommandResult)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.Msg.(protocol.CommandResult)
+	if r.Status != protocol.StatusSuccess {
+		t.Fatalf("result %s %s, want success", r.Status, r.Error)
+	}
+	var res protocol.ExecResult
+	resultOf(t, r, &res)
+	if !res.Truncated || res.Stderr != "the error\n" || len(res.Stdout) == 0 || !strings.HasPrefix(big, res.Stdout) {
+		t.Errorf("stdout %d bytes, stderr %q, truncated %v", len(res.Stdout), res.Stderr, res.Truncated)
+	}
+	if len(f.Raw) > 64<<10 {
+		t.Errorf("frame of %d bytes over the 64 KiB limit", len(f.Raw))
+	}
+}

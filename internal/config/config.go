@@ -21,11 +21,11 @@ import (
 type Config struct {
 	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
 	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
-	NodeTokenFile       string       `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed); a newer token of the same node from the server (token_refresh, kept in STATE_DIR/node-token) is used while it is valid"`
+	NodeTokenFile       string       `env:"NODE_TOKEN_FILE" help:"file holding the node token, re-read before every dial so a rotated token needs no restart (whitespace trimmed); a newer token of the same node from the server (token_refresh, kept in STATE_DIR/node-token.refreshed) is used while it is valid and the server accepts it"`
 	NodeTokenInQuery    bool         `env:"NODE_TOKEN_IN_QUERY" envDefault:"true" help:"also send the node token as ?token= in the WebSocket URL, as the seed does; false sends it only in the Authorization header, which the Lormas server reads, keeping it out of proxy and load-balancer logs"`
 	EnrollmentToken     secret.Value `env:"ENROLLMENT_TOKEN" help:"enrollment token: with no node token the agent enrolls under NODE_NAME as a NEW node (an existing name needs that node's key), keeps token and key in STATE_DIR, and renews an EXPIRED token with its key; a rotated token or deleted node waits for the operator"`
 	EnrollmentTokenFile string       `env:"ENROLLMENT_TOKEN_FILE" help:"file holding the enrollment token (whitespace trimmed; awaited while it does not exist yet)"`
-	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (node-token: the enrolled or refreshed token; node-key: the enrollment key; both mode 0600); created with mode 0700"`
+	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (node-token: the enrolled token; node-token.refreshed: the newest token from token_refresh; node-key: the enrollment key; all mode 0600); created with mode 0700"`
 	NodeName            string       `env:"NODE_NAME" shown:"(host name)" help:"node name sent in agent_identify and used for enrollment (in Kubernetes: spec.nodeName)"`
 	NodeID              string       `env:"NODE_ID" help:"node id for heartbeats and the lormas.node container label when the token carries no nodeId/sub/id claim (else NODE_NAME)"`
 	LogLevel            string       `env:"LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
@@ -51,6 +51,7 @@ type Config struct {
 	ContainerPidsLimit  int64         `env:"CONTAINER_PIDS_LIMIT" envDefault:"512" help:"maximum processes per container unless the command sets resources.pids"`
 	ContainerLogMaxSize string        `env:"CONTAINER_LOG_MAX_SIZE" envDefault:"10m" help:"json-file log rotation: size of one container log file"`
 	ContainerLogMaxFile int           `env:"CONTAINER_LOG_MAX_FILE" envDefault:"3" help:"json-file log rotation: number of container log files kept"`
+	LogStreamBuffer     ByteSize      `env:"LOG_STREAM_BUFFER" envDefault:"8388608" help:"bytes of log lines a follow stream holds while the server reads slower than the container writes (or a size: 8m); beyond, the oldest are dropped and reported as a gap; all streams together hold at most 4 times this"`
 	DockerTimeout       time.Duration `env:"DOCKER_TIMEOUT" envDefault:"30s" help:"timeout of each Docker API call (image pulls and log streams excepted)"`
 
 	TLSCAFile             string `env:"TLS_CA_FILE" help:"PEM CA bundle trusted for wss:// and https:// in addition to the system roots"`

@@ -7,14 +7,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
-
-	"github.com/lormas/lormas-agent/internal/nodetoken"
 )
 
 // StoredTokenName is the file in STATE_DIR holding the token issued at
-// enrollment.
+// enrollment (and renewed since).
 const StoredTokenName = "node-token"
+
+// RefreshedTokenName is the file in STATE_DIR holding the newest token the
+// server handed over in token_refresh, until a dial proves it genuine (see
+// RefreshedTokenFile).
+const RefreshedTokenName = "node-token.refreshed"
 
 // StoredKeyName is the file in STATE_DIR holding the node's enrollment key
 // (written by internal/enroll, whose KeyFileName it equals).
@@ -25,19 +27,17 @@ const StoredKeyName = "node-key"
 var ErrNoToken = errors.New("no node token: set NODE_TOKEN or NODE_TOKEN_FILE, or enroll with ENROLLMENT_TOKEN")
 
 // TokenSource returns the function the agent calls before every dial to get
-// the node token: NODE_TOKEN_FILE read afresh on each call (so a rotated
-// token needs no restart), else NODE_TOKEN, else the token stored in
-// STATE_DIR by enrollment (also read afresh). With NODE_TOKEN[_FILE], the
-// token in STATE_DIR/node-token wins while it is a token the server handed
-// over in token_refresh for the same node: issued later than the
-// configured one and not expired (nodetoken.Prefer). Errors never contain
+// the node's credential: NODE_TOKEN_FILE read afresh on each call (so a
+// rotated token needs no restart), else NODE_TOKEN, else the token stored
+// in STATE_DIR by enrollment (also read afresh). A token handed over in
+// token_refresh is not part of it: it lives apart (RefreshedTokens) and the
+// agent prefers it only while the server accepts it. Errors never contain
 // the token.
 func (c *Config) TokenSource() func() (string, error) {
-	var configured func() (string, error)
 	switch {
 	case c.NodeTokenFile != "":
 		path := c.NodeTokenFile
-		configured = func() (string, error) {
+		return func() (string, error) {
 			tok, err := readTokenFile(path)
 			if err != nil {
 				return "", fmt.Errorf("NODE_TOKEN_FILE: %w", err)
@@ -46,21 +46,86 @@ func (c *Config) TokenSource() func() (string, error) {
 		}
 	case !c.NodeToken.IsZero():
 		tok := c.NodeToken
-		configured = func() (string, error) { return tok.Reveal(), nil }
+		return func() (string, error) { return tok.Reveal(), nil }
 	default:
 		return c.StoredToken
 	}
-	return func() (string, error) {
-		tok, err := configured()
-		if err != nil {
-			return "", err
-		}
-		stored, serr := readTokenFile(c.StoredTokenPath())
-		if serr != nil {
-			return tok, nil
-		}
-		return nodetoken.Prefer(tok, stored, time.Now()), nil
+}
+
+// credentialIsStored reports whether the node's credential is the token in
+// STATE_DIR/node-token (enrolled, or stored there by an operator) rather
+// than NODE_TOKEN or NODE_TOKEN_FILE.
+func (c *Config) credentialIsStored() bool {
+	return c.NodeTokenFile == "" && c.NodeToken.IsZero()
+}
+
+// RefreshedTokenFile keeps the tokens the server hands over in token_refresh
+// in STATE_DIR/node-token.refreshed (0600), apart from the node's
+// credential, so an unverified token never replaces the credential: the
+// agent cannot check a token's signature, and a hostile server or a man in
+// the middle of ws:// could otherwise plant a token that locks it out. The
+// agent dials with the refreshed token while it is preferable; once the
+// server has accepted it (Accepted) an enrolled agent makes it its stored
+// credential, and when the server refuses it (Discard) the file is removed
+// and the agent falls back to its credential. It implements
+// agent.RefreshedTokenStore.
+type RefreshedTokenFile struct {
+	cfg *Config
+}
+
+// RefreshedTokens returns the store of refreshed tokens in STATE_DIR.
+func (c *Config) RefreshedTokens() RefreshedTokenFile { return RefreshedTokenFile{cfg: c} }
+
+// Path is STATE_DIR/node-token.refreshed.
+func (f RefreshedTokenFile) Path() string {
+	return filepath.Join(f.cfg.StateDir, RefreshedTokenName)
+}
+
+// Load returns the refreshed token kept by an earlier run, "" when none.
+func (f RefreshedTokenFile) Load() (string, error) {
+	tok, err := readTokenFile(f.Path())
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, errEmptyFile) {
+		return "", nil
 	}
+	if err != nil {
+		return "", fmt.Errorf("refreshed token: %w", err)
+	}
+	return tok, nil
+}
+
+// Save keeps tok (atomically, mode 0600), replacing the one kept before.
+func (f RefreshedTokenFile) Save(tok string) error {
+	if err := f.cfg.writeStateFile(RefreshedTokenName, tok); err != nil {
+		return fmt.Errorf("store refreshed token: %w", err)
+	}
+	return nil
+}
+
+// Accepted is called once the server accepted a dial with tok. When the
+// node's credential is STATE_DIR/node-token (enrolled), tok becomes it
+// (which an enrolled agent's renewal needs: the server renews only from
+// the node's current or previous token), and the refreshed file goes. An
+// operator's NODE_TOKEN or NODE_TOKEN_FILE is never written: the file stays
+// and is preferred while it is newer.
+func (f RefreshedTokenFile) Accepted(tok string) error {
+	if !f.cfg.credentialIsStored() {
+		return nil
+	}
+	if err := f.cfg.StoreToken(tok); err != nil {
+		return err
+	}
+	if kept, err := f.Load(); err == nil && kept == tok {
+		return f.Discard()
+	}
+	return nil
+}
+
+// Discard removes the refreshed token: the server refused it.
+func (f RefreshedTokenFile) Discard() error {
+	if err := os.Remove(f.Path()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove refreshed token: %w", err)
+	}
+	return nil
 }
 
 // CredentialHint tells an operator where a new node token goes when the
@@ -133,36 +198,42 @@ func (c *Config) StoredToken() (string, error) {
 // STATE_DIR with mode 0700. The write is atomic (temporary file + rename):
 // a crash never leaves a truncated token behind.
 func (c *Config) StoreToken(tok string) error {
+	if err := c.writeStateFile(StoredTokenName, tok); err != nil {
+		return fmt.Errorf("store token: %w", err)
+	}
+	return nil
+}
+
+// writeStateFile writes tok to STATE_DIR/name atomically with mode 0600,
+// creating STATE_DIR with mode 0700.
+func (c *Config) writeStateFile(name, tok string) error {
 	if err := checkTokenText(tok); err != nil {
-		return fmt.Errorf("store token: token %w", err)
+		return fmt.Errorf("token %w", err)
 	}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
-		return fmt.Errorf("store token: %w", err)
+		return err
 	}
-	f, err := os.CreateTemp(c.StateDir, "."+StoredTokenName+"-*")
+	f, err := os.CreateTemp(c.StateDir, "."+name+"-*")
 	if err != nil {
-		return fmt.Errorf("store token: %w", err)
+		return err
 	}
 	defer os.Remove(f.Name()) // no-op after the rename
 	if err := f.Chmod(0o600); err != nil {
 		f.Close()
-		return fmt.Errorf("store token: %w", err)
+		return err
 	}
 	if _, err := f.WriteString(tok + "\n"); err != nil {
 		f.Close()
-		return fmt.Errorf("store token: %w", err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("store token: %w", err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("store token: %w", err)
+		return err
 	}
-	if err := os.Rename(f.Name(), c.StoredTokenPath()); err != nil {
-		return fmt.Errorf("store token: %w", err)
-	}
-	return nil
+	return os.Rename(f.Name(), filepath.Join(c.StateDir, name))
 }
 
 var errEmptyFile = errors.New("file is empty")

@@ -108,50 +108,112 @@ func jwtWith(claims string) string {
 	return enc([]byte(`{"alg":"HS256"}`)) + "." + enc([]byte(claims)) + ".c2ln"
 }
 
-// With NODE_TOKEN_FILE, a token the server handed over in token_refresh
-// (kept in STATE_DIR/node-token) is used while it is valid, newer and of
-// the same node; an operator's newer token in the file wins again.
-func TestTokenSourcePrefersRefreshedToken(t *testing.T) {
+// The token source is the node's credential only: a token from
+// token_refresh (STATE_DIR/node-token.refreshed) is the agent's to prefer,
+// and what a server planted in STATE_DIR/node-token under an operator's
+// NODE_TOKEN_FILE is never read (review M4).
+func TestTokenSourceIsTheCredential(t *testing.T) {
 	now := time.Now().Unix()
 	claims := func(node string, iat, exp int64) string {
 		return jwtWith(fmt.Sprintf(`{"nodeId":%q,"iat":%d,"exp":%d}`, node, iat, exp))
 	}
-	configured := claims("n1", now-100, now-10) // expired
-	refreshed := claims("n1", now-5, now+60)
+	configured := claims("n1", now-100, now+60)
 	dir := t.TempDir()
 	file := writeFile(t, dir, "token", configured+"\n")
-	cfg := mustLoad(t, "", "NODE_TOKEN_FILE="+file, "STATE_DIR="+filepath.Join(dir, "state"))
-	next := cfg.TokenSource()
-	if got, _ := next(); got != configured {
-		t.Errorf("nothing stored: got another token than the file's")
-	}
-	if err := cfg.StoreToken(refreshed); err != nil {
+	state := filepath.Join(dir, "state")
+	cfg := mustLoad(t, "", "NODE_TOKEN_FILE="+file, "STATE_DIR="+state)
+	if err := cfg.StoreToken(claims("n1", now, now+60)); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := next(); got != refreshed {
-		t.Errorf("refreshed token stored: the file's token was used")
-	}
-	rotated := claims("n1", now, now+60)
-	writeFile(t, dir, "token", rotated+"\n")
-	if got, _ := next(); got != rotated {
-		t.Errorf("the operator's newer token was not used")
-	}
-	// A stored token of another node is never used.
-	writeFile(t, dir, "token", configured+"\n")
-	if err := cfg.StoreToken(claims("n2", now, now+60)); err != nil {
+	if err := cfg.RefreshedTokens().Save(claims("n1", now, now+60)); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := next(); got != configured {
-		t.Errorf("a stored token of another node was used")
+	if got, _ := cfg.TokenSource()(); got != configured {
+		t.Errorf("NODE_TOKEN_FILE: a stored token was used instead of the file's")
 	}
+	static := mustLoad(t, "", "NODE_TOKEN="+configured, "STATE_DIR="+state)
+	if got, _ := static.TokenSource()(); got != configured {
+		t.Errorf("NODE_TOKEN: a stored token was used instead")
+	}
+}
 
-	static := mustLoad(t, "", "NODE_TOKEN="+configured, "STATE_DIR="+filepath.Join(dir, "state2"))
-	if err := static.StoreToken(refreshed); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := static.TokenSource()(); got != refreshed {
-		t.Errorf("NODE_TOKEN: the refreshed token was not used")
-	}
+// RefreshedTokenFile keeps refreshed tokens apart from the credential: an
+// enrolled agent's only credential (STATE_DIR/node-token) is replaced only
+// once the server accepted the refreshed token, never by Save alone; an
+// operator's token file is never written.
+func TestRefreshedTokenFile(t *testing.T) {
+	enrolledTok, refreshed := jwtWith(`{"nodeId":"n1","iat":1}`), jwtWith(`{"nodeId":"n1","iat":2}`)
+	t.Run("enrolled", func(t *testing.T) {
+		cfg := mustLoad(t, "", "ENROLLMENT_TOKEN=enroll-me", "STATE_DIR="+filepath.Join(t.TempDir(), "state"))
+		if err := cfg.StoreToken(enrolledTok); err != nil {
+			t.Fatal(err)
+		}
+		rt := cfg.RefreshedTokens()
+		if got, err := rt.Load(); got != "" || err != nil {
+			t.Fatalf("Load with nothing kept = %q, %v", got, err)
+		}
+		if err := rt.Save(refreshed); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := cfg.TokenSource()(); got != enrolledTok {
+			t.Errorf("Save replaced the enrolled credential")
+		}
+		if got, _ := rt.Load(); got != refreshed {
+			t.Errorf("Load after Save: another token")
+		}
+		if st, err := os.Stat(rt.Path()); err != nil || st.Mode().Perm() != 0o600 || filepath.Base(rt.Path()) != RefreshedTokenName {
+			t.Errorf("refreshed token file %s: %v, %v; want mode 0600", rt.Path(), st, err)
+		}
+		if err := rt.Accepted(refreshed); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := cfg.TokenSource()(); got != refreshed {
+			t.Errorf("Accepted did not make the refreshed token the credential")
+		}
+		if _, err := os.Stat(rt.Path()); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("refreshed token file still there after Accepted: %v", err)
+		}
+		// Refused: discarded, the credential stays.
+		if err := rt.Save(jwtWith(`{"nodeId":"n1","iat":3}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Discard(); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := rt.Load(); got != "" {
+			t.Errorf("Load after Discard = %q", got)
+		}
+		if got, _ := cfg.TokenSource()(); got != refreshed {
+			t.Errorf("Discard changed the credential")
+		}
+		if err := rt.Discard(); err != nil {
+			t.Errorf("Discard with nothing kept: %v", err)
+		}
+		if err := rt.Save("bad token"); err == nil || strings.Contains(err.Error(), "bad token") {
+			t.Errorf("Save of a token with a space: %v", err)
+		}
+	})
+	t.Run("token file", func(t *testing.T) {
+		dir := t.TempDir()
+		file := writeFile(t, dir, "token", enrolledTok+"\n")
+		cfg := mustLoad(t, "", "NODE_TOKEN_FILE="+file, "STATE_DIR="+filepath.Join(dir, "state"))
+		rt := cfg.RefreshedTokens()
+		if err := rt.Save(refreshed); err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Accepted(refreshed); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(file); strings.TrimSpace(string(b)) != enrolledTok {
+			t.Errorf("Accepted wrote the operator's token file")
+		}
+		if _, err := os.Stat(cfg.StoredTokenPath()); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Accepted wrote STATE_DIR/node-token under NODE_TOKEN_FILE: %v", err)
+		}
+		if got, _ := rt.Load(); got != refreshed {
+			t.Errorf("Accepted removed the refreshed token under NODE_TOKEN_FILE")
+		}
+	})
 }
 
 func TestCredentialHint(t *testing.T) {

@@ -25,6 +25,8 @@ const (
 	pendingPerMessage     = 8         // MAX_PENDING_BYTES / MAX_MESSAGE_BYTES at least: a container's quarter holds two largest frames
 	maxPidsLimit          = 4_194_304 // the kernel's pid_max ceiling
 	maxLogFiles           = 100
+	minLogStreamBuffer    = 256 << 10
+	maxLogStreamBuffer    = 1 << 30
 )
 
 // ByteSize is a byte count given as a number or a size string ("1m",
@@ -106,6 +108,7 @@ func (c *Config) validate(failed map[string]bool) []string {
 	inRange(add, "MAX_SESSIONS", int64(c.MaxSessions), 1, 10000)
 	inRange(add, "CONTAINER_PIDS_LIMIT", c.ContainerPidsLimit, 1, maxPidsLimit)
 	inRange(add, "CONTAINER_LOG_MAX_FILE", int64(c.ContainerLogMaxFile), 1, maxLogFiles)
+	inRange(add, "LOG_STREAM_BUFFER", int64(c.LogStreamBuffer), minLogStreamBuffer, maxLogStreamBuffer)
 	if n, err := protocol.ParseSize(c.ContainerLogMaxSize); err != nil {
 		add("CONTAINER_LOG_MAX_SIZE", "%v", err)
 	} else if n < minMessageBytes {

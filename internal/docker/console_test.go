@@ -3,6 +3,7 @@ package docker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -121,19 +122,38 @@ func TestExecRunToCompletion(t *testing.T) {
 			}
 		})
 	}
-	t.Run("1 MiB cap", func(t *testing.T) {
-		// About 1.8 MB of output: the first MiB is kept, the rest read and
-		// discarded so the process finishes.
+	t.Run("output cap", func(t *testing.T) {
+		// About 1.8 MB of output: the start is kept, up to the encoded cap
+		// (a newline is 2 bytes in JSON), the rest read and discarded so
+		// the process finishes.
 		res, err := it.eng.Exec(it.ctx, execCmd(name, "/workload", "-flood", "-lines", "100000", "-exit", "0"))
 		if err != nil {
 			t.Fatalf("Exec: %v", err)
 		}
-		if res.ExitCode != 0 || !res.Truncated || len(res.Stdout) != protocol.ExecOutputCap {
-			t.Errorf("exit %d truncated %t len %d, want 0 true %d", res.ExitCode, res.Truncated, len(res.Stdout), protocol.ExecOutputCap)
+		enc := encodedLen(t, res.Stdout)
+		if res.ExitCode != 0 || !res.Truncated || enc > protocol.ExecOutputEncodedCap || enc < protocol.ExecOutputEncodedCap-32 {
+			t.Errorf("exit %d truncated %t encoded %d, want 0 true and the cap %d", res.ExitCode, res.Truncated, enc, protocol.ExecOutputEncodedCap)
 		}
 		if !strings.HasPrefix(res.Stdout, "flood line 1\nflood line 2\n") {
 			t.Errorf("stdout starts %q, want the first lines", res.Stdout[:40])
 		}
+	})
+	t.Run("NUL flood on both streams", func(t *testing.T) {
+		// Review M2: 2 MiB of NULs per stream (12 MiB each as JSON) made
+		// the result too large for a frame: the exec failed as internal,
+		// after holding it several times over.
+		res, err := it.eng.Exec(it.ctx, execCmd(name, "/workload", "nuls", strconv.Itoa(2<<20)))
+		if err != nil {
+			t.Fatalf("Exec: %v", err)
+		}
+		enc := encodedLen(t, res.Stdout) + encodedLen(t, res.Stderr)
+		if res.ExitCode != 0 || !res.Truncated || enc > protocol.ExecOutputEncodedCap {
+			t.Errorf("exit %d truncated %t encoded %d, want 0 true at most %d", res.ExitCode, res.Truncated, enc, protocol.ExecOutputEncodedCap)
+		}
+		if strings.Trim(res.Stdout, "\x00") != "" || strings.Trim(res.Stderr, "\x00") != "" || len(res.Stdout) == 0 || len(res.Stderr) == 0 {
+			t.Errorf("stdout %d and stderr %d bytes, want NULs on both", len(res.Stdout), len(res.Stderr))
+		}
+		t.Logf("2 MiB of NULs per stream: kept %d + %d bytes, %d encoded", len(res.Stdout), len(res.Stderr), enc)
 	})
 	t.Run("timeout kills", func(t *testing.T) {
 		cmd := execCmd(name, "/workload", "-lines", "1")
@@ -545,4 +565,14 @@ func TestFollowStats(t *testing.T) {
 			t.Errorf("sample %d came %s after the previous one, want about the 1 s interval", i, d)
 		}
 	}
+}
+
+// encodedLen is the size of s as a JSON string, without its quotes.
+func encodedLen(t *testing.T, s string) int {
+	t.Helper()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(b) - 2
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,7 @@ const (
 type Options struct {
 	NodeID         string   // value of the lormas.node label; "" leaves it off
 	VolumeRoots    []string // bind mounts must lie inside one; default policy.DefaultVolumeRoot
+	StateDir       string   // the agent's STATE_DIR (node key, token): never mountable
 	AllowUnmanaged bool     // act on containers without the lormas labels
 	DiskLimitMode  string   // DiskLimitWarn (default) or DiskLimitStrict
 	PidsLimit      int64    // default pids limit; 0 = DefaultPidsLimit, negative = unlimited
@@ -85,14 +87,15 @@ type Engine struct {
 	rootsMu      sync.Mutex
 	rootsChecked bool
 	selfID       string // the agent's own container on this daemon, or ""
+	stateDir     string // Options.StateDir, absolute
 }
 
 // New returns an Engine for the Docker Engine configured in the environment.
 // It checks the volume roots: it logs a warning for each root that others
 // may write to, and finds out whether the agent sees each root at the path
-// Docker does (asking the daemon only when the agent runs in a container of
-// its own; a daemon that is down then defers the check to the first create
-// with a bind mount). Otherwise a daemon that is down shows up as
+// Docker does (asking the daemon for its data root, which no bind may touch,
+// and about the agent's own container when it runs in one; a daemon that is
+// down then defers the check to the first create with a bind mount). Otherwise a daemon that is down shows up as
 // unavailable errors (and in Info) until it comes back.
 func New(opts Options) (*Engine, error) {
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -170,6 +173,14 @@ func newEngine(cli *client.Client, opts Options) (*Engine, error) {
 	}
 	e.log = e.log.With("component", "docker")
 	e.volumes.SetLogger(e.log)
+	if opts.StateDir != "" {
+		if e.stateDir, err = filepath.Abs(opts.StateDir); err != nil {
+			return nil, fmt.Errorf("state directory: %w", err)
+		}
+		if err := e.volumes.Protect("the agent's state directory (STATE_DIR)", e.stateDir); err != nil {
+			return nil, fmt.Errorf("volume roots: %w", err)
+		}
+	}
 	e.probe = defaultProbe(cli)
 	if opts.probe != nil {
 		e.probe = *opts.probe

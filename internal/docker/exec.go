@@ -15,8 +15,10 @@ import (
 )
 
 // Exec runs cmd.Cmd inside a managed, running container to completion
-// (exec without stdin): its exit code and the first ExecOutputCap bytes of
-// each output stream. Past cmd.ExecTimeout() seconds the process is killed
+// (exec without stdin): its exit code and the start of each output stream,
+// bounded by protocol.ExecOutput (at most ExecOutputCap raw bytes per
+// stream, and ExecOutputEncodedCap JSON-encoded bytes for both: the result
+// always fits in one frame, and an exec never holds more than that). Past cmd.ExecTimeout() seconds the process is killed
 // where possible and the result is a timeout error. A program the engine
 // cannot start is a success with the engine's exit code (126/127) and its
 // message in the output, as docker exec reports it.
@@ -43,13 +45,9 @@ func (e *Engine) Exec(ctx context.Context, cmd *protocol.Command) (protocol.Exec
 	defer stop()
 	defer resp.Close()
 
-	stdout, stderr := &capped{max: protocol.ExecOutputCap}, &capped{max: protocol.ExecOutputCap}
+	output := protocol.NewExecOutput(0)
 	rerr := demux(resp.Reader, cmd.TTY, func(stream string, data []byte) error {
-		if stream == protocol.StreamStderr {
-			stderr.write(data)
-		} else {
-			stdout.write(data)
-		}
+		output.Write(stream, data)
 		return nil
 	})
 	if tctx.Err() != nil {
@@ -65,12 +63,7 @@ func (e *Engine) Exec(ctx context.Context, cmd *protocol.Command) (protocol.Exec
 		}
 		return protocol.ExecResult{}, dockerError(err, "exit code of exec in container %s", cmd.ContainerID)
 	}
-	return protocol.ExecResult{
-		ExitCode:  code,
-		Stdout:    stdout.text(),
-		Stderr:    stderr.text(),
-		Truncated: stdout.cut || stderr.cut,
-	}, nil
+	return output.Result(code), nil
 }
 
 // execAborted kills an exec that ran out of time (or whose command was
@@ -233,21 +226,3 @@ func (e *Engine) runSession(ctx context.Context, resp *types.HijackedResponse, t
 func isClosedConn(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "use of closed network connection") || errors.Is(err, context.Canceled))
 }
-
-// capped keeps the first max bytes written to it and notes a cut.
-type capped struct {
-	max int
-	buf []byte
-	cut bool
-}
-
-func (c *capped) write(p []byte) {
-	room := c.max - len(c.buf)
-	if len(p) > room {
-		p, c.cut = p[:max(room, 0)], true
-	}
-	c.buf = append(c.buf, p...)
-}
-
-// text is the kept output as UTF-8, invalid sequences replaced.
-func (c *capped) text() string { return strings.ToValidUTF8(string(c.buf), "\uFFFD") }

@@ -40,8 +40,10 @@ func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, err
 	}
 	defer rc.Close()
 	ring := newLineRing(n, maxLogsBytes)
-	err = readLogs(rc, isTTY(c), cmd.Timestamps, func(_, line string) error {
-		ring.add(line)
+	var scratch []byte
+	err = readLogs(rc, isTTY(c), cmd.Timestamps, func(_ string, stamp, text []byte) error {
+		scratch = appendLine(scratch[:0], stamp, text)
+		ring.add(string(scratch))
 		return nil
 	})
 	if err != nil {
@@ -50,56 +52,13 @@ func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, err
 	return ring.lines(), nil
 }
 
-// FollowLogs streams the container's log lines to emit, starting with the
-// last cmd.LogLines() lines, until the container stops (Docker ends the
-// stream) or ctx ends (nil then: the caller ended it). emit runs on the
-// reading goroutine, so a slow emit slows the reading: nothing is buffered
-// beyond one line per stream.
-func (e *Engine) FollowLogs(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
-	c, err := e.lookup(ctx, "logs", cmd.ContainerID)
-	if err != nil {
-		return err
+// appendLine appends a line as the server receives it: Docker's timestamp
+// and a space first when the line has one.
+func appendLine(dst, stamp, text []byte) []byte {
+	if stamp != nil {
+		dst = append(append(dst, stamp...), ' ')
 	}
-	since, err := parseSince(cmd.Since)
-	if err != nil {
-		return err
-	}
-	// The stream has no deadline, but opening it has: a daemon that does not
-	// answer within the call timeout cancels the request.
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	opened := time.AfterFunc(e.callTimeout, cancel)
-	rc, err := e.cli.ContainerLogs(sctx, c.ID, container.LogsOptions{
-		ShowStdout: true, ShowStderr: true, Follow: true,
-		Tail: strconv.Itoa(cmd.LogLines()), Since: since, Timestamps: cmd.Timestamps,
-	})
-	if !opened.Stop() {
-		if err == nil {
-			rc.Close()
-		}
-		err = context.DeadlineExceeded
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return dockerError(err, "follow logs of container %s", cmd.ContainerID)
-	}
-	defer rc.Close()
-	var emitErr error
-	err = readLogs(rc, isTTY(c), cmd.Timestamps, func(stream, line string) error {
-		emitErr = emit(stream, line)
-		return emitErr
-	})
-	switch {
-	case emitErr != nil:
-		return emitErr
-	case ctx.Err() != nil:
-		return nil
-	case err != nil:
-		return dockerError(err, "follow logs of container %s", cmd.ContainerID)
-	}
-	return nil
+	return append(dst, text...)
 }
 
 // isTTY reports whether the container has a terminal, whose log stream is

@@ -25,8 +25,8 @@ type logLine struct{ stream, line string }
 func collect(t *testing.T, r io.Reader, tty, timestamps bool) ([]logLine, error) {
 	t.Helper()
 	var got []logLine
-	err := readLogs(r, tty, timestamps, func(stream, line string) error {
-		got = append(got, logLine{stream, line})
+	err := readLogs(r, tty, timestamps, func(stream string, stamp, text []byte) error {
+		got = append(got, logLine{stream, string(appendLine(nil, stamp, text))})
 		return nil
 	})
 	return got, err
@@ -157,8 +157,8 @@ func TestReadLogsErrors(t *testing.T) {
 	}
 
 	stop := errors.New("stop")
-	err = readLogs(bytes.NewReader(frame(1, "a\nb\nc\n")), false, false, func(_, line string) error {
-		if line == "b" {
+	err = readLogs(bytes.NewReader(frame(1, "a\nb\nc\n")), false, false, func(_ string, _, line []byte) error {
+		if string(line) == "b" {
 			return stop
 		}
 		return nil
@@ -236,8 +236,75 @@ func BenchmarkReadLogsMultiplexed(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		lines := 0
-		if err := readLogs(bytes.NewReader(raw), false, false, func(_, _ string) error { lines++; return nil }); err != nil || lines != 10000 {
+		if err := readLogs(bytes.NewReader(raw), false, false, func(string, []byte, []byte) error { lines++; return nil }); err != nil || lines != 10000 {
 			b.Fatalf("readLogs: %d lines, %v", lines, err)
+		}
+	}
+}
+
+// TestReadLogsPartialStamps: Docker cuts a line longer than 16 KiB into
+// partial messages and, with timestamps, prefixes each one: the line must
+// come out whole, with one timestamp, whatever the framing.
+func TestReadLogsPartialStamps(t *testing.T) {
+	const stamp = "2026-11-30T02:59:41.654824560Z"
+	long := strings.Repeat("0123456789abcdef", 2600) // 41600 bytes: three parts
+	var parts []string
+	for rest := long; rest != ""; {
+		n := min(len(rest), partialBytes)
+		parts = append(parts, stamp+" "+rest[:n])
+		rest = rest[n:]
+	}
+	parts[len(parts)-1] += "\n"
+	// A line whose text merely looks like a stamp where none was inserted.
+	lookalike := strings.Repeat("y", 100) + stamp + " z"
+	tail := stamp + " short\n" + stamp + " " + lookalike + "\n" + stamp + " \n"
+	want := []logLine{{"stdout", stamp + " " + long}, {"stdout", stamp + " short"}, {"stdout", stamp + " " + lookalike}, {"stdout", stamp + " "}}
+
+	tty := strings.Join(parts, "") + tail
+	for name, r := range map[string]io.Reader{
+		"whole":   strings.NewReader(tty),
+		"onebyte": iotest.OneByteReader(strings.NewReader(tty)),
+	} {
+		got, err := collect(t, r, true, true)
+		if err != nil {
+			t.Fatalf("tty %s: %v", name, err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("tty %s: got %d lines (first %d bytes), want %d lines (first %d bytes)", name, len(got), len(got[0].line), len(want), len(want[0].line))
+		}
+	}
+
+	var mux bytes.Buffer
+	for _, p := range parts { // one frame per message, as Docker sends them
+		mux.Write(frame(1, p))
+	}
+	mux.Write(frame(1, tail))
+	got, err := collect(t, &mux, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("multiplexed: got %d lines, want %d", len(got), len(want))
+	}
+
+	// Without timestamps nothing is removed.
+	plain := strings.Repeat("q", partialBytes) + stamp + " rest\n"
+	got, err = collect(t, strings.NewReader(plain), true, false)
+	if err != nil || len(got) != 1 || got[0].line != strings.TrimSuffix(plain, "\n") {
+		t.Errorf("without timestamps the text changed: %v", err)
+	}
+}
+
+func TestIsStamp(t *testing.T) {
+	for in, want := range map[string]bool{
+		"2026-11-30T02:59:41.654824560Z": true,
+		"2026-11-30T02:59:41.65482456Z":  false,
+		"2026-11-30 02:59:41.654824560Z": false,
+		"2026-11-30T02:59:41.654824560+": false,
+		"x026-11-30T02:59:41.654824560Z": false,
+	} {
+		if got := isStamp([]byte(in)); got != want {
+			t.Errorf("isStamp(%q) = %t, want %t", in, got, want)
 		}
 	}
 }

@@ -1,113 +1,25 @@
 package docker
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
+
+	"github.com/lormas/lormas-agent/internal/mountinfo"
 )
 
-// mountEntry is one line of a /proc/<pid>/mountinfo file (proc(5)).
-type mountEntry struct {
-	ID     int
-	Root   string // the path inside its file system that is mounted
-	Point  string // where it is mounted
-	FSType string
-}
+// mountEntry is one line of a /proc/<pid>/mountinfo file.
+type mountEntry = mountinfo.Entry
 
 // readMountinfo parses the mount table at path.
-func readMountinfo(path string) ([]mountEntry, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return parseMountinfo(f)
-}
+func readMountinfo(path string) ([]mountEntry, error) { return mountinfo.Read(path) }
 
-// parseMountinfo parses a mountinfo table:
-//
-//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-//
-// Paths are unescaped (the kernel writes space, tab, newline and backslash
-// as \ooo). Malformed lines are an error: a table that cannot be read whole
-// cannot prove a root visible.
-func parseMountinfo(r io.Reader) ([]mountEntry, error) {
-	var out []mountEntry
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		f := strings.Fields(line)
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 7 || sep < 0 || sep+1 >= len(f) {
-			return nil, fmt.Errorf("mountinfo line %d: malformed: %q", n, line)
-		}
-		id, err := strconv.Atoi(f[0])
-		if err != nil {
-			return nil, fmt.Errorf("mountinfo line %d: mount id %q: %w", n, f[0], err)
-		}
-		out = append(out, mountEntry{ID: id, Root: unescapeMount(f[3]), Point: unescapeMount(f[4]), FSType: f[sep+1]})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("mountinfo is empty")
-	}
-	return out, nil
-}
-
-// unescapeMount undoes the kernel's \ooo escapes.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// covering returns the mount that holds path: the one with the longest
-// mount point containing it, the last listed of equals (stacked mounts:
-// the top one is seen). nil when none does.
-func covering(mounts []mountEntry, path string) *mountEntry {
-	var best *mountEntry
-	for i := range mounts {
-		m := &mounts[i]
-		if within(path, filepath.Clean(m.Point)) && (best == nil || len(filepath.Clean(m.Point)) >= len(filepath.Clean(best.Point))) {
-			best = m
-		}
-	}
-	return best
-}
+// covering returns the mount that holds path (mountinfo.Covering).
+func covering(mounts []mountEntry, path string) *mountEntry { return mountinfo.Covering(mounts, path) }
 
 // within reports whether p is dir or lies inside it (both clean, absolute).
-func within(p, dir string) bool {
-	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
-}
+func within(p, dir string) bool { return mountinfo.Within(p, dir) }
 
 // dockerFileRE matches the source of the files Docker bind-mounts into every
 // container it runs: <data-root>/containers/<id>/hostname|hosts|resolv.conf

@@ -209,6 +209,7 @@ func TestNewEngineOptions(t *testing.T) {
 	}
 	// Judged as on a host (this test may itself run in a container).
 	host := probeFor(t, "host.txt", false, nil)
+	host.DataRoot = func(context.Context) (string, error) { return "/var/lib/docker", nil }
 	e, err := New(Options{VolumeRoots: []string{root}, probe: &host})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
+	"github.com/lormas/lormas-agent/internal/mountinfo"
 	"github.com/lormas/lormas-agent/internal/policy"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
@@ -30,18 +31,24 @@ const podSandboxLabel = "io.kubernetes.docker.type"
 // roots as the Docker Engine does; tests point it at fixtures.
 type selfProbe struct {
 	Mountinfo string              // the agent's own mount table
-	ProcRoot  string              // where /proc/<pid>/mountinfo of the daemon is read
+	ProcRoot  string              // where /proc/<pid>/{mountinfo,exe,comm} are read
 	Markers   []string            // files that exist only inside containers
 	Getenv    func(string) string // for KUBERNETES_SERVICE_HOST
+	// Remote is DOCKER_HOST when the daemon is not reached through a unix
+	// socket (tcp://, ssh://), "" otherwise.
+	Remote string
 	// DaemonPID returns the pid of the process at the other end of the
 	// Docker socket in the agent's pid namespace, 0 when unknown.
 	DaemonPID func() int
+	// DataRoot returns the daemon's data root (Info.DockerRootDir); nil:
+	// the Engine asks its daemon.
+	DataRoot func(context.Context) (string, error)
 }
 
 func defaultProbe(cli *client.Client) selfProbe {
 	sock, isUnix := strings.CutPrefix(cli.DaemonHost(), "unix://")
-	return selfProbe{
-		Mountinfo: "/proc/self/mountinfo",
+	p := selfProbe{
+		Mountinfo: mountinfo.Self,
 		ProcRoot:  "/proc",
 		Markers:   []string{"/.dockerenv", "/run/.containerenv"},
 		Getenv:    os.Getenv,
@@ -52,6 +59,62 @@ func defaultProbe(cli *client.Client) selfProbe {
 			return socketPeerPID(sock)
 		},
 	}
+	if !isUnix {
+		p.Remote = cli.DaemonHost()
+	}
+	return p
+}
+
+// Process names (exe basename, else comm) at the other end of the socket.
+const (
+	dockerdName = "dockerd"
+	systemdName = "systemd" // socket activation: systemd called listen()
+)
+
+// processName returns the name of process pid: the base name of its
+// executable when the agent may read /proc/<pid>/exe (root may), else its
+// comm (readable by all, but set by the process itself).
+func processName(procRoot string, pid int) (string, error) {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
+		return filepath.Base(strings.TrimSuffix(exe, " (deleted)")), nil
+	}
+	comm, err := os.ReadFile(filepath.Join(dir, "comm"))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(comm)), nil
+}
+
+// daemonProcesses returns the processes that may be the Docker daemon behind
+// the socket whose peer is pid: pid itself when it is dockerd; when it is
+// systemd (the socket is socket-activated, and SO_PEERCRED names whoever
+// called listen()), every dockerd in the agent's pid namespace. None when
+// the peer is anything else, such as a proxy (socat) to another engine;
+// what then names it. ok is false when the peer cannot be identified.
+func daemonProcesses(procRoot string, pid int) (pids []int, what string, ok bool) {
+	name, err := processName(procRoot, pid)
+	if err != nil {
+		return nil, "", false
+	}
+	what = fmt.Sprintf("%s (pid %d)", name, pid)
+	switch name {
+	case dockerdName:
+		return []int{pid}, what, true
+	case systemdName:
+		entries, _ := os.ReadDir(procRoot)
+		for _, e := range entries {
+			p, err := strconv.Atoi(e.Name())
+			if err != nil || p == pid {
+				continue
+			}
+			if n, err := processName(procRoot, p); err == nil && n == dockerdName {
+				pids = append(pids, p)
+			}
+		}
+		return pids, what + ", which activated the socket, with no dockerd process the agent can see", true
+	}
+	return nil, what, true
 }
 
 // rootVerdict is whether the agent sees one root at Docker's path.
@@ -64,6 +127,7 @@ type rootVerdict struct {
 type selfView struct {
 	Where       string                 // for the log: host, container, ...
 	ContainerID string                 // the agent's own container on this daemon, or ""
+	Mounts      []container.MountPoint // that container's mounts
 	Roots       map[string]rootVerdict // by policy.Root.Path
 }
 
@@ -73,9 +137,15 @@ type inspectFunc func(ctx context.Context, id string) (container.InspectResponse
 // detectView decides for each root whether the agent sees it at the path
 // Docker sees it:
 //
-//  1. The agent shares the daemon's mount table (on the host, or in the
-//     daemon's own container): the daemon's process is in the agent's pid
-//     namespace and holds each root in the very same mount. Visible.
+//  0. The daemon is reached over the network (DOCKER_HOST tcp:// or ssh://):
+//     nothing on this host says where its files are. Hidden.
+//  1. The process serving the Docker socket is in the agent's pid
+//     namespace. It must be dockerd (with socket activation, systemd holds
+//     the socket; then a dockerd the agent can see): anything else, such as
+//     a proxy to another engine, hides every root. When the daemon holds
+//     each root in the very same mount as the agent (on the host, or in the
+//     daemon's own container): visible. When the agent is not in a
+//     container and the daemon's mounts differ (docker-in-docker): hidden.
 //  2. The agent runs in a Docker container of this daemon (its
 //     /etc/hostname comes from <data-root>/containers/<id>/): that
 //     container's Mounts must hold each root in a bind mount from the same
@@ -96,17 +166,33 @@ func detectView(ctx context.Context, p selfProbe, inspect inspectFunc, roots []p
 		}
 		return view
 	}
+	if p.Remote != "" {
+		view.Where = "a remote Docker Engine (" + p.Remote + ")"
+		return all(rootVerdict{Reason: fmt.Sprintf("cannot be checked: the Docker Engine is reached at %s (DOCKER_HOST), not through a local unix socket, and the agent cannot see its file system; bind mounts need the daemon of the agent's host, reached through its socket (named volumes work)", p.Remote)}), nil
+	}
 	mounts, mountsErr := readMountinfo(p.Mountinfo)
 
+	otherNS := "" // the daemon, seen in another mount namespace
 	if pid := p.DaemonPID(); pid > 0 && mountsErr == nil {
-		daemon, err := readMountinfo(filepath.Join(p.ProcRoot, strconv.Itoa(pid), "mountinfo"))
-		same := err == nil
-		for _, r := range roots {
-			same = same && sameMount(mounts, daemon, r.Resolved)
-		}
-		if same {
-			view.Where = "the Docker Engine's mount namespace (pid " + strconv.Itoa(pid) + ")"
-			return all(rootVerdict{Visible: true}), nil
+		// A peer the agent cannot identify (its /proc entry hidden) proves
+		// nothing either way: judged as when its pid is unknown.
+		if daemons, what, ok := daemonProcesses(p.ProcRoot, pid); ok {
+			if len(daemons) == 0 {
+				view.Where = "a client of " + what
+				return all(rootVerdict{Reason: fmt.Sprintf("cannot be checked: the Docker socket is served by %s, not by dockerd (a proxy to another engine?), and the agent cannot see that engine's file system; bind mounts need dockerd's own socket", what)}), nil
+			}
+			for _, d := range daemons {
+				daemon, err := readMountinfo(filepath.Join(p.ProcRoot, strconv.Itoa(d), "mountinfo"))
+				same := err == nil
+				for _, r := range roots {
+					same = same && sameMount(mounts, daemon, r.Resolved)
+				}
+				if same {
+					view.Where = "the Docker Engine's mount namespace (dockerd, pid " + strconv.Itoa(d) + ")"
+					return all(rootVerdict{Visible: true}), nil
+				}
+			}
+			otherNS = fmt.Sprintf("dockerd (pid %d)", daemons[0])
 		}
 	}
 
@@ -127,7 +213,7 @@ func detectView(ctx context.Context, p selfProbe, inspect inspectFunc, roots []p
 		case err == nil && c.Config != nil && c.Config.Labels[podSandboxLabel] == "podsandbox":
 			fallback = "Kubernetes pod (sandbox " + id[:12] + "; judged from its mount table)"
 		case err == nil && c.ContainerJSONBase != nil:
-			view.Where, view.ContainerID = "Docker container "+id[:12], id
+			view.Where, view.ContainerID, view.Mounts = "Docker container "+id[:12], id, c.Mounts
 			for _, r := range roots {
 				ok, why := dockerMountsVerdict(r.Resolved, c.Mounts)
 				view.Roots[r.Path] = rootVerdict{Visible: ok, Reason: why}
@@ -141,6 +227,9 @@ func detectView(ctx context.Context, p selfProbe, inspect inspectFunc, roots []p
 	}
 	if !inContainer {
 		view.Where = "host"
+		if otherNS != "" {
+			return all(rootVerdict{Reason: fmt.Sprintf("is not where the Docker Engine sees it: %s runs with other mounts than the agent's (docker-in-docker?), and the agent cannot see its file system", otherNS)}), nil
+		}
 		return all(rootVerdict{Visible: true}), nil
 	}
 	view.Where = fallback
@@ -211,18 +300,40 @@ func dockerMountsVerdict(root string, mounts []container.MountPoint) (bool, stri
 
 // checkRoots finds out once whether the agent sees each volume root at the
 // path Docker sees it, marks the policy accordingly and logs what it found:
-// a warning for each root under which bind mounts are refused. Until it has
-// succeeded, binds are unavailable; it is tried again before each create
-// with a bind mount.
+// a warning for each root under which bind mounts are refused. First it
+// learns where the daemon keeps its data (Info.DockerRootDir) and protects
+// it, and, when the agent runs in a container of this daemon, the host
+// source of its state directory. Until it has succeeded, binds are
+// unavailable; it is tried again before each create with a bind mount.
 func (e *Engine) checkRoots(ctx context.Context) error {
 	e.rootsMu.Lock()
 	defer e.rootsMu.Unlock()
 	if e.rootsChecked {
 		return nil
 	}
+	if e.probe.Remote == "" {
+		dataRoot := e.probe.DataRoot
+		if dataRoot == nil {
+			dataRoot = e.dataRoot
+		}
+		dir, err := dataRoot(ctx)
+		if err != nil {
+			return err
+		}
+		if dir == "" {
+			e.log.Warn("the Docker Engine does not say where its data root is: only the default /var/lib/docker is protected from bind mounts")
+		} else if err := e.volumes.Protect("Docker's data root", dir); err != nil {
+			e.log.Warn("bind mounts under this volume root are refused", "problem", err)
+		}
+	}
 	view, err := detectView(ctx, e.probe, e.inspectByID, e.volumes.Roots())
 	if err != nil {
 		return err
+	}
+	if src := hostSource(e.stateDir, view.Mounts); src != "" {
+		if err := e.volumes.Protect("the agent's state directory (STATE_DIR) on the host", src); err != nil {
+			e.log.Warn("bind mounts under this volume root are refused", "problem", err)
+		}
 	}
 	for path, v := range view.Roots {
 		if v.Visible {
@@ -244,6 +355,43 @@ func (e *Engine) checkRoots(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// dataRoot asks the daemon for its data root.
+func (e *Engine) dataRoot(ctx context.Context) (string, error) {
+	if err := e.ready(ctx, "query the Docker Engine's data root"); err != nil {
+		return "", err
+	}
+	ctx, cancel := e.call(ctx, 0)
+	defer cancel()
+	info, err := e.cli.Info(ctx)
+	if err != nil {
+		return "", dockerError(err, "query the Docker Engine's data root")
+	}
+	return info.DockerRootDir, nil
+}
+
+// hostSource returns the host path of path, a directory of the agent's own
+// container, from that container's mounts: the source of the mount holding
+// it (the longest destination) plus the rest of the path; "" when path is
+// "", or not on a mount (then it is in the container's own file system,
+// which lies in Docker's data root).
+func hostSource(path string, mounts []container.MountPoint) string {
+	if path == "" {
+		return ""
+	}
+	path = filepath.Clean(path)
+	var best *container.MountPoint
+	for i := range mounts {
+		dst := filepath.Clean(mounts[i].Destination)
+		if within(path, dst) && (best == nil || len(dst) > len(filepath.Clean(best.Destination))) {
+			best = &mounts[i]
+		}
+	}
+	if best == nil || best.Source == "" {
+		return ""
+	}
+	return filepath.Join(best.Source, strings.TrimPrefix(path, filepath.Clean(best.Destination)))
 }
 
 // inspectByID inspects a container for detectView.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,14 +52,6 @@ func TestParseMountinfo(t *testing.T) {
 	k := mustMounts(t, "k8s-containerd.txt")
 	if got := covering(k, "/var/lib/lormas/with space/x"); got == nil || got.Root != "/var/lib/lormas/with space" {
 		t.Errorf("escaped mount point: %+v", got)
-	}
-	for _, bad := range []string{"", "1 2 3\n", "x 1 0:1 / / rw - ext4 /dev/x rw\n", "1 2 0:1 / / rw shared:1\n"} {
-		if _, err := parseMountinfo(strings.NewReader(bad)); err == nil {
-			t.Errorf("parseMountinfo(%q): no error", bad)
-		}
-	}
-	if got := unescapeMount(`a\040b\134c\0`); got != `a b\c\0` {
-		t.Errorf("unescape = %q", got)
 	}
 }
 
@@ -243,6 +236,7 @@ func TestDetectView(t *testing.T) {
 		b, err := os.ReadFile(fixture(file))
 		must(t, err)
 		must(t, os.WriteFile(filepath.Join(dir, "mountinfo"), b, 0o644))
+		must(t, os.WriteFile(filepath.Join(dir, "comm"), []byte("dockerd\n"), 0o644))
 		p.DaemonPID = func() int { return 4242 }
 		return p
 	}
@@ -255,7 +249,7 @@ func TestDetectView(t *testing.T) {
 		{"host", func(t *testing.T) selfProbe { return probeFor(t, "host.txt", false, nil) }, inspectWith("x", nil),
 			want{where: "host", visible: []bool{true, true}}},
 		{"same mount table as the daemon, despite /.dockerenv", func(t *testing.T) selfProbe { return sameNS(t, "host.txt") }, inspectWith("x", nil),
-			want{where: "mount namespace (pid 4242)", visible: []bool{true, true}}},
+			want{where: "mount namespace (dockerd, pid 4242)", visible: []bool{true, true}}},
 		{"daemon visible, other mount table", func(t *testing.T) selfProbe { return sameNS(t, "k8s-containerd.txt") }, inspectWith("x", nil),
 			want{where: "judged from its mount table", visible: []bool{false, false}, reason: []string{"is not mounted", "is not mounted"}}},
 		{"Docker container of this daemon", func(t *testing.T) selfProbe { return probeFor(t, "docker-container.txt", true, nil) },
@@ -312,6 +306,144 @@ func TestDetectView(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// fakeProc adds process pid to the probe's /proc: its comm, its exe (a
+// symlink, when exe is not ""), and its mount table (a fixture, when
+// mountinfo is not "").
+func fakeProc(t *testing.T, p selfProbe, pid int, comm, exe, mountinfo string) {
+	t.Helper()
+	dir := filepath.Join(p.ProcRoot, strconv.Itoa(pid))
+	must(t, os.MkdirAll(dir, 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "comm"), []byte(comm+"\n"), 0o644))
+	if exe != "" {
+		must(t, os.Symlink(exe, filepath.Join(dir, "exe")))
+	}
+	if mountinfo != "" {
+		b, err := os.ReadFile(fixture(mountinfo))
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dir, "mountinfo"), b, 0o644))
+	}
+}
+
+// TestDetectViewDaemonIdentity: L1. The code before took "the process at
+// the other end of the socket shares the agent's mounts" as proof that the
+// daemon sees the roots as the agent does, and judged an agent outside any
+// container as seeing them whatever served the socket. A socat in the
+// agent's own mount namespace forwarding to a remote or docker-in-docker
+// engine, the socket of a docker-in-docker daemon itself, and a tcp:// or
+// ssh:// DOCKER_HOST all passed: binds were approved by looking at the
+// agent's file system while another one was mounted.
+func TestDetectViewDaemonIdentity(t *testing.T) {
+	roots := []policy.Root{{Path: "/var/lib/lormas/volumes", Resolved: "/var/lib/lormas/volumes"}}
+	onHost := func(t *testing.T) selfProbe {
+		p := probeFor(t, "host.txt", false, nil)
+		p.DaemonPID = func() int { return 4242 }
+		return p
+	}
+	for _, tt := range []struct {
+		name    string
+		probe   func(t *testing.T) selfProbe
+		visible bool
+		want    string // in Where when visible, in the reason otherwise
+	}{
+		{"dockerd in the agent's mount namespace", func(t *testing.T) selfProbe {
+			p := onHost(t)
+			fakeProc(t, p, 4242, "dockerd", "", "host.txt")
+			return p
+		}, true, "mount namespace (dockerd, pid 4242)"},
+		{"dockerd by its executable, replaced on disk since", func(t *testing.T) selfProbe {
+			p := onHost(t)
+			fakeProc(t, p, 4242, "dockerd", "/usr/bin/dockerd (deleted)", "host.txt")
+			return p
+		}, true, "dockerd, pid 4242"},
+		{"socat proxy in the agent's mount namespace", func(t *testing.T) selfProbe {
+			p := onHost(t)
+			fakeProc(t, p, 4242, "socat", "", "host.txt")
+			return p
+		}, false, "the Docker socket is served by socat (pid 4242), not by dockerd (a proxy to another engine?)"},
+		{"a proxy calling itself dockerd, its executable says otherwise", func(t *testing.T) selfProbe {
+			p := onHost(t)
+			fakeProc(t, p, 4242, "dockerd", "/usr/bin/socat", "host.txt")
+			return p
+		}, false, "served by socat (pid 4242)"},
+		{"docker-in-docker daemon's socket, agent on the host", func(t *testing.T) selfProbe {
+			p := onHost(t)
+			fakeProc(t, p, 4242, "dockerd", "", "k8s-containerd.txt")
+			return p
+		}, false, "dockerd (pid 4242) runs with other mounts than the agent's (docker-in-docker?)"},
+		{"socket activated by systemd, dockerd in the agent's mount namespace", func(t *testing.T) selfProbe {
+			p := onHost(t)
+			p.DaemonPID = func() int { return 1 }
+			fakeProc(t, p, 1, "systemd", "/usr/lib/systemd/systemd", "host.txt")
+			fakeProc(t, p, 77, "containerd", "", "host.txt")
+			fakeProc(t, p, 4242, "dockerd", "", "host.txt")
+			return p
+		}, true, "dockerd, pid 4242"},
+		{"socket activated by systemd, no dockerd", func(t *testing.T) selfProbe {
+			p := onHost(t)
+			p.DaemonPID = func() int { return 1 }
+			fakeProc(t, p, 1, "systemd", "", "host.txt")
+			fakeProc(t, p, 88, "systemd-socket-", "", "host.txt")
+			return p
+		}, false, "served by systemd (pid 1), which activated the socket, with no dockerd process the agent can see"},
+		{"peer hidden from the agent (hidepid): judged as unknown", func(t *testing.T) selfProbe {
+			return onHost(t)
+		}, true, "host"},
+		{"tcp DOCKER_HOST", func(t *testing.T) selfProbe {
+			p := probeFor(t, "host.txt", false, nil)
+			p.Remote = "tcp://10.0.0.5:2375"
+			return p
+		}, false, "the Docker Engine is reached at tcp://10.0.0.5:2375 (DOCKER_HOST), not through a local unix socket"},
+		{"ssh DOCKER_HOST", func(t *testing.T) selfProbe {
+			p := probeFor(t, "host.txt", false, nil)
+			p.Remote = "ssh://ops@build-1"
+			return p
+		}, false, "reached at ssh://ops@build-1 (DOCKER_HOST)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			inspect := inspectWith("x", nil)
+			view, err := detectView(context.Background(), tt.probe(t), inspect.inspect, roots)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := view.Roots[roots[0].Path]
+			if v.Visible != tt.visible {
+				t.Fatalf("visible %t (where %q, reason %q), want %t", v.Visible, view.Where, v.Reason, tt.visible)
+			}
+			if got := view.Where; tt.visible && !strings.Contains(got, tt.want) {
+				t.Errorf("where %q, want %q", got, tt.want)
+			}
+			if !tt.visible && !strings.Contains(v.Reason, tt.want) {
+				t.Errorf("reason %q, want %q", v.Reason, tt.want)
+			}
+			if inspect.called != 0 {
+				t.Errorf("inspected the agent's container %d times outside any container", inspect.called)
+			}
+		})
+	}
+}
+
+// TestHostSource: the host path of the agent's state directory, from its own
+// container's mounts.
+func TestHostSource(t *testing.T) {
+	mounts := []container.MountPoint{
+		bindMP("/data/lormas-agent", "/var/lib/lormas-agent"),
+		{Type: mount.TypeVolume, Name: "st", Source: "/var/lib/docker/volumes/st/_data", Destination: "/state"},
+		bindMP("/srv", "/var/lib"),
+	}
+	for _, tt := range []struct{ path, want string }{
+		{"/var/lib/lormas-agent", "/data/lormas-agent"},
+		{"/var/lib/lormas-agent/", "/data/lormas-agent"},
+		{"/var/lib/other", "/srv/other"},
+		{"/state/x", "/var/lib/docker/volumes/st/_data/x"},
+		{"/home/agent", ""},
+		{"", ""},
+	} {
+		if got := hostSource(tt.path, mounts); got != tt.want {
+			t.Errorf("hostSource(%q) = %q, want %q", tt.path, got, tt.want)
+		}
 	}
 }
 

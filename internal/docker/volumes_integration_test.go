@@ -2,8 +2,10 @@ package docker
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -218,5 +220,144 @@ func TestBindPlantedByHost(t *testing.T) {
 	t.Logf("start with the source removed: %v", err)
 	if _, err := os.Lstat(it.root + "/gone"); err == nil {
 		t.Errorf("Docker made the removed bind source again")
+	}
+}
+
+// probeAsNobodyEnv makes TestBindPlantUnreachable's child process: it runs as
+// uid 65534 (any host user) and tries the paths given there.
+const probeAsNobodyEnv = "LORMAS_TEST_PROBE_AS_NOBODY"
+
+// TestBindPlantUnreachable: M1. A workload running as root (Docker's
+// default capabilities, no-new-privileges) leaves a setuid-root copy of a
+// program and a device node in its bind directory. Under the code before,
+// the root the agent made was 0755, so any host user could walk into
+// <root>/<name>, open the device and run the program as root (it printed
+// euid=0). Now the agent makes the root 0700: a host user gets EACCES for
+// each, while the daemon and the containers (which see only their own
+// mount, also as a non-root user) are not hindered.
+func TestBindPlantUnreachable(t *testing.T) {
+	if paths := os.Getenv(probeAsNobodyEnv); paths != "" {
+		probeAsNobody(strings.Split(paths, ","))
+		return
+	}
+	// A base every user may enter, as /var/lib is; the root inside is
+	// missing, so the agent makes it.
+	base, err := os.MkdirTemp("", "lormas-plant-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base, _ = filepath.EvalSymlinks(base)
+	root := filepath.Join(base, "volumes")
+	it := newIT(t, func(o *Options) { o.VolumeRoots = []string{root} })
+	it.root = root
+
+	planter := it.name("planter")
+	it.create(it.createCmd(planter, it.bindEgg(root+"/a", "-plant", "/data", "-exit", "0")))
+	if err := it.eng.Start(it.ctx, planter); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if code := it.waitExit(planter); code != 0 {
+		t.Fatalf("planter exit code %d:\n%s", code, it.output(planter))
+	}
+	out := it.output(planter)
+	for _, want := range []string{"plant /data/suid: ok", "plant /data/null: ok"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("planter output lacks %q:\n%s", want, out)
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(root+"/a/suid", &st); err != nil || st.Mode&syscall.S_ISUID == 0 || st.Uid != 0 {
+		t.Fatalf("planted %s/a/suid: %v, mode %o, uid %d; want setuid root", root, err, st.Mode, st.Uid)
+	}
+	if err := syscall.Lstat(root+"/a/null", &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFCHR {
+		t.Fatalf("planted %s/a/null: %v, mode %o; want a character device", root, err, st.Mode)
+	}
+	if err := syscall.Stat(root, &st); err != nil || st.Mode&0o7777 != 0o700 {
+		t.Errorf("volume root %s: %v, mode %04o, want 0700", root, err, st.Mode&0o7777)
+	}
+
+	// Any host user: uid 65534 in a child process (the test's own copy).
+	if os.Geteuid() != 0 {
+		t.Logf("running as uid %d, not root: the root's mode is checked, the attempt as another user needs root", os.Geteuid())
+	} else {
+		bin := filepath.Join(base, "docker.test")
+		data, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(bin, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "-test.run=^TestBindPlantUnreachable$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), probeAsNobodyEnv+"="+root+"/a/suid,"+root+"/a/null")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		got, err := cmd.CombinedOutput()
+		t.Logf("as uid 65534:\n%s", got)
+		if err != nil || !strings.Contains(string(got), "PASS") {
+			t.Fatalf("probe as uid 65534: %v", err)
+		}
+		for _, line := range []string{
+			"stat " + root + "/a/suid: permission denied",
+			"exec " + root + "/a/suid: permission denied",
+			"stat " + root + "/a/null: permission denied",
+			"open " + root + "/a/null: permission denied",
+		} {
+			if !strings.Contains(string(got), "probe: "+line+"\n") {
+				t.Errorf("as uid 65534, want %q", line)
+			}
+		}
+	}
+
+	// A container's non-root user still uses its bind under the 0700 root.
+	if err := os.WriteFile(root+"/a/marker", []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reader := it.name("reader")
+	egg := it.bindEgg(root+"/a", "-whoami", "-cat", "/data/marker", "-ls", "/data", "-exit", "0")
+	egg.User = "65534:65534"
+	it.create(it.createCmd(reader, egg))
+	if err := it.eng.Start(it.ctx, reader); err != nil {
+		t.Fatalf("Start as a non-root user: %v", err)
+	}
+	if code := it.waitExit(reader); code != 0 {
+		t.Fatalf("reader exit code %d:\n%s", code, it.output(reader))
+	}
+	out = it.output(reader)
+	for _, want := range []string{"whoami: uid=65534 euid=65534", "cat /data/marker: <nil>\nfrom the host", "ls /data: marker null suid"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("reader (uid 65534 in the container) output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// probeAsNobody is the child of TestBindPlantUnreachable: it stats each
+// path, opens the device, runs the program, and prints what happened.
+func probeAsNobody(paths []string) {
+	errText := func(err error) string {
+		switch {
+		case err == nil:
+			return "ok"
+		case errors.Is(err, syscall.EACCES):
+			return "permission denied"
+		}
+		return err.Error()
+	}
+	for _, p := range paths {
+		_, err := os.Lstat(p)
+		fmt.Printf("probe: stat %s: %s\n", p, errText(err))
+		if strings.HasSuffix(p, "/null") {
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err == nil {
+				f.Close()
+			}
+			fmt.Printf("probe: open %s: %s\n", p, errText(err))
+			continue
+		}
+		out, err := exec.Command(p, "-whoami", "-exit", "0").CombinedOutput()
+		fmt.Printf("probe: exec %s: %s\n", p, strings.TrimSpace(errText(err)+" "+string(out)))
 	}
 }

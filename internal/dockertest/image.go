@@ -58,14 +58,24 @@ func WorkloadImage(t testing.TB) string {
 	if workload.tag != "" {
 		return workload.tag
 	}
-	tag := WorkloadRepo + ":" + workloadHash()
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	if err := ensureImage(ctx, cli, tag); err != nil {
-		t.Fatalf("dockertest: workload image %s: %v", tag, err)
+	tag, err := EnsureWorkloadImage(ctx, cli)
+	if err != nil {
+		t.Fatalf("dockertest: %v", err)
 	}
 	workload.tag = tag
 	return tag
+}
+
+// EnsureWorkloadImage is WorkloadImage for programs (scripts/logbench):
+// it builds the image of this source when missing and returns its tag.
+func EnsureWorkloadImage(ctx context.Context, cli *client.Client) (string, error) {
+	tag := WorkloadRepo + ":" + workloadHash()
+	if err := ensureImage(ctx, cli, tag); err != nil {
+		return "", fmt.Errorf("workload image %s: %w", tag, err)
+	}
+	return tag, nil
 }
 
 func workloadHash() string {

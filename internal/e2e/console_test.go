@@ -249,7 +249,7 @@ func TestConsole(t *testing.T) {
 			Ticket string `json:"ticket"`
 		}
 		base := "/api/nodes/" + node.ID + "/containers/" + shell
-		if code := a.do("POST", base+"/tickets", a.token, nil, &tk); code != http.StatusCreated {
+		if code := a.do("POST", base+"/tickets", a.token, map[string]string{"action": "exec"}, &tk); code != http.StatusCreated {
 			t.Fatalf("ticket: %d", code)
 		}
 		c := dialConsole(t, addr, base+"/exec?cmd=/workload&cmd=console&ticket="+url.QueryEscape(tk.Ticket))
@@ -278,7 +278,7 @@ func TestConsole(t *testing.T) {
 			Ticket string `json:"ticket"`
 		}
 		base := "/api/nodes/" + node.ID + "/containers/" + gameID
-		a.do("POST", base+"/tickets", a.token, nil, &tk)
+		a.do("POST", base+"/tickets", a.token, map[string]string{"action": "attach"}, &tk)
 		c := dialConsole(t, addr, base+"/attach?lines=1&ticket="+url.QueryEscape(tk.Ticket))
 		c.waitFor(t, "ready")
 		if code := agent.stop(syscall.SIGTERM, 20*time.Second); code != 0 {

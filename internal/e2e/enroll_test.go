@@ -230,11 +230,13 @@ func TestTokenLifetime(t *testing.T) {
 		id, state, initial string
 	}{{en.ID, eState, string(firstEnrolled)}, {sn.ID, sState, sn.Token}} {
 		a.mustSucceed(c.id, map[string]any{"action": "list"})
-		stored, err := os.ReadFile(filepath.Join(c.state, "node-token"))
+		// Kept apart from the node's credential until a dial with it
+		// succeeds (a token the agent cannot verify never replaces it).
+		stored, err := os.ReadFile(filepath.Join(c.state, "node-token.refreshed"))
 		if err != nil {
 			t.Fatalf("no refreshed token stored for node %s: %v", c.id, err)
 		}
-		if st, _ := os.Stat(filepath.Join(c.state, "node-token")); st.Mode().Perm() != 0o600 {
+		if st, _ := os.Stat(filepath.Join(c.state, "node-token.refreshed")); st.Mode().Perm() != 0o600 {
 			t.Errorf("stored token mode %v", st.Mode().Perm())
 		}
 		if exp, first := tokenExp(t, string(stored)), tokenExp(t, c.initial); !exp.After(first.Add(6 * time.Second)) {

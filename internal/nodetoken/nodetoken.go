@@ -13,6 +13,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -132,22 +134,65 @@ func Expired(token string, now time.Time) bool {
 	return ok && c.Expired(now)
 }
 
-// Prefer chooses the token to dial with between a configured one
-// (NODE_TOKEN or NODE_TOKEN_FILE) and a newer one the server handed over in
-// token_refresh: newer is chosen only when both name the same node, newer
-// was issued later and has not expired by now. Anything else keeps
-// configured: an operator who writes a rotated token into NODE_TOKEN_FILE
-// gives it a later issue time than any refreshed one.
+// Bounds of a token handed over in token_refresh, by the agent's clock.
+// The agent cannot check a signature, so a hostile server (or a man in the
+// middle of ws://) could otherwise hand over a token "issued" in the year
+// 30000 that wins every later comparison of issue times, including against
+// the token an operator writes after a rotation.
+const (
+	// MaxFutureIssue is how far in the future a refreshed token's iat may
+	// be (clock skew between server and agent).
+	MaxFutureIssue = 5 * time.Minute
+	// MaxLifetime bounds a refreshed token's exp - iat: token_refresh is
+	// for short-lived tokens (NODE_TOKEN_TTL).
+	MaxLifetime = 400 * 24 * time.Hour
+)
+
+// CheckRefreshed reports why a token with claims c cannot be a fresh token
+// of node nodeID handed over at now: it must name that node (nodeID not
+// empty), have an iat at most MaxFutureIssue ahead of now, and an exp after
+// its iat, at most MaxLifetime later. Expiry itself is not checked (an
+// expired refreshed token may still serve an enrolled agent's renewal).
+// The error never contains the token.
+func (c Claims) CheckRefreshed(nodeID string, now time.Time) error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("the token names no node")
+	case nodeID == "":
+		return errors.New("the agent's node id is not known yet")
+	case c.NodeID != nodeID:
+		return fmt.Errorf("the token names another node (%s, this agent runs as %s)", c.NodeID, nodeID)
+	case c.IssuedAt.IsZero():
+		return errors.New("the token has no issue time (iat)")
+	case c.IssuedAt.After(now.Add(MaxFutureIssue)):
+		return fmt.Errorf("the token's issue time %s is more than %s ahead of this host's clock", c.IssuedAt.UTC().Format(time.RFC3339), MaxFutureIssue)
+	case c.ExpiresAt.IsZero():
+		return errors.New("the token does not expire (token_refresh hands over tokens with an exp)")
+	case !c.ExpiresAt.After(c.IssuedAt):
+		return errors.New("the token expires before it was issued")
+	case c.ExpiresAt.Sub(c.IssuedAt) > MaxLifetime:
+		return fmt.Errorf("the token's lifetime (exp - iat) is longer than %d days", int(MaxLifetime.Hours()/24))
+	}
+	return nil
+}
+
+// Prefer chooses the token to dial with between a configured one (the
+// node's credential: NODE_TOKEN, NODE_TOKEN_FILE or the enrolled token) and
+// a newer one the server handed over in token_refresh: newer is chosen only
+// when it names the same node as configured, passes CheckRefreshed, was
+// issued later and has not expired by now. Anything else keeps configured:
+// an operator who writes a rotated token gives it a later issue time than
+// any refreshed one.
 func Prefer(configured, newer string, now time.Time) string {
 	if newer == "" || newer == configured {
 		return configured
 	}
-	n, ok := Parse(newer)
-	if !ok || n.NodeID == "" || n.IssuedAt.IsZero() || n.Expired(now) {
+	c, ok := Parse(configured)
+	if !ok || c.NodeID == "" {
 		return configured
 	}
-	c, ok := Parse(configured)
-	if !ok || c.NodeID != n.NodeID || !n.IssuedAt.After(c.IssuedAt) {
+	n, ok := Parse(newer)
+	if !ok || n.CheckRefreshed(c.NodeID, now) != nil || n.Expired(now) || !n.IssuedAt.After(c.IssuedAt) {
 		return configured
 	}
 	return newer

@@ -92,6 +92,13 @@ func TestPrefer(t *testing.T) {
 		{"issued the same second", tok("n", 1_799_999_000, 1_800_000_500), false},
 		{"expired", tok("n", 1_799_999_500, 1_799_999_900), false},
 		{"not a JWT", "opaque", false},
+		// Review M4: a forged token must not win every later comparison.
+		{"issued in the year 30000", tok("n", 884_541_340_800, 884_541_344_400), false},
+		{"issued 10 minutes ahead", tok("n", 1_800_000_600, 1_800_004_200), false},
+		{"issued 4 minutes ahead (clock skew)", tok("n", 1_800_000_240, 1_800_003_840), true},
+		{"no node", jwtOf(`{"iat":1799999500,"exp":1800000500}`), false},
+		{"no exp", jwtOf(`{"nodeId":"n","iat":1799999500}`), false},
+		{"lifetime of 401 days", tok("n", 1_799_999_500, 1_799_999_500+401*86400), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := Prefer(configured, c.newer, now)
@@ -102,6 +109,43 @@ func TestPrefer(t *testing.T) {
 	}
 	if got := Prefer("opaque-configured", tok("n", 1, 1_900_000_000), now); got != "opaque-configured" {
 		t.Errorf("an opaque configured token was replaced")
+	}
+}
+
+// Review M4: what a token handed over in token_refresh must be, by the
+// agent's clock (the agent cannot check the signature).
+func TestCheckRefreshed(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		name, claims, node string
+		want               string // "" accepted, else part of the error
+	}{
+		{"fresh", `{"nodeId":"n","iat":1800000000,"exp":1800003600}`, "n", ""},
+		{"expired is not checked here", `{"nodeId":"n","iat":1799990000,"exp":1799993600}`, "n", ""},
+		{"400 days", `{"nodeId":"n","iat":1800000000,"exp":1834560000}`, "n", ""},
+		{"no node", `{"iat":1800000000,"exp":1800003600}`, "n", "names no node"},
+		{"agent without id", `{"nodeId":"n","iat":1800000000,"exp":1800003600}`, "", "not known"},
+		{"other node", `{"nodeId":"m","iat":1800000000,"exp":1800003600}`, "n", "another node"},
+		{"no iat", `{"nodeId":"n","exp":1800003600}`, "n", "no issue time"},
+		{"year 30000", `{"nodeId":"n","iat":884541340800,"exp":884541344400}`, "n", "ahead of this host's clock"},
+		{"6 minutes ahead", `{"nodeId":"n","iat":1800000360,"exp":1800003600}`, "n", "ahead of this host's clock"},
+		{"no exp", `{"nodeId":"n","iat":1800000000}`, "n", "does not expire"},
+		{"exp before iat", `{"nodeId":"n","iat":1800000000,"exp":1799999999}`, "n", "before it was issued"},
+		{"401 days", `{"nodeId":"n","iat":1800000000,"exp":1834646400}`, "n", "longer than 400 days"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cl, ok := Parse(jwtOf(c.claims))
+			if !ok {
+				t.Fatal("not parsed")
+			}
+			err := cl.CheckRefreshed(c.node, now)
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("error %v, want %q", err, c.want)
+			}
+		})
 	}
 }
 

@@ -112,7 +112,7 @@ func checkHardened(t *testing.T, m manifests) {
 	if ic := initContainer(pod, "volume-roots-permissions"); ic != nil {
 		var want []string
 		for _, root := range roots {
-			want = append(want, fmt.Sprintf("chown 0:0 '%s' && chmod 0755 '%s' && chown %d:%d '%s'", root, root, agentUID, agentUID, root))
+			want = append(want, fmt.Sprintf("chown 0:0 '%s' && chmod 0700 '%s' && chown %d:%d '%s'", root, root, agentUID, agentUID, root))
 			if mountAt(ic, root) == nil {
 				t.Errorf("init container does not mount the volume root %s", root)
 			}

@@ -237,20 +237,31 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("docker group members %q lack lormas-agent", members)
 		}
 		// The agent makes bind sources under the volume root itself: the root
-		// must be its own, and writable in the unit's sandbox.
-		vr, err := os.Stat(filepath.Join(root, "var/lib/lormas/volumes"))
-		if err != nil {
-			t.Fatalf("volume root not created: %v", err)
+		// must be its own, and writable in the unit's sandbox. Mode 0700: no
+		// other host user may reach what a root workload leaves there
+		// (setuid programs, device nodes).
+		volumeRoot := filepath.Join(root, "var/lib/lormas/volumes")
+		checkVolumeRoot := func(when string) {
+			t.Helper()
+			vr, err := os.Stat(volumeRoot)
+			if err != nil {
+				t.Fatalf("%s: volume root not created: %v", when, err)
+			}
+			if st := vr.Sys().(*syscall.Stat_t); int(st.Uid) != uid || vr.Mode().Perm() != 0o700 {
+				t.Errorf("%s: volume root owner %d mode %v, want %d and 0700", when, st.Uid, vr.Mode().Perm(), uid)
+			}
 		}
-		if st := vr.Sys().(*syscall.Stat_t); int(st.Uid) != uid || vr.Mode().Perm() != 0o755 {
-			t.Errorf("volume root owner %d mode %v, want %d and 0755", st.Uid, vr.Mode().Perm(), uid)
-		}
+		checkVolumeRoot("first run")
 		if !strings.Contains(string(unit), "\nReadWritePaths=-/var/lib/lormas/volumes\n") {
 			t.Errorf("unit does not make the volume root writable (ReadWritePaths)")
 		}
 
-		// Second run: a new binary, other settings in the environment.
+		// Second run: a new binary, other settings in the environment, and a
+		// volume root left 0755 by an earlier version.
 		snapshot := readFiles(t, root, "etc/passwd", "etc/group", "etc/lormas-agent/agent.env", "etc/systemd/system/"+unitName)
+		if err := os.Chmod(volumeRoot, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		writeExecutable(t, bin, "#!/bin/sh\necho v2\n")
 		env = []string{"SERVER_URL=wss://changed.example.com", "ENROLLMENT_TOKEN=other", "DESTDIR="}
 		r = mustRun(t, repo, env, "sh", script, "--binary", bin, "--root", root, "--no-start")
@@ -264,6 +275,16 @@ func TestInstallScript(t *testing.T) {
 			}
 		}
 		checkFile(t, root, "etc/lormas-agent/agent.env", 0o600, 0, snapshot["etc/lormas-agent/agent.env"])
+		checkVolumeRoot("second run")
+
+		// A root another user owns is left alone, with the command to fix it.
+		if err := os.Chown(volumeRoot, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		r = mustRun(t, repo, env, "sh", script, "--binary", bin, "--root", root, "--no-start")
+		if want := "WARNING: volume root " + volumeRoot + " is not owned by lormas-agent"; !strings.Contains(r.stderr, want) {
+			t.Errorf("third run, root's volume root: stderr lacks %q:\n%s", want, r.stderr)
+		}
 	})
 
 	t.Run("without docker group", func(t *testing.T) {

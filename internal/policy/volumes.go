@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/lormas/lormas-agent/internal/mountinfo"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
@@ -20,8 +21,10 @@ const DefaultVolumeRoot = "/var/lib/lormas/volumes"
 
 // DefaultForbidden lists host paths no bind mount may equal, lie inside, or
 // contain: the Docker and containerd sockets and state (control of them is
-// root on the host), and the kernel's pseudo file systems. "/" is refused
-// separately.
+// root on the host: whoever can edit another container's configuration in
+// Docker's data root runs what it likes as root), and the kernel's pseudo
+// file systems. "/" is refused separately. The Docker layer adds the
+// daemon's actual data root and the agent's state directory (Protect).
 var DefaultForbidden = []string{
 	"/proc",
 	"/sys",
@@ -29,6 +32,7 @@ var DefaultForbidden = []string{
 	"/var/run/docker.sock",
 	"/run/docker.sock",
 	"/var/lib/docker",
+	"/var/lib/containerd",
 	"/run/containerd",
 	"/var/run/containerd",
 }
@@ -93,6 +97,22 @@ type rootState struct {
 	Root
 	vis    visibility
 	reason string // hidden: completes "volume root <path> ..."
+	// inside, when set, is the protected path (with what it is) that the
+	// root lies in: binds under it are refused whatever its visibility.
+	inside string
+}
+
+// protected is one path no bind source may equal, lie inside or contain.
+type protected struct {
+	path string // clean, absolute
+	what string // for messages, e.g. "Docker's data root"; may be empty
+}
+
+func (p protected) String() string {
+	if p.what == "" {
+		return p.path
+	}
+	return p.path + " (" + p.what + ")"
 }
 
 // Volumes approves the host side of eggConfig.volumes.
@@ -116,8 +136,11 @@ type rootState struct {
 // plants there is seen only in its own mount namespace and is never on the
 // way to a bind source, because a nested path (<root>/<name>/link) is never
 // a bind source. A symlink or file planted at <root>/<name> by someone on the
-// host is refused by Ensure. What remains is the host itself: a root must not
-// be writable by anyone but root and the agent (Audit warns).
+// host is refused by Ensure. What remains is the host itself: a root and its
+// parents must not be writable by anyone but root and the agent, and no
+// other host user may enter a root, where a root workload can leave setuid
+// programs and device nodes (Ensure makes missing roots 0700; Audit warns).
+// The daemon's own state is never a bind source (Protect).
 //
 // The agent must see each root at the path Docker sees it, or its checks
 // would look at another directory. Roots start unchecked; the Docker layer
@@ -125,11 +148,13 @@ type rootState struct {
 // unchecked root are unavailable, under a hidden root forbidden, with the
 // mount to add.
 type Volumes struct {
-	roots     []*rootState
-	forbidden []string // clean, absolute; plus their resolved forms
+	roots []*rootState
 
-	mu  sync.RWMutex // guards the visibility of roots
-	log *slog.Logger
+	mu        sync.RWMutex // guards forbidden and the state of roots
+	forbidden []protected  // plus their resolved forms
+	log       *slog.Logger
+
+	mountTable string // where Audit reads the mount options (mountinfo.Self)
 }
 
 // NewVolumes returns the policy for the given roots (VOLUME_ROOTS). forbidden
@@ -138,7 +163,7 @@ type Volumes struct {
 // nest with another root. It touches nothing; roots missing on the host are
 // created at their first use.
 func NewVolumes(roots []string, forbidden ...string) (*Volumes, error) {
-	v := &Volumes{log: slog.New(slog.DiscardHandler)}
+	v := &Volumes{log: slog.New(slog.DiscardHandler), mountTable: mountinfo.Self}
 	for _, f := range slices.Concat(DefaultForbidden, forbidden) {
 		if f == "" {
 			continue
@@ -146,10 +171,7 @@ func NewVolumes(roots []string, forbidden ...string) (*Volumes, error) {
 		if !filepath.IsAbs(f) {
 			return nil, fmt.Errorf("forbidden path %q is not absolute", f)
 		}
-		v.forbidden = append(v.forbidden, filepath.Clean(f))
-		if r, err := resolve(filepath.Clean(f)); err == nil && r != filepath.Clean(f) {
-			v.forbidden = append(v.forbidden, r)
-		}
+		v.forbidden = append(v.forbidden, protectedForms(f, "")...)
 	}
 	for _, r := range roots {
 		if r = strings.TrimSpace(r); r == "" {
@@ -169,7 +191,7 @@ func NewVolumes(roots []string, forbidden ...string) (*Volumes, error) {
 		// A root may contain a protected path (Check refuses that path and
 		// its parents), but may not lie inside one.
 		for _, f := range v.forbidden {
-			if within(clean, f) || within(resolved, f) {
+			if within(clean, f.path) || within(resolved, f.path) {
 				return nil, fmt.Errorf("volume root %q lies inside the protected path %s", r, f)
 			}
 		}
@@ -201,6 +223,72 @@ func nests(a, ra, b, rb string) bool {
 	return false
 }
 
+// protectedForms returns p, clean, and its resolved form when that differs.
+func protectedForms(p, what string) []protected {
+	clean := filepath.Clean(p)
+	out := []protected{{path: clean, what: what}}
+	if r, err := resolve(clean); err == nil && r != clean {
+		out = append(out, protected{path: r, what: what})
+	}
+	return out
+}
+
+// Protect adds host paths that no bind source may equal, lie inside or
+// contain, such as the daemon's data root (known once it answers) or the
+// agent's state directory; what says what they are, for messages. Empty
+// paths are skipped; a relative one is an error.
+//
+// A root that lies inside a protected path is refused from then on (binds
+// under it are forbidden, saying why) and Protect returns an error naming
+// it. A root that contains a protected path stays usable: bind sources are
+// single directories directly under the root, so the only ones at stake are
+// <root>/<first component of the path>, and Check refuses them by name; a
+// warning says so.
+func (v *Volumes) Protect(what string, paths ...string) error {
+	var errs []error
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("protected path %q (%s) is not absolute", p, what))
+			continue
+		}
+		for _, f := range protectedForms(p, what) {
+			if slices.ContainsFunc(v.forbidden, func(o protected) bool { return o.path == f.path }) {
+				continue // known: said already
+			}
+			v.forbidden = append(v.forbidden, f)
+			for _, r := range v.roots {
+				switch {
+				case within(r.Path, f.path) || within(r.Resolved, f.path):
+					if r.inside == "" {
+						r.inside = f.String()
+						errs = append(errs, fmt.Errorf("volume root %s lies inside the protected path %s: bind mounts under it are refused; choose a root outside it", r.Path, f))
+					}
+				case within(f.path, r.Path) || within(f.path, r.Resolved):
+					v.log.Warn("volume root contains a protected path: bind mounts of it are refused",
+						"root", r.Path, "protected", f.String(), "refused", r.Path+"/"+firstComponent(f.path, r))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// firstComponent returns the name directly under root on the way to p,
+// which lies inside root.
+func firstComponent(p string, r *rootState) string {
+	rest := strings.TrimPrefix(strings.TrimPrefix(p, r.Resolved), "/")
+	if within(p, r.Path) {
+		rest = strings.TrimPrefix(strings.TrimPrefix(p, r.Path), "/")
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	return first
+}
+
 // SetLogger sets where Ensure logs what it creates (default: nowhere).
 func (v *Volumes) SetLogger(l *slog.Logger) {
 	if l != nil {
@@ -224,7 +312,11 @@ func (v *Volumes) Status() []RootStatus {
 	out := make([]RootStatus, len(v.roots))
 	for i, r := range v.roots {
 		out[i] = RootStatus{Root: r.Root, Checked: r.vis != unchecked, Visible: r.vis == visible}
-		if r.vis == hidden {
+		switch {
+		case r.inside != "":
+			out[i].Visible = false
+			out[i].Problem = insideProblem(r)
+		case r.vis == hidden:
 			out[i].Problem = hiddenProblem(r)
 		}
 	}
@@ -264,6 +356,11 @@ func (v *Volumes) mark(path string, vis visibility, reason string) error {
 func hiddenProblem(r *rootState) string {
 	return fmt.Sprintf("volume root %s %s; add -v %s:%s (compose: volumes:, Helm: volumeRoots)",
 		r.Path, r.reason, r.Path, r.Path)
+}
+
+// insideProblem is the sentence that says a root lies in a protected path.
+func insideProblem(r *rootState) string {
+	return fmt.Sprintf("volume root %s lies inside the protected path %s; choose a root outside it", r.Path, r.inside)
 }
 
 // Check approves the host side of a volume. A host starting with "/" is a bind
@@ -317,7 +414,10 @@ func (v *Volumes) Check(host string) (Mount, error) {
 	}
 	v.mu.RLock()
 	vis, problem := root.vis, ""
-	if vis == hidden {
+	switch {
+	case root.inside != "":
+		vis, problem = hidden, insideProblem(root)
+	case vis == hidden:
 		problem = hiddenProblem(root)
 	}
 	v.mu.RUnlock()
@@ -355,13 +455,15 @@ func (v *Volumes) rootOf(resolved string) *rootState {
 	return nil
 }
 
-// forbiddenBy returns the forbidden path that any of paths equals, lies
-// inside or contains, or "".
+// forbiddenBy returns the protected path (and what it is) that any of paths
+// equals, lies inside or contains, or "".
 func (v *Volumes) forbiddenBy(paths ...string) string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
 	for _, p := range paths {
 		for _, f := range v.forbidden {
-			if within(p, f) || within(f, p) {
-				return f
+			if within(p, f.path) || within(f.path, p) {
+				return f.String()
 			}
 		}
 	}

@@ -257,3 +257,72 @@ func TestNewVolumesRoots(t *testing.T) {
 		t.Errorf("Roots() = %q, want %q", got, want)
 	}
 }
+
+// TestVolumesProtect: H1. With VOLUME_ROOTS=/data and Docker's data root at
+// /data/docker (or the agent's STATE_DIR at /data/lormas-agent), the code
+// before approved binding /data/docker, and the workload then edited another
+// container's hostconfig.json (root on the host) or read the node's key and
+// token. Protected paths are refused by name, and so is the entry of the
+// root on the way to a deeper one; a root inside a protected path is
+// refused whole.
+func TestVolumesProtect(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "data")
+	inner := filepath.Join(dir, "var", "docker", "volumes")
+	v, err := NewVolumes([]string{root, inner})
+	must(t, err)
+	must(t, v.MarkVisible(root))
+	must(t, v.MarkVisible(inner))
+	for _, host := range []string{root + "/docker", root + "/deep", root + "/lormas-agent", inner + "/x"} {
+		if _, err := v.Check(host); err != nil {
+			t.Fatalf("before Protect, Check(%q): %v", host, err)
+		}
+	}
+	must(t, v.Protect("Docker's data root", root+"/docker", ""))
+	must(t, v.Protect("the agent's state directory (STATE_DIR)", root+"/lormas-agent"))
+	must(t, v.Protect("containerd's root", root+"/deep/containerd"))
+	err = v.Protect("Docker's data root", filepath.Join(dir, "var", "docker"))
+	if err == nil || !strings.Contains(err.Error(), "volume root "+inner+" lies inside the protected path "+filepath.Join(dir, "var", "docker")+" (Docker's data root)") {
+		t.Errorf("Protect of a path holding a root: %v, want an error naming the root", err)
+	}
+	if err := v.Protect("x", "relative"); err == nil {
+		t.Error("Protect of a relative path: no error")
+	}
+	for _, tt := range []struct{ host, want string }{
+		{root + "/docker", "touches the protected path " + root + "/docker (Docker's data root)"},
+		{root + "/docker/", "touches the protected path " + root + "/docker (Docker's data root)"},
+		{root + "/lormas-agent", "touches the protected path " + root + "/lormas-agent (the agent's state directory (STATE_DIR))"},
+		{root + "/deep", "touches the protected path " + root + "/deep/containerd (containerd's root)"},
+		{inner + "/x", "touches the protected path " + filepath.Join(dir, "var", "docker") + " (Docker's data root)"},
+	} {
+		_, err := v.Check(tt.host)
+		if protocol.CodeOf(err) != protocol.CodeForbidden || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Check(%q) = %v, want forbidden: %q", tt.host, err, tt.want)
+		}
+	}
+	if _, err := v.Check(root + "/web"); err != nil {
+		t.Errorf("Check of another directory of the root: %v", err)
+	}
+	st := v.Status()
+	if st[1].Visible || !strings.Contains(st[1].Problem, "lies inside the protected path") {
+		t.Errorf("Status of the root inside a protected path: %+v", st[1])
+	}
+	// Said once: protecting the same path again is silent and harmless.
+	must(t, v.Protect("Docker's data root", root+"/docker"))
+}
+
+// TestVolumesDefaultProtectsContainerd: containerd's state, like Docker's,
+// is control of the host's containers.
+func TestVolumesDefaultProtectsContainerd(t *testing.T) {
+	v, err := NewVolumes([]string{"/var/lib"})
+	must(t, err)
+	must(t, v.MarkVisible("/var/lib"))
+	for _, host := range []string{"/var/lib/containerd", "/var/lib/docker"} {
+		if _, err := v.Check(host); protocol.CodeOf(err) != protocol.CodeForbidden || !strings.Contains(err.Error(), "protected path "+host) {
+			t.Errorf("Check(%q) = %v, want forbidden naming it", host, err)
+		}
+	}
+	if _, err := NewVolumes([]string{"/var/lib/containerd/x"}); err == nil {
+		t.Error("a root inside /var/lib/containerd: no error")
+	}
+}

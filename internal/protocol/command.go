@@ -191,11 +191,17 @@ const (
 	MsgUpdated   = "Container updated"
 )
 
-// LogsResult is the result of logs. Dropped counts lines a follow stream had
-// to drop (never, unless the stream could not keep up).
+// LogsResult is the result of logs. Dropped counts the lines a follow stream
+// read from the engine and did not send: dropped while the server read
+// slower than the container wrote (each run of them marked in the stream by
+// a log message with gap), or still buffered when the stream was cancelled
+// or its connection lost. Sent counts the lines it wrote to the connection
+// (follow streams only): read = sent + dropped, and a server that received
+// fewer than sent lost the rest in transit with a connection.
 type LogsResult struct {
 	Logs    []string `json:"logs"`
 	Dropped int      `json:"dropped,omitempty"`
+	Sent    int      `json:"sent,omitempty"`
 }
 
 // ListResult is the result of list.

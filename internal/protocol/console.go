@@ -34,8 +34,10 @@ const (
 const (
 	// DefaultExecTimeout is the timeout of an exec without stdin, seconds.
 	DefaultExecTimeout = 60
-	// ExecOutputCap is how much of each output stream a run-to-completion
-	// exec keeps; the rest is read and discarded (truncated: true).
+	// ExecOutputCap is how much raw output of each stream a
+	// run-to-completion exec keeps at most; ExecOutputEncodedCap bounds
+	// both together as JSON (execoutput.go). The rest is read and
+	// discarded (truncated: true).
 	ExecOutputCap = 1 << 20
 	// DefaultStatsInterval is the interval of a followed stats stream, seconds.
 	DefaultStatsInterval = 1
@@ -214,8 +216,8 @@ type StatsSample struct {
 }
 
 // ExecResult is the result of an exec without stdin. Stdout and Stderr are
-// the output as UTF-8 text (invalid sequences replaced), each cut at
-// ExecOutputCap bytes; Truncated reports a cut.
+// the output as UTF-8 text (invalid sequences replaced), cut by the rule of
+// ExecOutput; Truncated reports a cut.
 type ExecResult struct {
 	ExitCode  int    `json:"exitCode"`
 	Stdout    string `json:"stdout"`

@@ -121,6 +121,8 @@ func TestDecodeEveryType(t *testing.T) {
 			CommandResult{Type: TypeCommandResult, CommandID: "c1", Status: StatusError, Error: "boom", Code: CodeNotFound}},
 		{`{"type":"log","commandId":"c1","containerId":"x","stream":"stdout","line":"hi","timestamp":"t"}`,
 			LogMessage{Type: TypeLog, CommandID: "c1", ContainerID: "x", Stream: "stdout", Line: "hi", Timestamp: "t"}},
+		{`{"type":"log","commandId":"c1","containerId":"x","stream":"stderr","gap":1200,"timestamp":"t"}`,
+			LogMessage{Type: TypeLog, CommandID: "c1", ContainerID: "x", Stream: "stderr", Gap: 1200, Timestamp: "t"}},
 		{`{"type":"command_progress","commandId":"c1","stage":"pull","detail":"50%"}`,
 			CommandProgress{Type: TypeCommandProgress, CommandID: "c1", Stage: "pull", Detail: "50%"}},
 		{`{"type":"container_event","containerId":"x","action":"die","exitCode":3,"timestamp":"t"}`,
@@ -296,6 +298,10 @@ func TestMarshalSetsType(t *testing.T) {
 		{Inventory{}, `{"type":"inventory","containers":[]}`},
 		{LogMessage{CommandID: "c", ContainerID: "x", Stream: "stdout", Lines: []string{"a", "b"}, Timestamp: "t"},
 			`{"type":"log","commandId":"c","containerId":"x","stream":"stdout","lines":["a","b"],"timestamp":"t"}`},
+		{LogMessage{CommandID: "c", ContainerID: "x", Stream: "stdout", Gap: 7, Timestamp: "t"},
+			`{"type":"log","commandId":"c","containerId":"x","stream":"stdout","gap":7,"timestamp":"t"}`},
+		{*Success("c4", LogsResult{Logs: []string{}, Dropped: 9}, nil),
+			`{"type":"command_result","commandId":"c4","status":"success","result":{"logs":[],"dropped":9}}`},
 	}
 	for _, tt := range tests {
 		b, err := json.Marshal(tt.msg)

@@ -126,7 +126,10 @@ type CommandResult struct {
 }
 
 // LogMessage carries lines of a followed log stream (logs with follow:true).
-// Either Line or Lines is set.
+// Either Line or Lines is set, or (extension) Gap alone: Gap lines are
+// missing at this point of the stream, dropped by the agent because the
+// server read slower than the container wrote; Stream and Timestamp then
+// describe the first missing line.
 type LogMessage struct {
 	Type        string   `json:"type"`
 	CommandID   string   `json:"commandId"`
@@ -134,6 +137,7 @@ type LogMessage struct {
 	Stream      string   `json:"stream"`
 	Line        string   `json:"line,omitempty"`
 	Lines       []string `json:"lines,omitempty"`
+	Gap         int      `json:"gap,omitempty"`
 	Timestamp   string   `json:"timestamp"`
 }
 

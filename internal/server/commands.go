@@ -140,7 +140,9 @@ func (srv *Server) dispatch(ctx context.Context, nodeID string, cmd *protocol.Co
 // ({line, stream?, timestamp?}), then one "result" event with the
 // command_result. With follow=1 the agent follows the log until the
 // container stops or the client disconnects (the server then sends the
-// agent a cancel). Query: follow, lines, since, timestamps.
+// agent a cancel); a "gap" event ({lines, stream, timestamp}) marks where
+// the agent dropped lines because the stream fell behind the container.
+// Query: follow, lines, since, timestamps.
 func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	n, ok := srv.lookupNode(w, r)
 	if !ok {
@@ -285,12 +287,28 @@ type logLine struct {
 	Timestamp string `json:"timestamp,omitempty"`
 }
 
+// logGap is the payload of a "gap" event: lines are missing at this point
+// of the stream (the agent dropped them).
+type logGap struct {
+	Lines     int    `json:"lines"`
+	Stream    string `json:"stream,omitempty"`
+	Timestamp string `json:"timestamp,omitempty"`
+}
+
 // sendLogLines turns one agent log frame (a line, or a batch in "lines")
-// into one event per line.
+// into one event per line, and a gap marker into a "gap" event.
 func sendLogLines(out *sseWriter, frame []byte) error {
 	var m protocol.LogMessage
 	if err := json.Unmarshal(frame, &m); err != nil {
 		return nil // decoded once already; cannot happen
+	}
+	if m.Gap > 0 {
+		if err := out.send(jsonEvent("gap", logGap{Lines: m.Gap, Stream: m.Stream, Timestamp: m.Timestamp})); err != nil {
+			return err
+		}
+		if m.Line == "" && len(m.Lines) == 0 {
+			return nil
+		}
 	}
 	lines := m.Lines
 	if len(lines) == 0 {

@@ -23,7 +23,7 @@ import (
 //	GET  /api/nodes/{id}/containers/{containerId}/exec      WebSocket: ?cmd=sh&cmd=-l&tty=1&cols=&rows=&user=&workingDir=&env=K=V
 //	GET  /api/nodes/{id}/containers/{containerId}/attach    WebSocket: ?lines=N
 //	GET  /api/nodes/{id}/containers/{containerId}/stats     ?follow=1&interval=N: Server-Sent Events
-//	POST /api/nodes/{id}/containers/{containerId}/tickets   a one-time ticket for the three above
+//	POST /api/nodes/{id}/containers/{containerId}/tickets   {"action":"exec"|"attach"|"stats"}: a one-time ticket for one of the three above
 //
 // A WebSocket bridge carries raw bytes in binary frames both ways; a text
 // frame {"type":"resize","cols":C,"rows":R} resizes the terminal and
@@ -44,9 +44,9 @@ const (
 func (srv *Server) consoleRoutes(mux *http.ServeMux) {
 	const base = "/api/nodes/{id}/containers/{containerId}/"
 	mux.HandleFunc("POST "+base+"exec", srv.admin(srv.handleExec))
-	mux.HandleFunc("GET "+base+"exec", srv.consoleAuth(srv.handleExecSocket))
-	mux.HandleFunc("GET "+base+"attach", srv.consoleAuth(srv.handleAttachSocket))
-	mux.HandleFunc("GET "+base+"stats", srv.consoleAuth(srv.handleStats))
+	mux.HandleFunc("GET "+base+"exec", srv.consoleAuth(ticketExec, srv.handleExecSocket))
+	mux.HandleFunc("GET "+base+"attach", srv.consoleAuth(ticketAttach, srv.handleAttachSocket))
+	mux.HandleFunc("GET "+base+"stats", srv.consoleAuth(ticketStats, srv.handleStats))
 	mux.HandleFunc("POST "+base+"tickets", srv.admin(srv.handleTicket))
 }
 

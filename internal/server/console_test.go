@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -99,14 +100,15 @@ func (a *testAgent) nextOf(typ string) protocol.Message {
 	}
 }
 
-func (h *harness) ticket(node, container string) string {
+func (h *harness) ticket(node, container, action string) string {
 	h.t.Helper()
 	var t struct {
 		Ticket    string `json:"ticket"`
+		Action    string `json:"action"`
 		ExpiresAt string `json:"expiresAt"`
 	}
-	decode(h.t, h.admin("POST", "/api/nodes/"+node+"/containers/"+container+"/tickets", nil, http.StatusCreated), &t)
-	if len(t.Ticket) < 40 || t.ExpiresAt == "" {
+	decode(h.t, h.admin("POST", "/api/nodes/"+node+"/containers/"+container+"/tickets", map[string]string{"action": action}, http.StatusCreated), &t)
+	if len(t.Ticket) < 40 || t.ExpiresAt == "" || t.Action != action {
 		h.t.Fatalf("ticket %+v", t)
 	}
 	return t.Ticket
@@ -119,7 +121,7 @@ func TestConsoleExecBridgeWithTicket(t *testing.T) {
 	h := newHarness(t, nil)
 	n := h.createNode("console")
 	a := h.connect(n.ID, n.Token)
-	tk := h.ticket(n.ID, "web")
+	tk := h.ticket(n.ID, "web", "exec")
 	c, status := h.openConsole("/api/nodes/"+n.ID+"/containers/web/exec?cmd=sh&cmd=-l&tty=1&cols=90&rows=30&ticket="+url.QueryEscape(tk), false)
 	if status != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade with a ticket = %d", status)
@@ -161,11 +163,11 @@ func TestConsoleExecBridgeWithTicket(t *testing.T) {
 	if _, status := h.openConsole("/api/nodes/"+n.ID+"/containers/web/exec?cmd=sh&ticket="+url.QueryEscape(tk), false); status != http.StatusUnauthorized {
 		t.Errorf("second use of a ticket = %d, want 401", status)
 	}
-	other := h.ticket(n.ID, "db")
+	other := h.ticket(n.ID, "db", "attach")
 	if _, status := h.openConsole("/api/nodes/"+n.ID+"/containers/web/attach?ticket="+url.QueryEscape(other), false); status != http.StatusUnauthorized {
 		t.Errorf("a ticket of another container = %d, want 401", status)
 	}
-	expired := h.ticket(n.ID, "web")
+	expired := h.ticket(n.ID, "web", "attach")
 	h.srv.setClock(func() time.Time { return time.Now().Add(time.Minute) })
 	if _, status := h.openConsole("/api/nodes/"+n.ID+"/containers/web/attach?ticket="+url.QueryEscape(expired), false); status != http.StatusUnauthorized {
 		t.Errorf("an expired ticket = %d, want 401", status)
@@ -175,6 +177,78 @@ func TestConsoleExecBridgeWithTicket(t *testing.T) {
 	}
 	if strings.Contains(h.logs.String(), tk) || strings.Contains(h.logs.String(), other) {
 		t.Error("a ticket appears in the server's logs")
+	}
+}
+
+// Review L3: tickets were not tied to an action, so one minted for a stats
+// graph or a read-only attach view opened GET .../exec?cmd=sh&user=root.
+// Now the ticket request names the action, and a ticket opens that
+// endpoint only (and is used up when presented at another).
+func TestConsoleTicketIsForOneAction(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("tickets")
+	a := h.connect(n.ID, n.Token)
+	base := "/api/nodes/" + n.ID + "/containers/web/"
+	for _, action := range []string{"stats", "attach"} {
+		tk := h.ticket(n.ID, "web", action)
+		if _, status := h.openConsole(base+"exec?cmd=sh&user=root&ticket="+url.QueryEscape(tk), false); status != http.StatusUnauthorized {
+			t.Errorf("a %s ticket at exec = %d, want 401", action, status)
+		}
+		// Presented at the wrong endpoint, it is used up.
+		if action == "attach" {
+			if _, status := h.openConsole(base+"attach?ticket="+url.QueryEscape(tk), false); status != http.StatusUnauthorized {
+				t.Errorf("an attach ticket after its use at exec = %d, want 401", status)
+			}
+		}
+	}
+	exec := h.ticket(n.ID, "web", "exec")
+	if _, status := h.openConsole(base+"attach?ticket="+url.QueryEscape(exec), false); status != http.StatusUnauthorized {
+		t.Errorf("an exec ticket at attach = %d, want 401", status)
+	}
+
+	// Each opens its own endpoint.
+	attach := h.ticket(n.ID, "web", "attach")
+	if _, status := h.openConsole(base+"attach?ticket="+url.QueryEscape(attach), false); status != http.StatusSwitchingProtocols {
+		t.Fatalf("an attach ticket at attach = %d, want 101", status)
+	}
+	if cmd := a.nextOf(protocol.TypeCommand).(protocol.Command); cmd.Action != protocol.ActionAttach {
+		t.Errorf("command %+v, want attach", cmd)
+	}
+	stats := h.ticket(n.ID, "web", "stats")
+	status := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(h.url + base + "stats?follow=1&ticket=" + url.QueryEscape(stats))
+		if err != nil {
+			status <- 0
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	cmd := a.nextOf(protocol.TypeCommand).(protocol.Command)
+	if cmd.Action != protocol.ActionStats || !cmd.Follow {
+		t.Fatalf("command %+v, want stats with follow", cmd)
+	}
+	a.send(protocol.Success(cmd.ID, protocol.StatsFollowResult{}, nil))
+	if got := <-status; got != http.StatusOK {
+		t.Errorf("a stats ticket at stats = %d, want 200", got)
+	}
+
+	// The request must name one of the three actions.
+	for _, c := range []struct {
+		body any
+		want string
+	}{
+		{nil, "request body is empty"},
+		{map[string]string{}, "action is required"},
+		{map[string]string{"action": "shell"}, `got "shell"`},
+		{map[string]string{"action": "exec", "cmd": "sh"}, "unknown field"},
+	} {
+		resp, data := h.request("POST", base+"tickets", c.body, testAdminToken)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(errorOf(t, data), c.want) {
+			t.Errorf("ticket request %v = %d %s, want 400 %q", c.body, resp.StatusCode, data, c.want)
+		}
 	}
 }
 

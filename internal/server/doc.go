@@ -120,9 +120,10 @@
 //	       text/event-stream of "log" events {line, stream, timestamp} and a
 //	       final "result" event (the command_result); with follow the stream
 //	       runs until the container stops, and a client disconnect sends the
-//	       agent a cancel. "dropped" {frames} reports log frames dropped for a
-//	       client too slow to keep up; "error" ends a stream whose node
-//	       disconnected.
+//	       agent a cancel. "gap" {lines, stream, timestamp} marks where the
+//	       agent dropped lines because the stream fell behind the container;
+//	       "dropped" {frames} reports log frames dropped for a client too slow
+//	       to keep up; "error" ends a stream whose node disconnected.
 //	POST   /api/nodes/enroll           Authorization: Bearer <enrollment token>,
 //	       {name, publicKey?, timestamp?, signature?, nodeId?, token?}
 //	       201 {id, name, token, expiresAt?} for a new node; 200 (same shape)

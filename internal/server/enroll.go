@@ -60,17 +60,38 @@ type enrollProof struct {
 }
 
 // handleEnroll is POST /api/nodes/enroll.
+//
+// The failure budget gates requests without the enrollment token only:
+// bad tokens from a neighbour behind the same address (a workload behind
+// Docker NAT, anyone behind the same proxy) never lock out a holder of the
+// right one, renewals included. Refusals of requests that carry the right
+// token still count against the budget and are aggregated in the log.
 func (srv *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	remote := clientAddr(r)
 	quietRequestLog(r) // every outcome has its audit line or summary
-	if ok, wait, logNow := srv.limiter.allow(remote); !ok {
-		if logNow {
-			srv.audit.Warn("enrollment refused", "reason", "rate_limited", "remote", remote)
+	if !srv.hasEnrollmentToken(r) {
+		if ok, wait, logNow := srv.limiter.allow(remote); !ok {
+			if logNow {
+				srv.audit.Warn("enrollment refused", "reason", "rate_limited", "remote", remote)
+			}
+			w.Header().Set("Retry-After", retryAfterSeconds(wait))
+			writeError(w, http.StatusTooManyRequests, "too many failed enrollments from %s; retry in %s s", remote, retryAfterSeconds(wait))
+			return
 		}
-		w.Header().Set("Retry-After", retryAfterSeconds(wait))
-		writeError(w, http.StatusTooManyRequests, "too many failed enrollments from %s; retry in %s s", remote, retryAfterSeconds(wait))
-		return
 	}
+	srv.answerEnrollment(w, r, remote)
+}
+
+// hasEnrollmentToken reports whether r carries the enrollment token
+// (constant-time comparison of hashes).
+func (srv *Server) hasEnrollmentToken(r *http.Request) bool {
+	token, err := bearerToken(r)
+	return err == nil && hashMatches(token, srv.creds.enrollHash)
+}
+
+// answerEnrollment runs the enrollment and answers it; refusals count
+// against the address's failure budget.
+func (srv *Server) answerEnrollment(w http.ResponseWriter, r *http.Request, remote string) {
 	var req protocol.EnrollRequest
 	res, status, err := srv.enroll(w, r, remote, &req)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 // fakeClock is a settable clock for the limiter.
@@ -184,9 +186,10 @@ func TestBadTokenFloodIsLimitedAndAggregated(t *testing.T) {
 		t.Errorf("429 without a Retry-After (%q)", retryAfter)
 	}
 	// The connected agent is not affected; the enrollment endpoint is
-	// limited for that address as well.
+	// limited for that address as well (for requests without the right
+	// enrollment token: TestFloodedAddressKeepsValidCredentials).
 	h.stillServes(a, n.ID)
-	if resp, _ := h.enrollBody(map[string]string{"name": "x"}); resp.StatusCode != http.StatusTooManyRequests {
+	if resp, _ := h.request("POST", "/api/nodes/enroll", map[string]string{"name": "x"}, "wrong-enrollment-token"); resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("enrollment from the flooding address: %d, want 429", resp.StatusCode)
 	}
 
@@ -226,5 +229,71 @@ func TestLimiterStopsWithTheServer(t *testing.T) {
 	}
 	if err := l.close(ctx); err != nil { // idempotent
 		t.Fatal(err)
+	}
+}
+
+// Review M3: the failure budget was checked before authentication, keyed
+// by address only, so a workload on the agent's host (behind Docker NAT,
+// or anyone behind the same proxy) sending garbage tokens kept every valid
+// agent at that address out with 429, renewals included. Now only failures
+// are gated: a valid current node token upgrades and a request with the
+// right enrollment token is served whatever the address's budget, while
+// bad tokens still get 429 and aggregated logs.
+func TestFloodedAddressKeepsValidCredentials(t *testing.T) {
+	h := newHarness(t, map[string]string{"AUTH_FAILURE_BURST": "10", "AUTH_FAILURE_INTERVAL": "1h", "NODE_TOKEN_TTL": "1h"})
+	n := h.createNode("behind-nat")
+	k := newTestKey(t)
+	enrolled, _ := h.enrollWith(k.request("enrolled-behind-nat", time.Now().Add(-time.Minute)), http.StatusCreated)
+	bad := n.Token[:len(n.Token)-4] + "AAAA" // broken signature
+	flood := func(count int) map[int]int {
+		statuses := map[int]int{}
+		for range count {
+			resp, _ := h.upgradeRequest(t, bad)
+			statuses[resp.StatusCode]++
+		}
+		return statuses
+	}
+	if got := flood(50); got[http.StatusUnauthorized] != 10 || got[http.StatusTooManyRequests] != 40 {
+		t.Fatalf("flood statuses %v, want 10 x 401 then 40 x 429", got)
+	}
+
+	// A valid current node token upgrades and its session works.
+	a := h.connect(n.ID, n.Token)
+	h.stillServes(a, n.ID)
+	// A new enrollment and a renewal with the right enrollment token.
+	fresh, _ := h.enrollWith(protocol.EnrollRequest{Name: "new-behind-nat"}, http.StatusCreated)
+	if fresh.Token == "" {
+		t.Fatalf("enrollment behind the flooded address: %+v", fresh)
+	}
+	renewal := k.request("enrolled-behind-nat", time.Now())
+	renewal.NodeID, renewal.Token = enrolled.ID, enrolled.Token
+	if renewed, _ := h.enrollWith(renewal, http.StatusOK); renewed.ID != enrolled.ID || renewed.Token == "" {
+		t.Fatalf("renewal behind the flooded address: %+v", renewed)
+	}
+
+	// Failures are still gated: a bad node token, a wrong enrollment token,
+	// a validly signed but revoked node token.
+	if got := flood(5); got[http.StatusTooManyRequests] != 5 {
+		t.Errorf("bad tokens after the valid ones: %v, want 5 x 429", got)
+	}
+	if resp, _ := h.request("POST", "/api/nodes/enroll", map[string]string{"name": "y"}, "wrong-enrollment-token"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("wrong enrollment token: %d, want 429", resp.StatusCode)
+	}
+	h.admin("PATCH", "/api/nodes/"+n.ID+"/token", nil, http.StatusOK)
+	if resp, _ := h.upgradeRequest(t, n.Token); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("revoked token: %d, want 429", resp.StatusCode)
+	}
+
+	if err := h.srv.Close(); err != nil { // flushes the summaries
+		t.Fatal(err)
+	}
+	logs := h.logs.String()
+	if !strings.Contains(logs, "authentication failures from client address (summary)") || !strings.Contains(logs, "rateLimited=47") {
+		t.Errorf("no summary counting the 47 rate-limited requests:\n%s", logs)
+	}
+	for _, tok := range []string{bad, n.Token, enrolled.Token, fresh.Token} {
+		if strings.Contains(logs, tok) {
+			t.Errorf("a token in the logs")
+		}
 	}
 }

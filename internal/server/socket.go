@@ -67,22 +67,30 @@ func tokenRefusalReason(err error) string {
 // agent's WebSocket session. Refused tokens count against the client
 // address's failure budget (429 once spent) and are logged through the
 // audit log's aggregation, never one line per request.
+//
+// The budget gates failures only: the token is checked first (its HS256
+// signature and exp, the cheap part, then the node's current token id), so
+// a valid current token is never answered 429, however many bad tokens
+// came from the same address (a workload on the agent's host behind Docker
+// NAT, or anyone behind the same proxy). A bad token while the budget is
+// spent costs one HMAC and gets 429; a validly signed but revoked one also
+// costs its node lookup.
 func (srv *Server) handleSocket(w http.ResponseWriter, r *http.Request) {
 	remote := clientAddr(r)
 	quietRequestLog(r)
-	if ok, wait, logNow := srv.limiter.allow(remote); !ok {
-		if logNow {
-			srv.audit.Warn("node token refused", "reason", "rate_limited", "remote", remote)
-		}
-		w.Header().Set("Retry-After", retryAfterSeconds(wait))
-		writeError(w, http.StatusTooManyRequests, "too many failed authentications from %s; retry in %s s", remote, retryAfterSeconds(wait))
-		return
-	}
 	n, claims, err := srv.authenticateNode(r.Context(), nodeToken(r))
 	if err != nil {
 		switch {
 		case errors.Is(err, errTokenMissing), errors.Is(err, errTokenInvalid), errors.Is(err, errTokenExpired),
 			errors.Is(err, errTokenRevoked), errors.Is(err, errNodeUnknown):
+			if ok, wait, logNow := srv.limiter.allow(remote); !ok {
+				if logNow {
+					srv.audit.Warn("node token refused", "reason", "rate_limited", "remote", remote)
+				}
+				w.Header().Set("Retry-After", retryAfterSeconds(wait))
+				writeError(w, http.StatusTooManyRequests, "too many failed authentications from %s; retry in %s s", remote, retryAfterSeconds(wait))
+				return
+			}
 			reason := tokenRefusalReason(err)
 			if srv.limiter.fail(remote, reason) {
 				// The node id of a token with a valid signature only: an

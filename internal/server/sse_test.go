@@ -94,6 +94,34 @@ func TestLogsFollow(t *testing.T) {
 	}
 }
 
+// TestLogsFollowPassesGapsOn: a gap the agent reports reaches the client
+// as a "gap" event in its place, and the result event carries the counts.
+func TestLogsFollowPassesGapsOn(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("flooding")
+	a := h.connect(n.ID, n.Token)
+	logs := h.stream("/api/nodes/" + n.ID + "/containers/web/logs?follow=1")
+	cmd := a.command()
+	a.send(protocol.LogMessage{CommandID: cmd.ID, ContainerID: "web", Stream: "stdout", Line: "before"})
+	a.send(protocol.LogMessage{CommandID: cmd.ID, ContainerID: "web", Stream: "stdout", Gap: 1200, Timestamp: "t2"})
+	a.send(protocol.LogMessage{CommandID: cmd.ID, ContainerID: "web", Stream: "stdout", Line: "after"})
+	a.send(protocol.Success(cmd.ID, protocol.LogsResult{Logs: []string{}, Dropped: 1200, Sent: 2}, nil))
+	want := []struct{ name, data string }{
+		{"log", `{"line":"before","stream":"stdout"}`},
+		{"gap", `{"lines":1200,"stream":"stdout","timestamp":"t2"}`},
+		{"log", `{"line":"after","stream":"stdout"}`},
+	}
+	for _, w := range want {
+		if ev := logs.next(); ev.name != w.name || string(ev.data) != w.data {
+			t.Errorf("event = %s %s, want %s %s", ev.name, ev.data, w.name, w.data)
+		}
+	}
+	if ev := logs.next(); ev.name != "result" || !strings.Contains(string(ev.data), `"dropped":1200`) {
+		t.Errorf("event = %s %s, want the result with its dropped count", ev.name, ev.data)
+	}
+	logs.ended()
+}
+
 func TestLogsFollowEndsWithResult(t *testing.T) {
 	h := newHarness(t, nil)
 	n := h.createNode("finite")

@@ -101,6 +101,14 @@ Settings that must never carry a token as a plain value: fail the render instead
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if eq .Values.token.source "enrollment" }}
+{{- $state := .Values.token.enrollment.stateHostPath }}
+{{- range .Values.volumeRoots }}
+{{- if or (eq . $state) (hasPrefix (printf "%s/" .) $state) (hasPrefix (printf "%s/" $state) .) }}
+{{- fail (printf "token.enrollment.stateHostPath %s and volumeRoots %s overlap: the agent's state (node key and token) may not lie under a volume root, nor a root in it" $state .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range .Values.extraEnv }}
 {{- if and (has .name $secretVars) (hasKey . "value") }}
 {{- fail (printf "extraEnv %s: tokens are never plain values; use token.source (a Secret mounted as a file)" .name) }}

@@ -11,6 +11,9 @@ package main
 //	            "stdin closed" and exits 0.
 //	size        prints "size ROWS COLS" once and exits 0.
 //	burn N      keeps N CPUs busy until killed.
+//	nuls N      writes N NUL bytes to stdout and N to stderr, interleaved in
+//	            32 KiB chunks, and exits 0 (output that grows sixfold as
+//	            JSON: \u0000).
 //
 // SIGTERM and SIGINT end every mode with status 0.
 
@@ -37,6 +40,13 @@ func init() {
 	case "size":
 		rows, cols := termSize()
 		fmt.Printf("size %d %d\n", rows, cols)
+		os.Exit(0)
+	case "nuls":
+		n := 0
+		if len(os.Args) > 2 {
+			n, _ = strconv.Atoi(os.Args[2])
+		}
+		nuls(n)
 		os.Exit(0)
 	case "burn":
 		exitOnSignal()
@@ -88,6 +98,16 @@ func termSize() (rows, cols int) {
 		return 0, 0
 	}
 	return int(ws.Row), int(ws.Col)
+}
+
+func nuls(n int) {
+	chunk := make([]byte, 32<<10)
+	for n > 0 {
+		c := chunk[:min(n, len(chunk))]
+		_, _ = os.Stdout.Write(c)
+		_, _ = os.Stderr.Write(c)
+		n -= len(c)
+	}
 }
 
 func burn(n int) {

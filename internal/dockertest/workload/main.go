@@ -9,6 +9,10 @@
 //	-delay D            wait D before printing anything                          WORKLOAD_DELAY
 //	-flood              print "flood line N" as fast as possible, forever        WORKLOAD_FLOOD
 //	                    (or N lines with -lines N)
+//	-rate N             with -flood: at most N lines a second                    WORKLOAD_RATE
+//	-pad BYTES          pad every numbered line with "x" to BYTES (before "\n")   WORKLOAD_PAD
+//	-run-stamp          begin every numbered line with "run T " where T is the   WORKLOAD_RUN_STAMP
+//	                    process start in Unix nanoseconds (tells restarts apart)
 //	-listen ADDR        serve HTTP 200 "ok" on TCP ADDR (":8080")                WORKLOAD_LISTEN
 //	-listen-udp ADDR    echo UDP datagrams on ADDR                               WORKLOAD_LISTEN_UDP
 //	-alloc BYTES        allocate and touch BYTES of memory                       WORKLOAD_ALLOC
@@ -22,6 +26,10 @@
 //	-escape DIR         try every way out of the bind mount DIR a process of the container
 //	                    can take, printing "escape <what>: ok|<error>" for each
 //	-ls DIR             print "ls DIR: <names, sorted, space-separated>" (every start)
+//	-plant DIR          leave DIR/suid (a copy of this program, setuid, mode 04755) and
+//	                    DIR/null (the character device 1:3), as a root workload can:
+//	                    "plant DIR/suid: ok|<error>", "plant DIR/null: ok|<error>"
+//	-whoami             print "whoami: uid=U euid=E" (run as a setuid copy: E is its owner)
 //
 // As PID 1 of a container a process without a SIGTERM handler never sees
 // SIGTERM, so the workload handles it: it exits 0 unless -ignore-sigterm.
@@ -49,6 +57,9 @@ func main() {
 	interval := flag.Duration("interval", envDuration("WORKLOAD_INTERVAL", 0), "pause between lines")
 	delay := flag.Duration("delay", envDuration("WORKLOAD_DELAY", 0), "wait before printing")
 	flood := flag.Bool("flood", envBool("WORKLOAD_FLOOD"), "print lines as fast as possible")
+	rate := flag.Int("rate", envInt("WORKLOAD_RATE", 0), "flood: at most this many lines a second")
+	pad := flag.Int("pad", envInt("WORKLOAD_PAD", 0), "pad numbered lines with x to this many bytes")
+	runStamp := flag.Bool("run-stamp", envBool("WORKLOAD_RUN_STAMP"), `begin numbered lines with "run <start ns> "`)
 	listen := flag.String("listen", os.Getenv("WORKLOAD_LISTEN"), "TCP address to serve HTTP 200 on")
 	listenUDP := flag.String("listen-udp", os.Getenv("WORKLOAD_LISTEN_UDP"), "UDP address to echo on")
 	alloc := flag.Int64("alloc", int64(envInt("WORKLOAD_ALLOC", 0)), "bytes of memory to allocate")
@@ -58,7 +69,16 @@ func main() {
 	symlink := flag.String("symlink", "", "LINK=TARGET: symlink to create")
 	escape := flag.String("escape", "", "bind mount to try to escape from")
 	ls := flag.String("ls", "", "directory to list")
+	plantDir := flag.String("plant", "", "directory to leave a setuid program and a device node in")
+	whoami := flag.Bool("whoami", false, "print the real and effective uid")
 	flag.Parse()
+
+	if *whoami {
+		fmt.Printf("whoami: uid=%d euid=%d\n", os.Getuid(), os.Geteuid())
+	}
+	if *plantDir != "" {
+		plant(*plantDir)
+	}
 
 	if *cat != "" {
 		b, err := os.ReadFile(*cat)
@@ -109,20 +129,43 @@ func main() {
 		go echoUDP(*listenUDP)
 	}
 
+	prefix := ""
+	if *runStamp {
+		prefix = fmt.Sprintf("run %d ", time.Now().UnixNano())
+	}
+	line := func(buf []byte, kind string, i int) []byte {
+		buf = fmt.Appendf(buf[:0], "%s%s line %d", prefix, kind, i)
+		if n := *pad - len(buf); n > 0 {
+			buf = append(buf, ' ')
+			for ; n > 1; n-- {
+				buf = append(buf, 'x')
+			}
+		}
+		return append(buf, '\n')
+	}
+	var buf []byte
 	time.Sleep(*delay)
 	if *flood {
 		out := bufio.NewWriterSize(os.Stdout, 64<<10)
+		began := time.Now()
 		for i := 1; *lines == 0 || i <= *lines; i++ {
-			fmt.Fprintf(out, "flood line %d\n", i)
+			buf = line(buf, "flood", i)
+			out.Write(buf)
+			if *rate > 0 && i%1000 == 0 {
+				out.Flush()
+				time.Sleep(time.Until(began.Add(time.Duration(i) * time.Second / time.Duration(*rate))))
+			}
 		}
 		out.Flush()
 	} else {
 		for i := 1; i <= max(*lines, *stderrLines); i++ {
 			if i <= *lines {
-				fmt.Fprintf(os.Stdout, "stdout line %d\n", i)
+				buf = line(buf, "stdout", i)
+				os.Stdout.Write(buf)
 			}
 			if i <= *stderrLines {
-				fmt.Fprintf(os.Stderr, "stderr line %d\n", i)
+				buf = line(buf, "stderr", i)
+				os.Stderr.Write(buf)
 			}
 			if *interval > 0 {
 				time.Sleep(*interval)
@@ -154,6 +197,26 @@ func list(dir string) {
 		return
 	}
 	fmt.Printf("ls %s: %s\n", dir, strings.Join(names, " "))
+}
+
+// plant leaves a setuid copy of this program and a device node in dir.
+func plant(dir string) {
+	suid := func() error {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(self)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(dir+"/suid", data, 0o755); err != nil {
+			return err
+		}
+		return os.Chmod(dir+"/suid", os.ModeSetuid|0o755)
+	}
+	fmt.Printf("plant %s/suid: %s\n", dir, result(suid()))
+	fmt.Printf("plant %s/null: %s\n", dir, result(syscall.Mknod(dir+"/null", syscall.S_IFCHR|0o666, 1<<8|3)))
 }
 
 // tryEscape attempts, as the container's user with Docker's default
