@@ -166,16 +166,8 @@ func (srv *Server) bridge(w http.ResponseWriter, r *http.Request, cmd *protocol.
 		writeError(w, http.StatusBadRequest, "expected a WebSocket upgrade request")
 		return
 	}
-	frame := mustMarshal(cmd)
-	wt := newWaiter(cmd.ID, n.ID, frame, true)
-	wt.logs = make(chan []byte, bridgeBuffer)
-	sess, err := srv.hub.register(wt)
-	switch {
-	case errors.Is(err, errNotConnected):
-		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
-		return
-	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, "%v", err)
+	frame, wt, sess, ok := srv.registerStream(w, n.ID, cmd)
+	if !ok {
 		return
 	}
 	defer srv.hub.unregister(wt)
@@ -192,7 +184,7 @@ func (srv *Server) bridge(w http.ResponseWriter, r *http.Request, cmd *protocol.
 	// session while the client finishes its handshake; input the client
 	// sends first reaches the agent after the command.
 	sctx, cancel := context.WithTimeout(r.Context(), writeTimeout)
-	err = sess.send(sctx, frame)
+	err := sess.send(sctx, frame)
 	cancel()
 	if err != nil {
 		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
@@ -401,16 +393,8 @@ func (srv *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	frame := mustMarshal(cmd)
-	wt := newWaiter(cmd.ID, n.ID, frame, true)
-	wt.logs = make(chan []byte, bridgeBuffer)
-	sess, err := srv.hub.register(wt)
-	switch {
-	case errors.Is(err, errNotConnected):
-		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
-		return
-	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, "%v", err)
+	frame, wt, sess, ok := srv.registerStream(w, n.ID, &cmd)
+	if !ok {
 		return
 	}
 	defer srv.hub.unregister(wt)
@@ -463,4 +447,24 @@ func (srv *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// registerStream registers a streaming waiter for cmd on node's session and
+// returns the command's frame to send; on failure it has answered w (409
+// when the node is not connected, else 503) and ok is false. The caller
+// unregisters wt when the stream ends.
+func (srv *Server) registerStream(w http.ResponseWriter, nodeID string, cmd *protocol.Command) (frame []byte, wt *waiter, sess *session, ok bool) {
+	frame = mustMarshal(cmd)
+	wt = newWaiter(cmd.ID, nodeID, frame, true)
+	wt.logs = make(chan []byte, bridgeBuffer)
+	sess, err := srv.hub.register(wt)
+	switch {
+	case errors.Is(err, errNotConnected):
+		writeError(w, http.StatusConflict, "node %s is not connected", nodeID)
+		return nil, nil, nil, false
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "%v", err)
+		return nil, nil, nil, false
+	}
+	return frame, wt, sess, true
 }
