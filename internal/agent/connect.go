@@ -60,7 +60,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 			}
 			d := b.Next()
 			a.log.Info("reconnecting", "in", d.Round(time.Millisecond), "attempt", b.Attempt())
-			if !sleep(ctx, d) {
+			if !backoff.Sleep(ctx, d) {
 				return nil
 			}
 			a.obs.Reconnect()

@@ -26,7 +26,7 @@ func (a *Agent) eventsLoop(ctx context.Context) {
 		if ok, n := fail.allow(); ok {
 			a.log.Warn("container event stream ended; resubscribing", "err", err, "suppressedLogs", n)
 		}
-		if !sleep(ctx, b.Next()) {
+		if !backoff.Sleep(ctx, b.Next()) {
 			return
 		}
 	}

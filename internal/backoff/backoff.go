@@ -8,6 +8,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -100,4 +101,18 @@ func (b *Backoff) MarkDisconnected(now time.Time) bool {
 	}
 	b.Reset()
 	return true
+}
+
+// Sleep waits d or until ctx ends, and reports whether the full time
+// passed: the one wait of every retry loop (reconnects, resubscriptions,
+// log stream resumes).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
@@ -95,7 +96,7 @@ type follower struct {
 // running tells whether the container ran when the stream was opened: only
 // then can lines follow the ones the engine sent.
 func (f *follower) run(ctx context.Context, tail string, running bool) error {
-	backoff := resumeMinBackoff
+	wait := resumeMinBackoff
 	for {
 		opened, err := f.stream(ctx, tail)
 		switch {
@@ -132,12 +133,12 @@ func (f *follower) run(ctx context.Context, tail string, running bool) error {
 			if f.lines == 0 && running {
 				// The engine ended a stream of a running container at once
 				// again: do not spin.
-				if !sleep(ctx, backoff) {
+				if !backoff.Sleep(ctx, wait) {
 					return nil
 				}
-				backoff = min(2*backoff, resumeMaxBackoff)
+				wait = min(2*wait, resumeMaxBackoff)
 			} else {
-				backoff = resumeMinBackoff
+				wait = resumeMinBackoff
 			}
 			running = true
 		case running:
@@ -313,25 +314,13 @@ func (f *follower) waitRestart(ctx context.Context, st *container.State) bool {
 		case !st.Restarting && time.Since(stopped) >= restartGrace:
 			return false
 		}
-		if !sleep(ctx, restartPoll) {
+		if !backoff.Sleep(ctx, restartPoll) {
 			return false
 		}
 		var err error
 		if st, err = f.state(ctx); err != nil {
 			return false
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 
