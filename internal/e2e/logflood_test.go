@@ -4,11 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,29 +23,6 @@ const (
 	// The agent's RSS may grow this much over idle during a flood.
 	floodRSSGrowth = 64 << 20
 )
-
-var (
-	plainAgentOnce sync.Once
-	plainAgentErr  error
-)
-
-// plainAgent builds lormas-agent without the race detector once: the
-// flood's RSS and pace are the product's, not the detector's (which takes
-// several times the memory and CPU).
-func plainAgent(t *testing.T) string {
-	t.Helper()
-	const name = "lormas-agent-plain"
-	plainAgentOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-ldflags", "-X main.version=e2e-test", "-o", filepath.Join(binDir, name), "../../cmd/lormas-agent")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			plainAgentErr = fmt.Errorf("build %s: %v\n%s", name, err, out)
-		}
-	})
-	if plainAgentErr != nil {
-		t.Fatal(plainAgentErr)
-	}
-	return name
-}
 
 // followed is one follow stream as the server received it.
 type followed struct {
@@ -152,7 +126,7 @@ func TestLogFlood(t *testing.T) {
 	}
 	cli := dockertest.Require(t)
 	image := dockertest.WorkloadImage(t)
-	bin := plainAgent(t)
+	bin := buildPlainAgent(t)
 	nodeID := "node-" + randomHex(t, 8)
 	token := nodeToken(t, nodeID)
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: token, MaxMessageBytes: 4 << 20})

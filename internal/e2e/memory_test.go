@@ -145,46 +145,7 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 	idle, _ := procMemory(t, pid)
 
 	// Sample the agent's RSS until the test has its results.
-	var (
-		sampleMu  sync.Mutex
-		sampled   int64
-		samples   int
-		stopProbe = make(chan struct{})
-		probeDone = make(chan struct{})
-	)
-	go func() {
-		defer close(probeDone)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopProbe:
-				return
-			case <-tick.C:
-			}
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-			if err != nil {
-				return
-			}
-			for _, l := range strings.Split(string(b), "\n") {
-				if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-					kb, _ := strconv.ParseInt(f[1], 10, 64)
-					sampleMu.Lock()
-					sampled = max(sampled, kb<<10)
-					samples++
-					sampleMu.Unlock()
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-stopProbe:
-		default:
-			close(stopProbe)
-		}
-		<-probeDone
-	})
+	probe := sampleRSS(t, pid)
 
 	// The stop holds the blocked container's queue for stopGrace seconds.
 	send(t, srv, fmt.Sprintf(`{"type":"command","id":"stop-blocked","action":"stop","containerId":%q,"timeout":%d}`, blocked, stopGrace))
@@ -254,12 +215,8 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 		}
 		return nil
 	})
-	close(stopProbe)
-	<-probeDone
 	after, peak := procMemory(t, pid)
-	sampleMu.Lock()
-	maxSampled, nSamples := sampled, samples
-	sampleMu.Unlock()
+	maxSampled, nSamples := probe.end()
 
 	refused, ran := 0, 0
 	for id, r := range results {
