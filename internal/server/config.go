@@ -36,7 +36,7 @@ type Config struct {
 	CommandTimeout time.Duration `env:"COMMAND_TIMEOUT" envDefault:"60s" help:"how long POST /api/nodes/{id}/commands waits for the command_result (then 504)"`
 	PingInterval   time.Duration `env:"PING_INTERVAL" envDefault:"30s" help:"interval of application {\"type\":\"ping\"} messages to agents; an agent silent for 3 intervals is disconnected"`
 	// HeartbeatFlushInterval: reports.go.
-	HeartbeatFlushInterval time.Duration `env:"HEARTBEAT_FLUSH_INTERVAL" envDefault:"5s" help:"heartbeats and agent details are kept in memory (the API shows them at once) and written to the database in batches this often and at shutdown; a crash loses at most this much of them"`
+	HeartbeatFlushInterval time.Duration `env:"HEARTBEAT_FLUSH_INTERVAL" envDefault:"10s" help:"heartbeats and agent details are kept in memory (the API shows them at once) and written to the database in batches this often (spread over half of it) and at shutdown; a crash loses at most this much of them"`
 
 	AuthFailureBurst    int           `env:"AUTH_FAILURE_BURST" envDefault:"10" help:"failed enrollments and refused node tokens allowed per client address before 429 (token bucket burst)"`
 	AuthFailureInterval time.Duration `env:"AUTH_FAILURE_INTERVAL" envDefault:"6s" help:"one more failure is allowed per client address every interval once the burst is spent"`

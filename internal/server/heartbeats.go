@@ -15,7 +15,7 @@ import (
 // flushChunk bounds one write transaction of reported node state, so that
 // REST writes (node creation, token rotation) never wait behind a batch
 // of a whole fleet's heartbeats for long.
-const flushChunk = 1000
+const flushChunk = 500
 
 // reports keeps what agents report about their nodes (the latest heartbeat
 // and agent_identify) in memory and writes it to the store in batches,
@@ -107,7 +107,7 @@ func (r *reports) run() {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), r.interval+storeTimeout)
-			r.flush(ctx)
+			_ = r.flush(ctx, r.interval/2)
 			cancel()
 		}
 	}
@@ -122,15 +122,15 @@ func (r *reports) close(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := r.flush(ctx); err != nil {
-		return err
-	}
-	return nil
+	return r.flush(ctx, 0)
 }
 
-// flush writes the pending reports. What fails to be written stays
-// pending (unless a newer report replaced it) for the next flush.
-func (r *reports) flush(ctx context.Context) error {
+// flush writes the pending reports, its chunks spread over spread (0: at
+// once), so that a fleet's batch is a steady trickle of small transactions
+// rather than a burst that the API's requests queue behind. What fails to
+// be written stays pending (unless a newer report replaced it) for the next
+// flush.
+func (r *reports) flush(ctx context.Context, spread time.Duration) error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
 	r.mu.Lock()
@@ -145,7 +145,20 @@ func (r *reports) flush(ctx context.Context) error {
 	var failed []store.NodeUpdate
 	var firstErr error
 	written, gone := 0, 0
-	for len(batch) > 0 {
+	chunks := (len(batch) + flushChunk - 1) / flushChunk
+	var pause time.Duration
+	if chunks > 1 {
+		pause = spread / time.Duration(chunks)
+	}
+	for i := 0; len(batch) > 0; i++ {
+		if i > 0 && pause > 0 {
+			select {
+			case <-time.After(pause):
+			case <-r.stop: // shutting down: write the rest at once
+				pause = 0
+			case <-ctx.Done():
+			}
+		}
 		chunk := batch[:min(flushChunk, len(batch))]
 		batch = batch[len(chunk):]
 		applied, err := r.store.RecordNodeUpdates(ctx, chunk)

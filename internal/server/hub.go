@@ -350,6 +350,17 @@ func (h *hub) unsubscribe(sub *subscriber) {
 	}
 }
 
+// publishRaw publishes an agent's frame as event name; the event is built
+// only when the node has event streams (most heartbeats have none).
+func (h *hub) publishRaw(nodeID, name string, frame []byte) {
+	h.mu.Lock()
+	n := len(h.subs[nodeID])
+	h.mu.Unlock()
+	if n > 0 {
+		h.publish(nodeID, rawEvent(name, frame))
+	}
+}
+
 // publish sends ev to the node's event streams without ever blocking.
 func (h *hub) publish(nodeID string, ev sseEvent) {
 	h.mu.Lock()

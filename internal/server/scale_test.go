@@ -106,7 +106,7 @@ func TestReportsKeptWhenTheWriteFails(t *testing.T) {
 	r.heartbeat("a", time.Unix(1, 0), json.RawMessage(`{"cpu":1}`))
 	r.heartbeat("b", time.Unix(2, 0), json.RawMessage(`{"cpu":2}`))
 	st.Close() // every write now fails
-	if err := r.flush(context.Background()); err == nil {
+	if err := r.flush(context.Background(), 0); err == nil {
 		t.Fatal("flush to a closed database succeeded")
 	}
 	if len(r.pending) != 2 || r.flushing != nil {
@@ -289,3 +289,34 @@ func TestIdleSessionsHoldOneGoroutine(t *testing.T) {
 }
 
 func base64Std(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// The heartbeat fast path keeps protocol.Decode's checks: a heartbeat whose
+// fields have the wrong types is not recorded, a good one after it is.
+func TestMalformedHeartbeatsNotRecorded(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("picky")
+	a := h.connect(n.ID, n.Token)
+	for _, bad := range []string{
+		`{"type":"heartbeat","resources":"lots"}`,
+		`{"type":"heartbeat","resources":{"cpu":"high"}}`,
+		`{"type":"heartbeat","nodeId":7,"resources":{"cpu":0.1}}`,
+		`{"type":"heartbeat","timestamp":{},"resources":{"cpu":0.1}}`,
+	} {
+		a.send([]byte(bad))
+	}
+	// Frames are handled in order: once the identify shows, the bad
+	// heartbeats have been handled.
+	a.send(protocol.AgentIdentify{NodeName: "picky", Version: "sync"})
+	waitFor(t, "identify", func() bool { v := h.node(n.ID); return v.AgentVersion != nil && *v.AgentVersion == "sync" })
+	if v := h.node(n.ID); v.LastHeartbeat != nil || string(v.Resources) != "null" {
+		t.Fatalf("a malformed heartbeat was recorded: %v %s", v.LastHeartbeat, v.Resources)
+	}
+	a.send([]byte(`{"type":"heartbeat","nodeId":"x","resources":{"cpu":0.5,"extra":{"newer":"field"}}}`))
+	waitFor(t, "good heartbeat", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	if got := string(h.node(n.ID).Resources); got != `{"cpu":0.5,"extra":{"newer":"field"}}` {
+		t.Errorf("resources %s, want the good heartbeat's, raw", got)
+	}
+	if !strings.Contains(h.logs.String(), "malformed frame from agent") {
+		t.Error("malformed heartbeats were not reported")
+	}
+}

@@ -104,7 +104,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	go srv.limiter.run()
 	flush := cfg.HeartbeatFlushInterval
 	if flush <= 0 { // a Config not from LoadConfig
-		flush = 5 * time.Second
+		flush = 10 * time.Second
 	}
 	srv.reports = newReports(st, flush, logger.With("component", "store"))
 	go srv.reports.run()

@@ -427,6 +427,9 @@ func (h socketHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 
 // handleFrame acts on one agent -> server message.
 func (srv *Server) handleFrame(s *session, frame []byte) {
+	if srv.handleHeartbeat(s, frame) {
+		return
+	}
 	msg, err := protocol.Decode(frame)
 	if err != nil {
 		if errors.Is(err, protocol.ErrUnknownType) {
@@ -456,26 +459,15 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 			close(s.identified)
 			s.armLifetime() // with the capability known
 		})
-		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
+		srv.hub.publishRaw(s.nodeID, m.MessageType(), frame)
 		srv.hub.resend(s)
 	case protocol.Heartbeat:
-		if m.NodeID != s.nodeID && s.warnedID.CompareAndSwap(false, true) {
-			// The value is not logged: the seed's agent sends the first
-			// characters of its token as nodeId.
-			s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
-		}
-		resources, whole := storedResources(frame, m.Resources)
-		if !whole && s.warnedSize.CompareAndSwap(false, true) {
-			s.log.Warn("heartbeat resources too large to store; keeping the known fields only",
-				"limit", maxStoredJSON)
-		}
-		srv.reports.heartbeat(s.nodeID, srv.now(), resources)
-		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
+		srv.recordHeartbeat(s, frame, m.NodeID, rawField(frame, "resources"), m.Resources)
 	case protocol.CommandResult:
 		if !srv.hub.deliverResult(s.nodeID, m.CommandID, frame) {
 			s.log.Debug("command_result nobody is waiting for", "command_id", m.CommandID, "status", m.Status)
 		}
-		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
+		srv.hub.publishRaw(s.nodeID, m.MessageType(), frame)
 	case protocol.LogMessage:
 		srv.hub.deliverLog(s.nodeID, m.CommandID, frame)
 	case protocol.Stream: // console output (console.go)
@@ -483,10 +475,54 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 	case protocol.StatsSample:
 		srv.hub.deliverLog(s.nodeID, m.CommandID, frame)
 	case protocol.CommandProgress, protocol.ContainerEvent, protocol.Inventory:
-		srv.hub.publish(s.nodeID, rawEvent(msg.MessageType(), frame))
+		srv.hub.publishRaw(s.nodeID, msg.MessageType(), frame)
 	default:
 		s.log.Debug("ignoring message the server does not expect", "type", msg.MessageType())
 	}
+}
+
+// heartbeatFrame is a heartbeat as handleHeartbeat reads it: the fields
+// protocol.Heartbeat checks, with the resources object also kept raw.
+type heartbeatFrame struct {
+	Type      string          `json:"type"`
+	NodeID    string          `json:"nodeId"`
+	Timestamp string          `json:"timestamp"`
+	Resources json.RawMessage `json:"resources"`
+}
+
+// handleHeartbeat records a well-formed heartbeat and reports true; any
+// other frame (or a heartbeat protocol.Decode would refuse) is left to the
+// general path. Heartbeats are nearly all a fleet sends: this reads a frame
+// once and its resources once, where the general path reads the frame three
+// times (type, message, raw resources).
+func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
+	var hb heartbeatFrame
+	if json.Unmarshal(frame, &hb) != nil || hb.Type != protocol.TypeHeartbeat {
+		return false
+	}
+	var known protocol.HostResources
+	if hb.Resources != nil && json.Unmarshal(hb.Resources, &known) != nil {
+		return false // a type error: reported by the general path
+	}
+	srv.recordHeartbeat(s, frame, hb.NodeID, hb.Resources, known)
+	return true
+}
+
+// recordHeartbeat keeps a heartbeat (raw: its resources as sent, known: as
+// this server reads them) and publishes it to the node's event streams.
+func (srv *Server) recordHeartbeat(s *session, frame []byte, nodeID string, raw json.RawMessage, known protocol.HostResources) {
+	if nodeID != s.nodeID && s.warnedID.CompareAndSwap(false, true) {
+		// The value is not logged: the seed's agent sends the first
+		// characters of its token as nodeId.
+		s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
+	}
+	resources, whole := storedResources(raw, known)
+	if !whole && s.warnedSize.CompareAndSwap(false, true) {
+		s.log.Warn("heartbeat resources too large to store; keeping the known fields only",
+			"limit", maxStoredJSON)
+	}
+	srv.reports.heartbeat(s.nodeID, srv.now(), resources)
+	srv.hub.publishRaw(s.nodeID, protocol.TypeHeartbeat, frame)
 }
 
 // maxStoredJSON bounds what the server stores per node from an agent's
@@ -494,12 +530,12 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 // API returns: a frame may be up to MAX_MESSAGE_BYTES.
 const maxStoredJSON = 16 << 10
 
-// storedResources is a heartbeat's resources object as stored: the raw JSON,
-// which keeps the fields newer agents add, unless it is larger than
-// maxStoredJSON; then only the fields this server knows, or nil when even
-// those are too large. whole reports whether nothing was left out.
-func storedResources(frame []byte, known protocol.HostResources) (resources json.RawMessage, whole bool) {
-	raw := rawField(frame, "resources")
+// storedResources is a heartbeat's resources object as stored: the raw JSON
+// (raw, nil when absent), which keeps the fields newer agents add, unless it
+// is larger than maxStoredJSON; then only the fields this server knows, or
+// nil when even those are too large. whole reports whether nothing was left
+// out.
+func storedResources(raw json.RawMessage, known protocol.HostResources) (resources json.RawMessage, whole bool) {
 	if raw != nil && len(raw) <= maxStoredJSON {
 		return raw, true
 	}
