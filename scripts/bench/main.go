@@ -515,6 +515,7 @@ func (s *server) OnOpen(*gws.Conn)             {}
 func (s *server) OnClose(*gws.Conn, error)     {}
 func (s *server) OnPing(c *gws.Conn, b []byte) { _ = c.WritePong(b) }
 func (s *server) OnPong(*gws.Conn, []byte)     {}
+
 // OnMessage hands a command_result to its waiting command with as little
 // work as possible on the way (the harness's own cost is in every round
 // trip it measures): the id is found by a scan, the result decoded by the
