@@ -301,9 +301,13 @@ func (c *Conn) write(op gws.Opcode, data []byte) error {
 // decides why the connection ended and closes done.
 func (c *Conn) finish() {
 	<-c.readDone
+	// A Send writing on its own goroutine may have failed the connection:
+	// wait for it to record why (writerDone is closed, so no other starts).
+	c.writing <- struct{}{}
 	c.wmu.Lock()
 	writeErr := c.writeErr
 	c.wmu.Unlock()
+	<-c.writing
 	c.err = classify(c.readErr, writeErr, uint16(c.localCode.Load()), c.cfg.MaxMessageBytes)
 	if errors.Is(c.err, ErrMessageTooLarge) {
 		c.log.Warn("server sent a frame over MAX_MESSAGE_BYTES; connection closed with 1009",
