@@ -11,6 +11,15 @@
 // pure function (translate.go), so the hardening defaults can be read and
 // tested in one place.
 //
+// The ownership check needs the container's labels; while the Docker events
+// stream is read, an index of the agent's containers (index.go) answers it
+// without an inspect, so a command costs one Docker call. The index addresses
+// containers by Docker id, which no other container can ever answer to; a
+// stale entry fails with "no such container" and the command falls back to
+// the inspect. Images are pulled per pullPolicy, by default Kubernetes' rule
+// (always for untagged or :latest, else when missing), and concurrent creates
+// of one image share one pull (pulls.go).
+//
 // Every Docker call runs under its own deadline (Options.CallTimeout, longer
 // for image pulls and for stop grace periods), so a hung daemon turns into
 // timeout or unavailable errors instead of a hung agent. Errors carry

@@ -13,8 +13,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Endpoint paths.
@@ -52,13 +50,7 @@ func NewServer(opts Options) *Server {
 	mux.Handle("GET "+PathAlive, probe(opts.Alive))
 	mux.Handle("GET "+PathReady, probe(opts.Ready))
 	if opts.Metrics != nil {
-		reg := opts.Metrics.Registry()
-		mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-			Registry:          reg,
-			ErrorHandling:     promhttp.ContinueOnError,
-			ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
-			EnableOpenMetrics: true,
-		}))
+		mux.Handle("GET "+PathMetrics, opts.Metrics)
 	}
 	return &Server{opts: opts, handler: mux}
 }

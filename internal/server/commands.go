@@ -52,9 +52,16 @@ func prepareCommand(cmd *protocol.Command) error {
 // handleCommand sends a command to the node and answers with the agent's
 // command_result, 200 whatever its status.
 func (srv *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
-	n, ok := srv.lookupNode(w, r)
-	if !ok {
-		return
+	// A node with a live session exists (deletion closes it): only a
+	// command for a node that is not connected reads the database, to tell
+	// 404 from 409.
+	nodeID := r.PathValue("id")
+	if srv.hub.session(nodeID) == nil {
+		n, ok := srv.lookupNode(w, r)
+		if !ok {
+			return
+		}
+		nodeID = n.ID
 	}
 	var cmd protocol.Command
 	if err := srv.decodeBody(w, r, &cmd); err != nil {
@@ -77,20 +84,20 @@ func (srv *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), srv.cfg.CommandTimeout)
 	defer cancel()
-	result, err := srv.dispatch(ctx, n.ID, &cmd)
+	result, err := srv.dispatch(ctx, nodeID, &cmd)
 	switch {
 	case err == nil:
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(append(result, '\n'))
 	case errors.Is(err, errNotConnected):
-		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
+		writeError(w, http.StatusConflict, "node %s is not connected", nodeID)
 	case errors.Is(err, errCommandTimeout):
 		writeJSON(w, http.StatusGatewayTimeout, struct {
 			Error     string `json:"error"`
 			CommandID string `json:"commandId"`
 		}{fmt.Sprintf("node %s sent no result for command %s within %s; re-post with \"id\": %q to collect it",
-			n.ID, cmd.ID, srv.cfg.CommandTimeout, cmd.ID), cmd.ID})
+			nodeID, cmd.ID, srv.cfg.CommandTimeout, cmd.ID), cmd.ID})
 	case errors.Is(err, errShuttingDown):
 		writeError(w, http.StatusServiceUnavailable, "%v", err)
 	case errors.Is(err, context.Canceled):
@@ -98,7 +105,7 @@ func (srv *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeErr(w, err)
 	}
-	attrs := []any{"node", n.ID, "command_id", cmd.ID, "action", cmd.Action, "container", cmd.ContainerID}
+	attrs := []any{"node", nodeID, "command_id", cmd.ID, "action", cmd.Action, "container", cmd.ContainerID}
 	if err != nil {
 		srv.log.Warn("command got no result", append(attrs, "err", err)...)
 		return

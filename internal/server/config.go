@@ -35,6 +35,8 @@ type Config struct {
 	NodeTokenTTL   time.Duration `env:"NODE_TOKEN_TTL" envDefault:"0s" help:"lifetime of issued node tokens; 0 = no expiry; when set, tokens issued without an expiry are refused too, a session ends when its token expires (close 4001 \"token expired\"), and agents announcing token_refresh get a fresh token after 2/3 of the lifetime"`
 	CommandTimeout time.Duration `env:"COMMAND_TIMEOUT" envDefault:"60s" help:"how long POST /api/nodes/{id}/commands waits for the command_result (then 504)"`
 	PingInterval   time.Duration `env:"PING_INTERVAL" envDefault:"30s" help:"interval of application {\"type\":\"ping\"} messages to agents; an agent silent for 3 intervals is disconnected"`
+	// HeartbeatFlushInterval: reports.go.
+	HeartbeatFlushInterval time.Duration `env:"HEARTBEAT_FLUSH_INTERVAL" envDefault:"10s" help:"heartbeats and agent details are kept in memory (the API shows them at once) and written to the database in batches this often (spread over half of it) and at shutdown; a crash loses at most this much of them"`
 
 	AuthFailureBurst    int           `env:"AUTH_FAILURE_BURST" envDefault:"10" help:"failed enrollments and refused node tokens allowed per client address before 429 (token bucket burst)"`
 	AuthFailureInterval time.Duration `env:"AUTH_FAILURE_INTERVAL" envDefault:"6s" help:"one more failure is allowed per client address every interval once the burst is spent"`
@@ -162,6 +164,9 @@ func (c *Config) resolve() []string {
 	}
 	if c.CommandTimeout <= 0 {
 		add("COMMAND_TIMEOUT must be positive, got %s", c.CommandTimeout)
+	}
+	if c.HeartbeatFlushInterval <= 0 {
+		add("HEARTBEAT_FLUSH_INTERVAL must be positive, got %s", c.HeartbeatFlushInterval)
 	}
 	if c.PingInterval <= 0 {
 		add("PING_INTERVAL must be positive, got %s", c.PingInterval)

@@ -21,6 +21,7 @@ func TestConfigDefaults(t *testing.T) {
 		CommandTimeout: 60 * time.Second, PingInterval: 30 * time.Second, LogLevel: "info",
 		LogFormat: "text", MaxBodyBytes: 1 << 20, MaxMessageBytes: 16 << 20,
 		AuthFailureBurst: 10, AuthFailureInterval: 6 * time.Second,
+		HeartbeatFlushInterval: 10 * time.Second,
 	}
 	if fmt.Sprintf("%+v", cfg) != fmt.Sprintf("%+v", want) {
 		t.Errorf("defaults = %+v\nwant       %+v", cfg, want)

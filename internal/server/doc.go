@@ -93,7 +93,9 @@
 //	POST   /api/nodes                  {name, description}
 //	       201 {id, name, description, token, createdAt}
 //	       name: 1..253 characters, unique (409 when taken)
-//	GET    /api/nodes                  200 [node, ...]
+//	GET    /api/nodes                  200 [node, ...]: every node; ?limit=N (1..1000)
+//	       and/or ?cursor=C ask for one page instead (Link: <next>; rel="next"
+//	       while the list goes on), ?connected=true|false filters (nodelist.go)
 //	GET    /api/nodes/{id}             200 node
 //	       node = {id, name, description, createdAt, connected, lastHeartbeat
 //	       (null before the first), resources (the last heartbeat's, null
@@ -150,7 +152,9 @@
 // "replaced by a newer connection"). The server sends {"type":"ping"} every
 // PING_INTERVAL and drops an agent it has heard nothing from (frame, ping or
 // pong) for three intervals. Frames larger than MAX_MESSAGE_BYTES close the
-// connection (1009). agent_identify and heartbeat are stored; command_result
+// connection (1009). agent_identify and heartbeat are kept in memory and
+// written to the database in batches every HEARTBEAT_FLUSH_INTERVAL and at
+// shutdown (heartbeats.go); command_result
 // answers the waiting request; log frames feed log streams; the rest go to
 // event streams. Writes to an agent have a deadline, so a stalled agent
 // cannot hold up API requests.

@@ -39,7 +39,9 @@ type hub struct {
 
 	mu       sync.Mutex
 	closed   bool
-	sessions map[string]*session             // node id -> live session
+	sessions map[string]*session // node id -> live session
+	slots    map[*session]int    // ping slot of each live session (pinger)
+	nextSlot int
 	waiters  map[string][]*waiter            // command id -> waiting requests
 	subs     map[string]map[*subscriber]bool // node id -> event streams
 
@@ -54,6 +56,7 @@ func newHub(log *slog.Logger) *hub {
 	return &hub{
 		log:      log,
 		sessions: map[string]*session{},
+		slots:    map[*session]int{},
 		waiters:  map[string][]*waiter{},
 		subs:     map[string]map[*subscriber]bool{},
 	}
@@ -69,6 +72,11 @@ func (h *hub) attach(s *session) bool {
 	}
 	old := h.sessions[s.nodeID]
 	h.sessions[s.nodeID] = s
+	if old != nil {
+		delete(h.slots, old)
+	}
+	h.slots[s] = h.nextSlot % pingSlots
+	h.nextSlot++
 	h.mu.Unlock()
 	if old != nil {
 		h.log.Warn("node session replaced by a new connection", "node", s.nodeID,
@@ -86,12 +94,49 @@ func (h *hub) detach(s *session) {
 	if h.sessions[s.nodeID] == s {
 		delete(h.sessions, s.nodeID)
 	}
+	delete(h.slots, s)
 	for _, ws := range h.waiters {
 		for _, w := range ws {
 			if w.stream && w.sess == s {
 				w.loseSession()
 			}
 		}
+	}
+}
+
+// pingSlots spreads the pings over the interval: each tick of the pinger
+// (interval/pingSlots) pings the sessions of one slot, so a fleet does not
+// get its pings, and the server its pongs, all at once.
+const pingSlots = 8
+
+// pinger sends the application ping to every live session once per
+// interval until stop is closed. One goroutine for all sessions: a session
+// has no ticker or goroutine of its own for it. A session whose queue is
+// full (the agent is not reading) is skipped; its read deadline decides.
+func (h *hub) pinger(interval time.Duration, frame []byte, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(max(interval/pingSlots, time.Millisecond))
+	defer t.Stop()
+	var batch []*session
+	for tick := 0; ; tick++ {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		slot := tick % pingSlots
+		batch = batch[:0]
+		h.mu.Lock()
+		for s, n := range h.slots {
+			if n == slot {
+				batch = append(batch, s)
+			}
+		}
+		h.mu.Unlock()
+		for _, s := range batch {
+			s.trySend(frame)
+		}
+		clear(batch)
 	}
 }
 
@@ -302,6 +347,17 @@ func (h *hub) unsubscribe(sub *subscriber) {
 	delete(h.subs[sub.nodeID], sub)
 	if len(h.subs[sub.nodeID]) == 0 {
 		delete(h.subs, sub.nodeID)
+	}
+}
+
+// publishRaw publishes an agent's frame as event name; the event is built
+// only when the node has event streams (most heartbeats have none).
+func (h *hub) publishRaw(nodeID, name string, frame []byte) {
+	h.mu.Lock()
+	n := len(h.subs[nodeID])
+	h.mu.Unlock()
+	if n > 0 {
+		h.publish(nodeID, rawEvent(name, frame))
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -63,64 +64,107 @@ func refreshTime(iat, exp time.Time) time.Time {
 	return at
 }
 
-// lifetime closes the session when its token expires (4001 "token
-// expired") and, for an agent with the capability, refreshes the token
-// before. It ends with the session.
-func (s *session) lifetime() {
+// lifetimeTimer runs a session's token lifetime on one timer instead of a
+// goroutine per session: it closes the session when its token expires
+// (4001 "token expired") and, for an agent with the token_refresh
+// capability, refreshes the token before.
+type lifetimeTimer struct {
+	mu        sync.Mutex
+	timer     *time.Timer
+	notBefore time.Time // no refresh before this (min gap, retry)
+	stopped   bool
+}
+
+// armLifetime sets the timer for the session's next lifetime event: the
+// refresh time when the agent can take a new token, else the expiry.
+// Tokens without expiry (NODE_TOKEN_TTL=0) need no timer.
+func (s *session) armLifetime() {
+	l := &s.life
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	at, ok := s.nextLifetimeEvent(l.notBefore)
+	if !ok {
+		if l.timer != nil {
+			l.timer.Stop()
+		}
+		return
+	}
+	d := at.Sub(s.srv.now())
+	if l.timer == nil {
+		l.timer = time.AfterFunc(d, s.lifetimeEvent)
+		return
+	}
+	l.timer.Reset(d)
+}
+
+// nextLifetimeEvent is when the session's token is refreshed (refreshable
+// agents, not before notBefore) or expires; false for a token without
+// expiry.
+func (s *session) nextLifetimeEvent(notBefore time.Time) (time.Time, bool) {
+	iat, exp := s.tokenTimes()
+	if exp.IsZero() {
+		return time.Time{}, false
+	}
+	if s.refreshable.Load() {
+		at := refreshTime(iat, exp)
+		if at.Before(notBefore) {
+			at = notBefore
+		}
+		if at.Before(exp) {
+			return at, true
+		}
+	}
+	return exp, true
+}
+
+// lifetimeEvent runs when the timer fires: close at expiry, else refresh
+// when it is time, then arm the timer again.
+func (s *session) lifetimeEvent() {
+	if !s.hold() {
+		return // the connection is gone
+	}
 	defer s.srv.hub.wg.Done()
-	identified := s.identified
-	var notBefore time.Time // no refresh before this (min gap, retry)
-	for {
-		_, exp := s.tokenTimes()
-		if exp.IsZero() {
-			return // a token without expiry (NODE_TOKEN_TTL=0)
+	_, exp := s.tokenTimes()
+	if exp.IsZero() {
+		return
+	}
+	now := s.srv.now()
+	if !now.Before(exp) {
+		s.log.Info("closing session: its token expired", "expiredAt", exp.UTC().Format(time.RFC3339))
+		s.close(closeTokenRotated, closeReasonExpired)
+		return
+	}
+	s.life.mu.Lock()
+	at, _ := s.nextLifetimeEvent(s.life.notBefore)
+	s.life.mu.Unlock()
+	if s.refreshable.Load() && !now.Before(at) && at.Before(exp) {
+		err := s.srv.refreshSession(s)
+		s.life.mu.Lock()
+		switch {
+		case err == nil:
+			s.life.notBefore = s.srv.now().Add(refreshMinGap)
+		case errors.Is(err, errNotConnected), errors.Is(err, errNoLongerCurrent):
+			// Closing (rotation, deletion, shutdown): nothing to renew.
+			s.life.notBefore = exp
+		default:
+			s.log.Warn("token refresh failed; retrying", "err", err, "in", refreshRetry)
+			s.life.notBefore = s.srv.now().Add(refreshRetry)
 		}
-		now := s.srv.now()
-		expire := time.NewTimer(exp.Sub(now))
-		var refresh <-chan time.Time
-		var refreshTimer *time.Timer
-		if s.refreshable.Load() {
-			iat, _ := s.tokenTimes()
-			at := refreshTime(iat, exp)
-			if at.Before(notBefore) {
-				at = notBefore
-			}
-			if at.Before(exp) {
-				refreshTimer = time.NewTimer(at.Sub(now))
-				refresh = refreshTimer.C
-			}
-		}
-		stop := func() {
-			expire.Stop()
-			if refreshTimer != nil {
-				refreshTimer.Stop()
-			}
-		}
-		select {
-		case <-s.done:
-			stop()
-			return
-		case <-expire.C:
-			stop()
-			s.log.Info("closing session: its token expired", "expiredAt", exp.UTC().Format(time.RFC3339))
-			s.close(closeTokenRotated, closeReasonExpired)
-			return
-		case <-identified:
-			identified = nil // re-arm with the capability known
-		case <-refresh:
-			err := s.srv.refreshSession(s)
-			switch {
-			case err == nil:
-				notBefore = s.srv.now().Add(refreshMinGap)
-			case errors.Is(err, errNotConnected), errors.Is(err, errNoLongerCurrent):
-				// Closing (rotation, deletion, shutdown): nothing to renew.
-				notBefore = exp
-			default:
-				s.log.Warn("token refresh failed; retrying", "err", err, "in", refreshRetry)
-				notBefore = s.srv.now().Add(refreshRetry)
-			}
-		}
-		stop()
+		s.life.mu.Unlock()
+	}
+	s.armLifetime()
+}
+
+// stop ends the timer for good (the connection has ended).
+func (l *lifetimeTimer) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	if l.timer != nil {
+		l.timer.Stop()
 	}
 }
 

@@ -55,6 +55,7 @@ type nodeView struct {
 }
 
 func (srv *Server) nodeView(n store.Node) nodeView {
+	srv.reports.overlay(&n)
 	v := nodeView{
 		ID: n.ID, Name: n.Name, Description: n.Description,
 		CreatedAt:     protocol.Timestamp(n.CreatedAt),
@@ -122,19 +123,6 @@ func (srv *Server) handleCreateNode(w http.ResponseWriter, r *http.Request) {
 		Token: tok.token, CreatedAt: protocol.Timestamp(n.CreatedAt)})
 }
 
-func (srv *Server) handleListNodes(w http.ResponseWriter, r *http.Request) {
-	nodes, err := srv.store.Nodes(r.Context())
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	views := make([]nodeView, 0, len(nodes))
-	for _, n := range nodes {
-		views = append(views, srv.nodeView(n))
-	}
-	writeJSON(w, http.StatusOK, views)
-}
-
 // lookupNode loads the node named by the {id} path value, answering 404
 // itself when there is none.
 func (srv *Server) lookupNode(w http.ResponseWriter, r *http.Request) (store.Node, bool) {
@@ -168,6 +156,7 @@ func (srv *Server) handleDeleteNode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	srv.hub.closeNode(id, closeNodeDeleted, "node deleted")
+	srv.reports.forget(id)
 	srv.log.Info("node deleted", "node", id)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -33,6 +33,9 @@ type Server struct {
 	handler  http.Handler
 	httpSrv  *http.Server
 	tickets  ticketStore // console tickets (tickets.go)
+	reports  *reports    // heartbeats and agent details, written in batches (heartbeats.go)
+
+	pingStop, pingDone chan struct{} // the hub's pinger
 
 	// tokenMu serialises "store a node's new token, then close sessions
 	// using any other": without it a slower of two concurrent rotations
@@ -55,6 +58,10 @@ type Server struct {
 	reqOpen  bool
 	requests sync.WaitGroup
 }
+
+// agentReadBuffer is the read buffer of an agent's connection (gws's
+// default: 4 KiB).
+const agentReadBuffer = 1 << 10
 
 // New opens (creating on first start) the database under cfg.DataDir, loads
 // or generates the secrets, and builds the HTTP handler. cfg should come
@@ -95,12 +102,25 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	srv.limiter = newFailureLimiter(burst, interval, srv.now, srv.audit)
 	go srv.limiter.run()
+	flush := cfg.HeartbeatFlushInterval
+	if flush <= 0 { // a Config not from LoadConfig
+		flush = 10 * time.Second
+	}
+	srv.reports = newReports(st, flush, logger.With("component", "store"))
+	go srv.reports.run()
+	srv.pingStop, srv.pingDone = make(chan struct{}), make(chan struct{})
+	go srv.hub.pinger(cfg.PingInterval, pingFrame, srv.pingStop, srv.pingDone)
 	srv.tokens = &tokenIssuer{key: creds.jwtKey, ttl: cfg.NodeTokenTTL, now: func() time.Time { return srv.now() }}
 	srv.upgrader = gws.NewUpgrader(socketHandler{srv}, &gws.ServerOption{
 		ReadMaxPayloadSize: int(cfg.MaxMessageBytes),
-		HandshakeTimeout:   10 * time.Second,
-		Recovery:           gws.Recovery,
-		Logger:             gwsLogger{logger},
+		// Frames larger than the buffer are read past it; agents' frames
+		// are mostly heartbeats of a few hundred bytes, and the buffer is
+		// held by every connected agent.
+		ReadBufferSize:   agentReadBuffer,
+		NewSession:       func() gws.SessionStorage { return &sessionStorage{} },
+		HandshakeTimeout: 10 * time.Second,
+		Recovery:         gws.Recovery,
+		Logger:           gwsLogger{logger},
 	})
 	srv.handler = srv.middleware(seedSocketPath(jsonRouteErrors(srv.routes())))
 	srv.httpSrv = &http.Server{
@@ -212,8 +232,14 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		if err := waitGroup(ctx, &srv.requests); err != nil {
 			errs = append(errs, fmt.Errorf("wait for requests: %w", err))
 		}
+		close(srv.pingStop)
+		<-srv.pingDone
 		if err := srv.hub.shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close agent sessions: %w", err))
+		}
+		// The sessions are closed: the last heartbeats are in.
+		if err := srv.reports.close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("write heartbeats and agent details: %w", err))
 		}
 		if err := srv.limiter.close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop the failure limiter: %w", err))

@@ -22,12 +22,16 @@ import (
 const (
 	writeTimeout      = 10 * time.Second // one frame to a slow agent
 	closeWriteTimeout = 2 * time.Second  // the close frame
-	outBuffer         = 64               // frames queued for the writer
+	outBuffer         = 16               // frames queued for the writer
 	storeTimeout      = 5 * time.Second  // a database write from the read loop
 )
 
-// pingFrame is the application-level ping of the seed protocol.
-var pingFrame = mustMarshal(protocol.Ping{})
+// pingFrame is the application-level ping of the seed protocol, pongFrame
+// its answer.
+var (
+	pingFrame = mustMarshal(protocol.Ping{})
+	pongFrame = mustMarshal(protocol.Pong{})
+)
 
 func mustMarshal(v any) []byte {
 	b, err := json.Marshal(v)
@@ -38,16 +42,19 @@ func mustMarshal(v any) []byte {
 }
 
 // session is one agent's live WebSocket connection. Frames to the agent go
-// through out to a single writer goroutine that sets a write deadline on
-// every frame, so a stalled agent costs the HTTP handlers at most a bounded
-// wait and never blocks them forever.
+// through out to a writer goroutine that sets a write deadline on every
+// frame, so a stalled agent costs the HTTP handlers at most a bounded wait
+// and never blocks them forever. The writer runs only while there is
+// something to write (kick starts it, it ends when out is empty): an idle
+// session holds one goroutine, its reader, and the memory of a fleet of
+// mostly idle agents is mostly their read loops.
 type session struct {
 	srv    *Server
 	nodeID string
 	name   string
 	remote string
 	conn   *gws.Conn
-	log    *slog.Logger
+	log    sessionLog
 
 	// The token the session runs on: the one it authenticated with, then
 	// each one handed over in token_refresh. Guarded by tokMu.
@@ -66,6 +73,16 @@ type session struct {
 	closeReq chan closeRequest // capacity 1; filled once by close
 	done     chan struct{}     // closed when the connection has ended
 
+	// wmu guards writer and ended. A goroutine of the session (the writer,
+	// a lifetime timer's work) is counted in hub.wg only while the reader
+	// still holds its count (ended false), so that no Add races with
+	// shutdown's Wait.
+	wmu    sync.Mutex
+	writer bool // a writer goroutine runs, or the writer is done for good
+	ended  bool // the read loop has returned
+
+	life lifetimeTimer // token expiry and refresh (lifetime.go)
+
 	closeOnce sync.Once
 	closing   atomic.Bool
 	warnedID  atomic.Bool
@@ -78,6 +95,24 @@ type closeRequest struct {
 	reason string
 }
 
+// sessionLog logs with the session's node, name and remote address. The
+// logger is built for each line rather than once per session: a logger
+// with attributes costs memory on every connection, lines are rare.
+type sessionLog struct{ s *session }
+
+func (l sessionLog) logger() *slog.Logger {
+	return l.s.srv.log.With("node", l.s.nodeID, "node_name", l.s.name, "remote", l.s.remote)
+}
+
+func (l sessionLog) Debug(msg string, args ...any) {
+	if l.s.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.logger().Debug(msg, args...)
+	}
+}
+func (l sessionLog) Info(msg string, args ...any)  { l.logger().Info(msg, args...) }
+func (l sessionLog) Warn(msg string, args ...any)  { l.logger().Warn(msg, args...) }
+func (l sessionLog) Error(msg string, args ...any) { l.logger().Error(msg, args...) }
+
 // sessionKey is where a *session is kept in the gws connection's storage.
 const sessionKey = "session"
 
@@ -87,16 +122,103 @@ func sessionOf(c *gws.Conn) *session {
 	return s
 }
 
+// sessionStorage is gws's per-connection storage, made for the one entry
+// the server keeps (the session): gws's default is a map with a mutex of
+// its own on every connection. Other keys go to a map made on first use.
+type sessionStorage struct {
+	mu    sync.Mutex
+	key   string
+	value any
+	set   bool
+	more  map[string]any
+}
+
+func (st *sessionStorage) Len() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := len(st.more)
+	if st.set {
+		n++
+	}
+	return n
+}
+
+func (st *sessionStorage) Load(key string) (any, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.set && key == st.key {
+		return st.value, true
+	}
+	v, ok := st.more[key]
+	return v, ok
+}
+
+func (st *sessionStorage) Delete(key string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.set && key == st.key {
+		st.set, st.value = false, nil
+		return
+	}
+	delete(st.more, key)
+}
+
+func (st *sessionStorage) Store(key string, value any) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case !st.set && st.more[key] == nil:
+		st.key, st.value, st.set = key, value, true
+	case st.set && key == st.key:
+		st.value = value
+	default:
+		if st.more == nil {
+			st.more = map[string]any{}
+		}
+		st.more[key] = value
+	}
+}
+
+func (st *sessionStorage) Range(f func(key string, value any) bool) {
+	st.mu.Lock()
+	entries := make(map[string]any, len(st.more)+1)
+	for k, v := range st.more {
+		entries[k] = v
+	}
+	if st.set {
+		entries[st.key] = st.value
+	}
+	st.mu.Unlock()
+	for k, v := range entries {
+		if !f(k, v) {
+			return
+		}
+	}
+}
+
 // send queues a frame for the writer. It fails when the session has ended
 // or ctx is done first.
 func (s *session) send(ctx context.Context, frame []byte) error {
 	select {
 	case s.out <- frame:
+		s.kick()
 		return nil
 	case <-s.done:
 		return errNotConnected
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// trySend queues a frame unless the queue is full (the agent reads slowly:
+// a ping is pointless then); it reports whether it did.
+func (s *session) trySend(frame []byte) bool {
+	select {
+	case s.out <- frame:
+		s.kick()
+		return true
+	default:
+		return false
 	}
 }
 
@@ -108,15 +230,50 @@ func (s *session) close(code uint16, reason string) {
 		s.closing.Store(true)
 		_ = s.conn.NetConn().SetWriteDeadline(time.Now().Add(closeWriteTimeout))
 		s.closeReq <- closeRequest{code, reason}
+		s.kick()
 	})
 }
 
-// writeLoop is the session's only writer: queued frames, the periodic
-// application ping, and finally the close frame.
-func (s *session) writeLoop() {
+// hold counts a goroutine of the session in hub.wg, unless the session's
+// read loop has ended (then the connection is gone and there is nothing
+// left to do).
+func (s *session) hold() bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.ended {
+		return false
+	}
+	s.srv.hub.wg.Add(1)
+	return true
+}
+
+// readLoopEnded is called once the read loop has returned, before it
+// releases its count in hub.wg.
+func (s *session) readLoopEnded() {
+	s.wmu.Lock()
+	s.ended = true
+	s.wmu.Unlock()
+	s.life.stop()
+}
+
+// kick starts the writer unless it runs.
+func (s *session) kick() {
+	s.wmu.Lock()
+	if s.writer || s.ended {
+		s.wmu.Unlock()
+		return
+	}
+	s.writer = true
+	s.srv.hub.wg.Add(1)
+	s.wmu.Unlock()
+	go s.writeQueued()
+}
+
+// writeQueued writes queued frames, and finally the close frame, until
+// nothing is queued; then it ends (a later send starts a new one). After
+// the close frame or a failed write it marks the writer done for good.
+func (s *session) writeQueued() {
 	defer s.srv.hub.wg.Done()
-	ping := time.NewTicker(s.srv.cfg.PingInterval)
-	defer ping.Stop()
 	for {
 		select {
 		case req := <-s.closeReq:
@@ -134,10 +291,16 @@ func (s *session) writeLoop() {
 			if !s.write(f) {
 				return
 			}
-		case <-ping.C:
-			if !s.write(pingFrame) {
-				return
+		default:
+			s.wmu.Lock()
+			s.writer = false
+			s.wmu.Unlock()
+			// A frame queued after the check above found no writer
+			// running and started none: look again.
+			if len(s.out) > 0 || len(s.closeReq) > 0 {
+				s.kick()
 			}
+			return
 		}
 	}
 }
@@ -166,9 +329,9 @@ func (s *session) write(frame []byte) bool {
 // clock while the writer is idle. The read goroutine writes too (pongs, and
 // gws's close frame for an oversized or broken frame); left with the expired
 // deadline of the writer's last frame those writes fail at once, which drops
-// the session or loses the close code. The writer writes at least a ping
-// every PingInterval and re-arms it, so the deadline never runs out while
-// the connection works, yet a write to a stalled agent stays bounded.
+// the session or loses the close code. The pinger queues at least a ping
+// every PingInterval, whose write re-arms it, so the deadline never runs out
+// while the connection works, yet a write to a stalled agent stays bounded.
 func (s *session) armIdleWriteDeadline() {
 	_ = s.conn.NetConn().SetWriteDeadline(time.Now().Add(s.srv.cfg.PingInterval + s.srv.writeTimeout))
 }
@@ -264,6 +427,9 @@ func (h socketHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 
 // handleFrame acts on one agent -> server message.
 func (srv *Server) handleFrame(s *session, frame []byte) {
+	if srv.handleHeartbeat(s, frame) {
+		return
+	}
 	msg, err := protocol.Decode(frame)
 	if err != nil {
 		if errors.Is(err, protocol.ErrUnknownType) {
@@ -273,49 +439,35 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
 	switch m := msg.(type) {
 	case protocol.Pong:
 	case protocol.Ping:
-		_ = s.send(ctx, mustMarshal(protocol.Pong{}))
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+		_ = s.send(ctx, pongFrame)
+		cancel()
 	case protocol.AgentIdentify:
 		info, version := json.RawMessage(mustMarshal(agentInfoOf(m))), m.Version
 		if len(info) > maxStoredJSON {
 			s.log.Warn("agent_identify too large to store; dropping it", "bytes", len(info), "limit", maxStoredJSON)
 			info, version = nil, ""
 		}
-		if err := srv.store.RecordIdentify(ctx, s.nodeID, version, info); err != nil {
-			s.log.Error("store agent_identify", "err", err)
-		}
+		srv.reports.identify(s.nodeID, version, info)
 		s.log.Info("agent identified", "agent_version", m.Version, "hostname", m.Hostname,
 			"protocol_version", m.ProtocolVersion)
 		s.identifyOnce.Do(func() {
 			s.refreshable.Store(slices.Contains(m.Capabilities, protocol.CapabilityTokenRefresh))
 			close(s.identified)
+			s.armLifetime() // with the capability known
 		})
-		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
+		srv.hub.publishRaw(s.nodeID, m.MessageType(), frame)
 		srv.hub.resend(s)
 	case protocol.Heartbeat:
-		if m.NodeID != s.nodeID && s.warnedID.CompareAndSwap(false, true) {
-			// The value is not logged: the seed's agent sends the first
-			// characters of its token as nodeId.
-			s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
-		}
-		resources, whole := storedResources(frame, m.Resources)
-		if !whole && s.warnedSize.CompareAndSwap(false, true) {
-			s.log.Warn("heartbeat resources too large to store; keeping the known fields only",
-				"limit", maxStoredJSON)
-		}
-		if err := srv.store.RecordHeartbeat(ctx, s.nodeID, srv.now(), resources); err != nil {
-			s.log.Error("store heartbeat", "err", err)
-		}
-		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
+		srv.recordHeartbeat(s, frame, m.NodeID, rawField(frame, "resources"), m.Resources)
 	case protocol.CommandResult:
 		if !srv.hub.deliverResult(s.nodeID, m.CommandID, frame) {
 			s.log.Debug("command_result nobody is waiting for", "command_id", m.CommandID, "status", m.Status)
 		}
-		srv.hub.publish(s.nodeID, rawEvent(m.MessageType(), frame))
+		srv.hub.publishRaw(s.nodeID, m.MessageType(), frame)
 	case protocol.LogMessage:
 		srv.hub.deliverLog(s.nodeID, m.CommandID, frame)
 	case protocol.Stream: // console output (console.go)
@@ -323,10 +475,54 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 	case protocol.StatsSample:
 		srv.hub.deliverLog(s.nodeID, m.CommandID, frame)
 	case protocol.CommandProgress, protocol.ContainerEvent, protocol.Inventory:
-		srv.hub.publish(s.nodeID, rawEvent(msg.MessageType(), frame))
+		srv.hub.publishRaw(s.nodeID, msg.MessageType(), frame)
 	default:
 		s.log.Debug("ignoring message the server does not expect", "type", msg.MessageType())
 	}
+}
+
+// heartbeatFrame is a heartbeat as handleHeartbeat reads it: the fields
+// protocol.Heartbeat checks, with the resources object also kept raw.
+type heartbeatFrame struct {
+	Type      string          `json:"type"`
+	NodeID    string          `json:"nodeId"`
+	Timestamp string          `json:"timestamp"`
+	Resources json.RawMessage `json:"resources"`
+}
+
+// handleHeartbeat records a well-formed heartbeat and reports true; any
+// other frame (or a heartbeat protocol.Decode would refuse) is left to the
+// general path. Heartbeats are nearly all a fleet sends: this reads a frame
+// once and its resources once, where the general path reads the frame three
+// times (type, message, raw resources).
+func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
+	var hb heartbeatFrame
+	if json.Unmarshal(frame, &hb) != nil || hb.Type != protocol.TypeHeartbeat {
+		return false
+	}
+	var known protocol.HostResources
+	if hb.Resources != nil && json.Unmarshal(hb.Resources, &known) != nil {
+		return false // a type error: reported by the general path
+	}
+	srv.recordHeartbeat(s, frame, hb.NodeID, hb.Resources, known)
+	return true
+}
+
+// recordHeartbeat keeps a heartbeat (raw: its resources as sent, known: as
+// this server reads them) and publishes it to the node's event streams.
+func (srv *Server) recordHeartbeat(s *session, frame []byte, nodeID string, raw json.RawMessage, known protocol.HostResources) {
+	if nodeID != s.nodeID && s.warnedID.CompareAndSwap(false, true) {
+		// The value is not logged: the seed's agent sends the first
+		// characters of its token as nodeId.
+		s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
+	}
+	resources, whole := storedResources(raw, known)
+	if !whole && s.warnedSize.CompareAndSwap(false, true) {
+		s.log.Warn("heartbeat resources too large to store; keeping the known fields only",
+			"limit", maxStoredJSON)
+	}
+	srv.reports.heartbeat(s.nodeID, srv.now(), resources)
+	srv.hub.publishRaw(s.nodeID, protocol.TypeHeartbeat, frame)
 }
 
 // maxStoredJSON bounds what the server stores per node from an agent's
@@ -334,12 +530,12 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 // API returns: a frame may be up to MAX_MESSAGE_BYTES.
 const maxStoredJSON = 16 << 10
 
-// storedResources is a heartbeat's resources object as stored: the raw JSON,
-// which keeps the fields newer agents add, unless it is larger than
-// maxStoredJSON; then only the fields this server knows, or nil when even
-// those are too large. whole reports whether nothing was left out.
-func storedResources(frame []byte, known protocol.HostResources) (resources json.RawMessage, whole bool) {
-	raw := rawField(frame, "resources")
+// storedResources is a heartbeat's resources object as stored: the raw JSON
+// (raw, nil when absent), which keeps the fields newer agents add, unless it
+// is larger than maxStoredJSON; then only the fields this server knows, or
+// nil when even those are too large. whole reports whether nothing was left
+// out.
+func storedResources(raw json.RawMessage, known protocol.HostResources) (resources json.RawMessage, whole bool) {
 	if raw != nil && len(raw) <= maxStoredJSON {
 		return raw, true
 	}

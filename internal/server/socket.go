@@ -127,20 +127,23 @@ func (srv *Server) handleSocket(w http.ResponseWriter, r *http.Request) {
 		name:       n.Name,
 		remote:     r.RemoteAddr,
 		conn:       conn,
-		log:        srv.log.With("node", n.ID, "node_name", n.Name, "remote", r.RemoteAddr),
 		out:        make(chan []byte, outBuffer),
 		closeReq:   make(chan closeRequest, 1),
 		done:       make(chan struct{}),
 		identified: make(chan struct{}),
 	}
+	s.log = sessionLog{s}
 	s.setToken(claims.ID, claimTime(claims.IssuedAt), claimTime(claims.ExpiresAt))
 	conn.Session().Store(sessionKey, s)
 	s.armIdleWriteDeadline()
-	srv.hub.wg.Add(3)
+	// The read loop is the session's one permanent goroutine; the writer
+	// runs while there is something to write, the token lifetime on a
+	// timer, pings come from the hub's pinger.
+	srv.hub.wg.Add(1)
 	go func() {
 		defer srv.hub.wg.Done()
 		conn.ReadLoop()
+		s.readLoopEnded()
 	}()
-	go s.writeLoop()
-	go s.lifetime()
+	s.armLifetime()
 }

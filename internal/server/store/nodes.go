@@ -32,6 +32,8 @@ type Node struct {
 	Resources     json.RawMessage // the last heartbeat's resources object, nil before
 	AgentVersion  string          // from agent_identify
 	AgentInfo     json.RawMessage // the last agent_identify message, nil before
+
+	createdText string // created_at as stored (Key)
 }
 
 const nodeColumns = `id, name, description, created_at, token_id, token_issued_at,
@@ -54,6 +56,7 @@ func scanNode(row scanner) (Node, error) {
 	if n.CreatedAt, err = parseTime(created); err != nil {
 		return Node{}, err
 	}
+	n.createdText = created
 	if n.TokenIssuedAt, err = parseTime(issued); err != nil {
 		return Node{}, err
 	}
@@ -231,4 +234,111 @@ func (s *Store) updateOne(ctx context.Context, what, id, query string, args ...a
 		return fmt.Errorf("%s %s: %w", what, id, ErrNotFound)
 	}
 	return nil
+}
+
+// PageKey is the position of a node in the list's order (created_at, then
+// name): a page starts after it. CreatedAt is the stored text, compared as
+// SQLite compares it (rows written before the fixed-width time format sort
+// by their own text).
+type PageKey struct {
+	CreatedAt string
+	Name      string
+}
+
+// Key is n's position in the list's order.
+func (n Node) Key() PageKey {
+	if n.createdText == "" {
+		return PageKey{CreatedAt: formatTime(n.CreatedAt), Name: n.Name}
+	}
+	return PageKey{CreatedAt: n.createdText, Name: n.Name}
+}
+
+// NodesPage returns at most limit nodes in the list's order (Nodes), those
+// after the position after when it is not nil.
+func (s *Store) NodesPage(ctx context.Context, after *PageKey, limit int) ([]Node, error) {
+	q := `SELECT ` + nodeColumns + ` FROM nodes ORDER BY created_at, name LIMIT ?`
+	args := []any{limit}
+	if after != nil {
+		q = `SELECT ` + nodeColumns + ` FROM nodes WHERE (created_at, name) > (?, ?) ORDER BY created_at, name LIMIT ?`
+		args = []any{after.CreatedAt, after.Name, limit}
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	nodes := make([]Node, 0, min(limit, 1024))
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		nodes = append(nodes, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return nodes, nil
+}
+
+// NodeUpdate is what an agent reported about its node and the server
+// keeps in memory until it writes a batch of them (RecordNodeUpdates): the
+// last heartbeat, the last agent_identify, or both.
+type NodeUpdate struct {
+	ID string
+	// Heartbeat: its time and resources object, when HasHeartbeat.
+	HasHeartbeat  bool
+	LastHeartbeat time.Time
+	Resources     json.RawMessage
+	// agent_identify: the agent's version and the stored message, when
+	// HasIdentify.
+	HasIdentify  bool
+	AgentVersion string
+	AgentInfo    json.RawMessage
+}
+
+// RecordNodeUpdates writes a batch of node updates in one transaction and
+// returns how many found their node (a node deleted meanwhile has none).
+func (s *Store) RecordNodeUpdates(ctx context.Context, updates []NodeUpdate) (applied int, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("record node updates: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	hb, err := tx.PrepareContext(ctx, `UPDATE nodes SET last_heartbeat = ?, resources = ? WHERE id = ?`)
+	if err != nil {
+		return 0, fmt.Errorf("record node updates: %w", err)
+	}
+	defer hb.Close()
+	ident, err := tx.PrepareContext(ctx, `UPDATE nodes SET agent_version = ?, agent_info = ? WHERE id = ?`)
+	if err != nil {
+		return 0, fmt.Errorf("record node updates: %w", err)
+	}
+	defer ident.Close()
+	for _, u := range updates {
+		found := false
+		if u.HasIdentify {
+			res, err := ident.ExecContext(ctx, u.AgentVersion, nullJSON(u.AgentInfo), u.ID)
+			if err != nil {
+				return 0, fmt.Errorf("record agent_identify %s: %w", u.ID, err)
+			}
+			n, _ := res.RowsAffected()
+			found = n > 0
+		}
+		if u.HasHeartbeat {
+			res, err := hb.ExecContext(ctx, formatTime(u.LastHeartbeat), nullJSON(u.Resources), u.ID)
+			if err != nil {
+				return 0, fmt.Errorf("record heartbeat %s: %w", u.ID, err)
+			}
+			n, _ := res.RowsAffected()
+			found = found || n > 0
+		}
+		if found {
+			applied++
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("record node updates: %w", err)
+	}
+	return applied, nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -374,5 +375,90 @@ func TestNodesOldestFirstWithinASecond(t *testing.T) {
 	}
 	if strings.Join(got, ",") != strings.Join(names, ",") {
 		t.Errorf("Nodes order = %v, want creation order %v", got, names)
+	}
+}
+
+// NodesPage walks the list in Nodes' order, each node once, also over rows
+// whose created_at was written in the older trimmed format.
+func TestNodesPageWalk(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), FileName))
+	ctx := context.Background()
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range 12 {
+		n := testNode(fmt.Sprintf("id-%02d", i), fmt.Sprintf("name-%02d", 11-i))
+		// Some share a creation time (then the name orders them), some
+		// have fractions that the trimmed format shortens.
+		n.CreatedAt = base.Add(time.Duration(i/3) * 500 * time.Millisecond)
+		if err := s.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rows written before the fixed-width format: ".5Z" instead of
+	// ".500000000Z".
+	if _, err := s.db.ExecContext(ctx, `UPDATE nodes SET created_at = ? WHERE id IN ('id-03', 'id-04')`,
+		base.Add(500*time.Millisecond).Format(time.RFC3339Nano)); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{1, 2, 5, 12, 50} {
+		var got []string
+		var after *PageKey
+		for pages := 0; ; pages++ {
+			if pages > 20 {
+				t.Fatalf("limit %d: the walk does not end", limit)
+			}
+			page, err := s.NodesPage(ctx, after, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range page {
+				got = append(got, n.ID)
+			}
+			if len(page) < limit {
+				break
+			}
+			k := page[len(page)-1].Key()
+			after = &k
+		}
+		var want []string
+		for _, n := range all {
+			want = append(want, n.ID)
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("limit %d: walk %v\nwant %v", limit, got, want)
+		}
+	}
+}
+
+// RecordNodeUpdates writes heartbeats and identify details in one go and
+// counts the updates whose node exists.
+func TestRecordNodeUpdates(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), FileName))
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if err := s.CreateNode(ctx, testNode(id, "n-"+id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Date(2026, 5, 6, 7, 8, 9, 10, time.UTC)
+	applied, err := s.RecordNodeUpdates(ctx, []NodeUpdate{
+		{ID: "a", HasHeartbeat: true, LastHeartbeat: at, Resources: json.RawMessage(`{"cpu":0.5}`)},
+		{ID: "b", HasIdentify: true, AgentVersion: "2.0", AgentInfo: json.RawMessage(`{"version":"2.0"}`),
+			HasHeartbeat: true, LastHeartbeat: at, Resources: json.RawMessage(`{"cpu":1}`)},
+		{ID: "gone", HasHeartbeat: true, LastHeartbeat: at},
+	})
+	if err != nil || applied != 2 {
+		t.Fatalf("RecordNodeUpdates = %d, %v; want 2 applied", applied, err)
+	}
+	a, _ := s.Node(ctx, "a")
+	b, _ := s.Node(ctx, "b")
+	if !a.LastHeartbeat.Equal(at) || string(a.Resources) != `{"cpu":0.5}` || a.AgentVersion != "" {
+		t.Errorf("a = %+v", a)
+	}
+	if b.AgentVersion != "2.0" || string(b.AgentInfo) != `{"version":"2.0"}` || string(b.Resources) != `{"cpu":1}` {
+		t.Errorf("b = %+v", b)
 	}
 }
