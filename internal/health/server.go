@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Endpoint paths.
@@ -50,7 +52,13 @@ func NewServer(opts Options) *Server {
 	mux.Handle("GET "+PathAlive, probe(opts.Alive))
 	mux.Handle("GET "+PathReady, probe(opts.Ready))
 	if opts.Metrics != nil {
-		mux.Handle("GET "+PathMetrics, opts.Metrics)
+		reg := opts.Metrics.Registry()
+		mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+			Registry:          reg,
+			ErrorHandling:     promhttp.ContinueOnError,
+			ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+			EnableOpenMetrics: true,
+		}))
 	}
 	return &Server{opts: opts, handler: mux}
 }
