@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +16,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
@@ -282,44 +287,197 @@ func TestExecSessionPipes(t *testing.T) {
 
 // TestExecSessionCancel: cancelling detaches within 2 s; the process gets
 // the terminal's hangup (TTY) or the end of its stdin (no TTY) and ends.
+// Each case has a container of its own, so a process one leaves behind
+// shows in that case only.
 func TestExecSessionCancel(t *testing.T) {
 	it := newIT(t)
-	name := it.run("cancel", false)
 	for _, tty := range []bool{true, false} {
 		t.Run(fmt.Sprintf("tty=%t", tty), func(t *testing.T) {
-			cmd := execCmd(name, "/workload", "console")
-			cmd.Stdin, cmd.TTY = true, tty
-			ctx, cancel := context.WithCancel(it.ctx)
-			defer cancel()
-			out := newCollector()
-			done := make(chan protocol.SessionResult, 1)
-			go func() {
-				res, err := it.eng.ExecSession(ctx, cmd, make(chan protocol.Message), out.out)
-				if err != nil {
-					t.Errorf("ExecSession: %v", err)
-				}
-				done <- res
-			}()
-			out.waitFor(t, "stdout", "ready")
-			cancel()
-			select {
-			case res := <-done:
-				if !res.Detached || res.ExitCode != nil {
-					t.Errorf("result %+v, want detached", res)
-				}
-			case <-time.After(2 * time.Second):
-				t.Fatal("no result within 2 s of the cancel")
+			name := it.run(fmt.Sprintf("cancel-tty-%t", tty), false)
+			res := cancelledSession(t, it.eng, it.ctx, name, tty)
+			if !res.Detached || res.ExitCode != nil {
+				t.Errorf("result %+v, want detached", res)
 			}
 			waitProcesses(t, it, name, 1)
 		})
 	}
 }
 
-// waitProcesses waits until the container runs n processes.
+// cancelledSession runs a console exec session in container name, waits
+// until the process is ready and cancels the session; it returns the
+// session's result, which must come within 2 s of the cancel (SPEC 2.5).
+func cancelledSession(t *testing.T, eng *Engine, parent context.Context, name string, tty bool) protocol.SessionResult {
+	t.Helper()
+	cmd := execCmd(name, "/workload", "console")
+	cmd.Stdin, cmd.TTY = true, tty
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	out := newCollector()
+	done := make(chan protocol.SessionResult, 1)
+	go func() {
+		res, err := eng.ExecSession(ctx, cmd, make(chan protocol.Message), out.out)
+		if err != nil {
+			t.Errorf("ExecSession: %v", err)
+		}
+		done <- res
+	}()
+	out.waitFor(t, "stdout", "ready")
+	cancel()
+	select {
+	case res := <-done:
+		return res
+	case <-time.After(2 * time.Second):
+		t.Fatal("no result within 2 s of the cancel")
+	}
+	return protocol.SessionResult{}
+}
+
+// TestExecSessionHangupWaitsForPid: the engine streams an exec's output
+// before it records the process's pid (a window of seconds on a loaded
+// host). A cancel inside that window must still hang up the terminal's
+// process: the detach asks again until the pid is known. A hangup that
+// cannot be sent at all is a debug log line, without the session's content.
+func TestExecSessionHangupWaitsForPid(t *testing.T) {
+	logs := &syncBuffer{}
+	it := newIT(t)
+	tamper := &execInspectTamper{}
+	eng := tamperedEngine(t, it, tamper, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+
+	t.Run("pid late", func(t *testing.T) {
+		name := it.run("pid-late", false)
+		tamper.set(3, false) // the next 3 inspects of an exec: running, pid 0
+		if res := cancelledSession(t, eng, it.ctx, name, true); !res.Detached {
+			t.Errorf("result %+v, want detached", res)
+		}
+		waitProcesses(t, it, name, 1)
+		if got := tamper.hidden(); got != 3 {
+			t.Errorf("%d inspects answered without a pid, want 3: the detach did not ask until the pid was known", got)
+		}
+	})
+	t.Run("no pid", func(t *testing.T) {
+		name := it.run("no-pid", false)
+		tamper.set(0, true) // every inspect of an exec fails
+		if res := cancelledSession(t, eng, it.ctx, name, true); !res.Detached {
+			t.Errorf("result %+v, want detached", res)
+		}
+		var line string
+		for end := time.Now().Add(20 * time.Second); line == "" && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "could not be sent the hangup") {
+					line = l
+				}
+			}
+		}
+		if line == "" {
+			t.Fatalf("no debug line about the failed hangup; logs:\n%s", logs.String())
+		}
+		if !strings.Contains(line, "level=DEBUG") || !strings.Contains(line, "containerId="+name) {
+			t.Errorf("log line %q: want a debug line naming the container", line)
+		}
+		if strings.Contains(line, "ready") {
+			t.Errorf("log line %q carries the session's output", line)
+		}
+		tamper.set(0, false)
+		// The process was not hung up: the engine could not say which it is.
+		top, err := it.cli.ContainerTop(it.ctx, name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(top.Processes) != 2 {
+			t.Errorf("container runs %v, want the main process and the console still", top.Processes)
+		}
+	})
+}
+
+// execInspectTamper passes Docker API calls through to the daemon, except
+// exec inspects: it answers the next hide of them as the engine does before
+// it recorded the process (running, pid 0), and fails them all while fail
+// is set.
+type execInspectTamper struct {
+	base  http.RoundTripper
+	mu    sync.Mutex
+	hide  int
+	fail  bool
+	faked int
+}
+
+func (tp *execInspectTamper) set(hide int, fail bool) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.hide, tp.fail, tp.faked = hide, fail, 0
+}
+
+func (tp *execInspectTamper) hidden() int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.faked
+}
+
+func (tp *execInspectTamper) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/exec/") || !strings.HasSuffix(r.URL.Path, "/json") {
+		return tp.base.RoundTrip(r)
+	}
+	tp.mu.Lock()
+	fail, hide := tp.fail, tp.hide > 0
+	if hide {
+		tp.hide--
+		tp.faked++
+	}
+	tp.mu.Unlock()
+	if fail {
+		body := `{"message":"tampered: inspect refused"}`
+		return &http.Response{StatusCode: http.StatusInternalServerError, Status: "500 Internal Server Error", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(body)),
+			ContentLength: int64(len(body)), Request: r}, nil
+	}
+	resp, err := tp.base.RoundTrip(r)
+	if err != nil || !hide || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	defer resp.Body.Close()
+	var ins map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&ins); err != nil {
+		return nil, err
+	}
+	ins["Running"], ins["Pid"], ins["ExitCode"] = true, 0, nil
+	body, _ := json.Marshal(ins)
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// tamperedEngine is an Engine like it.eng whose API calls (not its
+// hijacked streams) go through tp.
+func tamperedEngine(t *testing.T, it *itEnv, tp *execInspectTamper, log *slog.Logger) *Engine {
+	t.Helper()
+	host, err := client.ParseHostURL(it.cli.DaemonHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := host.Host // for unix://, the socket's path
+	tp.base = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, host.Scheme, addr)
+	}}
+	cli, err := client.NewClientWithOpts(client.WithHost(it.cli.DaemonHost()), client.WithHTTPClient(&http.Client{Transport: tp}),
+		client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := newEngine(cli, Options{NodeID: it.node, VolumeRoots: []string{it.root}, CallTimeout: 30 * time.Second, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close() })
+	return eng
+}
+
+// waitProcesses waits until the container runs n processes (30 s at most:
+// the engine reports exits late on a loaded host).
 func waitProcesses(t *testing.T, it *itEnv, name string, n int) {
 	t.Helper()
 	var top container.TopResponse
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		var err error
 		if top, err = it.cli.ContainerTop(it.ctx, name, nil); err != nil {
 			t.Fatal(err)
