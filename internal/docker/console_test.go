@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -677,50 +678,160 @@ func TestAttachReplayJoin(t *testing.T) {
 	}
 }
 
-// TestFollowStats samples a CPU-burning container: samples come at the
-// interval, CPU is about one CPU, the memory limit is the container's, and
-// the stream ends when the container stops.
+// TestFollowStats samples a CPU-burning container: a sample at the start
+// and one per tick of the interval (the test drives the ticks), the CPU
+// figure is the CPU time the container got between two readings over the
+// time between them, in CPUs, the memory limit is the container's, and the
+// stream ends when the container stops.
+//
+// The engine takes a reading of every container once a second and hands it
+// to everyone who asks. The test follows the engine's own stats stream
+// alongside, finds there the readings the agent's samples came from (by
+// their time), and computes the CPU figure itself from the container's CPU
+// time over the wall-clock time between them. The agent computes it over
+// the host's CPU time instead (as the docker CLI does), which the kernel
+// counts in 10 ms ticks: the two agree within a few percent, whatever CPU
+// the machine delivered (one CPU when idle, a fraction under load).
 func TestFollowStats(t *testing.T) {
 	it := newIT(t)
 	name := it.name("burn")
 	cmd := it.createCmd(name, it.egg("burn", "1"))
 	cmd.Resources = &protocol.Resources{Memory: "64m"}
-	it.create(cmd)
+	dockerID, _ := it.create(cmd)
 	if err := it.eng.Start(it.ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	var samples []protocol.StatsSample
-	ctx, cancel := context.WithCancel(it.ctx)
-	defer cancel()
-	n, err := it.eng.FollowStats(ctx, &protocol.Command{ID: "s1", Action: protocol.ActionStats, ContainerID: name, Follow: true},
-		func(s protocol.StatsSample) error {
-			samples = append(samples, s)
-			if len(samples) == 4 {
-				go func() { _ = it.eng.Stop(it.ctx, name, intp(1)) }()
-			}
-			return nil
-		})
-	if err != nil {
-		t.Fatalf("FollowStats: %v", err)
+	readings := followEngineStats(t, it, dockerID)
+	ticks := make(chan time.Time)
+	intervals := make(chan time.Duration, 1)
+	it.eng.statsTicker = func(d time.Duration) (<-chan time.Time, func()) {
+		intervals <- d
+		return ticks, func() {}
 	}
-	if n != len(samples) || n < 4 {
-		t.Fatalf("%d samples (%d returned), want at least 4 and the stream to end with the container", len(samples), n)
+	samples := make(chan protocol.StatsSample)
+	type result struct {
+		n   int
+		err error
 	}
-	for i, s := range samples[:4] {
-		t.Logf("sample %d: cpu %.2f memory %d/%d pids %d at %s", i, s.CPU, s.MemoryBytes, s.MemoryLimitBytes, s.Pids, s.Timestamp)
+	done := make(chan result, 1)
+	go func() {
+		n, err := it.eng.FollowStats(it.ctx, &protocol.Command{ID: "s1", Action: protocol.ActionStats, ContainerID: name, Follow: true},
+			func(s protocol.StatsSample) error {
+				samples <- s
+				return nil
+			})
+		done <- result{n, err}
+	}()
+	next := func() protocol.StatsSample {
+		t.Helper()
+		select {
+		case s := <-samples:
+			return s
+		case r := <-done:
+			t.Fatalf("FollowStats ended early: %d samples, %v", r.n, r.err)
+		}
+		return protocol.StatsSample{}
+	}
+	got := []protocol.StatsSample{next()}
+	if d := <-intervals; d != time.Second {
+		t.Errorf("ticker interval %s, want the default 1 s", d)
+	}
+	for range 3 {
+		time.Sleep(2 * time.Second) // a window of a few of the engine's readings
+		ticks <- time.Now()
+		got = append(got, next())
+	}
+	// No sample comes without a tick.
+	select {
+	case s := <-samples:
+		t.Fatalf("a sample without a tick: %+v", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := it.eng.Stop(it.ctx, name, intp(1)); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case ticks <- time.Now(): // the next reading finds the container stopped
+		r = <-done
+	case r = <-done:
+	case s := <-samples:
+		t.Fatalf("a sample of a stopped container: %+v", s)
+	}
+	if r.err != nil || r.n != len(got) {
+		t.Fatalf("FollowStats = %d, %v; want %d samples and the end of the stream with the container", r.n, r.err, len(got))
+	}
+	for i, s := range got {
+		t.Logf("sample %d: cpu %.3f memory %d/%d pids %d at %s", i, s.CPU, s.MemoryBytes, s.MemoryLimitBytes, s.Pids, s.Timestamp)
 		if s.CommandID != "s1" || s.ContainerID != name || s.MemoryLimitBytes != 64<<20 || s.MemoryBytes == 0 || s.Pids == 0 {
 			t.Errorf("sample %d = %+v", i, s)
 		}
 		if i == 0 {
 			continue
 		}
-		if s.CPU < 0.2 || s.CPU > 2.5 {
-			t.Errorf("sample %d: cpu %.2f, want about one CPU", i, s.CPU)
+		prev, cur := readings.at(t, got[i-1].Timestamp), readings.at(t, s.Timestamp)
+		wall := cur.Read.Sub(prev.Read)
+		used := time.Duration(cur.CPUStats.CPUUsage.TotalUsage - prev.CPUStats.CPUUsage.TotalUsage)
+		want := used.Seconds() / wall.Seconds()
+		t.Logf("sample %d: cpu %.3f; the engine's readings: %s of CPU time in %s = %.3f CPUs", i, s.CPU, used, wall, want)
+		if math.Abs(s.CPU-want) > 0.02+want/20 {
+			t.Errorf("sample %d: cpu %.3f, want %.3f (within 5%% and 0.02): %s of CPU time in %s", i, s.CPU, want, used, wall)
 		}
-		prev, _ := time.Parse(time.RFC3339Nano, samples[i-1].Timestamp)
-		cur, _ := time.Parse(time.RFC3339Nano, s.Timestamp)
-		if d := cur.Sub(prev); d < 500*time.Millisecond || d > 3*time.Second {
-			t.Errorf("sample %d came %s after the previous one, want about the 1 s interval", i, d)
+	}
+}
+
+// engineStats are the readings of a container's stats stream, by time.
+type engineStats struct {
+	mu   sync.Mutex
+	byTS map[string]container.StatsResponse
+}
+
+// followEngineStats follows the engine's stats stream of a container
+// until the test ends.
+func followEngineStats(t *testing.T, it *itEnv, dockerID string) *engineStats {
+	t.Helper()
+	ctx, cancel := context.WithCancel(it.ctx)
+	resp, err := it.cli.ContainerStats(ctx, dockerID, true)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	es := &engineStats{byTS: map[string]container.StatsResponse{}}
+	stopped := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		_ = resp.Body.Close()
+		<-stopped
+	})
+	go func() {
+		defer close(stopped)
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var s container.StatsResponse
+			if dec.Decode(&s) != nil {
+				return
+			}
+			es.mu.Lock()
+			es.byTS[protocol.Timestamp(s.Read)] = s
+			es.mu.Unlock()
+		}
+	}()
+	return es
+}
+
+// at is the engine's reading taken at ts (a sample's timestamp).
+func (es *engineStats) at(t *testing.T, ts string) container.StatsResponse {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		es.mu.Lock()
+		s, ok := es.byTS[ts]
+		n := len(es.byTS)
+		es.mu.Unlock()
+		if ok {
+			return s
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the engine's stats stream has no reading at %s (%d readings)", ts, n)
 		}
 	}
 }
