@@ -140,28 +140,51 @@ func (e *Engine) execExitCode(ctx context.Context, execID string) (int, error) {
 // namespace and may signal the process (root, or the same user): the pid
 // the engine reports must be a process in the container's cgroup, so a pid
 // of another namespace never hits an unrelated process. It reports why it
-// could not.
+// could not. A process that has ended is not signalled.
 func (e *Engine) signalExec(ctx context.Context, containerID, execID string, sig syscall.Signal) error {
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()
-	ins, err := e.cli.ContainerExecInspect(ctx, execID)
-	if err != nil {
-		return dockerError(err, "inspect exec")
+	pid, err := e.execPid(ctx, execID)
+	if err != nil || pid == 0 {
+		return err
 	}
-	if !ins.Running {
-		return nil
-	}
-	if ins.Pid <= 0 {
-		return errors.New("the engine reports no process id")
-	}
-	cg, err := os.ReadFile("/proc/" + strconv.Itoa(ins.Pid) + "/cgroup")
+	cg, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil || !strings.Contains(string(cg), containerID) {
 		return errors.New("the agent does not share the host's process namespace, and the Docker API cannot signal an exec'd process")
 	}
-	if err := syscall.Kill(ins.Pid, sig); err != nil {
+	if err := syscall.Kill(pid, sig); err != nil {
 		return fmt.Errorf("signal the process: %w", err)
 	}
 	return nil
+}
+
+// pidPoll is how often execPid asks the engine again.
+const pidPoll = 10 * time.Millisecond
+
+// execPid waits until the engine reports the host process id of a running
+// exec and returns it, or 0 once the exec has ended. The engine answers the
+// attach before it starts the process, and it records the process id only
+// after its runtime reports the start, while the process already runs and
+// writes: until then an inspect says "not running, no exit code" (not
+// started yet) or "running, pid 0"; on a loaded host that lasts seconds.
+func (e *Engine) execPid(ctx context.Context, execID string) (int, error) {
+	for {
+		ins, err := e.cli.ContainerExecInspect(ctx, execID)
+		if err != nil {
+			return 0, dockerError(err, "inspect exec")
+		}
+		switch {
+		case ins.Running && ins.Pid > 0:
+			return ins.Pid, nil
+		case !ins.Running && (ins.Pid > 0 || ins.ExitCode != 0):
+			return 0, nil // ended (a start that failed has an exit code, 126 or more)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("the engine reported no process id for the exec in time: %w", ctx.Err())
+		case <-time.After(pidPoll):
+		}
+	}
 }
 
 // killExec kills an exec'd process where possible and waits briefly until

@@ -81,6 +81,10 @@ type Engine struct {
 	negotiateMu sync.Mutex
 	negotiated  atomic.Bool
 
+	// statsTicker paces followed stats (statsfollow.go); nil: a time.Ticker.
+	// Tests set it to tick when they have read the container's counters.
+	statsTicker func(time.Duration) (ticks <-chan time.Time, stop func())
+
 	// Events resubscription backoff (tests shorten it).
 	eventsMinBackoff, eventsMaxBackoff time.Duration
 

@@ -171,7 +171,7 @@ func (e *Engine) ExecSession(ctx context.Context, cmd *protocol.Command, in <-ch
 		// it would get when its terminal goes away.
 		_ = resp.CloseWrite()
 		if cmd.TTY {
-			_ = e.signalExec(context.Background(), c.ID, execID, syscall.SIGHUP)
+			e.hangUp(c.ID, execID, cmd.ContainerID)
 		}
 	})
 	if err != nil || res.Detached {
@@ -183,6 +183,32 @@ func (e *Engine) ExecSession(ctx context.Context, cmd *protocol.Command, in <-ch
 	}
 	res.ExitCode = &code
 	return res, nil
+}
+
+// hangupWait bounds how long a detach waits for the hangup before the
+// session's result goes out (SPEC 2.5: within 2 s of the cancel); past it
+// the hangup carries on in the background, bounded by the call timeout.
+const hangupWait = 500 * time.Millisecond
+
+// hangUp sends a detached terminal session's process the hangup it would
+// get when its terminal goes away. A failure is a debug log line (the
+// container and the reason, nothing of the session): the session has ended
+// for the server either way, and the process may still run.
+func (e *Engine) hangUp(dockerID, execID, containerID string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := e.signalExec(context.Background(), dockerID, execID, syscall.SIGHUP); err != nil {
+			e.log.Debug("exec session detached, but its process could not be sent the hangup and may still run",
+				"containerId", containerID, "err", err)
+		}
+	}()
+	wait := time.NewTimer(hangupWait)
+	defer wait.Stop()
+	select {
+	case <-done:
+	case <-wait.C:
+	}
 }
 
 // runSession pumps a hijacked session: input from in through pump, output

@@ -26,8 +26,8 @@ func (e *Engine) FollowStats(ctx context.Context, cmd *protocol.Command, emit fu
 	}
 	hostMem := e.hostMemory(ctx)
 	interval := time.Duration(cmd.StatsInterval() * float64(time.Second))
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	ticks, stopTicks := e.newStatsTicker(interval)
+	defer stopTicks()
 	var prev *container.StatsResponse
 	sent := 0
 	for {
@@ -50,11 +50,20 @@ func (e *Engine) FollowStats(ctx context.Context, cmd *protocol.Command, emit fu
 		sent++
 		prev = &s
 		select {
-		case <-tick.C:
+		case <-ticks:
 		case <-ctx.Done():
 			return sent, nil
 		}
 	}
+}
+
+// newStatsTicker returns the ticks that pace a followed stats stream.
+func (e *Engine) newStatsTicker(interval time.Duration) (<-chan time.Time, func()) {
+	if e.statsTicker != nil {
+		return e.statsTicker(interval)
+	}
+	t := time.NewTicker(interval)
+	return t.C, t.Stop
 }
 
 // statsOnce reads one sample; running is false when the engine answered

@@ -164,6 +164,11 @@ func TestBadTokenFloodIsLimitedAndAggregated(t *testing.T) {
 	defer client.CloseIdleConnections()
 	bad := n.Token[:len(n.Token)-4] + "AAAA" // a node token with a broken signature
 	var retryAfter string
+	// The server's clock stands still during the flood: the bucket earns
+	// no token back however long the 5,000 requests take (one per 6 s of
+	// its clock: TestLimiterBucket).
+	frozen := time.Now()
+	h.srv.setClock(func() time.Time { return frozen })
 	start := time.Now()
 	for i := range attempts {
 		req, _ := http.NewRequest("GET", h.url+"/api/ws/nodes", nil)
