@@ -120,6 +120,7 @@ type Agent struct {
 	eventsUp atomic.Bool
 	draining atomic.Bool
 	stopOnce sync.Once
+	settled  sync.Once // start-up memory returned (session.go)
 }
 
 // New checks opts, fills in defaults and returns an Agent.

@@ -112,12 +112,16 @@ func (a *Agent) finish(cmd *protocol.Command, res *protocol.CommandResult, took 
 	data := a.encodeResult(res)
 	a.seen.complete(cmd.ID, data)
 	a.outbox.push(cmd.ID, data)
+	if s := a.current(); s != nil {
+		s.flush()
+	}
 	a.obs.CommandDone(cmd.Action, res.Status, took)
-	log := a.log.With("commandId", cmd.ID, "action", cmd.Action, "containerId", cmd.ContainerID, "took", took.Round(time.Millisecond))
 	if res.Status == protocol.StatusSuccess {
-		log.Info("command done", "warnings", len(res.Warnings))
+		a.log.Info("command done", "commandId", cmd.ID, "action", cmd.Action, "containerId", cmd.ContainerID,
+			"took", took.Round(time.Millisecond), "warnings", len(res.Warnings))
 	} else {
-		log.Warn("command failed", "code", res.Code, "err", res.Error)
+		a.log.Warn("command failed", "commandId", cmd.ID, "action", cmd.Action, "containerId", cmd.ContainerID,
+			"took", took.Round(time.Millisecond), "code", res.Code, "err", res.Error)
 	}
 }
 

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"unicode/utf8"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
@@ -37,11 +39,26 @@ func (p *peekString) UnmarshalJSON(b []byte) error {
 	if len(b) < 2 || b[0] != '"' || len(b) > peekMax {
 		return nil
 	}
+	// The common case, a plain string: no second decoder pass.
+	if inner := b[1 : len(b)-1]; !bytes.ContainsAny(inner, "\\\"") && utf8.Valid(inner) && !hasControl(inner) {
+		*p = peekString(inner)
+		return nil
+	}
 	var s string
 	if json.Unmarshal(b, &s) == nil {
 		*p = peekString(s)
 	}
 	return nil
+}
+
+// hasControl reports a byte JSON does not allow unescaped in a string.
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 // frameHead is what admit reads of a frame before decoding it.

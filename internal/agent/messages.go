@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/transport"
@@ -83,14 +84,18 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 		cmd.ID = newCommandID()
 		a.log.Info("command without id: generated one", "commandId", cmd.ID, "action", cmd.Action)
 	}
-	log := a.log.With("commandId", cmd.ID, "action", cmd.Action, "containerId", cmd.ContainerID)
+	// The command's logger is built only when a line is logged: With
+	// formats its attributes at once, on every command.
+	log := func() *slog.Logger {
+		return a.log.With("commandId", cmd.ID, "action", cmd.Action, "containerId", cmd.ContainerID)
+	}
 	if a.draining.Load() {
-		log.Info("command refused: shutting down")
+		log().Info("command refused: shutting down")
 		a.deliver(cmd.ID, protocol.Failure(cmd.ID, protocol.Errorf(protocol.CodeUnavailable, "%s; the command was not executed", errShuttingDown), nil))
 		return
 	}
 	if err := cmd.Validate(); err != nil {
-		log.Warn("invalid command", "err", err)
+		log().Warn("invalid command", "err", err)
 		a.deliver(cmd.ID, protocol.Failure(cmd.ID, err, nil))
 		action := cmd.Action
 		if !action.Known() {
@@ -101,11 +106,11 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	}
 	switch state, stored := a.seen.lookup(cmd.ID); state {
 	case seenDone:
-		log.Info("duplicate command id: replaying the stored result")
+		log().Info("duplicate command id: replaying the stored result")
 		a.outbox.push(cmd.ID, stored)
 		return
 	case seenRunning:
-		log.Info("duplicate command id: already accepted; its result follows when it finishes")
+		log().Info("duplicate command id: already accepted; its result follows when it finishes")
 		return
 	}
 
@@ -126,7 +131,9 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	}
 	queued = true
 	a.seen.begin(cmd.ID)
-	log.Debug("command queued", "pendingBytes", cost)
+	if a.log.Enabled(context.Background(), slog.LevelDebug) {
+		log().Debug("command queued", "pendingBytes", cost)
+	}
 	if cmd.IsSession() { // exec, attach, stats follow: sessions.go
 		a.submitSession(cmd, rsv)
 		return
@@ -139,7 +146,7 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 		abort: func(reason error) {
 			rsv.release()
 			code := protocol.CodeUnavailable
-			log.Info("command not started", "reason", reason)
+			log().Info("command not started", "reason", reason)
 			a.finish(cmd, protocol.Failure(cmd.ID, protocol.Errorf(code, "%s", reason), nil), 0)
 		},
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/volume"
 
 	"github.com/lormas/lormas-agent/internal/policy"
@@ -65,11 +66,16 @@ func (e *Engine) Create(ctx context.Context, cmd *protocol.Command, progress fun
 		}
 	}
 
+	gen := e.index.generation()
 	dockerID, w, err := e.createContainer(ctx, spec)
 	if err != nil {
 		return protocol.CreateResult{}, warnings, err
 	}
 	warnings = append(warnings, w...)
+	// The agent's own labels: its container. Start and the rest find it in
+	// the index without an inspect.
+	e.index.record(gen, id, entryOf(container.InspectResponse{
+		ContainerJSONBase: &container.ContainerJSONBase{ID: dockerID}, Config: spec.Config}))
 	e.log.Info("container created", "containerId", id, "dockerId", dockerID, "image", spec.Config.Image)
 	return protocol.CreateResult{ContainerID: dockerID}, warnings, nil
 }
@@ -82,6 +88,7 @@ func (e *Engine) existing(ctx context.Context, id, hash string) (dockerID string
 	}
 	ictx, cancel := e.call(ctx, 0)
 	defer cancel()
+	gen := e.index.generation()
 	c, err := e.cli.ContainerInspect(ictx, id)
 	switch {
 	case isNotFound(err) || err == nil && !namedAs(c, id):
@@ -101,6 +108,7 @@ func (e *Engine) existing(ctx context.Context, id, hash string) (dockerID string
 		return "", false, protocol.Errorf(protocol.CodeConflict,
 			"create container %s: the container already exists with a different configuration; delete it first", id)
 	}
+	e.index.record(gen, id, entryOf(c))
 	return c.ID, true, nil
 }
 

@@ -76,6 +76,11 @@ func (e *Engine) subscribe(ctx context.Context, since time.Time, last *eventKey,
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the client's goroutine
+	// The container index is current only while this subscription runs;
+	// the daemon replays the events since the last one seen, so none that
+	// could make an entry stale is missed from here on.
+	e.index.subscribed(true)
+	defer e.index.subscribed(false)
 	msgs, errs := e.cli.Events(ctx, events.ListOptions{
 		Since: unixNano(since),
 		Filters: filters.NewArgs(
@@ -88,6 +93,7 @@ func (e *Engine) subscribe(ctx context.Context, since time.Time, last *eventKey,
 		case err := <-errs:
 			return err
 		case m := <-msgs:
+			e.index.apply(m)
 			t := time.Unix(0, m.TimeNano)
 			key := eventKey{time: t, id: m.Actor.ID, action: string(m.Action)}
 			if t.Before(last.time) || key == *last {

@@ -21,6 +21,12 @@ import (
 // daemon cannot be made to show on demand: hanging, restarting mid-stream.
 func fakeDaemon(t *testing.T, h http.HandlerFunc) *Engine {
 	t.Helper()
+	return fakeDaemonWith(t, Options{NodeID: "node-1", CallTimeout: 300 * time.Millisecond}, h)
+}
+
+// fakeDaemonWith is fakeDaemon with the engine's options.
+func fakeDaemonWith(t *testing.T, opts Options, h http.HandlerFunc) *Engine {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Api-Version", "1.41")
 		w.Header().Set("Content-Type", "application/json")
@@ -33,7 +39,7 @@ func fakeDaemon(t *testing.T, h http.HandlerFunc) *Engine {
 	t.Setenv("DOCKER_HOST", "tcp://"+strings.TrimPrefix(srv.URL, "http://"))
 	t.Setenv("DOCKER_TLS_VERIFY", "")
 	t.Setenv("DOCKER_API_VERSION", "")
-	e, err := New(Options{NodeID: "node-1", CallTimeout: 300 * time.Millisecond})
+	e, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +261,8 @@ func testPullStreamError(t *testing.T, form string, errMsg map[string]any, local
 			}
 		})
 		var progress []string
-		cmd := &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1", EggConfig: &protocol.EggConfig{Image: "app:1"}}
+		cmd := &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1",
+			EggConfig: &protocol.EggConfig{Image: "app:1", PullPolicy: protocol.PullAlways}}
 		res, warnings, err := e.Create(context.Background(), cmd, func(stage, detail string) { progress = append(progress, stage+": "+detail) })
 		if want := []string{"pull: 1: Pulling from library/app", "pull: l1: Downloading 1/10 bytes"}; !slices.Equal(progress, want) {
 			t.Errorf("progress %q, want %q", progress, want)

@@ -103,22 +103,24 @@ func (e *Engine) List(ctx context.Context) ([]protocol.InventoryItem, error) {
 // computed as the docker CLI does (100 = one CPU busy), memory usage excludes
 // the page cache that the kernel can reclaim (inactive_file).
 func (e *Engine) Stats(ctx context.Context, containerID string) (protocol.StatsResult, error) {
-	c, err := e.lookup(ctx, "stats", containerID)
+	var s container.StatsResponse
+	err := e.withContainer(ctx, "stats", containerID, func(c container.InspectResponse) error {
+		// One sample with stream=false includes the previous CPU reading
+		// (PreCPUStats) that the percentage needs; the one-shot variant does not.
+		ctx, cancel := e.call(ctx, 0)
+		defer cancel()
+		resp, err := e.cli.ContainerStats(ctx, c.ID, false)
+		if err != nil {
+			return dockerError(err, "read stats of container %s", containerID)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+			return dockerError(err, "read stats of container %s", containerID)
+		}
+		return nil
+	})
 	if err != nil {
 		return protocol.StatsResult{}, err
-	}
-	// One sample with stream=false includes the previous CPU reading
-	// (PreCPUStats) that the percentage needs; the one-shot variant does not.
-	ctx, cancel := e.call(ctx, 0)
-	defer cancel()
-	resp, err := e.cli.ContainerStats(ctx, c.ID, false)
-	if err != nil {
-		return protocol.StatsResult{}, dockerError(err, "read stats of container %s", containerID)
-	}
-	defer resp.Body.Close()
-	var s container.StatsResponse
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return protocol.StatsResult{}, dockerError(err, "read stats of container %s", containerID)
 	}
 	return statsResult(containerID, s), nil
 }

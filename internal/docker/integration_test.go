@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/go-connections/nat"
@@ -746,16 +747,36 @@ func TestEvents(t *testing.T) {
 // TestPullPolicies: no registry is reachable here, so every pull fails.
 func TestPullPolicies(t *testing.T) {
 	it := newIT(t)
-	local := it.name("always")
+	// The default is Kubernetes' rule: a tag other than latest is pulled
+	// only when missing (the workload's tag is its source hash) ...
+	tagged := it.name("default-tagged")
 	egg := it.egg()
-	egg.PullPolicy = "" // default: always
+	egg.PullPolicy = ""
 	var stages []string
-	_, warnings, err := it.eng.Create(it.ctx, it.createCmd(local, egg), func(stage, detail string) { stages = append(stages, stage) })
+	_, warnings, err := it.eng.Create(it.ctx, it.createCmd(tagged, egg), func(stage, detail string) { stages = append(stages, stage) })
+	if err != nil || len(warnings) != 0 || len(stages) != 0 {
+		t.Errorf("default policy, tagged local image: %v, warnings %q, stages %q; want no pull", err, warnings, stages)
+	}
+	// ... and an image tagged latest (or not at all) is always pulled.
+	latest := "lormas-test-latest-" + randHex(4) + ":latest"
+	if err := it.cli.ImageTag(it.ctx, it.img, latest); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = it.cli.ImageRemove(context.Background(), latest, image.RemoveOptions{}) })
+	egg = it.egg()
+	egg.Image, egg.PullPolicy = latest, ""
+	_, warnings, err = it.eng.Create(it.ctx, it.createCmd(it.name("default-latest"), egg), nil)
 	if err != nil {
 		t.Fatalf("create with a failing pull and a local image: %v", err)
 	}
-	if len(warnings) != 1 || !strings.Contains(warnings[0], "using the local copy") || !strings.Contains(warnings[0], it.img) {
-		t.Errorf("warnings %q, want one saying the local copy is used", warnings)
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "using the local copy") || !strings.Contains(warnings[0], latest) {
+		t.Errorf("warnings %q, want one saying the pull failed and the local copy is used", warnings)
+	}
+	egg = it.egg()
+	egg.PullPolicy = protocol.PullAlways
+	_, warnings, err = it.eng.Create(it.ctx, it.createCmd(it.name("always"), egg), nil)
+	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "using the local copy") {
+		t.Errorf("pullPolicy always, tagged local image: %v, warnings %q; want a failed pull and the local copy", err, warnings)
 	}
 
 	missing := "lormas-test-missing:" + randHex(4)

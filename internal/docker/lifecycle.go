@@ -11,17 +11,20 @@ import (
 
 // Start starts the container; a running one is left as it is.
 func (e *Engine) Start(ctx context.Context, containerID string) error {
-	c, err := e.lookup(ctx, "start", containerID)
+	err := e.withContainer(ctx, "start", containerID, func(c container.InspectResponse) error {
+		if c.State != nil && c.State.Running && !c.State.Paused {
+			return nil
+		}
+		ctx, cancel := e.call(ctx, 0)
+		defer cancel()
+		// Docker answers 304 (no error) for a running container.
+		if err := e.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+			return dockerError(err, "start container %s", containerID)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	if c.State != nil && c.State.Running && !c.State.Paused {
-		return nil
-	}
-	ctx, cancel := e.call(ctx, 0)
-	defer cancel()
-	if err := e.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
-		return dockerError(err, "start container %s", containerID)
 	}
 	e.log.Info("container started", "containerId", containerID)
 	return nil
@@ -31,18 +34,20 @@ func (e *Engine) Start(ctx context.Context, containerID string) error {
 // period (timeout seconds, else the container's own or Docker's default),
 // SIGKILL. A stopped container is left as it is.
 func (e *Engine) Stop(ctx context.Context, containerID string, timeout *int) error {
-	c, err := e.lookup(ctx, "stop", containerID)
+	err := e.withContainer(ctx, "stop", containerID, func(c container.InspectResponse) error {
+		if c.State != nil && !c.State.Running && !c.State.Restarting {
+			return nil
+		}
+		ctx, cancel := e.call(ctx, stopGrace(c, timeout))
+		defer cancel()
+		// Docker answers 304 (no error) for a stopped container.
+		if err := e.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: timeout}); err != nil {
+			return dockerError(err, "stop container %s", containerID)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	if c.State != nil && !c.State.Running && !c.State.Restarting {
-		return nil
-	}
-	grace := stopGrace(c, timeout)
-	ctx, cancel := e.call(ctx, grace)
-	defer cancel()
-	if err := e.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: timeout}); err != nil {
-		return dockerError(err, "stop container %s", containerID)
 	}
 	e.log.Info("container stopped", "containerId", containerID)
 	return nil
@@ -50,15 +55,16 @@ func (e *Engine) Stop(ctx context.Context, containerID string, timeout *int) err
 
 // Restart stops (as Stop) and starts the container; a stopped one is started.
 func (e *Engine) Restart(ctx context.Context, containerID string, timeout *int) error {
-	c, err := e.lookup(ctx, "restart", containerID)
+	err := e.withContainer(ctx, "restart", containerID, func(c container.InspectResponse) error {
+		ctx, cancel := e.call(ctx, stopGrace(c, timeout))
+		defer cancel()
+		if err := e.cli.ContainerRestart(ctx, c.ID, container.StopOptions{Timeout: timeout}); err != nil {
+			return dockerError(err, "restart container %s", containerID)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	grace := stopGrace(c, timeout)
-	ctx, cancel := e.call(ctx, grace)
-	defer cancel()
-	if err := e.cli.ContainerRestart(ctx, c.ID, container.StopOptions{Timeout: timeout}); err != nil {
-		return dockerError(err, "restart container %s", containerID)
 	}
 	e.log.Info("container restarted", "containerId", containerID)
 	return nil
@@ -66,28 +72,60 @@ func (e *Engine) Restart(ctx context.Context, containerID string, timeout *int) 
 
 // Kill sends signal (default SIGKILL) to a running container.
 func (e *Engine) Kill(ctx context.Context, containerID, signal string) error {
-	c, err := e.lookup(ctx, "kill", containerID)
-	if err != nil {
-		return err
-	}
-	if c.State != nil && !c.State.Running {
-		return protocol.Errorf(protocol.CodeConflict, "kill container %s: the container is not running", containerID)
-	}
 	if signal == "" {
 		signal = "SIGKILL"
 	}
-	ctx, cancel := e.call(ctx, 0)
-	defer cancel()
-	if err := e.cli.ContainerKill(ctx, c.ID, signal); err != nil {
+	err := e.withContainer(ctx, "kill", containerID, func(c container.InspectResponse) error {
+		if c.State != nil && !c.State.Running {
+			return errNotRunning(containerID)
+		}
+		ctx, cancel := e.call(ctx, 0)
+		defer cancel()
+		err := e.cli.ContainerKill(ctx, c.ID, signal)
+		switch {
+		case err == nil:
+			return nil
+		case c.State == nil && errorCode(err) == protocol.CodeConflict:
+			// From the index, without the state: Docker's 409 "is not running".
+			return errNotRunning(containerID)
+		}
 		return dockerError(err, "kill container %s with %s", containerID, signal)
+	})
+	if err != nil {
+		return err
 	}
 	e.log.Info("container killed", "containerId", containerID, "signal", signal)
 	return nil
 }
 
+func errNotRunning(containerID string) error {
+	return protocol.Errorf(protocol.CodeConflict, "kill container %s: the container is not running", containerID)
+}
+
 // Delete force-removes the container, keeping its named volumes and bind
 // data. A missing container is reported as alreadyAbsent, not as an error.
 func (e *Engine) Delete(ctx context.Context, containerID string) (alreadyAbsent bool, err error) {
+	remove := func(c container.InspectResponse) error {
+		ctx, cancel := e.call(ctx, 0)
+		defer cancel()
+		e.index.forget(c.ID)
+		err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: false})
+		if err != nil {
+			return dockerError(err, "delete container %s", containerID)
+		}
+		return nil
+	}
+	// An indexed container that is gone may have been replaced under its
+	// name: only an inspect by name can tell "already absent".
+	if c, ok := e.indexed(ctx, containerID); ok {
+		err := remove(c)
+		if err == nil {
+			e.log.Info("container deleted", "containerId", containerID)
+		}
+		if protocol.CodeOf(err) != protocol.CodeNotFound {
+			return false, err
+		}
+	}
 	c, err := e.lookup(ctx, "delete", containerID)
 	if protocol.CodeOf(err) == protocol.CodeNotFound {
 		return true, nil
@@ -95,14 +133,12 @@ func (e *Engine) Delete(ctx context.Context, containerID string) (alreadyAbsent 
 	if err != nil {
 		return false, err
 	}
-	ctx, cancel := e.call(ctx, 0)
-	defer cancel()
-	err = e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: false})
+	err = remove(c)
 	switch {
-	case isNotFound(err):
+	case protocol.CodeOf(err) == protocol.CodeNotFound:
 		return true, nil
 	case err != nil:
-		return false, dockerError(err, "delete container %s", containerID)
+		return false, err
 	}
 	e.log.Info("container deleted", "containerId", containerID)
 	return false, nil

@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -21,10 +22,6 @@ const maxLogsBytes = 8 << 20
 // stderr, in the order Docker returns them, optionally since cmd.Since and
 // with Docker's timestamps.
 func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, error) {
-	c, err := e.lookup(ctx, "logs", cmd.ContainerID)
-	if err != nil {
-		return nil, err
-	}
 	since, err := parseSince(cmd.Since)
 	if err != nil {
 		return nil, err
@@ -32,11 +29,22 @@ func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, err
 	n := cmd.LogLines()
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()
-	rc, err := e.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{
-		ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n), Since: since, Timestamps: cmd.Timestamps,
+	var (
+		c  container.InspectResponse
+		rc io.ReadCloser
+	)
+	err = e.withContainer(ctx, "logs", cmd.ContainerID, func(target container.InspectResponse) (err error) {
+		c = target
+		rc, err = e.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{
+			ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n), Since: since, Timestamps: cmd.Timestamps,
+		})
+		if err != nil {
+			return dockerError(err, "read logs of container %s", cmd.ContainerID)
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, dockerError(err, "read logs of container %s", cmd.ContainerID)
+		return nil, err
 	}
 	defer rc.Close()
 	ring := newLineRing(n, maxLogsBytes)

@@ -20,15 +20,17 @@ import (
 // reported; status changes are reported at once.
 const progressInterval = time.Second
 
-// ensureImage makes the image available per the pull policy (default
-// always). A failed pull falls back to a local copy with a warning; without
-// one the error says both.
+// ensureImage makes the image available per the pull policy (default: the
+// Kubernetes rule, defaultPullPolicy). A failed pull falls back to a local
+// copy with a warning; without one the error says both. Concurrent creates
+// of one image share one pull (pulls.go).
 func (e *Engine) ensureImage(ctx context.Context, ref, pullPolicy string, progress func(stage, detail string)) (warnings []string, err error) {
-	if _, err := reference.ParseNormalizedNamed(ref); err != nil {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeInvalid, "eggConfig.image %q is not a valid image reference: %v", ref, err)
 	}
 	if pullPolicy == "" {
-		pullPolicy = protocol.PullAlways
+		pullPolicy = defaultPullPolicy(named)
 	}
 	if pullPolicy != protocol.PullAlways {
 		local, err := e.imageExists(ctx, ref)
@@ -42,7 +44,7 @@ func (e *Engine) ensureImage(ctx context.Context, ref, pullPolicy string, progre
 			return nil, protocol.Errorf(protocol.CodeNotFound, "image %s is not present on this node and pullPolicy is never", ref)
 		}
 	}
-	pullErr := e.pull(ctx, ref, progress)
+	pullErr := e.pulls.do(ctx, ref, progress, e.pull)
 	if pullErr == nil {
 		return nil, nil
 	}
@@ -63,6 +65,19 @@ func (e *Engine) ensureImage(ctx context.Context, ref, pullPolicy string, progre
 		code = pe.Code
 	}
 	return nil, protocol.Errorf(code, "%v, and no local copy of the image exists", pullErr)
+}
+
+// defaultPullPolicy is Kubernetes' imagePullPolicy default (SPEC 3): always
+// for an image without a tag or tagged latest (the name may point at new
+// content at any time), missing for any other tag or a digest.
+func defaultPullPolicy(named reference.Named) string {
+	if _, ok := named.(reference.Digested); ok {
+		return protocol.PullMissing
+	}
+	if t, ok := named.(reference.Tagged); ok && t.Tag() != "latest" {
+		return protocol.PullMissing
+	}
+	return protocol.PullAlways
 }
 
 func (e *Engine) imageExists(ctx context.Context, ref string) (bool, error) {

@@ -16,10 +16,16 @@ import (
 // reported as a warning. Docker's refusals (a memory limit below current
 // usage, for one) come back with Docker's message.
 func (e *Engine) Update(ctx context.Context, containerID string, res *protocol.Resources) ([]string, error) {
-	c, err := e.lookup(ctx, "update", containerID)
-	if err != nil {
-		return nil, err
-	}
+	var warnings []string
+	err := e.withContainer(ctx, "update", containerID, func(c container.InspectResponse) error {
+		var err error
+		warnings, err = e.update(ctx, c, containerID, res)
+		return err
+	})
+	return warnings, err
+}
+
+func (e *Engine) update(ctx context.Context, c container.InspectResponse, containerID string, res *protocol.Resources) ([]string, error) {
 	if res == nil {
 		return nil, protocol.Errorf(protocol.CodeInvalid, "update container %s: resources is required", containerID)
 	}

@@ -32,7 +32,12 @@ type Conn struct {
 	queue  chan *sendReq
 	prio   chan control
 
-	closing   chan struct{} // Close was called
+	closing chan struct{} // Close was called
+	// writing is held (capacity 1) by whoever writes a data or control
+	// frame: the writer goroutine, or a Send that found the writer idle
+	// and writes on its own goroutine (saving two goroutine hand-offs on
+	// every command result).
+	writing   chan struct{}
 	closeOnce sync.Once
 	wmu       sync.Mutex // orders the writer's deadlines against Close's
 	localCode atomic.Uint32
@@ -41,7 +46,7 @@ type Conn struct {
 	writerDone chan struct{}
 	done       chan struct{}
 	readErr    error // from OnClose, before readDone
-	writeErr   error // the writer's failure, before writerDone
+	writeErr   error // the first write failure; guarded by wmu
 	err        error // before done
 }
 
@@ -75,6 +80,7 @@ func newConn(cfg Config) *Conn {
 		queue:      make(chan *sendReq, cfg.SendQueue),
 		prio:       make(chan control, prioQueue),
 		closing:    make(chan struct{}),
+		writing:    make(chan struct{}, 1),
 		readDone:   make(chan struct{}),
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
@@ -118,6 +124,9 @@ func (c *Conn) Send(ctx context.Context, data []byte) error {
 	if len(data) > c.cfg.MaxMessageBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(data), c.cfg.MaxMessageBytes)
 	}
+	if ok, err := c.sendDirect(data); ok {
+		return err
+	}
 	r := &sendReq{data: data, done: make(chan error, 1)}
 	select {
 	case c.queue <- r:
@@ -137,6 +146,31 @@ func (c *Conn) Send(ctx context.Context, data []byte) error {
 			return ErrClosed
 		}
 	}
+}
+
+// sendDirect writes data on the caller's goroutine when nothing is queued
+// and nobody is writing; ok is false when the frame must be queued
+// instead. It never waits: a busy writer means the queue, whose wait ctx
+// bounds.
+func (c *Conn) sendDirect(data []byte) (ok bool, err error) {
+	if len(c.queue) > 0 || len(c.prio) > 0 {
+		return false, nil
+	}
+	select {
+	case c.writing <- struct{}{}:
+	default:
+		return false, nil
+	}
+	defer func() { <-c.writing }()
+	select {
+	case <-c.writerDone:
+		return true, ErrClosed
+	default:
+	}
+	if len(c.queue) > 0 { // queued meanwhile: keep the order
+		return false, nil
+	}
+	return true, c.write(gws.OpcodeText, data)
 }
 
 // SendPriority queues a small text frame (a pong) ahead of everything in the
@@ -202,7 +236,7 @@ func (c *Conn) writeLoop() {
 		// Control frames first, so pongs never wait behind bulk frames.
 		select {
 		case f := <-c.prio:
-			if c.write(f.op, f.data) != nil {
+			if c.writeHeld(f.op, f.data) != nil {
 				return
 			}
 			continue
@@ -210,17 +244,17 @@ func (c *Conn) writeLoop() {
 		}
 		select {
 		case f := <-c.prio:
-			if c.write(f.op, f.data) != nil {
+			if c.writeHeld(f.op, f.data) != nil {
 				return
 			}
 		case r := <-c.queue:
-			err := c.write(gws.OpcodeText, r.data)
+			err := c.writeHeld(gws.OpcodeText, r.data)
 			r.done <- err
 			if err != nil {
 				return
 			}
 		case <-ping.C:
-			if c.write(gws.OpcodePing, nil) != nil {
+			if c.writeHeld(gws.OpcodePing, nil) != nil {
 				return
 			}
 		case <-c.readDone:
@@ -229,6 +263,14 @@ func (c *Conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeHeld writes one frame holding the writing token (waiting for a
+// Send that writes directly).
+func (c *Conn) writeHeld(op gws.Opcode, data []byte) error {
+	c.writing <- struct{}{}
+	defer func() { <-c.writing }()
+	return c.write(op, data)
 }
 
 // write sends one frame with a write deadline. Any write error closes the
@@ -245,7 +287,11 @@ func (c *Conn) write(op gws.Opcode, data []byte) error {
 	c.wmu.Unlock()
 	err := c.socket.WriteMessage(op, data)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		c.writeErr = err
+		c.wmu.Lock()
+		if c.writeErr == nil {
+			c.writeErr = err
+		}
+		c.wmu.Unlock()
 		_ = c.socket.NetConn().Close()
 	}
 	return err
@@ -255,7 +301,10 @@ func (c *Conn) write(op gws.Opcode, data []byte) error {
 // decides why the connection ended and closes done.
 func (c *Conn) finish() {
 	<-c.readDone
-	c.err = classify(c.readErr, c.writeErr, uint16(c.localCode.Load()), c.cfg.MaxMessageBytes)
+	c.wmu.Lock()
+	writeErr := c.writeErr
+	c.wmu.Unlock()
+	c.err = classify(c.readErr, writeErr, uint16(c.localCode.Load()), c.cfg.MaxMessageBytes)
 	if errors.Is(c.err, ErrMessageTooLarge) {
 		c.log.Warn("server sent a frame over MAX_MESSAGE_BYTES; connection closed with 1009",
 			"limitBytes", c.cfg.MaxMessageBytes)

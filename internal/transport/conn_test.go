@@ -516,3 +516,54 @@ func TestDialErrorHidesToken(t *testing.T) {
 		t.Errorf("dial error contains the token: %v", err)
 	}
 }
+
+// TestConcurrentSendsKeepEachSendersOrder: Send writes on the caller's
+// goroutine when the writer is idle and queues otherwise; with many
+// senders at once every frame arrives whole, once, and each sender's
+// frames in the order it sent them.
+func TestConcurrentSendsKeepEachSendersOrder(t *testing.T) {
+	agenttest.CheckLeaks(t)
+	s := agenttest.NewServer(t, agenttest.ServerOptions{})
+	cfg := config(t, s.URL(), nil)
+	cfg.ReadTimeout = time.Minute
+	c := dial(t, s, cfg)
+	const senders, each = 8, 100
+	var wg sync.WaitGroup
+	for g := 0; g < senders; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				data := []byte(fmt.Sprintf(`{"type":"log","commandId":"%d-%d","line":"%s"}`, g, i, strings.Repeat("x", i*37)))
+				if err := c.Send(context.Background(), data); err != nil {
+					t.Errorf("sender %d frame %d: %v", g, i, err)
+					return
+				}
+			}
+		}()
+		if g == senders/2 {
+			_ = c.SendPriority([]byte(`{"type":"pong"}`)) // the writer goroutine writes meanwhile
+		}
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	next := make([]int, senders)
+	for n := 0; n < senders*each; n++ {
+		m, err := s.Next(ctx, protocol.TypeLog)
+		if err != nil {
+			t.Fatalf("frame %d: %v", n, err)
+		}
+		var g, i int
+		if _, err := fmt.Sscanf(m.(protocol.LogMessage).CommandID, "%d-%d", &g, &i); err != nil {
+			t.Fatal(err)
+		}
+		if i != next[g] {
+			t.Fatalf("sender %d: frame %d arrived when %d was due", g, i, next[g])
+		}
+		if line := m.(protocol.LogMessage).Line; len(line) != i*37 {
+			t.Fatalf("sender %d frame %d: line of %d bytes, want %d", g, i, len(line), i*37)
+		}
+		next[g]++
+	}
+}
