@@ -196,6 +196,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		ShutdownTimeout:       cfg.ShutdownTimeout,
 		OutboxLimit:           cfg.OutboxLimit,
 		MaxPendingBytes:       int64(cfg.MaxPendingBytes),
+		ResultStoreBytes:      int64(cfg.ResultStoreBytes),
 		MaxSessions:           cfg.MaxSessions,
 		LogStreamBuffer:       int(cfg.LogStreamBuffer),
 		StatusEvents:          cfg.StatusEvents,

@@ -50,8 +50,6 @@ const (
 // Internal limits.
 const (
 	dedupTTL        = time.Hour
-	dedupMaxEntries = 10000
-	dedupMaxBytes   = 16 << 20
 	outboxMaxBytes  = 64 << 20
 	maxStreams      = 256
 	identifyTimeout = 5 * time.Second
@@ -151,6 +149,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.MaxPendingBytes, DefaultMaxPendingBytes)
 	setDefault(&opts.MaxSessions, DefaultMaxSessions)
 	setDefault(&opts.LogStreamBuffer, DefaultLogStreamBuffer)
+	setDefault(&opts.ResultStoreBytes, DefaultResultStoreBytes)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -176,7 +175,7 @@ func New(opts Options) (*Agent, error) {
 		cmdCancel:  cmdCancel,
 		disp:       newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
 		outbox:     newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
-		seen:       newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
+		seen:       newDedup(dedupTTL, maxCommandIDs, opts.ResultStoreBytes, log),
 		pending:    newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
 		streams:    newStreams(),
 		consoles:   newConsoles(),

@@ -157,55 +157,6 @@ func (r *recordingObserver) OutboxDepth(n int) {
 	r.mu.Unlock()
 }
 
-func TestDedup(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	d := newDedup(time.Hour, 100, 1<<20)
-	d.now = func() time.Time { return now }
-
-	if st, _ := d.begin("a"); st != seenNew {
-		t.Fatalf("first sight: %v", st)
-	}
-	if st, _ := d.begin("a"); st != seenRunning {
-		t.Fatalf("second sight while running: %v", st)
-	}
-	d.complete("a", []byte("result-a"))
-	if st, res := d.begin("a"); st != seenDone || string(res) != "result-a" {
-		t.Fatalf("after completion: %v %q", st, res)
-	}
-	now = now.Add(59 * time.Minute)
-	if st, _ := d.begin("a"); st != seenDone {
-		t.Fatal("forgotten before the hour was up")
-	}
-	now = now.Add(2 * time.Minute)
-	if st, _ := d.begin("a"); st != seenNew {
-		t.Fatal("still remembered after the hour")
-	}
-}
-
-func TestDedupBounds(t *testing.T) {
-	d := newDedup(time.Hour, 3, 1<<20)
-	for i := 0; i < 5; i++ {
-		id := fmt.Sprint("id", i)
-		d.begin(id)
-		d.complete(id, []byte("r"))
-	}
-	if d.size() != 3 {
-		t.Errorf("size %d, want the entry bound 3", d.size())
-	}
-	if st, _ := d.begin("id4"); st != seenDone {
-		t.Error("the newest entry was evicted")
-	}
-
-	d = newDedup(time.Hour, 100, 10)
-	d.begin("x")
-	d.complete("x", make([]byte, 8))
-	d.begin("y")
-	d.complete("y", make([]byte, 8))
-	if st, _ := d.begin("x"); st != seenNew {
-		t.Error("byte bound did not evict the oldest result")
-	}
-}
-
 func TestDispatcherOrderingLimitAndCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -112,6 +112,12 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	case seenRunning:
 		log().Info("duplicate command id: already accepted; its result follows when it finishes")
 		return
+	case seenEvicted:
+		log().Info("duplicate command id: already executed, its result no longer stored; answering conflict")
+		a.deliver(cmd.ID, protocol.Failure(cmd.ID, protocol.Errorf(protocol.CodeConflict,
+			"command %s was already executed within the last hour and is not executed again; its result is no longer stored (the stored results exceeded RESULT_STORE_BYTES)",
+			cmd.ID), nil))
+		return
 	}
 
 	// Hold only what the action uses, and account for it as decoded.
