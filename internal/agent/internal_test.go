@@ -73,37 +73,69 @@ func base64URL(s string) string {
 	return out.String()
 }
 
-func TestOutboxOrderAndRemoveOnlyAfterWrite(t *testing.T) {
+// TestOutboxRemovesOnlyConfirmed: a written result stays queued until the
+// server confirms it; on the next connection the unconfirmed ones are
+// written again first, in order; a confirmation from an earlier connection
+// changes nothing.
+func TestOutboxRemovesOnlyConfirmed(t *testing.T) {
 	o := newOutbox(10, 1<<20, discard, observer{})
 	for i := 1; i <= 3; i++ {
 		o.push(fmt.Sprint("c", i), []byte(fmt.Sprint(i)))
 	}
-	it, _ := o.peek()
-	if it.commandID != "c1" {
-		t.Fatalf("head %s, want c1", it.commandID)
-	}
-	// A failed write leaves the head in place; peeking again gives it back.
-	again, _ := o.peek()
-	if again.seq != it.seq {
-		t.Fatal("peek is not stable")
-	}
-	o.remove(it.seq + 1) // not the head: ignored
-	if o.len() != 3 {
-		t.Fatalf("removing a non-head result changed the outbox: len %d", o.len())
-	}
-	o.remove(it.seq)
-	var got []string
-	for {
-		it, ok := o.peek()
+	ep := o.rewind()
+	write := func(ep uint64, pos uint64) (string, bool) {
+		t.Helper()
+		it, ok := o.next(ep)
 		if !ok {
-			break
+			t.Fatal("nothing to write")
 		}
+		return it.commandID, o.wrote(ep, it.seq, pos)
+	}
+	if id, again := write(ep, 7); id != "c1" || again {
+		t.Fatalf("first write %s (again %v), want c1 for the first time", id, again)
+	}
+	if id, _ := write(ep, 8); id != "c2" {
+		t.Fatalf("second write %s, want c2", id)
+	}
+	o.confirm(ep, 7)
+	if o.len() != 2 || o.unwritten() != 1 {
+		t.Fatalf("after confirming c1: len %d, unwritten %d; want 2 and 1", o.len(), o.unwritten())
+	}
+	// The connection dies with c2 written, not confirmed, and c3 unwritten.
+	ep2 := o.rewind()
+	o.confirm(ep, 100) // a late pong of the dead connection
+	if o.len() != 2 {
+		t.Fatalf("a confirmation of the old connection removed results: len %d", o.len())
+	}
+	var got []string
+	for _, pos := range []uint64{1, 2} {
+		id, again := write(ep2, pos)
+		got = append(got, fmt.Sprintf("%s %v", id, again))
+	}
+	if want := []string{"c2 true", "c3 false"}; !slices.Equal(got, want) {
+		t.Errorf("after reconnect wrote %v, want %v (c2 again, then c3)", got, want)
+	}
+	if _, ok := o.next(ep2); ok {
+		t.Error("something left to write")
+	}
+	o.confirm(ep2, 2)
+	if o.len() != 0 || o.resends() != 1 {
+		t.Errorf("len %d, resends %d; want 0 and 1", o.len(), o.resends())
+	}
+}
+
+// takeAll writes and confirms everything in o and returns the ids in order.
+func takeAll(o *outbox) []string {
+	var got []string
+	ep := o.rewind()
+	pos := uint64(0)
+	for it, ok := o.next(ep); ok; it, ok = o.next(ep) {
 		got = append(got, it.commandID)
-		o.remove(it.seq)
+		pos++
+		o.wrote(ep, it.seq, pos)
 	}
-	if !slices.Equal(got, []string{"c2", "c3"}) {
-		t.Errorf("order %v, want [c2 c3]", got)
-	}
+	o.confirm(ep, pos)
+	return got
 }
 
 func TestOutboxDropsOldestWhenFull(t *testing.T) {
@@ -113,12 +145,7 @@ func TestOutboxDropsOldestWhenFull(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		o.push(fmt.Sprint("c", i), []byte("x"))
 	}
-	var got []string
-	for it, ok := o.peek(); ok; it, ok = o.peek() {
-		got = append(got, it.commandID)
-		o.remove(it.seq)
-	}
-	if !slices.Equal(got, []string{"c3", "c4", "c5"}) {
+	if got := takeAll(o); !slices.Equal(got, []string{"c3", "c4", "c5"}) {
 		t.Errorf("kept %v, want the newest three", got)
 	}
 	if o.dropped != 2 {
