@@ -30,6 +30,7 @@ import (
 // The Docker layer implements the agent's runtime contract; the assertion
 // lives here so internal/docker never imports internal/agent.
 var _ agent.Runtime = (*docker.Engine)(nil)
+var _ agent.EventWatcher = (*docker.Engine)(nil)
 
 var (
 	_ agent.HostSampler = (*hostmetrics.Sampler)(nil)

@@ -94,8 +94,9 @@ type Agent struct {
 	seen      *dedup
 	pending   *pendingBudget
 	streams   *streams
-	consoles  *consoles  // exec/attach/stats sessions (sessions.go)
-	logBudget *logBudget // bytes of all follow streams' buffers
+	consoles  *consoles   // exec/attach/stats sessions (sessions.go)
+	logBudget *logBudget  // bytes of all follow streams' buffers
+	events    *eventQueue // container events on their way to the server
 
 	mu        sync.Mutex
 	sess      *session // identified session, or nil
@@ -112,6 +113,7 @@ type Agent struct {
 	refuseLog  *every // commands refused for room, at most once a second
 	cancelLog  *every // cancels for unknown ids, at most once a second
 	refreshLog *every // ignored token_refresh messages
+	eventDrop  *every // container events dropped for a slow server
 
 	started  atomic.Bool
 	running  atomic.Bool
@@ -185,6 +187,8 @@ func New(opts Options) (*Agent, error) {
 		refuseLog:  newEvery(time.Second),
 		cancelLog:  newEvery(time.Second),
 		refreshLog: newEvery(time.Minute),
+		events:     newEventQueue(),
+		eventDrop:  newEvery(time.Minute),
 		nodeID:     opts.NodeID,
 	}
 	return a, nil
