@@ -58,7 +58,8 @@ func testRedelivery(t *testing.T, keepalive bool) {
 	eventually(t, "every command running", func() bool { return rt.CallCount("Start") == n })
 
 	h.srv.SetReadDelay(time.Hour) // the server reads one more frame, then nothing
-	for i := range n { // results in a known order: r00, r01, ...
+	// The results in a known order: r00, r01, ...
+	for i := range n {
 		close(gates[fmt.Sprint("c", i)])
 		eventually(t, "the result written", func() bool {
 			return len(h.logs.entries("command done")) > i && agent.OutboxUnwritten(h.agent) == 0

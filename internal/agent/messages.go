@@ -106,6 +106,12 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	}
 	switch state, stored := a.seen.lookup(cmd.ID); state {
 	case seenDone:
+		if a.outbox.unsent(cmd.ID) {
+			// The server resent a command after a reconnect, before the
+			// agent sent its result again: that result goes out anyway.
+			log().Info("duplicate command id: its result is about to be sent")
+			return
+		}
 		log().Info("duplicate command id: replaying the stored result")
 		a.outbox.push(cmd.ID, stored)
 		return

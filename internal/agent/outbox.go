@@ -168,6 +168,19 @@ func (o *outbox) peek() (outItem, bool) {
 	return o.items[0], true
 }
 
+// unsent reports whether a result of command id waits to be written on
+// the current connection: it goes out without being queued again.
+func (o *outbox) unsent(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, it := range o.items[o.written:] {
+		if it.commandID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // len is the number of results not confirmed, written or not.
 func (o *outbox) len() int {
 	o.mu.Lock()
