@@ -32,6 +32,7 @@ import (
 // The Docker layer implements the agent's runtime contract; the assertion
 // lives here so internal/docker never imports internal/agent.
 var _ agent.Runtime = (*docker.Engine)(nil)
+var _ agent.EventWatcher = (*docker.Engine)(nil)
 
 var (
 	_ agent.HostSampler = (*hostmetrics.Sampler)(nil)
@@ -205,6 +206,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		ShutdownTimeout:       cfg.ShutdownTimeout,
 		OutboxLimit:           cfg.OutboxLimit,
 		MaxPendingBytes:       int64(cfg.MaxPendingBytes),
+		ResultStoreBytes:      int64(cfg.ResultStoreBytes),
 		MaxSessions:           cfg.MaxSessions,
 		LogStreamBuffer:       int(cfg.LogStreamBuffer),
 		StatusEvents:          cfg.StatusEvents,

@@ -50,8 +50,6 @@ const (
 // Internal limits.
 const (
 	dedupTTL        = time.Hour
-	dedupMaxEntries = 10000
-	dedupMaxBytes   = 16 << 20
 	outboxMaxBytes  = 64 << 20
 	maxStreams      = 256
 	identifyTimeout = 5 * time.Second
@@ -96,8 +94,9 @@ type Agent struct {
 	seen      *dedup
 	pending   *pendingBudget
 	streams   *streams
-	consoles  *consoles  // exec/attach/stats sessions (sessions.go)
-	logBudget *logBudget // bytes of all follow streams' buffers
+	consoles  *consoles   // exec/attach/stats sessions (sessions.go)
+	logBudget *logBudget  // bytes of all follow streams' buffers
+	events    *eventQueue // container events on their way to the server
 
 	mu        sync.Mutex
 	sess      *session // identified session, or nil
@@ -114,6 +113,7 @@ type Agent struct {
 	refuseLog  *every // commands refused for room, at most once a second
 	cancelLog  *every // cancels for unknown ids, at most once a second
 	refreshLog *every // ignored token_refresh messages
+	eventDrop  *every // container events dropped for a slow server
 
 	started  atomic.Bool
 	running  atomic.Bool
@@ -151,6 +151,7 @@ func New(opts Options) (*Agent, error) {
 	setDefault(&opts.MaxPendingBytes, DefaultMaxPendingBytes)
 	setDefault(&opts.MaxSessions, DefaultMaxSessions)
 	setDefault(&opts.LogStreamBuffer, DefaultLogStreamBuffer)
+	setDefault(&opts.ResultStoreBytes, DefaultResultStoreBytes)
 	if opts.MaxReconnectAttempts < 0 {
 		opts.MaxReconnectAttempts = 0
 	}
@@ -176,7 +177,7 @@ func New(opts Options) (*Agent, error) {
 		cmdCancel:  cmdCancel,
 		disp:       newDispatcher(cmdCtx, opts.MaxConcurrentCommands),
 		outbox:     newOutbox(opts.OutboxLimit, outboxMaxBytes, log, obs),
-		seen:       newDedup(dedupTTL, dedupMaxEntries, dedupMaxBytes),
+		seen:       newDedup(dedupTTL, maxCommandIDs, opts.ResultStoreBytes, log),
 		pending:    newPendingBudget(newPendingLimits(opts.MaxPendingBytes)),
 		streams:    newStreams(),
 		consoles:   newConsoles(),
@@ -186,6 +187,8 @@ func New(opts Options) (*Agent, error) {
 		refuseLog:  newEvery(time.Second),
 		cancelLog:  newEvery(time.Second),
 		refreshLog: newEvery(time.Minute),
+		events:     newEventQueue(),
+		eventDrop:  newEvery(time.Minute),
 		nodeID:     opts.NodeID,
 	}
 	return a, nil

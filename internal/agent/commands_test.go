@@ -285,6 +285,27 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 	})
 }
 
+// TestRepeatedIDWithEvictedResultNotExecuted: with a result store too small
+// to keep any result, a repeated id is answered with conflict and never
+// executed again (the old table forgot the id with its result and ran the
+// command a second time).
+func TestRepeatedIDWithEvictedResultNotExecuted(t *testing.T) {
+	h := start(t, nil, setup{opts: func(o *agent.Options) { o.ResultStoreBytes = 1 }})
+	h.identified()
+	h.send(protocol.Command{ID: "once", Action: protocol.ActionStart, ContainerID: "web"})
+	if r := h.srv.ExpectResult("once"); r.Status != protocol.StatusSuccess {
+		t.Fatalf("first result %+v", r)
+	}
+	h.send(protocol.Command{ID: "once", Action: protocol.ActionStart, ContainerID: "web"})
+	r := h.srv.ExpectResult("once")
+	if r.Status != protocol.StatusError || r.Code != protocol.CodeConflict || !strings.Contains(r.Error, "not executed again") {
+		t.Errorf("repeat answered %+v, want a conflict error saying it is not executed again", r)
+	}
+	if n := h.rt.CallCount("Start"); n != 1 {
+		t.Errorf("Start ran %d times, want 1", n)
+	}
+}
+
 func TestCancelPendingCommand(t *testing.T) {
 	release := make(chan struct{})
 	rt := &agenttest.Runtime{StopFunc: func(ctx context.Context, id string, timeout *int) error {

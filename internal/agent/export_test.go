@@ -49,3 +49,7 @@ func ResetRefreshLog(a *Agent) {
 	a.refreshLog.last = time.Time{}
 	a.refreshLog.mu.Unlock()
 }
+
+// OutboxUnwritten is the number of results not yet written on the current
+// connection (OutboxLen also counts those written and not confirmed).
+func OutboxUnwritten(a *Agent) int { return a.outbox.unwritten() }

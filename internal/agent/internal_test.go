@@ -73,37 +73,75 @@ func base64URL(s string) string {
 	return out.String()
 }
 
-func TestOutboxOrderAndRemoveOnlyAfterWrite(t *testing.T) {
+// TestOutboxRemovesOnlyConfirmed: a written result stays queued until the
+// server confirms it; on the next connection the unconfirmed ones are
+// written again first, in order; a confirmation from an earlier connection
+// changes nothing.
+func TestOutboxRemovesOnlyConfirmed(t *testing.T) {
 	o := newOutbox(10, 1<<20, discard, observer{})
 	for i := 1; i <= 3; i++ {
 		o.push(fmt.Sprint("c", i), []byte(fmt.Sprint(i)))
 	}
-	it, _ := o.peek()
-	if it.commandID != "c1" {
-		t.Fatalf("head %s, want c1", it.commandID)
-	}
-	// A failed write leaves the head in place; peeking again gives it back.
-	again, _ := o.peek()
-	if again.seq != it.seq {
-		t.Fatal("peek is not stable")
-	}
-	o.remove(it.seq + 1) // not the head: ignored
-	if o.len() != 3 {
-		t.Fatalf("removing a non-head result changed the outbox: len %d", o.len())
-	}
-	o.remove(it.seq)
-	var got []string
-	for {
-		it, ok := o.peek()
+	ep := o.rewind()
+	write := func(ep uint64, pos uint64) (string, bool) {
+		t.Helper()
+		it, ok := o.next(ep)
 		if !ok {
-			break
+			t.Fatal("nothing to write")
 		}
+		return it.commandID, o.wrote(ep, it.seq, pos)
+	}
+	if id, again := write(ep, 7); id != "c1" || again {
+		t.Fatalf("first write %s (again %v), want c1 for the first time", id, again)
+	}
+	if id, _ := write(ep, 8); id != "c2" {
+		t.Fatalf("second write %s, want c2", id)
+	}
+	o.confirm(ep, 7)
+	if o.len() != 2 || o.unwritten() != 1 {
+		t.Fatalf("after confirming c1: len %d, unwritten %d; want 2 and 1", o.len(), o.unwritten())
+	}
+	if o.unsent("c2") || !o.unsent("c3") {
+		t.Errorf("unsent c2 %v, c3 %v; want false (written), true", o.unsent("c2"), o.unsent("c3"))
+	}
+	// The connection dies with c2 written, not confirmed, and c3 unwritten.
+	ep2 := o.rewind()
+	if !o.unsent("c2") {
+		t.Error("after the connection ended, c2 is not to be sent again")
+	}
+	o.confirm(ep, 100) // a late pong of the dead connection
+	if o.len() != 2 {
+		t.Fatalf("a confirmation of the old connection removed results: len %d", o.len())
+	}
+	var got []string
+	for _, pos := range []uint64{1, 2} {
+		id, again := write(ep2, pos)
+		got = append(got, fmt.Sprintf("%s %v", id, again))
+	}
+	if want := []string{"c2 true", "c3 false"}; !slices.Equal(got, want) {
+		t.Errorf("after reconnect wrote %v, want %v (c2 again, then c3)", got, want)
+	}
+	if _, ok := o.next(ep2); ok {
+		t.Error("something left to write")
+	}
+	o.confirm(ep2, 2)
+	if o.len() != 0 || o.resends() != 1 {
+		t.Errorf("len %d, resends %d; want 0 and 1", o.len(), o.resends())
+	}
+}
+
+// takeAll writes and confirms everything in o and returns the ids in order.
+func takeAll(o *outbox) []string {
+	var got []string
+	ep := o.rewind()
+	pos := uint64(0)
+	for it, ok := o.next(ep); ok; it, ok = o.next(ep) {
 		got = append(got, it.commandID)
-		o.remove(it.seq)
+		pos++
+		o.wrote(ep, it.seq, pos)
 	}
-	if !slices.Equal(got, []string{"c2", "c3"}) {
-		t.Errorf("order %v, want [c2 c3]", got)
-	}
+	o.confirm(ep, pos)
+	return got
 }
 
 func TestOutboxDropsOldestWhenFull(t *testing.T) {
@@ -113,12 +151,7 @@ func TestOutboxDropsOldestWhenFull(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		o.push(fmt.Sprint("c", i), []byte("x"))
 	}
-	var got []string
-	for it, ok := o.peek(); ok; it, ok = o.peek() {
-		got = append(got, it.commandID)
-		o.remove(it.seq)
-	}
-	if !slices.Equal(got, []string{"c3", "c4", "c5"}) {
+	if got := takeAll(o); !slices.Equal(got, []string{"c3", "c4", "c5"}) {
 		t.Errorf("kept %v, want the newest three", got)
 	}
 	if o.dropped != 2 {
@@ -155,55 +188,6 @@ func (r *recordingObserver) OutboxDepth(n int) {
 	r.mu.Lock()
 	*r.depth = append(*r.depth, n)
 	r.mu.Unlock()
-}
-
-func TestDedup(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	d := newDedup(time.Hour, 100, 1<<20)
-	d.now = func() time.Time { return now }
-
-	if st, _ := d.begin("a"); st != seenNew {
-		t.Fatalf("first sight: %v", st)
-	}
-	if st, _ := d.begin("a"); st != seenRunning {
-		t.Fatalf("second sight while running: %v", st)
-	}
-	d.complete("a", []byte("result-a"))
-	if st, res := d.begin("a"); st != seenDone || string(res) != "result-a" {
-		t.Fatalf("after completion: %v %q", st, res)
-	}
-	now = now.Add(59 * time.Minute)
-	if st, _ := d.begin("a"); st != seenDone {
-		t.Fatal("forgotten before the hour was up")
-	}
-	now = now.Add(2 * time.Minute)
-	if st, _ := d.begin("a"); st != seenNew {
-		t.Fatal("still remembered after the hour")
-	}
-}
-
-func TestDedupBounds(t *testing.T) {
-	d := newDedup(time.Hour, 3, 1<<20)
-	for i := 0; i < 5; i++ {
-		id := fmt.Sprint("id", i)
-		d.begin(id)
-		d.complete(id, []byte("r"))
-	}
-	if d.size() != 3 {
-		t.Errorf("size %d, want the entry bound 3", d.size())
-	}
-	if st, _ := d.begin("id4"); st != seenDone {
-		t.Error("the newest entry was evicted")
-	}
-
-	d = newDedup(time.Hour, 100, 10)
-	d.begin("x")
-	d.complete("x", make([]byte, 8))
-	d.begin("y")
-	d.complete("y", make([]byte, 8))
-	if st, _ := d.begin("x"); st != seenNew {
-		t.Error("byte bound did not evict the oldest result")
-	}
 }
 
 func TestDispatcherOrderingLimitAndCancel(t *testing.T) {

@@ -106,11 +106,23 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	}
 	switch state, stored := a.seen.lookup(cmd.ID); state {
 	case seenDone:
+		if a.outbox.unsent(cmd.ID) {
+			// The server resent a command after a reconnect, before the
+			// agent sent its result again: that result goes out anyway.
+			log().Info("duplicate command id: its result is about to be sent")
+			return
+		}
 		log().Info("duplicate command id: replaying the stored result")
 		a.outbox.push(cmd.ID, stored)
 		return
 	case seenRunning:
 		log().Info("duplicate command id: already accepted; its result follows when it finishes")
+		return
+	case seenEvicted:
+		log().Info("duplicate command id: already executed, its result no longer stored; answering conflict")
+		a.deliver(cmd.ID, protocol.Failure(cmd.ID, protocol.Errorf(protocol.CodeConflict,
+			"command %s was already executed within the last hour and is not executed again; its result is no longer stored (the stored results exceeded RESULT_STORE_BYTES)",
+			cmd.ID), nil))
 		return
 	}
 

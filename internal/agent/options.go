@@ -37,6 +37,7 @@ type Options struct {
 	MaxPendingBytes       int64         // default 64 MiB: commands accepted and not finished; a quarter per container
 	MaxSessions           int           // exec/attach/stats sessions at once; default 64
 	LogStreamBuffer       int           // bytes per follow stream, default 8 MiB
+	ResultStoreBytes      int64         // results kept to answer repeated command ids, default 16 MiB
 	StatusEvents          bool          // container_event + inventory
 
 	TLSCAFile             string

@@ -228,10 +228,19 @@ const memoryHeadroom = 64 << 20
 
 // MemoryLimit is a soft limit for the Go runtime (debug.SetMemoryLimit),
 // derived from the agent's byte bounds: what pending commands, queued
-// results and the dedup table may hold, frames read ahead and being
-// decoded or encoded (32 of the largest), plus memoryHeadroom. With it the
-// heap stays near what the bounds allow, where GOGC alone lets it grow to
-// twice the live heap between collections (defaults: 240 MiB).
+// results and the dedup table may hold (stored results, and the ids at 16
+// bytes each), frames read ahead and being decoded or encoded (32 of the
+// largest), plus memoryHeadroom. With it the heap stays near what the
+// bounds allow, where GOGC alone lets it grow to twice the live heap
+// between collections (defaults: 272 MiB).
 func (a *Agent) MemoryLimit() int64 {
-	return a.opts.MaxPendingBytes + outboxMaxBytes + dedupMaxBytes + 32*int64(a.opts.MaxMessageBytes) + memoryHeadroom
+	return a.opts.MaxPendingBytes + outboxMaxBytes + a.resultStoreBytes() + 16*maxCommandIDs + 32*int64(a.opts.MaxMessageBytes) + memoryHeadroom
+}
+
+// resultStoreBytes is RESULT_STORE_BYTES, or its default.
+func (a *Agent) resultStoreBytes() int64 {
+	if a.opts.ResultStoreBytes > 0 {
+		return a.opts.ResultStoreBytes
+	}
+	return DefaultResultStoreBytes
 }

@@ -223,7 +223,7 @@ func TestAdmitDoesNotDecodeTheBody(t *testing.T) {
 		opts:      Options{MaxMessageBytes: 1 << 20},
 		log:       discard,
 		pending:   newPendingBudget(pendingLimits{bytes: 8 << 20, shareBytes: 2 << 20, count: 10, shareCount: 10}),
-		seen:      newDedup(dedupTTL, 10, 1<<20),
+		seen:      newDedup(dedupTTL, 10, 1<<20, nil),
 		outbox:    newOutbox(10, 1<<20, discard, observer{}),
 		refuseLog: newEvery(0),
 	}
@@ -254,11 +254,11 @@ func TestAdmitDoesNotDecodeTheBody(t *testing.T) {
 
 func TestMemoryLimitFromTheBounds(t *testing.T) {
 	a := &Agent{opts: Options{MaxPendingBytes: DefaultMaxPendingBytes, MaxMessageBytes: DefaultMaxMessageBytes}}
-	if got := a.MemoryLimit(); got != 240<<20 {
-		t.Errorf("default memory limit %d MiB, want 240", got>>20)
+	if got := a.MemoryLimit(); got != 272<<20 {
+		t.Errorf("default memory limit %d MiB, want 272", got>>20)
 	}
 	a.opts.MaxPendingBytes = 1 << 30
-	if got := a.MemoryLimit(); got != (1<<30)+176<<20 {
+	if got := a.MemoryLimit(); got != (1<<30)+208<<20 {
 		t.Errorf("memory limit with MAX_PENDING_BYTES=1g: %d MiB, want it to grow with the bound", got>>20)
 	}
 }
@@ -270,7 +270,7 @@ func BenchmarkRefuseLargeCommand(b *testing.B) {
 		opts:      Options{MaxMessageBytes: 1 << 20},
 		log:       discard,
 		pending:   newPendingBudget(pendingLimits{bytes: 8 << 20, shareBytes: 2 << 20, count: 10, shareCount: 10}),
-		seen:      newDedup(dedupTTL, 10, 1<<20),
+		seen:      newDedup(dedupTTL, 10, 1<<20, nil),
 		outbox:    newOutbox(10, 1<<20, discard, observer{}),
 		refuseLog: newEvery(time.Hour),
 	}

@@ -32,6 +32,7 @@ type session struct {
 	flushOnce sync.Once
 	pumpMu    sync.Mutex  // held while writing the outbox (pumpOutbox, flush)
 	pumping   atomic.Bool // pumpOutbox runs: flush may write
+	epoch     uint64      // the outbox's epoch of this connection (outbox.rewind)
 }
 
 var pongFrame = []byte(`{"type":"pong"}`)
@@ -72,6 +73,8 @@ func (a *Agent) runSession(ctx context.Context, conn *transport.Conn) error {
 		// heap next grows. One forced collection returns it to the
 		// operating system: about 2 MiB of an idle agent's 17.
 		a.settled.Do(func() { s.spawn(debug.FreeOSMemory) })
+		// Results not confirmed on earlier connections go out again first.
+		s.epoch = a.outbox.rewind()
 		s.pumping.Store(true)
 		s.spawn(s.pumpOutbox)
 		s.spawn(s.heartbeats)
@@ -165,9 +168,10 @@ func (s *session) readFrames() {
 	}
 }
 
-// pumpOutbox writes queued results in order; each stays queued until its
-// write succeeded, so a result cut off by a dying connection is sent again
-// on the next one.
+// pumpOutbox writes queued results in order, and removes them once the
+// server confirms it read them (a pong to a ping written after them); a
+// result not confirmed when the connection dies is sent again on the next
+// one.
 func (s *session) pumpOutbox() {
 	defer s.pumping.Store(false)
 	ob := s.a.outbox
@@ -181,6 +185,8 @@ func (s *session) pumpOutbox() {
 		s.flushOnce.Do(func() { close(s.flushed) })
 		select {
 		case <-ob.wait():
+		case <-s.conn.AckNotify():
+			ob.confirm(s.epoch, s.conn.Acked())
 		case <-s.ctx.Done():
 			return
 		}
@@ -201,22 +207,36 @@ func (s *session) flush() {
 	}
 }
 
-// drain writes the outbox until it is empty (true) or the connection
-// fails (false). Call with pumpMu held.
+// drain writes the outbox until nothing is left to write (true) or the
+// connection fails (false), then asks the server to confirm what it wrote.
+// Call with pumpMu held.
 func (s *session) drain() bool {
 	ob := s.a.outbox
+	wrote, resent := 0, 0
+	defer func() {
+		if wrote > 0 {
+			s.conn.RequestAck()
+		}
+		if resent > 0 {
+			s.a.log.Info("results sent again: the previous connection ended before the server confirmed reading them",
+				"count", resent)
+		}
+	}()
 	for {
-		it, ok := ob.peek()
+		it, ok := ob.next(s.epoch)
 		if !ok {
 			return true
 		}
-		err := s.conn.Send(s.ctx, it.data)
+		pos, err := s.conn.SendTracked(s.ctx, it.data)
 		switch {
 		case err == nil:
-			ob.remove(it.seq)
+			wrote++
+			if ob.wrote(s.epoch, it.seq, pos) {
+				resent++
+			}
 		case errors.Is(err, transport.ErrFrameTooLarge):
 			s.a.log.Error("result too large to send; dropped", "commandId", it.commandID, "err", err)
-			ob.remove(it.seq)
+			ob.remove(s.epoch, it.seq)
 		default:
 			return false
 		}

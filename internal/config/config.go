@@ -40,6 +40,7 @@ type Config struct {
 	ShutdownTimeout       time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"on SIGINT/SIGTERM, how long in-flight commands may finish before the agent exits"`
 	OutboxLimit           int           `env:"OUTBOX_LIMIT" envDefault:"1000" help:"command results kept while disconnected, sent after the next identify"`
 	MaxPendingBytes       ByteSize      `env:"MAX_PENDING_BYTES" envDefault:"64m" help:"memory that commands accepted and not finished may hold (or a size: 64m, 1GiB), a quarter of it per container; a command that does not fit is answered at once with unavailable"`
+	ResultStoreBytes      ByteSize      `env:"RESULT_STORE_BYTES" envDefault:"16m" help:"memory for the results kept to answer a command id the server sends again within the hour (or a size: 16m); beyond, the oldest results are evicted: their ids are still never executed again and are answered with a conflict error"`
 
 	VolumeRoots         []string      `env:"VOLUME_ROOTS" envDefault:"/var/lib/lormas/volumes" help:"comma-separated absolute directories (not nested) for bind mounts: each bind source is one directory directly under a root, made by the agent"`
 	AllowUnmanaged      bool          `env:"ALLOW_UNMANAGED" envDefault:"false" help:"let the server act on containers this agent did not create"`

@@ -27,6 +27,7 @@ const (
 	maxLogFiles           = 100
 	minLogStreamBuffer    = 256 << 10
 	maxLogStreamBuffer    = 1 << 30
+	maxResultStoreBytes   = 4 << 30
 )
 
 // ByteSize is a byte count given as a number or a size string ("1m",
@@ -105,6 +106,7 @@ func (c *Config) validate(failed map[string]bool) []string {
 		add("MAX_PENDING_BYTES", "%d is less than %d times MAX_MESSAGE_BYTES (%d): a container's quarter must hold a command of the largest frame once decoded; set at least %d",
 			c.MaxPendingBytes, pendingPerMessage, c.MaxMessageBytes, pendingPerMessage*c.MaxMessageBytes)
 	}
+	inRange(add, "RESULT_STORE_BYTES", int64(c.ResultStoreBytes), 1, maxResultStoreBytes)
 	inRange(add, "MAX_SESSIONS", int64(c.MaxSessions), 1, 10000)
 	inRange(add, "CONTAINER_PIDS_LIMIT", c.ContainerPidsLimit, 1, maxPidsLimit)
 	inRange(add, "CONTAINER_LOG_MAX_FILE", int64(c.ContainerLogMaxFile), 1, maxLogFiles)

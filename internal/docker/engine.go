@@ -152,8 +152,8 @@ func newEngine(cli *client.Client, opts Options) (*Engine, error) {
 		log:              opts.Logger,
 		denyExec:         opts.DenyExec,
 		denyConsoleInput: opts.DenyConsoleInput,
-		eventsMinBackoff: 500 * time.Millisecond,
-		eventsMaxBackoff: 30 * time.Second,
+		eventsMinBackoff: 250 * time.Millisecond,
+		eventsMaxBackoff: time.Second, // a ping a second: back within a second of the daemon
 		index:            newContainerIndex(),
 	}
 	switch e.diskMode {

@@ -18,27 +18,74 @@ import (
 // health_status arrives as "health_status: healthy" and is relayed whole.
 var eventActions = []string{"start", "die", "oom", "stop", "kill", "restart", "destroy", "health_status"}
 
-// eventsStableAfter is how long a subscription must have lasted for the next
-// failure to start again from the shortest backoff.
-const eventsStableAfter = 10 * time.Second
+const (
+	// eventsStableAfter is how long a subscription must have lasted for the
+	// next failure to start again from the shortest backoff.
+	eventsStableAfter = 10 * time.Second
+	// eventsReplayMargin: a resubscription asks for the events since this
+	// long before the newest one seen. The daemon stamps an event before it
+	// appends it to its buffer and publishes it, concurrently with other
+	// events, so neither its stream nor its buffer is in time order, and
+	// its replay stops at the first event older than since.
+	eventsReplayMargin = time.Second
+	// recentEventsMax bounds the identities of events relayed recently,
+	// which tell a replayed event from a new one (a second's worth of
+	// events of a busy node is a few hundred).
+	recentEventsMax = 4096
+	// eventsProbeTimeout bounds the ping that checks the daemon is back
+	// before a resubscription.
+	eventsProbeTimeout = 5 * time.Second
+)
 
-// Events calls emit for each relayed event of a container this agent manages,
-// until ctx ends (then it returns nil). When the stream breaks (the daemon
-// restarted or is down) it subscribes again with a capped, jittered backoff,
-// asking for the events since the last one seen, so none is lost or repeated.
+// Events calls emit for each event of a container this agent manages
+// (WatchEvents without missed).
 func (e *Engine) Events(ctx context.Context, emit func(protocol.ContainerEvent)) error {
+	return e.WatchEvents(ctx, emit, nil)
+}
+
+// WatchEvents calls emit for each relayed event of a container this agent
+// manages, until ctx ends (then it returns nil). Every event is relayed,
+// whatever its time stamp: the daemon publishes events out of time order.
+// emit must not block: while it runs no event is read, and the daemon
+// drops the events of a subscriber that does not keep up.
+//
+// When the stream breaks (the daemon restarted or is unreachable) it
+// probes the daemon with a ping every second at most (jittered backoff
+// from eventsMinBackoff, capped at eventsMaxBackoff) and subscribes again
+// as soon as it answers, asking for the events since shortly before the
+// newest one seen; events relayed before are recognised by their identity
+// (container, action, time stamp) and not relayed twice. What happened
+// while the stream was down may still be missing (a restarted daemon keeps
+// no events; a busy one keeps its last 256): missed, when not nil, is
+// called once each new subscription is up after a broken one, so the
+// caller can reconcile (an inventory).
+func (e *Engine) WatchEvents(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error {
 	since := time.Now()
-	var last eventKey
+	recent := newRecentEvents(recentEventsMax)
 	backoff := e.eventsMinBackoff
 	failures := 0
+	resubscribe := false // a subscription was up before: events may have been missed
 	for {
 		started := time.Now()
-		err := e.subscribe(ctx, since, &last, emit)
+		from := since
+		if resubscribe {
+			from = since.Add(-eventsReplayMargin)
+		}
+		up := false
+		err := e.subscribe(ctx, from, recent, emit, func() {
+			up = true
+			if resubscribe && missed != nil {
+				missed()
+			}
+		})
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !last.time.IsZero() {
-			since = last.time
+		if up {
+			resubscribe = true
+		}
+		if n := recent.newest; n != 0 { // the daemon's clock, which may differ from ours
+			since = time.Unix(0, n)
 		}
 		if time.Since(started) >= eventsStableAfter {
 			backoff, failures = e.eventsMinBackoff, 0
@@ -51,36 +98,46 @@ func (e *Engine) Events(ctx context.Context, emit func(protocol.ContainerEvent))
 		} else {
 			e.log.Debug("docker events resubscribe failed", "err", err, "attempt", failures)
 		}
-		wait := time.Duration(rand.Int64N(int64(backoff) + 1))
-		backoff = min(backoff*2, e.eventsMaxBackoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+		for {
+			wait := time.Duration(rand.Int64N(int64(backoff) + 1))
+			backoff = min(backoff*2, e.eventsMaxBackoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			if err := e.pingDaemon(ctx); err == nil || ctx.Err() != nil {
+				break
+			}
 		}
 	}
 }
 
-// eventKey identifies the last relayed event, to skip it when a resubscription
-// with since=its time delivers it again.
-type eventKey struct {
-	time   time.Time
-	id     string
-	action string
+// pingDaemon pings the daemon: cheap, bounded, and a daemon that answers it is
+// worth subscribing to again.
+func (e *Engine) pingDaemon(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, min(e.callTimeout, eventsProbeTimeout))
+	defer cancel()
+	_, err := e.cli.Ping(ctx)
+	return err
 }
 
-// subscribe relays events from one subscription until it fails.
-func (e *Engine) subscribe(ctx context.Context, since time.Time, last *eventKey, emit func(protocol.ContainerEvent)) error {
+// subscribe relays events from one subscription until it fails. up is
+// called once the daemon has answered the subscription.
+func (e *Engine) subscribe(ctx context.Context, since time.Time, recent *recentEvents, emit func(protocol.ContainerEvent), up func()) error {
 	if err := e.ready(ctx, "subscribe to docker events"); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the client's goroutine
 	// The container index is current only while this subscription runs;
-	// the daemon replays the events since the last one seen, so none that
-	// could make an entry stale is missed from here on.
+	// the daemon replays the events since shortly before the last one seen,
+	// so none that could make an entry stale is missed from here on.
 	e.index.subscribed(true)
 	defer e.index.subscribed(false)
+	// The client waits for the daemon's answer without a deadline: a hung
+	// daemon must not hold the events loop forever.
+	timer := time.AfterFunc(e.callTimeout, cancel)
 	msgs, errs := e.cli.Events(ctx, events.ListOptions{
 		Since: unixNano(since),
 		Filters: filters.NewArgs(
@@ -88,23 +145,67 @@ func (e *Engine) subscribe(ctx context.Context, since time.Time, last *eventKey,
 			filters.Arg("label", policy.LabelManaged+"="+policy.ManagedValue),
 		),
 	})
+	if !timer.Stop() {
+		return protocol.Errorf(protocol.CodeTimeout, "subscribe to docker events: no answer within %s", e.callTimeout)
+	}
+	// A failed request reports its error right after Events returns.
+	select {
+	case err := <-errs:
+		return err
+	case <-time.After(10 * time.Millisecond):
+	}
+	up()
 	for {
 		select {
 		case err := <-errs:
 			return err
 		case m := <-msgs:
 			e.index.apply(m)
-			t := time.Unix(0, m.TimeNano)
-			key := eventKey{time: t, id: m.Actor.ID, action: string(m.Action)}
-			if t.Before(last.time) || key == *last {
-				continue
+			if !recent.add(m) {
+				continue // replayed after a resubscription: relayed before
 			}
-			*last = key
 			if ev, ok := e.containerEvent(m); ok {
 				emit(ev)
 			}
 		}
 	}
+}
+
+// eventID identifies a Docker event.
+type eventID struct {
+	id, action string
+	nano       int64
+}
+
+// recentEvents remembers the identities of the latest events seen, oldest
+// forgotten first, and the newest time stamp.
+type recentEvents struct {
+	seen   map[eventID]struct{}
+	ring   []eventID
+	next   int
+	newest int64 // unix nanoseconds
+}
+
+func newRecentEvents(n int) *recentEvents {
+	return &recentEvents{seen: make(map[eventID]struct{}, n), ring: make([]eventID, 0, n)}
+}
+
+// add records m and reports whether it is new.
+func (r *recentEvents) add(m events.Message) bool {
+	k := eventID{id: m.Actor.ID, action: string(m.Action), nano: m.TimeNano}
+	if _, ok := r.seen[k]; ok {
+		return false
+	}
+	r.newest = max(r.newest, m.TimeNano)
+	if len(r.ring) < cap(r.ring) {
+		r.ring = append(r.ring, k)
+	} else {
+		delete(r.seen, r.ring[r.next])
+		r.ring[r.next] = k
+		r.next = (r.next + 1) % len(r.ring)
+	}
+	r.seen[k] = struct{}{}
+	return true
 }
 
 // containerEvent maps a Docker event to a container_event, if it is one of

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,7 +198,7 @@ func TestEventsResubscribe(t *testing.T) {
 	if len(sinces) < 3 {
 		t.Fatalf("subscriptions %d, want 3", len(sinces))
 	}
-	wantSince := unixNano(time.Unix(0, die.TimeNano))
+	wantSince := unixNano(time.Unix(0, die.TimeNano).Add(-eventsReplayMargin))
 	if sinces[1] != wantSince || sinces[2] != wantSince {
 		t.Errorf("resubscribed with since %q, want %q", sinces[1:], wantSince)
 	}
@@ -289,4 +290,118 @@ func testPullStreamError(t *testing.T, form string, errMsg map[string]any, local
 			t.Errorf("warnings %q, want the pull fallback and the kernel's warning", warnings)
 		}
 	})
+}
+
+// TestEventsOutOfOrderStamps: the daemon stamps events before publishing
+// them concurrently, so an event can arrive after a later-stamped one; and
+// a resubscription's replay holds events already relayed and events
+// stamped before the newest one seen that never came. Every event is
+// relayed once, and missed is called once the new subscription is up. The
+// reader used to skip any event stamped before the last one it saw.
+func TestEventsOutOfOrderStamps(t *testing.T) {
+	base := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	ev := func(action, id, name string, at time.Duration) events.Message {
+		a := map[string]string{"lormas.managed": "true", "lormas.node": "node-1", "lormas.container": name, "name": name}
+		t := base.Add(at)
+		return events.Message{Type: events.ContainerEventType, Action: events.Action(action),
+			Actor: events.Actor{ID: id, Attributes: a}, Time: t.Unix(), TimeNano: t.UnixNano()}
+	}
+	startA := ev("start", "aa", "a", 3*time.Millisecond)
+	dieB := ev("die", "bb", "b", 1*time.Millisecond) // stamped earlier, arrives later
+	killC := ev("kill", "cc", "c", 2*time.Millisecond)
+	stopD := ev("stop", "dd", "d", 2500*time.Microsecond) // lost when the stream broke
+	destroyA := ev("destroy", "aa", "a", 4*time.Millisecond)
+
+	var mu sync.Mutex
+	var sinces []string
+	e := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_ping" {
+			w.Write([]byte("OK"))
+			return
+		}
+		if !strings.HasSuffix(r.URL.Path, "/events") {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		sinces = append(sinces, r.URL.Query().Get("since"))
+		n := len(sinces)
+		mu.Unlock()
+		enc := json.NewEncoder(w)
+		if n == 1 {
+			enc.Encode(startA)
+			enc.Encode(dieB)
+			enc.Encode(killC)
+			return // the stream breaks
+		}
+		// The replay, in the daemon's buffer order, then a new event.
+		enc.Encode(startA)
+		enc.Encode(dieB)
+		enc.Encode(stopD)
+		enc.Encode(killC)
+		enc.Encode(destroyA)
+		w.(http.Flusher).Flush()
+		hang(w, r)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan string, 20)
+	var missed atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- e.WatchEvents(ctx, func(ev protocol.ContainerEvent) { got <- ev.Action + " " + ev.ContainerID },
+			func() { missed.Add(1) })
+	}()
+	var relayed []string
+	timeout := time.After(30 * time.Second)
+	for len(relayed) < 5 {
+		select {
+		case s := <-got:
+			relayed = append(relayed, s)
+		case <-timeout:
+			t.Fatalf("events so far %q", relayed)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("WatchEvents: %v", err)
+	}
+	close(got)
+	for s := range got {
+		relayed = append(relayed, s)
+	}
+	want := []string{"start a", "die b", "kill c", "stop d", "destroy a"}
+	if !slices.Equal(relayed, want) {
+		t.Errorf("relayed %q, want %q (each once)", relayed, want)
+	}
+	if n := missed.Load(); n != 1 {
+		t.Errorf("missed called %d times, want once (after the resubscription)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := unixNano(base.Add(3 * time.Millisecond).Add(-eventsReplayMargin)); len(sinces) != 2 || sinces[1] != want {
+		t.Errorf("subscriptions since %q, want the second since %s (the newest event less the margin)", sinces, want)
+	}
+}
+
+// TestRecentEventsBounded: the identities kept are bounded, oldest
+// forgotten first.
+func TestRecentEventsBounded(t *testing.T) {
+	r := newRecentEvents(3)
+	m := func(n int64) events.Message {
+		return events.Message{Action: "start", Actor: events.Actor{ID: "x"}, TimeNano: n}
+	}
+	for n := int64(1); n <= 4; n++ {
+		if !r.add(m(n)) {
+			t.Fatalf("event %d taken for a repeat", n)
+		}
+	}
+	if r.add(m(4)) || r.add(m(2)) {
+		t.Error("a recent event not recognised")
+	}
+	if !r.add(m(1)) {
+		t.Error("the oldest event still remembered beyond the bound")
+	}
+	if len(r.seen) != 3 || r.newest != 4 {
+		t.Errorf("holds %d, newest %d", len(r.seen), r.newest)
+	}
 }

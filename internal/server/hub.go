@@ -44,6 +44,7 @@ type hub struct {
 	nextSlot int
 	waiters  map[string][]*waiter            // command id -> waiting requests
 	subs     map[string]map[*subscriber]bool // node id -> event streams
+	results  resultLog                       // command results seen, to recognise repeats (results.go)
 
 	// wg counts session goroutines and resends. Every Add happens either
 	// from a request handler (before Server.Shutdown stops waiting for
@@ -173,7 +174,8 @@ type waiter struct {
 	frame  []byte // the command as sent; resent on the node's next session
 	stream bool   // follow logs: bound to one session, never resent
 
-	sess *session // the session it was last sent on; guarded by hub.mu
+	sess     *session // the session it was last sent on; guarded by hub.mu
+	answered bool     // it took a command_result; guarded by hub.mu
 
 	result  chan []byte   // capacity 1: the command_result frame
 	logs    chan []byte   // stream only: log frames
@@ -234,22 +236,24 @@ func (h *hub) unregister(w *waiter) {
 }
 
 // deliverResult hands a command_result frame to every request waiting for
-// that command id on that node. It reports whether anyone was waiting.
+// that command id on that node. It reports whether a request took it: one
+// that already has a result keeps it (a repeated result is the same
+// result; the first one counts).
 func (h *hub) deliverResult(nodeID, commandID string, frame []byte) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	found := false
+	taken := false
 	for _, w := range h.waiters[commandID] {
-		if w.nodeID != nodeID {
-			continue
+		if w.nodeID != nodeID || w.answered {
+			continue // a repeated result is the same result: the first one counts
 		}
-		found = true
 		select {
 		case w.result <- frame:
-		default: // a duplicate (replayed) result; the first one counts
+			w.answered, taken = true, true
+		default:
 		}
 	}
-	return found
+	return taken
 }
 
 // deliverLog hands a log frame to the stream waiting for it. When the

@@ -464,7 +464,12 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 	case protocol.Heartbeat:
 		srv.recordHeartbeat(s, frame, m.NodeID, rawField(frame, "resources"), m.Resources)
 	case protocol.CommandResult:
-		if !srv.hub.deliverResult(s.nodeID, m.CommandID, frame) {
+		delivered := srv.hub.deliverResult(s.nodeID, m.CommandID, frame)
+		if !srv.hub.firstResult(s.nodeID, m.CommandID) && !delivered {
+			s.log.Debug("repeated command_result ignored: the first one counted", "command_id", m.CommandID)
+			return
+		}
+		if !delivered {
 			s.log.Debug("command_result nobody is waiting for", "command_id", m.CommandID, "status", m.Status)
 		}
 		srv.hub.publishRaw(s.nodeID, m.MessageType(), frame)

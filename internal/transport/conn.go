@@ -48,10 +48,13 @@ type Conn struct {
 	readErr    error // from OnClose, before readDone
 	writeErr   error // the first write failure; guarded by wmu
 	err        error // before done
+
+	ack ackState // delivery confirmation (ack.go)
 }
 
 type sendReq struct {
 	data []byte
+	pos  uint64 // set by the writer before done
 	done chan error
 }
 
@@ -73,7 +76,7 @@ func framesQueue(maxMessageBytes int) int {
 }
 
 func newConn(cfg Config) *Conn {
-	return &Conn{
+	c := &Conn{
 		cfg:        cfg,
 		log:        cfg.Logger,
 		frames:     make(chan Frame, framesQueue(cfg.MaxMessageBytes)),
@@ -85,6 +88,8 @@ func newConn(cfg Config) *Conn {
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	c.ack.init()
+	return c
 }
 
 func (c *Conn) start(socket *gws.Conn) {
@@ -121,29 +126,37 @@ func (c *Conn) Err() error {
 // over MaxMessageBytes fails with ErrFrameTooLarge and leaves the
 // connection up.
 func (c *Conn) Send(ctx context.Context, data []byte) error {
+	_, err := c.SendTracked(ctx, data)
+	return err
+}
+
+// SendTracked is Send that also returns the frame's position on this
+// connection: the frame has provably been read by the server once Acked
+// reaches it (ack.go).
+func (c *Conn) SendTracked(ctx context.Context, data []byte) (uint64, error) {
 	if len(data) > c.cfg.MaxMessageBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(data), c.cfg.MaxMessageBytes)
+		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(data), c.cfg.MaxMessageBytes)
 	}
-	if ok, err := c.sendDirect(data); ok {
-		return err
+	if ok, pos, err := c.sendDirect(data); ok {
+		return pos, err
 	}
 	r := &sendReq{data: data, done: make(chan error, 1)}
 	select {
 	case c.queue <- r:
 	case <-c.writerDone:
-		return ErrClosed
+		return 0, ErrClosed
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	select {
 	case err := <-r.done:
-		return err
+		return r.pos, err
 	case <-c.writerDone:
 		select {
 		case err := <-r.done:
-			return err
+			return r.pos, err
 		default:
-			return ErrClosed
+			return 0, ErrClosed
 		}
 	}
 }
@@ -152,25 +165,26 @@ func (c *Conn) Send(ctx context.Context, data []byte) error {
 // and nobody is writing; ok is false when the frame must be queued
 // instead. It never waits: a busy writer means the queue, whose wait ctx
 // bounds.
-func (c *Conn) sendDirect(data []byte) (ok bool, err error) {
+func (c *Conn) sendDirect(data []byte) (ok bool, pos uint64, err error) {
 	if len(c.queue) > 0 || len(c.prio) > 0 {
-		return false, nil
+		return false, 0, nil
 	}
 	select {
 	case c.writing <- struct{}{}:
 	default:
-		return false, nil
+		return false, 0, nil
 	}
 	defer func() { <-c.writing }()
 	select {
 	case <-c.writerDone:
-		return true, ErrClosed
+		return true, 0, ErrClosed
 	default:
 	}
 	if len(c.queue) > 0 { // queued meanwhile: keep the order
-		return false, nil
+		return false, 0, nil
 	}
-	return true, c.write(gws.OpcodeText, data)
+	pos, err = c.write(gws.OpcodeText, data)
+	return true, pos, err
 }
 
 // SendPriority queues a small text frame (a pong) ahead of everything in the
@@ -236,7 +250,7 @@ func (c *Conn) writeLoop() {
 		// Control frames first, so pongs never wait behind bulk frames.
 		select {
 		case f := <-c.prio:
-			if c.writeHeld(f.op, f.data) != nil {
+			if _, err := c.writeHeld(f.op, f.data); err != nil {
 				return
 			}
 			continue
@@ -244,17 +258,19 @@ func (c *Conn) writeLoop() {
 		}
 		select {
 		case f := <-c.prio:
-			if c.writeHeld(f.op, f.data) != nil {
+			if _, err := c.writeHeld(f.op, f.data); err != nil {
 				return
 			}
 		case r := <-c.queue:
-			err := c.writeHeld(gws.OpcodeText, r.data)
+			var err error
+			r.pos, err = c.writeHeld(gws.OpcodeText, r.data)
 			r.done <- err
 			if err != nil {
 				return
 			}
-		case <-ping.C:
-			if c.writeHeld(gws.OpcodePing, nil) != nil {
+		case now := <-ping.C:
+			c.checkPongs(now)
+			if _, err := c.writeHeld(gws.OpcodePing, c.keepalivePing()); err != nil {
 				return
 			}
 		case <-c.readDone:
@@ -267,20 +283,21 @@ func (c *Conn) writeLoop() {
 
 // writeHeld writes one frame holding the writing token (waiting for a
 // Send that writes directly).
-func (c *Conn) writeHeld(op gws.Opcode, data []byte) error {
+func (c *Conn) writeHeld(op gws.Opcode, data []byte) (uint64, error) {
 	c.writing <- struct{}{}
 	defer func() { <-c.writing }()
 	return c.write(op, data)
 }
 
-// write sends one frame with a write deadline. Any write error closes the
-// connection (gws does so itself).
-func (c *Conn) write(op gws.Opcode, data []byte) error {
+// write sends one frame with a write deadline; a data frame written gets
+// its position (ack.go). Any write error closes the connection (gws does
+// so itself).
+func (c *Conn) write(op gws.Opcode, data []byte) (uint64, error) {
 	c.wmu.Lock()
 	select {
 	case <-c.closing:
 		c.wmu.Unlock()
-		return ErrClosed
+		return 0, ErrClosed
 	default:
 	}
 	_ = c.socket.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
@@ -294,7 +311,10 @@ func (c *Conn) write(op gws.Opcode, data []byte) error {
 		c.wmu.Unlock()
 		_ = c.socket.NetConn().Close()
 	}
-	return err
+	if err != nil || op != gws.OpcodeText && op != gws.OpcodeBinary {
+		return 0, err
+	}
+	return c.wrote(), nil
 }
 
 // finish runs when the writer has stopped: it waits for the read loop,
@@ -319,7 +339,9 @@ func (c *Conn) finish() {
 // touch pushes the read deadline out: anything received proves the
 // connection alive.
 func (c *Conn) touch(s *gws.Conn) {
-	_ = s.NetConn().SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
+	now := time.Now()
+	c.ack.readAt.Store(now.UnixNano())
+	_ = s.NetConn().SetReadDeadline(now.Add(c.cfg.ReadTimeout))
 }
 
 // handler receives gws's events on the read goroutine. It never blocks on
@@ -328,7 +350,10 @@ type handler struct{ c *Conn }
 
 func (h handler) OnOpen(s *gws.Conn)             { h.c.touch(s) }
 func (h handler) OnClose(_ *gws.Conn, err error) { h.c.readErr = err }
-func (h handler) OnPong(s *gws.Conn, _ []byte)   { h.c.touch(s) }
+func (h handler) OnPong(s *gws.Conn, p []byte) {
+	h.c.touch(s)
+	h.c.onPong(p)
+}
 func (h handler) OnPing(s *gws.Conn, p []byte) {
 	h.c.touch(s)
 	if err := h.c.control(gws.OpcodePong, bytes.Clone(p)); err != nil {

@@ -32,6 +32,9 @@ type Runtime struct {
 	StatsFunc      func(ctx context.Context, containerID string) (protocol.StatsResult, error)
 	UpdateFunc     func(ctx context.Context, containerID string, res *protocol.Resources) ([]string, error)
 	EventsFunc     func(ctx context.Context, emit func(protocol.ContainerEvent)) error
+	// WatchEventsFunc, when set, serves WatchEvents (agent.EventWatcher):
+	// it may call missed as the Docker engine does after a broken stream.
+	WatchEventsFunc func(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error
 
 	// Console sessions (console.go).
 	ExecFunc        func(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error)
@@ -206,6 +209,17 @@ func (r *Runtime) Events(ctx context.Context, emit func(protocol.ContainerEvent)
 	<-ctx.Done()
 	return ctx.Err()
 }
+
+// WatchEvents implements agent.EventWatcher: WatchEventsFunc, else Events.
+func (r *Runtime) WatchEvents(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error {
+	if r.WatchEventsFunc != nil {
+		r.record("Events", "", nil)
+		return r.WatchEventsFunc(ctx, emit, missed)
+	}
+	return r.Events(ctx, emit)
+}
+
+var _ agent.EventWatcher = (*Runtime)(nil)
 
 // Sampler implements agent.HostSampler with a func; nil gives fixed values.
 type Sampler struct {

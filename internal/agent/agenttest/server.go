@@ -55,6 +55,7 @@ type Server struct {
 	delaySet  chan struct{} // closed when the read delay changes
 	upgrades  []Upgrade
 	conns     map[int]*gws.Conn
+	cut       map[int]bool // connections cut by CutConns: nothing more is recorded from them
 	connSeq   int
 	received  []Received
 	consumed  []bool
@@ -96,7 +97,7 @@ type Closed struct {
 // NewServer starts a Server; it is closed when the test ends.
 func NewServer(t testing.TB, opts ServerOptions) *Server {
 	t.Helper()
-	s := &Server{t: t, token: opts.Token, conns: map[int]*gws.Conn{}, changed: make(chan struct{}), delaySet: make(chan struct{}), stopped: make(chan struct{})}
+	s := &Server{t: t, token: opts.Token, conns: map[int]*gws.Conn{}, cut: map[int]bool{}, changed: make(chan struct{}), delaySet: make(chan struct{}), stopped: make(chan struct{})}
 	limit := opts.MaxMessageBytes
 	if limit <= 0 {
 		limit = 16 << 20
@@ -237,6 +238,19 @@ func (s *Server) DropConns() {
 	for _, c := range s.open() {
 		_ = c.NetConn().Close()
 	}
+}
+
+// CutConns ends every open connection as a network cut does: whatever the
+// server has not read yet is lost (a read loop stalled by SetReadDelay
+// records nothing more from it when it resumes), and the socket is closed
+// without a close frame.
+func (s *Server) CutConns() {
+	s.mu.Lock()
+	for n := range s.conns {
+		s.cut[n] = true
+	}
+	s.mu.Unlock()
+	s.DropConns()
 }
 
 func (s *Server) open() []*gws.Conn {
@@ -509,6 +523,10 @@ func (h serverHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 		}
 	}
 	s.mu.Lock()
+	if s.cut[r.Conn] {
+		s.mu.Unlock()
+		return
+	}
 	s.received = append(s.received, r)
 	s.consumed = append(s.consumed, false)
 	delay, delaySet := s.readDelay, s.delaySet
