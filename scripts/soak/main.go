@@ -138,7 +138,7 @@ type soak struct {
 	foreign      []string // unmanaged container names
 	replays      int
 	firstStart   string // the id the probe replays
-	replayRan    int // replays that started the probe container
+	replayRan    int    // replays that started the probe container
 	replayAnswer map[string]int
 	startedAt    time.Time
 }

@@ -199,7 +199,9 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 
 	fmt.Printf("\nsoak: %s at %d commands/s over %d containers (+1 probe); faults: %s\n\n", s.o.duration, s.o.rate, len(s.names), strings.Join(faults, ", "))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	row := func(k string, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row := func(k string, format string, args ...any) {
+		fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...))
+	}
 	row("commands", "%d (%s)", commands, statusList(byStatus))
 	row("errors", "%s", statusList(errKinds))
 	row("lost (no result)", "%d%s", lost, sample10(lostIDs))
