@@ -185,7 +185,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 
 	// Only an enrolled agent renews an EXPIRED token by itself (with its
 	// key); a rotated or revoked token, or a deleted node, waits for the
-	// operator (SPEC 4).
+	// operator (docs/protocol.md).
 	var renew func(context.Context, string) error
 	if cfg.Enrolls() {
 		renew = renewer(cfg, tlsConf, log.With("component", "enroll"))
@@ -226,7 +226,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		return fmt.Errorf("agent: %w", err)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		// Keep the heap near what the agent's byte bounds allow (SPEC 9).
+		// Keep the heap near what the agent's byte bounds allow (docs/security.md).
 		debug.SetMemoryLimit(a.MemoryLimit())
 	}
 	current.Store(a)

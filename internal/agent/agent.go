@@ -4,7 +4,7 @@
 // and a global concurrency limit, and reports results, log streams,
 // progress, container events and heartbeats back.
 //
-// Nothing is lost across reconnects (SPEC 4.2): results wait in an outbox
+// Nothing is lost across reconnects (docs/protocol.md): results wait in an outbox
 // until written, and a command id seen in the last hour is answered from
 // its stored result instead of running again. On shutdown in-flight
 // commands finish (bounded), their results are flushed, and the socket is
@@ -36,7 +36,7 @@ var (
 	errShuttingDown = errors.New("agent is shutting down")
 )
 
-// Defaults for zero Options fields (SPEC 5).
+// Defaults for zero Options fields (the README's configuration table).
 const (
 	DefaultHeartbeatInterval     = 10 * time.Second
 	DefaultReconnectDelay        = time.Second

@@ -199,7 +199,7 @@ func (s *tokenStore) state() (saved, accepted []string, discards int) {
 	return slices.Clone(s.saved), slices.Clone(s.accepted), s.discards
 }
 
-// token_refresh (SPEC 4): the agent announces the capability, keeps the
+// token_refresh (docs/protocol.md): the agent announces the capability, keeps the
 // fresh token (store + memory), dials with it next time, reports that the
 // server accepted it, never logs it, and ignores a token of another node
 // or one that expired.

@@ -21,7 +21,7 @@ const (
 	seenEvicted                  // finished; its result no longer stored (RESULT_STORE_BYTES)
 )
 
-// Bounds of the dedup table (SPEC 4.2: a command id seen in the last hour
+// Bounds of the dedup table (docs/protocol.md: a command id seen in the last hour
 // is never executed again).
 const (
 	// DefaultResultStoreBytes is RESULT_STORE_BYTES: the encoded results
@@ -62,7 +62,7 @@ func compareHash(a, b idHash) int {
 	return cmp.Compare(a.lo, b.lo)
 }
 
-// dedup remembers command ids for ttl (SPEC 4.2: one hour) so that a
+// dedup remembers command ids for ttl (docs/protocol.md: one hour) so that a
 // command the server sends again is not executed twice, and the results
 // of finished commands to answer such repeats.
 //

@@ -51,7 +51,7 @@ func (q *eventQueue) wake() {
 }
 
 // eventsLoop relays the engine's container events for the agent's whole
-// life (SPEC 2.3). Events go out only while connected: they describe the
+// life (docs/protocol.md). Events go out only while connected: they describe the
 // present, and the inventory after each identify covers what was missed;
 // so does an inventory after the engine's stream was broken, or after
 // events were dropped for a slow server.

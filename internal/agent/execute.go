@@ -28,7 +28,7 @@ func (a *Agent) runCommand(ctx context.Context, cmd *protocol.Command, release f
 }
 
 // execute maps one action to the Runtime and builds its command_result
-// (SPEC 2.2).
+// (docs/protocol.md).
 func (a *Agent) execute(ctx context.Context, cmd *protocol.Command) (res *protocol.CommandResult) {
 	defer func() {
 		if p := recover(); p != nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// beat sends one heartbeat (SPEC 2.4): host resources from the sampler plus
+// beat sends one heartbeat (docs/protocol.md): host resources from the sampler plus
 // the managed container counts. If sampling fails the beat is skipped; if
 // only the engine fails, the beat goes out without container counts.
 func (a *Agent) beat(s *session) {

@@ -51,7 +51,7 @@ type Options struct {
 	// an enrolled agent renews its node's token there by proving its key.
 	// It is NOT called for a token that was rotated or revoked, or whose
 	// node was deleted: what an administrator did sticks, and the agent
-	// waits for a new credential (SPEC 4). Its error is logged; the dial is
+	// waits for a new credential (docs/protocol.md). Its error is logged; the dial is
 	// retried with backoff either way.
 	RenewExpired func(ctx context.Context, expired string) error
 

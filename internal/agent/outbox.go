@@ -7,7 +7,7 @@ import (
 )
 
 // outbox holds encoded command results until the server has provably read
-// them (SPEC 4.2). A result written to the connection stays queued until
+// them (docs/protocol.md). A result written to the connection stays queued until
 // the pong to a ping written after it comes back (transport's Acked): a
 // result written into a connection that went half-open is sent again,
 // in order, after the next identify, instead of being lost with the

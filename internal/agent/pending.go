@@ -8,7 +8,7 @@ import (
 )
 
 // Bounds of what the agent holds for commands accepted and not finished
-// (SPEC 9: a server sending thousands of large commands for a blocked
+// (docs/security.md: a server sending thousands of large commands for a blocked
 // container must not exhaust the agent's memory). Bytes are bounded by
 // MAX_PENDING_BYTES for the node and a share of it per container; counts
 // bound the fixed cost of many small commands.

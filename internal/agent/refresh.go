@@ -62,7 +62,7 @@ func (a *Agent) loadRefreshed() {
 }
 
 // handleTokenRefresh keeps a fresh node token the server handed over
-// before the current one expires (SPEC 4): in memory for the next dial, and
+// before the current one expires (docs/protocol.md): in memory for the next dial, and
 // through Options.RefreshedTokens. The connection stays as it is: the
 // server's session follows the new token. The token itself is never
 // logged.

@@ -41,7 +41,7 @@ type Runtime interface {
 	List(ctx context.Context) ([]protocol.InventoryItem, error)
 	Stats(ctx context.Context, containerID string) (protocol.StatsResult, error)
 	Update(ctx context.Context, containerID string, res *protocol.Resources) (warnings []string, err error)
-	// Exec runs an exec without stdin to completion (SPEC 2.5).
+	// Exec runs an exec without stdin to completion (docs/protocol.md).
 	Exec(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error)
 	// ExecSession runs an interactive exec: input from in (protocol.Stdin,
 	// protocol.Resize, in order), output to out, until the process exits

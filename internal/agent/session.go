@@ -52,7 +52,7 @@ func (a *Agent) runSession(ctx context.Context, conn *transport.Conn) error {
 	})
 
 	// On open: agent_identify, then inventory, then queued results, then
-	// heartbeats (SPEC 4). Frames are read from identify on, so pings are
+	// heartbeats (docs/protocol.md). Frames are read from identify on, so pings are
 	// answered while the inventory is gathered.
 	ictx, icancel := context.WithTimeout(sctx, a.tm.writeTimeout)
 	err := s.send(ictx, a.identifyMessage(sctx))
@@ -113,7 +113,7 @@ func (s *session) spawn(f func()) {
 	}()
 }
 
-// shutdown ends the session gracefully (SPEC 4.1): no new commands,
+// shutdown ends the session gracefully (docs/protocol.md): no new commands,
 // in-flight ones finish (bounded), their results are flushed, then the
 // socket is closed with 1001.
 func (s *session) shutdown() {
@@ -133,7 +133,7 @@ func (s *session) shutdown() {
 }
 
 // waitOpen waits until identify and inventory are out, so that events,
-// progress and log lines never go before them (SPEC 4); false when ctx or
+// progress and log lines never go before them (docs/protocol.md); false when ctx or
 // the session ended first.
 func (s *session) waitOpen(ctx context.Context) bool {
 	select {

@@ -391,7 +391,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 }
 
 // Container events happening while the inventory is gathered wait for it:
-// the server hears agent_identify, then inventory, then events (SPEC 4).
+// the server hears agent_identify, then inventory, then events (docs/protocol.md).
 func TestEventsWaitForInventory(t *testing.T) {
 	listing := make(chan struct{})
 	rt := &agenttest.Runtime{

@@ -11,7 +11,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// Console sessions (SPEC 2.5): exec, attach and stats with follow. A session
+// Console sessions (docs/protocol.md): exec, attach and stats with follow. A session
 // is registered the moment its command arrives, so input that follows at
 // once is kept (in order, bounded by bytes) until the process is attached.
 // It waits for its turn in its container's queue like any command, then

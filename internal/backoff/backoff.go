@@ -14,7 +14,7 @@ import (
 )
 
 // DefaultStableAfter is how long a connection must stay up before the
-// backoff resets (SPEC 4: a server that accepts and at once closes must not
+// backoff resets (docs/protocol.md: a server that accepts and at once closes must not
 // cause a tight reconnect loop).
 const DefaultStableAfter = 10 * time.Second
 

@@ -14,7 +14,7 @@ func TestCeilingDoublesToCap(t *testing.T) {
 		base, max time.Duration
 		want      []time.Duration
 	}{
-		{"defaults of SPEC 4", time.Second, 60 * time.Second,
+		{"defaults of docs/protocol.md", time.Second, 60 * time.Second,
 			[]time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60}},
 		{"cap equal to base", time.Second, time.Second,
 			[]time.Duration{1, 1, 1}},

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// specVariables are the variables SPEC section 5 names, plus the settings
+// specVariables are the variables the README's configuration table names, plus the settings
 // the agent adds (DOCKER_TIMEOUT, container log rotation).
 var specVariables = []string{
 	"SERVER_URL", "NODE_TOKEN", "NODE_TOKEN_FILE", "NODE_TOKEN_IN_QUERY", "ENROLLMENT_TOKEN", "ENROLLMENT_TOKEN_FILE",

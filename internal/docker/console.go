@@ -17,7 +17,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// Console sessions (SPEC 2.5): exec, attach and followed stats. The agent
+// Console sessions (docs/protocol.md): exec, attach and followed stats. The agent
 // hands each session an input channel (protocol.Stdin and protocol.Resize
 // values, in arrival order) and an output function that blocks while the
 // server reads slowly; the Docker layer never buffers output beyond one

@@ -306,7 +306,7 @@ func TestExecSessionCancel(t *testing.T) {
 
 // cancelledSession runs a console exec session in container name, waits
 // until the process is ready and cancels the session; it returns the
-// session's result, which must come within 2 s of the cancel (SPEC 2.5).
+// session's result, which must come within 2 s of the cancel (docs/protocol.md).
 func cancelledSession(t *testing.T, eng *Engine, parent context.Context, name string, tty bool) protocol.SessionResult {
 	t.Helper()
 	cmd := execCmd(name, "/workload", "console")

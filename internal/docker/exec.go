@@ -186,7 +186,7 @@ func (e *Engine) ExecSession(ctx context.Context, cmd *protocol.Command, in <-ch
 }
 
 // hangupWait bounds how long a detach waits for the hangup before the
-// session's result goes out (SPEC 2.5: within 2 s of the cancel); past it
+// session's result goes out (docs/protocol.md: within 2 s of the cancel); past it
 // the hangup carries on in the background, bounded by the call timeout.
 const hangupWait = 500 * time.Millisecond
 

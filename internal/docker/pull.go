@@ -67,7 +67,7 @@ func (e *Engine) ensureImage(ctx context.Context, ref, pullPolicy string, progre
 	return nil, protocol.Errorf(code, "%v, and no local copy of the image exists", pullErr)
 }
 
-// defaultPullPolicy is Kubernetes' imagePullPolicy default (SPEC 3): always
+// defaultPullPolicy is Kubernetes' imagePullPolicy default (docs/protocol.md): always
 // for an image without a tag or tagged latest (the name may point at new
 // content at any time), missing for any other tag or a digest.
 func defaultPullPolicy(named reference.Named) string {

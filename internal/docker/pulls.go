@@ -5,7 +5,7 @@ import (
 	"sync"
 )
 
-// pullGroup lets concurrent creates of one image share one pull (SPEC 3):
+// pullGroup lets concurrent creates of one image share one pull (docs/protocol.md):
 // twenty creates of a new image cost one registry round trip instead of
 // twenty pulls queueing behind each other. The first caller starts the
 // pull; later callers for the same reference wait for its outcome and get

@@ -5,7 +5,7 @@
 // containers and decide which of two tokens to dial with; the server
 // verifies every token itself.
 //
-// This is the agent's one parse of a node's identity (SPEC 2.4): heartbeats
+// This is the agent's one parse of a node's identity (docs/protocol.md): heartbeats
 // and the lormas.node container label both use Identity.
 package nodetoken
 
@@ -21,7 +21,7 @@ import (
 	"time"
 )
 
-// idClaims are the claims that name the node, in order (SPEC 2.4).
+// idClaims are the claims that name the node, in order (docs/protocol.md).
 var idClaims = []string{"nodeId", "sub", "id"}
 
 // Claims are the parts of a node token the agent reads.

@@ -63,7 +63,7 @@ func buildImages(t *testing.T) builtImages {
 	repo := repoRoot(t)
 	bases := dockerfileBases(t, filepath.Join(repo, "Dockerfile"))
 	if len(bases) != 2 || bases[0] != builderImage || bases[1] != runtimeImage {
-		fail("Dockerfile bases %v, want [%s %s] (SPEC 7: golang builder, distroless static nonroot)", bases, builderImage, runtimeImage)
+		fail("Dockerfile bases %v, want [%s %s] (docs/deploy.md: golang builder, distroless static nonroot)", bases, builderImage, runtimeImage)
 	}
 	for _, line := range ensureStandins(ctx, t, cli) {
 		t.Logf("base image %s", line)

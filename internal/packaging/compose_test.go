@@ -157,7 +157,7 @@ var configSettings = map[string]string{"DOCKER_GID": "4242", "NODE_NAME": "edge-
 
 // TestComposeConfig: the machine's Compose tool (v1 here) accepts
 // compose.yaml, and what it resolves is the hardened, self-enrolling,
-// secret-free system SPEC 7 asks for.
+// secret-free system docs/deploy.md asks for.
 func TestComposeConfig(t *testing.T) {
 	p := newComposeProject(t, "lormasconfigtest", configSettings)
 	ctx, cancel := contextWithTimeout()

@@ -1,4 +1,4 @@
-// Package packaging tests the ways the agent is shipped (SPEC section 7): the
+// Package packaging tests the ways the agent is shipped (docs/deploy.md): the
 // Dockerfile and the images it builds (from local stand-ins of the base
 // images, since no registry is reachable), compose.yaml brought up as a
 // whole system, the Helm chart in helm/lormas-agent rendered and decoded

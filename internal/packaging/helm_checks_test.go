@@ -17,7 +17,7 @@ import (
 )
 
 // checkHardened asserts what every render must hold, whatever the values:
-// SPEC 7's security context, mounts, token handling, probes and wiring.
+// docs/deploy.md's security context, mounts, token handling, probes and wiring.
 func checkHardened(t *testing.T, m manifests) {
 	t.Helper()
 	ds := m.daemonSet

@@ -18,7 +18,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// adminAPI is a client of lormas-server's admin REST API (SPEC 8).
+// adminAPI is a client of lormas-server's admin REST API (docs/api.md).
 type adminAPI struct {
 	base  string // http://127.0.0.1:port
 	token string

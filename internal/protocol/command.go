@@ -52,7 +52,7 @@ const DefaultLogLines = 100
 const MaxLogLines = 10000
 
 // Command is a server -> agent command. The seed's fields come first; the rest
-// are extensions (SPEC 2.1). The same shape, without type and id, is the body
+// are extensions (docs/protocol.md). The same shape, without type and id, is the body
 // of lormas-server's POST /api/nodes/{id}/commands.
 type Command struct {
 	Type        string            `json:"type"`

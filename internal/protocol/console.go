@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Console, exec and live stats (SPEC 2.5): the actions, the fields of their
+// Console, exec and live stats (docs/protocol.md): the actions, the fields of their
 // commands, the messages that stream their input and output, and their
 // results.
 

@@ -4,7 +4,7 @@
 // byte-size syntax of resource limits. The agent and lormas-server both import
 // it; it imports nothing of ours.
 //
-// Compatibility rule (SPEC section 2): every field of the seed's messages keeps
+// Compatibility rule (docs/protocol.md): every field of the seed's messages keeps
 // its name, type and meaning. Additions are optional fields or new message
 // types. Unknown fields are ignored when decoding.
 package protocol

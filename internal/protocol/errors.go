@@ -9,7 +9,7 @@ import (
 // Code classifies a failed command (command_result "code").
 type Code string
 
-// Error codes (SPEC 2.2).
+// Error codes (docs/protocol.md).
 const (
 	CodeInvalid     Code = "invalid"
 	CodeNotFound    Code = "not_found"

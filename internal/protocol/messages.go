@@ -30,7 +30,7 @@ var Capabilities = []string{
 	"cancel", "follow", "timeout", "since", "timestamps", // extension fields
 	"command_progress", "container_event", "inventory", // extension messages
 	"warnings", "codes",
-	"exec", "attach", "stats_follow", // console (SPEC 2.5)
+	"exec", "attach", "stats_follow", // console (docs/protocol.md)
 }
 
 // Message is any wire message. MessageType returns its "type" field.

@@ -29,7 +29,7 @@ var errCommandTimeout = errors.New("no command_result within COMMAND_TIMEOUT")
 // prepareCommand validates cmd with the protocol's own rules and gives it
 // an id (a client may choose one: re-posting a command with the id of one
 // that timed out asks the agent for its stored result instead of running it
-// again, SPEC 4.2).
+// again, docs/protocol.md).
 func prepareCommand(cmd *protocol.Command) error {
 	cmd.Type = protocol.TypeCommand
 	if err := cmd.Validate(); err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// The console for operators (SPEC 8, 2.5):
+// The console for operators (docs/api.md):
 //
 //	POST /api/nodes/{id}/containers/{containerId}/exec      run to completion -> command_result
 //	GET  /api/nodes/{id}/containers/{containerId}/exec      WebSocket: ?cmd=sh&cmd=-l&tty=1&cols=&rows=&user=&workingDir=&env=K=V

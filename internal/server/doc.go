@@ -1,5 +1,5 @@
 // Package server is lormas-server, the reference Lormas control plane
-// (SPEC section 8): a REST API for operators, a WebSocket endpoint for node
+// (docs/api.md): a REST API for operators, a WebSocket endpoint for node
 // agents, and SQLite storage (package store). It shares only package
 // protocol with the agent, and never touches a Docker engine.
 //

@@ -17,7 +17,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/server/store"
 )
 
-// Enrollment (SPEC 4, 8). Holding the enrollment token lets a machine
+// Enrollment (docs/protocol.md). Holding the enrollment token lets a machine
 // become a NEW node; it never lets anyone obtain, replace or revoke the
 // credential of an existing node, nor knock a connected agent off:
 //

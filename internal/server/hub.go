@@ -11,7 +11,7 @@ import (
 )
 
 // WebSocket close codes the server sends. 4001 and 4003 are the codes an
-// agent treats as "token refused" (SPEC 4): it re-reads its token file and
+// agent treats as "token refused" (docs/protocol.md): it re-reads its token file and
 // retries with backoff.
 const (
 	closeGoingAway     = 1001 // server shutting down
@@ -258,7 +258,7 @@ func (h *hub) deliverResult(nodeID, commandID string, frame []byte) bool {
 
 // deliverLog hands a log frame to the stream waiting for it. When the
 // stream's buffer is full it waits up to logBlockTimeout — slowing the
-// agent's reads, which is the backpressure SPEC 2.3 asks for — and then
+// agent's reads, which is the backpressure docs/protocol.md asks for — and then
 // drops the frame and counts it.
 func (h *hub) deliverLog(nodeID, commandID string, frame []byte) {
 	h.mu.Lock()
@@ -288,7 +288,7 @@ func (h *hub) deliverLog(nodeID, commandID string, frame []byte) {
 
 // resend sends the commands still waiting for a result from the node over
 // its new session s, once the agent has identified itself on it. An agent
-// that has seen a command id before does not run it twice (SPEC 4.2): it
+// that has seen a command id before does not run it twice (docs/protocol.md): it
 // replays the stored result or sends it when the command finishes, so a
 // command that was lost with the old connection is delivered and one that
 // was not costs nothing.

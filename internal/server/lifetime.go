@@ -11,7 +11,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// A session's token lifetime (SPEC 4, 8): the session ends when its token
+// A session's token lifetime (docs/protocol.md): the session ends when its token
 // expires, and an agent that announced the token_refresh capability gets a
 // fresh token over the session before that, after 2/3 of the lifetime (at
 // the latest refreshMargin before exp). The session then runs on the new

@@ -23,7 +23,7 @@ type resultLog struct {
 
 // firstResult records a command_result of commandID from nodeID and
 // reports whether it is the first the server has seen recently. A repeated
-// command_result for a command id is the same result (SPEC 4.2: the agent
+// command_result for a command id is the same result (docs/protocol.md: the agent
 // never executes a command id twice, it replays the stored result): the
 // first one counts, a repeat is not published again. Requests waiting for
 // the id still get it (deliverResult), so a client that retried a command

@@ -29,7 +29,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// Defaults of Config (SPEC 4).
+// Defaults of Config (docs/protocol.md).
 const (
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second

@@ -8,7 +8,7 @@ import (
 	"os"
 )
 
-// TLSConfig builds the client TLS configuration for wss:// (SPEC 4): the
+// TLSConfig builds the client TLS configuration for wss:// (docs/protocol.md): the
 // server certificate is verified against the system roots plus the PEM
 // certificates in caFile (optional); certFile and keyFile (both or neither)
 // give the agent a client certificate for mTLS; insecure disables

@@ -597,7 +597,7 @@ func (r *refStream) take() []refEvent {
 	return append([]refEvent(nil), r.events...)
 }
 
-// relayedActions are the actions the agent relays (SPEC 2.3).
+// relayedActions are the actions the agent relays (docs/protocol.md).
 var relayedActions = []string{"start", "die", "oom", "stop", "kill", "restart", "destroy", "health_status"}
 
 // reference reads the daemon's events of this run's containers directly.
