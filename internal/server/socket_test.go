@@ -437,7 +437,7 @@ func TestOversizedReportsAreStoredBounded(t *testing.T) {
 	}
 }
 
-// The seed's TypeScript agent (../shared/peers/seed-ts-agent) is served as
+// The seed's TypeScript agent is served as
 // it is: agent_identify without protocolVersion, heartbeats whose nodeId is
 // the first 8 characters of its token, command results without a code.
 // That slice of the token is not logged.
