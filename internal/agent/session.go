@@ -196,7 +196,10 @@ func (s *session) pumpOutbox() {
 // flush writes the outbox on the caller's goroutine (the one that just
 // queued a result) unless pumpOutbox is writing it already: a command
 // result then goes out without waiting for pumpOutbox to be scheduled.
-// It never waits for the pump; whatever it leaves, pumpOutbox writes.
+// It never waits for the pump; whatever it leaves, pumpOutbox writes. Only
+// one goroutine writes at a time (pumpMu), so a server that stops reading
+// holds at most that one command's slot, for at most the write timeout
+// after which the connection is given up.
 func (s *session) flush() {
 	if !s.pumping.Load() || !s.pumpMu.TryLock() {
 		return
