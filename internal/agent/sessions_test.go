@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -167,44 +169,70 @@ func TestSessionLimit(t *testing.T) {
 
 // TestSessionBusyTerminal: a session flooding output while the server reads
 // slowly neither delays pongs nor another container's command, and the
-// output the runtime can push is bounded by the connection's queue.
+// runtime's writes block once the server reads nothing (the output is
+// under the connection's backpressure, not piled up in the agent).
 func TestSessionBusyTerminal(t *testing.T) {
 	var pushed atomic.Int64
+	var inWrite atomic.Int64 // when the output call in progress began (Unix ns), 0 between calls
 	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, _ *protocol.Command, _ <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
 		chunk := bytes.Repeat([]byte("x"), 16<<10)
 		for {
-			if err := out("stdout", chunk); err != nil {
+			inWrite.Store(time.Now().UnixNano())
+			err := out("stdout", chunk)
+			inWrite.Store(0)
+			if err != nil {
 				return protocol.SessionResult{Detached: true}, nil
 			}
 			pushed.Add(1)
 		}
 	}}
-	h := start(t, rt, setup{})
+	// The socket buffers fill with output (a few MiB) that the slow server
+	// reads a frame at a time; the pongs to the agent's pings wait behind
+	// it. The agent must not take the slow server for a dead one.
+	h := start(t, rt, setup{timing: agent.Timing{ReadTimeout: time.Minute}})
 	h.identified()
-	h.srv.SetReadDelay(20 * time.Millisecond)
+	h.srv.SetReadDelay(5 * time.Millisecond)
 	h.send(execSession("flood", "a"))
 	h.srv.Expect(protocol.TypeStream)
 	h.send(protocol.Ping{})
 	h.srv.Expect(protocol.TypePong)
 	h.send(protocol.Command{ID: "other", Action: protocol.ActionInspect, ContainerID: "b"})
 	h.srv.ExpectResult("other")
-	// Stop reading: the runtime's writes block.
+	// Stop reading: the runtime's writes block once the socket buffers are
+	// full. Without backpressure an output call returns at once; one that
+	// has not returned for a second is blocked.
 	h.srv.SetReadDelay(time.Hour)
-	// Once the socket buffers and the send queue are full the count stops.
-	var before int64
-	eventually(t, "the session's writes to block", func() bool {
-		before = pushed.Load()
-		time.Sleep(200 * time.Millisecond)
-		return pushed.Load() == before
+	eventually(t, "an output call blocked for a second", func() bool {
+		began := inWrite.Load()
+		return began != 0 && time.Since(time.Unix(0, began)) > time.Second
 	})
-	time.Sleep(500 * time.Millisecond)
-	if after := pushed.Load(); after != before {
-		t.Errorf("the session pushed %d more chunks while the server read nothing: output is not under backpressure", after-before)
+	blocked := pushed.Load()
+	// What the runtime wrote is what the server read plus what the socket
+	// buffers hold: at most the largest send and receive buffers the
+	// kernel grows to.
+	limit := int64(len(h.srv.Received())) + (sysctlMax(t, "net/ipv4/tcp_wmem")+sysctlMax(t, "net/ipv4/tcp_rmem"))/(16<<10) + 1
+	t.Logf("%d chunks of 16 KiB pushed before the writes blocked (socket buffers: at most %d)", blocked, limit)
+	if blocked > limit {
+		t.Errorf("the session pushed %d chunks while the server read nothing, more than the socket buffers hold (%d): output is not under backpressure", blocked, limit)
 	}
-	t.Logf("%d chunks of 16 KiB pushed before the writes blocked", before)
 	h.srv.SetReadDelay(0)
 	h.send(protocol.Cancel{CommandID: "flood"})
 	h.srv.ExpectResult("flood")
+}
+
+// sysctlMax is the last (largest) number of a sysctl such as tcp_wmem.
+func sysctlMax(t *testing.T, name string) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/" + name)
+	if err != nil {
+		t.Fatalf("the kernel's socket buffer bounds: %v", err)
+	}
+	f := strings.Fields(string(b))
+	n, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+	if err != nil {
+		t.Fatalf("%s = %q: %v", name, b, err)
+	}
+	return n
 }
 
 // TestSessionConnectionLoss: a session ends when its connection is lost;
@@ -261,7 +289,10 @@ func TestSessionInputBound(t *testing.T) {
 		h.send(protocol.Stdin{CommandID: "sh", Data: chunk})
 	}
 	h.send(protocol.Stdin{CommandID: "sh", EOF: true})
-	time.Sleep(100 * time.Millisecond)
+	// The agent handles a connection's frames in order: once it answered
+	// a ping sent after the input, all of it was queued or dropped.
+	h.send(protocol.Ping{})
+	h.srv.Expect(protocol.TypePong)
 	close(release)
 	r := h.srv.ExpectResult("sh")
 	var res protocol.SessionResult
