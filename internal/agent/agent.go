@@ -5,8 +5,10 @@
 // progress, container events and heartbeats back.
 //
 // Nothing is lost across reconnects (docs/protocol.md): results wait in an outbox
-// until written, and a command id seen in the last hour is answered from
-// its stored result instead of running again. On shutdown in-flight
+// until the server has provably read them (the pong to a ping written after
+// them) and are sent again after the next identify otherwise, and a command
+// id seen in the last hour is answered from its stored result (or, once
+// that is evicted, with conflict) instead of running again. On shutdown in-flight
 // commands finish (bounded), their results are flushed, and the socket is
 // closed with 1001; containers are never touched.
 package agent

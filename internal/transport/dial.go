@@ -8,6 +8,10 @@
 // by a bounded queue, which gives producers backpressure when the server
 // reads slowly, plus a small priority lane so pongs are never stuck behind
 // bulk traffic.
+//
+// Its pings carry the position of the last frame written, so the server's
+// pong proves what it has read (Acked, ack.go): the agent counts a result
+// as delivered only then.
 package transport
 
 import (

@@ -80,6 +80,7 @@ type options struct {
 	warmup         time.Duration
 	keep           bool
 	faultsDisabled bool
+	maxOutstanding int
 }
 
 func main() {
@@ -96,6 +97,7 @@ func main() {
 	flag.DurationVar(&o.sample, "sample", 5*time.Second, "resource sampling interval")
 	flag.DurationVar(&o.warmup, "warmup", 0, "samples before this are left out of the slopes (default: a fifth of -duration)")
 	flag.BoolVar(&o.faultsDisabled, "no-faults", false, "load only")
+	flag.IntVar(&o.maxOutstanding, "max-outstanding", 4, "commands a container may have without a result before the server waits (as a server does; 0: no limit)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (agent log)")
 	flag.Parse()
 	lo, hi, ok := strings.Cut(faultEvery, "-")
@@ -141,6 +143,7 @@ type soak struct {
 	replayRan    int    // replays that started the probe container
 	replayAnswer map[string]int
 	startedAt    time.Time
+	skipped      int // ticks without a container free to take a command
 }
 
 func (s *soak) log(format string, args ...any) {
@@ -365,10 +368,27 @@ func (s *soak) load(ctx context.Context) {
 		case <-tick.C:
 		}
 		a := actions[rand.IntN(len(actions))]
-		cmd := protocol.Command{Action: a, ContainerID: s.names[rand.IntN(len(s.names))]}
+		target := s.names[rand.IntN(len(s.names))]
+		if a == protocol.ActionList {
+			target = ""
+		}
+		if n := s.o.maxOutstanding; n > 0 && s.srv.outstanding(target) >= n {
+			free := false
+			for _, i := range rand.Perm(len(s.names)) {
+				if a != protocol.ActionList && s.srv.outstanding(s.names[i]) < n {
+					target, free = s.names[i], true
+					break
+				}
+			}
+			if !free {
+				s.mu.Lock()
+				s.skipped++
+				s.mu.Unlock()
+				continue
+			}
+		}
+		cmd := protocol.Command{Action: a, ContainerID: target}
 		switch a {
-		case protocol.ActionList:
-			cmd.ContainerID = ""
 		case protocol.ActionStop, protocol.ActionRestart:
 			cmd.Timeout = &one
 		case protocol.ActionLogs:
@@ -654,6 +674,7 @@ type sampler struct {
 type sample struct {
 	at                      time.Time
 	rssKiB, fds, goroutines float64
+	heapKiB                 float64 // Go heap in use
 }
 
 func newSampler(pid int, healthAddr string, every time.Duration) *sampler {
@@ -666,7 +687,9 @@ func (p *sampler) run() {
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
-		smp := sample{at: time.Now(), rssKiB: float64(rssKiB(p.pid)), fds: float64(fdCount(p.pid)), goroutines: p.goroutines()}
+		smp := sample{at: time.Now(), rssKiB: float64(rssKiB(p.pid)), fds: float64(fdCount(p.pid))}
+		m := p.metricValues("go_goroutines", "go_memstats_heap_inuse_bytes")
+		smp.goroutines, smp.heapKiB = m[0], m[1]/1024
 		p.mu.Lock()
 		p.samples = append(p.samples, smp)
 		p.mu.Unlock()
@@ -678,21 +701,28 @@ func (p *sampler) run() {
 	}
 }
 
-func (p *sampler) goroutines() float64 {
+// metricValues reads the named metrics (without labels) from the
+// agent's /metrics; -1 for those missing.
+func (p *sampler) metricValues(names ...string) []float64 {
+	out := make([]float64, len(names))
+	for i := range out {
+		out[i] = -1
+	}
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get(p.metrics)
 	if err != nil {
-		return -1
+		return out
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+		for i, n := range names {
+			if v, ok := strings.CutPrefix(sc.Text(), n+" "); ok {
+				out[i], _ = strconv.ParseFloat(v, 64)
+			}
 		}
 	}
-	return -1
+	return out
 }
 
 func rssKiB(pid int) int64 {

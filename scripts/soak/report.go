@@ -19,7 +19,7 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 	s.mu.Lock()
 	cuts := append([]interval(nil), s.dockerCuts...)
 	faults := append([]string(nil), s.faults...)
-	replays, replayRan, firstStart := s.replays, s.replayRan, s.firstStart
+	replays, replayRan, firstStart, skipped := s.replays, s.replayRan, s.firstStart, s.skipped
 	answers := make(map[string]int, len(s.replayAnswer))
 	for k, v := range s.replayAnswer {
 		answers[k] = v
@@ -96,10 +96,12 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 		managedNames[n] = true
 	}
 	foreignRelayed := 0
+	var foreignKeys []string
 	for _, e := range snap.events {
 		received[e.key]++
 		if name, _, _ := strings.Cut(e.key, " "); !managedNames[name] {
 			foreignRelayed++
+			foreignKeys = append(foreignKeys, e.key)
 		}
 	}
 	covered := func(t time.Time) bool {
@@ -202,7 +204,9 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 	row := func(k string, format string, args ...any) {
 		fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...))
 	}
-	row("commands", "%d (%s)", commands, statusList(byStatus))
+	loadSecs := s.o.duration.Seconds()
+	row("commands", "%d, %.1f/s (%s); %d ticks skipped: every container had %d commands without a result",
+		commands, float64(commands)/loadSecs, statusList(byStatus), skipped, s.o.maxOutstanding)
 	row("errors", "%s", statusList(errKinds))
 	row("lost (no result)", "%d%s", lost, sample10(lostIDs))
 	row("duplicate results", "%d (the server keeps the first): %d results not confirmed before a connection ended sent again, %d stored results replayed for commands the server resent",
@@ -214,7 +218,7 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 	row("events published (managed)", "%d; while connected: %d", refManaged, expected)
 	row("events missing", "%d%s", missing, sample10(missingKeys))
 	row("events relayed twice", "%d", dupEvents)
-	row("events of foreign containers", "%d published, %d relayed", refForeign, foreignRelayed)
+	row("events of foreign containers", "%d published, %d relayed%s", refForeign, foreignRelayed, sample10(foreignKeys))
 	row("connections", "%d upgrades (%d refused), %d identifies, %d inventories (%d after a broken events stream)",
 		snap.upgrades, snap.refused, len(snap.identifies), len(snap.inventories), agentLog.resyncs)
 	for i, o := range outages {
@@ -228,6 +232,9 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 		gor := slope(warm, func(x sample) float64 { return x.goroutines })
 		row("RSS", "%.1f MiB at start, %.1f MiB at end, max %.1f MiB; slope after %s: %+.1f KiB/min",
 			samples[0].rssKiB/1024, last.rssKiB/1024, maxOf(samples, func(x sample) float64 { return x.rssKiB })/1024, s.o.warmup, rss)
+		heap := slope(warm, func(x sample) float64 { return x.heapKiB })
+		row("Go heap in use", "%.1f MiB at start, %.1f MiB at end, max %.1f MiB; slope after %s: %+.1f KiB/min",
+			samples[0].heapKiB/1024, last.heapKiB/1024, maxOf(samples, func(x sample) float64 { return x.heapKiB })/1024, s.o.warmup, heap)
 		row("open files", "%.0f at start, %.0f at end, max %.0f; slope %+.2f/min", samples[0].fds, last.fds, maxOf(samples, func(x sample) float64 { return x.fds }), fds)
 		row("goroutines", "%.0f at start, %.0f at end, max %.0f; slope %+.2f/min", samples[0].goroutines, last.goroutines, maxOf(samples, func(x sample) float64 { return x.goroutines }), gor)
 	}

@@ -26,6 +26,7 @@ const (
 // tracked is one command id the server sent.
 type tracked struct {
 	kind    string
+	target  string // the container, "" for list
 	frame   []byte
 	sent    time.Time // first sent
 	results int
@@ -63,7 +64,8 @@ type server struct {
 	inventories []time.Time
 	identifies  []time.Time
 	intervals   []interval
-	open        *interval // the current one
+	open        *interval      // the current one
+	busy        map[string]int // container -> load commands without a result
 	upgrades    int
 	refused     int
 }
@@ -80,7 +82,7 @@ func newServer() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{addr: ln.Addr().String(), peers: map[*gws.Conn]*peer{}, cmds: map[string]*tracked{}}
+	s := &server{addr: ln.Addr().String(), peers: map[*gws.Conn]*peer{}, cmds: map[string]*tracked{}, busy: map[string]int{}}
 	s.up = gws.NewUpgrader(s, &gws.ServerOption{ReadMaxPayloadSize: 64 << 20, WriteMaxPayloadSize: 64 << 20, Recovery: gws.Recovery})
 	s.hs = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -132,13 +134,16 @@ func (s *server) close() { _ = s.hs.Close() }
 func (s *server) track(cmd protocol.Command, kind string) *tracked {
 	cmd.Type = protocol.TypeCommand
 	frame, _ := json.Marshal(cmd)
-	t := &tracked{kind: kind, frame: frame, sent: time.Now(), done: make(chan struct{})}
+	t := &tracked{kind: kind, target: cmd.ContainerID, frame: frame, sent: time.Now(), done: make(chan struct{})}
 	s.mu.Lock()
 	if old, ok := s.cmds[cmd.ID]; ok { // a replay of an id: keep its record
 		t = old
 	} else {
 		s.cmds[cmd.ID] = t
 		s.order = append(s.order, cmd.ID)
+		if kind == kindLoad {
+			s.busy[cmd.ContainerID]++
+		}
 	}
 	cur := s.cur
 	s.mu.Unlock()
@@ -164,6 +169,14 @@ func (p *peer) send(frame []byte) {
 	case p.out <- frame:
 	default: // a stalled connection: resent after the next identify
 	}
+}
+
+// outstanding is the number of load commands for container without a
+// result.
+func (s *server) outstanding(container string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busy[container]
 }
 
 // endInterval marks the agent as not reachable from now (a fault began).
@@ -250,6 +263,9 @@ func (s *server) OnMessage(c *gws.Conn, m *gws.Message) {
 			if t.results == 1 {
 				t.first, t.firstAt = v, now
 				close(t.done)
+				if t.kind == kindLoad {
+					s.busy[t.target]--
+				}
 			}
 		}
 		s.mu.Unlock()
