@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -27,6 +28,7 @@ type Conn struct {
 	cfg    Config
 	log    *slog.Logger
 	socket *gws.Conn
+	peer   *peerConn // the socket under gws (and TLS); nil in tests that build no socket
 
 	frames chan Frame
 	queue  chan *sendReq
@@ -302,7 +304,21 @@ func (c *Conn) write(op gws.Opcode, data []byte) (uint64, error) {
 	}
 	_ = c.socket.NetConn().SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 	c.wmu.Unlock()
+	if c.peer != nil {
+		c.peer.writer.Store(true)
+	}
 	err := c.socket.WriteMessage(op, data)
+	if c.peer != nil {
+		c.peer.writer.Store(false)
+		if gone := c.peer.takeGone(); err == nil && gone != nil {
+			// The server has reset the connection. gws was told the
+			// write succeeded so that its read loop still reads what
+			// the server sent before, up to its close frame; the
+			// connection ends when the read loop does.
+			c.writeErr = gone
+			return gone
+		}
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		c.wmu.Lock()
 		if c.writeErr == nil {
@@ -315,6 +331,46 @@ func (c *Conn) write(op gws.Opcode, data []byte) (uint64, error) {
 		return 0, err
 	}
 	return c.wrote(), nil
+}
+
+// peerConn is the agent's end of the socket, under gws (and TLS). A server
+// closes its socket right after its close frame (gws servers do), so a
+// frame the agent writes meanwhile fails with a reset or a broken pipe.
+// gws would end the connection with that write error at once: the close
+// frame already waiting in the socket would never be read, and its code
+// lost (4001 token rotated, 4003 node deleted, 4000 replaced by another
+// connection). So a failed write of the Conn's writer that finds the server
+// gone is reported to gws as done and kept for the writer (takeGone): the
+// writer fails the frame and stops, and the read loop reads on to the
+// close frame, or to the reset, which follows the data at once.
+type peerConn struct {
+	net.Conn
+	writer atomic.Bool // the Conn's writer is writing a frame
+
+	mu   sync.Mutex
+	gone error // a write error kept from gws
+}
+
+func (p *peerConn) Write(b []byte) (int, error) {
+	n, err := p.Conn.Write(b)
+	if err != nil && p.writer.Load() && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		p.mu.Lock()
+		if p.gone == nil {
+			p.gone = err
+		}
+		p.mu.Unlock()
+		return len(b), nil
+	}
+	return n, err
+}
+
+// takeGone returns (and forgets) the write error kept from gws, if any.
+func (p *peerConn) takeGone() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.gone
+	p.gone = nil
+	return err
 }
 
 // finish runs when the writer has stopped: it waits for the read loop,

@@ -171,6 +171,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		Recovery:            gws.Recovery,
 		Logger:              gwsLogger{cfg.Logger},
 	})
+	c.peer = track.peer
 	if !stop() {
 		if socket != nil {
 			_ = socket.NetConn().Close()
@@ -210,6 +211,7 @@ type trackingDialer struct {
 	d       *dialer
 	mu      sync.Mutex
 	conn    net.Conn
+	peer    *peerConn // what gws got: conn, keeping the server's close code (conn.go)
 	aborted bool
 }
 
@@ -225,7 +227,8 @@ func (t *trackingDialer) Dial(network, addr string) (net.Conn, error) {
 		return nil, context.Canceled
 	}
 	t.conn = conn
-	return conn, nil
+	t.peer = &peerConn{Conn: conn}
+	return t.peer, nil
 }
 
 func (t *trackingDialer) abort() {
