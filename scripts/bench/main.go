@@ -369,8 +369,10 @@ func directLogs(ctx context.Context, cli *client.Client, name string, n int) err
 }
 
 func directLifecycle(ctx context.Context, cli *client.Client, img string, n int) (time.Duration, error) {
+	prefix := "bench-direct-" + randomHex(3)
+	defer removeByPrefix(ctx, cli, prefix)
 	return atOnce(n, func(i int) error {
-		name := fmt.Sprintf("bench-direct-%s-%d", randomHex(3), i)
+		name := fmt.Sprintf("%s-%d", prefix, i)
 		c, err := cli.ContainerCreate(ctx, &container.Config{Image: img, StopSignal: "SIGKILL", Labels: map[string]string{"lormas.bench": "true"}},
 			&container.HostConfig{}, nil, nil, name)
 		if err != nil {
@@ -388,12 +390,7 @@ func directLifecycle(ctx context.Context, cli *client.Client, img string, n int)
 
 func agentLifecycle(ctx context.Context, cli *client.Client, s *subject, img string, n int) (time.Duration, error) {
 	prefix := "bench-" + randomHex(3)
-	defer func() { // leave nothing behind when a round fails half-way
-		list, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("name", prefix))})
-		for _, c := range list {
-			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-		}
-	}()
+	defer removeByPrefix(ctx, cli, prefix)
 	return atOnce(n, func(i int) error {
 		id := fmt.Sprintf("%s-%d", prefix, i)
 		for _, c := range []map[string]any{
@@ -412,6 +409,15 @@ func agentLifecycle(ctx context.Context, cli *client.Client, s *subject, img str
 		}
 		return nil
 	})
+}
+
+// removeByPrefix removes the containers a lifecycle round left behind when
+// it failed half-way.
+func removeByPrefix(ctx context.Context, cli *client.Client, prefix string) {
+	list, _ := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("name", prefix))})
+	for _, c := range list {
+		_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	}
 }
 
 // atOnce runs f(0..n-1) concurrently and returns the time until all ended.
