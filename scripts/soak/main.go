@@ -537,7 +537,7 @@ func (s *soak) faultMalformed(context.Context) {
 }
 
 func (s *soak) faultUnmanaged(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
 	defer cancel()
 	for i, labels := range []map[string]string{
 		nil, {"lormas.managed": "true", "lormas.node": s.node + "-other", "lormas.container": "x"},
@@ -620,44 +620,64 @@ func (r *refStream) take() []refEvent {
 // relayedActions are the actions the agent relays (docs/protocol.md).
 var relayedActions = []string{"start", "die", "oom", "stop", "kill", "restart", "destroy", "health_status"}
 
-// reference reads the daemon's events of this run's containers directly.
+// reference reads the daemon's events of this run's containers directly,
+// resubscribing (since shortly before the last event) when its stream
+// breaks.
 func (s *soak) reference(ctx context.Context) *refStream {
 	r := &refStream{}
-	msgs, errs := s.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(filters.Arg("type", "container"))})
+	seen := map[string]bool{}
 	go func() {
-		for {
-			select {
-			case m := <-msgs:
-				name := m.Actor.Attributes["name"]
-				if !strings.HasPrefix(name, s.node) {
-					continue
+		since := time.Now()
+		for ctx.Err() == nil {
+			opts := events.ListOptions{Since: fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+				Filters: filters.NewArgs(filters.Arg("type", "container"))}
+			msgs, errs := s.cli.Events(ctx, opts)
+		read:
+			for {
+				select {
+				case m := <-msgs:
+					since = time.Unix(0, m.TimeNano).Add(-time.Second)
+					s.refEvent(r, m, seen)
+				case err := <-errs:
+					if ctx.Err() == nil {
+						fmt.Fprintln(os.Stderr, "soak: reference events stream:", err, "(resubscribing)")
+						time.Sleep(time.Second)
+					}
+					break read
 				}
-				action := string(m.Action)
-				relayed := false
-				for _, a := range relayedActions {
-					relayed = relayed || action == a || strings.HasPrefix(action, a+":")
-				}
-				if !relayed {
-					continue
-				}
-				managed := m.Actor.Attributes["lormas.node"] == s.node
-				id := name
-				if managed {
-					id = m.Actor.Attributes["lormas.container"]
-				}
-				r.mu.Lock()
-				r.events = append(r.events, refEvent{key: id + " " + action + " " + protocol.Timestamp(time.Unix(0, m.TimeNano)),
-					at: time.Unix(0, m.TimeNano), managed: managed})
-				r.mu.Unlock()
-			case err := <-errs:
-				if ctx.Err() == nil {
-					fmt.Fprintln(os.Stderr, "soak: reference events stream:", err)
-				}
-				return
 			}
 		}
 	}()
 	return r
+}
+
+func (s *soak) refEvent(r *refStream, m events.Message, seen map[string]bool) {
+	name := m.Actor.Attributes["name"]
+	if !strings.HasPrefix(name, s.node) {
+		return
+	}
+	action := string(m.Action)
+	relayed := false
+	for _, a := range relayedActions {
+		relayed = relayed || action == a || strings.HasPrefix(action, a+":")
+	}
+	if !relayed {
+		return
+	}
+	k := fmt.Sprint(m.Actor.ID, action, m.TimeNano)
+	if seen[k] { // replayed after a resubscription
+		return
+	}
+	seen[k] = true
+	managed := m.Actor.Attributes["lormas.node"] == s.node
+	id := name
+	if managed {
+		id = m.Actor.Attributes["lormas.container"]
+	}
+	r.mu.Lock()
+	r.events = append(r.events, refEvent{key: id + " " + action + " " + protocol.Timestamp(time.Unix(0, m.TimeNano)),
+		at: time.Unix(0, m.TimeNano), managed: managed})
+	r.mu.Unlock()
 }
 
 // sampler reads the agent's RSS, open files and goroutines.

@@ -95,13 +95,18 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 	for _, n := range s.names {
 		managedNames[n] = true
 	}
-	foreignRelayed := 0
+	foreignRelayed, othersRelayed := 0, 0
 	var foreignKeys []string
 	for _, e := range snap.events {
 		received[e.key]++
-		if name, _, _ := strings.Cut(e.key, " "); !managedNames[name] {
+		name, _, _ := strings.Cut(e.key, " ")
+		switch {
+		case managedNames[name]:
+		case strings.HasPrefix(name, s.node) || name == "x":
 			foreignRelayed++
 			foreignKeys = append(foreignKeys, e.key)
+		default:
+			othersRelayed++ // lormas.managed without lormas.node: every agent's (policy.Ownership)
 		}
 	}
 	covered := func(t time.Time) bool {
@@ -219,6 +224,9 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 	row("events missing", "%d%s", missing, sample10(missingKeys))
 	row("events relayed twice", "%d", dupEvents)
 	row("events of foreign containers", "%d published, %d relayed%s", refForeign, foreignRelayed, sample10(foreignKeys))
+	if othersRelayed > 0 {
+		row("", "(%d events of other tests' containers labelled lormas.managed without lormas.node, which every agent owns, relayed)", othersRelayed)
+	}
 	row("connections", "%d upgrades (%d refused), %d identifies, %d inventories (%d after a broken events stream)",
 		snap.upgrades, snap.refused, len(snap.identifies), len(snap.inventories), agentLog.resyncs)
 	for i, o := range outages {
