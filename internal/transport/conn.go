@@ -316,7 +316,7 @@ func (c *Conn) write(op gws.Opcode, data []byte) (uint64, error) {
 			// the server sent before, up to its close frame; the
 			// connection ends when the read loop does.
 			c.writeErr = gone
-			return gone
+			return 0, gone
 		}
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
