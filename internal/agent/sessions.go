@@ -71,15 +71,19 @@ func (cs *consoles) open(cmd *protocol.Command, max int) (*console, error) {
 	return c, nil
 }
 
-func (cs *consoles) close(c *console) {
+// close unregisters a session: later input is dropped with a debug line.
+// It returns the input still queued, which nothing will read now.
+func (cs *consoles) close(c *console) (messages, bytes int) {
 	cs.mu.Lock()
 	if cs.m[c.id] == c {
 		delete(cs.m, c.id)
 	}
 	cs.mu.Unlock()
 	c.mu.Lock()
-	c.closed, c.queue = true, nil
+	messages, bytes = len(c.queue), c.bytes
+	c.closed, c.queue, c.bytes = true, nil, 0
 	c.mu.Unlock()
+	return messages, bytes
 }
 
 func (cs *consoles) get(id string) *console {
@@ -136,8 +140,22 @@ func (c *console) feed(ctx context.Context, in chan<- protocol.Message) {
 		select {
 		case in <- m:
 		case <-ctx.Done():
+			c.unread(m) // not delivered: close counts it
 			return
 		}
+	}
+}
+
+// unread puts m back at the head of the queue.
+func (c *console) unread(m protocol.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.queue = append([]protocol.Message{m}, c.queue...)
+	if s, ok := m.(protocol.Stdin); ok {
+		c.bytes += len(s.Data)
 	}
 }
 
@@ -206,6 +224,12 @@ func (a *Agent) startSession(ctx context.Context, cmd *protocol.Command, c *cons
 		log := a.log.With("commandId", cmd.ID, "action", cmd.Action, "containerId", cmd.ContainerID)
 		log.Info("session started", "interactive", cmd.Interactive(), "tty", cmd.TTY)
 		res := a.runConsole(sctx, cancel, s, cmd, c)
+		// Unregistered before the result goes out: input the server sends
+		// after the result is dropped with a debug line, never queued for
+		// a session that has ended.
+		if n, size := a.consoles.close(c); n > 0 {
+			log.Debug("console input dropped", "messages", n, "bytes", size, "reason", "the session ended before the process read it")
+		}
 		a.finish(cmd, res, time.Since(start))
 	})
 }

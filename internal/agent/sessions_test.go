@@ -312,6 +312,41 @@ func TestSessionInputBound(t *testing.T) {
 	}
 }
 
+// TestSessionInputLeftAtEndIsLogged: input the process never read when it
+// ended is not dropped silently: one debug line counts it, without it.
+func TestSessionInputLeftAtEndIsLogged(t *testing.T) {
+	release := make(chan struct{})
+	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, _ *protocol.Command, _ <-chan protocol.Message, _ agent.OutputFunc) (protocol.SessionResult, error) {
+		<-release // the process reads nothing, then exits
+		code := 0
+		return protocol.SessionResult{ExitCode: &code}, nil
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(execSession("sh", "a"))
+	for _, line := range []string{"secret-one\n", "secret-two\n", "secret-three\n"} {
+		h.send(protocol.Stdin{CommandID: "sh", Data: []byte(line)})
+	}
+	h.send(protocol.Resize{CommandID: "sh", Cols: 80, Rows: 24})
+	h.send(protocol.Ping{}) // frames are handled in order: the input is queued
+	h.srv.Expect(protocol.TypePong)
+	close(release)
+	h.srv.ExpectResult("sh")
+	// The result goes out after the session stopped taking input.
+	h.send(protocol.Stdin{CommandID: "sh", Data: []byte("secret-late\n")})
+	eventually(t, "the late input to be logged", func() bool { return len(h.logs.entries("console input dropped")) == 2 })
+	dropped := h.logs.entries("console input dropped")
+	if e := dropped[0]; e["messages"] != float64(4) || e["bytes"] != float64(len("secret-one\nsecret-two\nsecret-three\n")) || e["level"] != "DEBUG" {
+		t.Errorf("log line %v, want a debug line counting 4 messages (3 stdin, 1 resize) and their stdin bytes", e)
+	}
+	if e := dropped[1]; e["reason"] != "no session with that id" {
+		t.Errorf("late input: %v, want dropped as for an unknown session", e)
+	}
+	if logs := h.logs.String(); strings.Contains(logs, "secret") || strings.Contains(logs, "c2VjcmV0") {
+		t.Errorf("the agent's logs contain session input")
+	}
+}
+
 // TestRunToCompletionExecDoesNotHoldTheQueue: an exec without stdin runs
 // beside later commands of its container and needs no stream.
 func TestRunToCompletionExecDoesNotHoldTheQueue(t *testing.T) {

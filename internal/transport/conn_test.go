@@ -418,11 +418,14 @@ func TestPriorityLaneOvertakesBulkQueue(t *testing.T) {
 		t.Fatalf("SendPriority: %v", err)
 	}
 	s.SetReadDelay(0)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	pos, lastBulk := -1, -1
 	for i := 0; i < bulk+1; i++ {
+		// 15 MiB of JSON take the test server a while to decode under the
+		// race detector on a loaded machine: each frame, not the whole
+		// stream, gets the safety net.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		r, err := s.NextFrame(ctx, "")
+		cancel()
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}

@@ -21,8 +21,14 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// DefaultWait bounds Expect and ExpectClose.
+// DefaultWait bounds Expect, ExpectResult and ExpectClose while the agent
+// sends nothing: they fail once nothing has arrived for this long. While
+// frames keep arriving (a long stream on a loaded machine is slow, not
+// stuck) they wait on, up to MaxWait in all.
 const DefaultWait = 10 * time.Second
+
+// MaxWait bounds Expect, ExpectResult and ExpectClose in all.
+const MaxWait = 2 * time.Minute
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
@@ -292,11 +298,12 @@ func (s *Server) NextFrame(ctx context.Context, typ string) (Received, error) {
 	return out, err
 }
 
-// Expect is Next with DefaultWait that fails the test on timeout. Call it
+// Expect is Next with DefaultWait (without progress) that fails the test
+// on timeout. Call it
 // from the test goroutine only.
 func (s *Server) Expect(typ string) protocol.Message {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultWait)
+	ctx, cancel := s.stallContext()
 	defer cancel()
 	m, err := s.Next(ctx, typ)
 	if err != nil {
@@ -309,7 +316,7 @@ func (s *Server) Expect(typ string) protocol.Message {
 // of other commands (they stay available to Next).
 func (s *Server) ExpectResult(commandID string) protocol.CommandResult {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultWait)
+	ctx, cancel := s.stallContext()
 	defer cancel()
 	var out protocol.CommandResult
 	err := s.wait(ctx, func() bool {
@@ -361,10 +368,11 @@ func (s *Server) NextClose(ctx context.Context) (Closed, error) {
 	return out, err
 }
 
-// ExpectClose is NextClose with DefaultWait that fails the test on timeout.
+// ExpectClose is NextClose with DefaultWait (without progress) that fails
+// the test on timeout.
 func (s *Server) ExpectClose() Closed {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultWait)
+	ctx, cancel := s.stallContext()
 	defer cancel()
 	c, err := s.NextClose(ctx)
 	if err != nil {
@@ -387,6 +395,36 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// stallContext ends when nothing has arrived for DefaultWait, or after
+// MaxWait.
+func (s *Server) stallContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeoutCause(context.Background(), MaxWait,
+		fmt.Errorf("still waiting after %s", MaxWait))
+	stall, stalled := context.WithCancelCause(ctx)
+	go func() {
+		idle := time.NewTimer(DefaultWait)
+		defer idle.Stop()
+		for {
+			s.mu.Lock()
+			ch := s.changed
+			s.mu.Unlock()
+			select {
+			case <-ch:
+				idle.Reset(DefaultWait)
+			case <-idle.C:
+				stalled(fmt.Errorf("nothing received for %s", DefaultWait))
+				return
+			case <-stall.Done():
+				return
+			}
+		}
+	}()
+	return stall, func() {
+		stalled(context.Canceled)
+		cancel()
+	}
+}
+
 // wait runs cond under the lock until it reports true or ctx ends.
 func (s *Server) wait(ctx context.Context, cond func() bool, what string) error {
 	for {
@@ -400,7 +438,7 @@ func (s *Server) wait(ctx context.Context, cond func() bool, what string) error 
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+			return fmt.Errorf("waiting for %s: %w", what, context.Cause(ctx))
 		}
 	}
 }
