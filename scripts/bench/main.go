@@ -32,8 +32,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -58,6 +56,8 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/lxzan/gws"
+
+	"github.com/lormas/lormas-agent/scripts/internal/benchkit"
 )
 
 func main() {
@@ -133,16 +133,16 @@ func run(o options) error {
 
 	var subjects []*subject
 	agent := filepath.Join(work, "lormas-agent")
-	if err := goBuild(".", agent, "./cmd/lormas-agent"); err != nil {
+	if err := benchkit.GoBuild(".", agent, "./cmd/lormas-agent"); err != nil {
 		return err
 	}
 	subjects = append(subjects, &subject{name: "lormas-agent", args: []string{agent}, size: sizeOf(agent)})
 	if o.base != "" {
-		bin, err := buildAt(work, o.base, "lormas-agent")
+		bin, err := benchkit.BuildAt(work, o.base, "lormas-agent")
 		if err != nil {
 			return err
 		}
-		subjects = append(subjects, &subject{name: "lormas-agent @" + shortRev(o.base), args: []string{bin}, size: sizeOf(bin)})
+		subjects = append(subjects, &subject{name: "lormas-agent @" + benchkit.ShortRev(o.base), args: []string{bin}, size: sizeOf(bin)})
 	}
 	if o.peer != "" {
 		node, err := exec.LookPath("node")
@@ -163,7 +163,7 @@ func run(o options) error {
 
 	for i, s := range subjects {
 		s.rows = map[string]string{}
-		token := "bench-" + randomHex(8)
+		token := "bench-" + benchkit.RandomHex(8)
 		s.peer = srv.expect(token)
 		s.cmd = exec.Command(s.args[0], s.args[1:]...)
 		s.cmd.Env = []string{
@@ -199,7 +199,7 @@ func run(o options) error {
 
 	// The logs container: managed (lormas.managed=true, no node label, so
 	// every lormas-agent may read it), 100 lines printed.
-	logsID := "bench-logs-" + randomHex(4)
+	logsID := "bench-logs-" + benchkit.RandomHex(4)
 	if err := createLogsContainer(ctx, cli, o.image, logsID); err != nil {
 		return err
 	}
@@ -208,11 +208,11 @@ func run(o options) error {
 	fmt.Fprintf(os.Stderr, "bench: %d subjects connected; idle for %v\n", len(subjects), o.idle)
 	cpu0 := make([]time.Duration, len(subjects))
 	for i, s := range subjects {
-		cpu0[i] = cpuTime(s.cmd.Process.Pid)
+		cpu0[i] = benchkit.CPUTime(s.cmd.Process.Pid)
 	}
 	time.Sleep(o.idle)
 	for i, s := range subjects {
-		s.rows[rowIdleCPU] = (cpuTime(s.cmd.Process.Pid) - cpu0[i]).Round(time.Millisecond).String()
+		s.rows[rowIdleCPU] = (benchkit.CPUTime(s.cmd.Process.Pid) - cpu0[i]).Round(time.Millisecond).String()
 		s.rows[rowIdleRSS] = rss(s.cmd.Process.Pid)
 	}
 
@@ -221,7 +221,7 @@ func run(o options) error {
 	logsCmd := encode(map[string]any{"action": "logs", "containerId": logsID, "lines": 10})
 	cpuLogs := make([]time.Duration, len(subjects))
 	for i, s := range subjects {
-		cpuLogs[i] = cpuTime(s.cmd.Process.Pid)
+		cpuLogs[i] = benchkit.CPUTime(s.cmd.Process.Pid)
 	}
 	for i := 0; i < o.warmup+o.n; i++ {
 		t0 := time.Now()
@@ -248,7 +248,7 @@ func run(o options) error {
 	}
 	slices.Sort(direct)
 	for i, s := range subjects {
-		per := (cpuTime(s.cmd.Process.Pid) - cpuLogs[i]) / time.Duration(o.warmup+o.n)
+		per := (benchkit.CPUTime(s.cmd.Process.Pid) - cpuLogs[i]) / time.Duration(o.warmup+o.n)
 		s.rows[rowLogsCPU] = fmt.Sprintf("%.0f µs", float64(per)/float64(time.Microsecond))
 	}
 
@@ -278,7 +278,7 @@ func run(o options) error {
 	}
 
 	// The table.
-	directP50, directP99 := pct(direct, 50), pct(direct, 99)
+	directP50, directP99 := benchkit.Percentile(direct, 50), benchkit.Percentile(direct, 99)
 	directLifeMed := median(directLife)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	header := "\t"
@@ -296,8 +296,8 @@ func run(o options) error {
 	ratio := func(d, base time.Duration) string {
 		return fmt.Sprintf("%s (%.2fx)", ms(d), float64(d)/float64(base))
 	}
-	line(rowLogsP50, func(s *subject) string { return ratio(pct(s.logs, 50), directP50) }, ms(directP50))
-	line(rowLogsP99, func(s *subject) string { return ratio(pct(s.logs, 99), directP99) }, ms(directP99))
+	line(rowLogsP50, func(s *subject) string { return ratio(benchkit.Percentile(s.logs, 50), directP50) }, ms(directP50))
+	line(rowLogsP99, func(s *subject) string { return ratio(benchkit.Percentile(s.logs, 99), directP99) }, ms(directP99))
 	line(fmt.Sprintf("%s of %d at once", rowLifecycle, o.lifecycle), func(s *subject) string {
 		if len(s.life) == 0 {
 			return "failed: " + clip(s.lifeErr, 60)
@@ -312,7 +312,7 @@ func run(o options) error {
 	fmt.Printf("\n(%d logs round trips of lines=10 over each agent's own WebSocket after %d warm-up, interleaved;\n"+
 		" lifecycle: create (no pullPolicy, stopSignal SIGKILL) + start + stop + delete of %d containers at once, median of %d rounds;\n"+
 		" idle figures over %v connected; %d CPUs, %s; %s)\n",
-		o.n, o.warmup, o.lifecycle, o.rounds, o.idle, numCPU(), engineVersion(ctx, cli), time.Now().UTC().Format("2006-01-02"))
+		o.n, o.warmup, o.lifecycle, o.rounds, o.idle, benchkit.NumCPU(), engineVersion(ctx, cli), time.Now().UTC().Format("2006-01-02"))
 	if o.peer == "" {
 		fmt.Println("\nThe seed agent's column is left out: add it with PEER=/path/to/seed/agent.js (run with node).")
 	}
@@ -369,7 +369,7 @@ func directLogs(ctx context.Context, cli *client.Client, name string, n int) err
 }
 
 func directLifecycle(ctx context.Context, cli *client.Client, img string, n int) (time.Duration, error) {
-	prefix := "bench-direct-" + randomHex(3)
+	prefix := "bench-direct-" + benchkit.RandomHex(3)
 	defer removeByPrefix(ctx, cli, prefix)
 	return atOnce(n, func(i int) error {
 		name := fmt.Sprintf("%s-%d", prefix, i)
@@ -389,7 +389,7 @@ func directLifecycle(ctx context.Context, cli *client.Client, img string, n int)
 }
 
 func agentLifecycle(ctx context.Context, cli *client.Client, s *subject, img string, n int) (time.Duration, error) {
-	prefix := "bench-" + randomHex(3)
+	prefix := "bench-" + benchkit.RandomHex(3)
 	defer removeByPrefix(ctx, cli, prefix)
 	return atOnce(n, func(i int) error {
 		id := fmt.Sprintf("%s-%d", prefix, i)
@@ -608,59 +608,7 @@ func decodeResult(raw []byte) result {
 	return r
 }
 
-// goBuild builds pkg of the module in dir into out.
-// It builds as the release image does (Dockerfile): static, trimmed,
-// stripped.
-func goBuild(dir, out, pkg string) error {
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	build.Dir = dir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build %s in %s: %w", pkg, dir, err)
-	}
-	return nil
-}
-
-// buildAt builds cmd/<name> as of the git revision rev (from an export of
-// that revision, leaving the working tree alone) and returns the binary.
-func buildAt(work, rev, name string) (string, error) {
-	src := filepath.Join(work, "src-"+shortRev(rev))
-	if _, err := os.Stat(src); err != nil {
-		if err := os.MkdirAll(src, 0o755); err != nil {
-			return "", err
-		}
-		archive := exec.Command("sh", "-c", `git archive --format=tar "$1" | tar -x -C "$2"`, "sh", rev, src)
-		archive.Stderr = os.Stderr
-		if err := archive.Run(); err != nil {
-			return "", fmt.Errorf("export revision %s: %w", rev, err)
-		}
-	}
-	bin := filepath.Join(work, name+"-"+shortRev(rev))
-	return bin, goBuild(src, bin, "./cmd/"+name)
-}
-
-func shortRev(rev string) string {
-	out, err := exec.Command("git", "rev-parse", "--short", rev).Output()
-	if err != nil {
-		return rev
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func pct(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	sorted = slices.Sorted(slices.Values(sorted))
-	i := (len(sorted)*p + 99) / 100
-	if i > 0 {
-		i--
-	}
-	return sorted[i]
-}
-
-func median(ds []time.Duration) time.Duration { return pct(ds, 50) }
+func median(ds []time.Duration) time.Duration { return benchkit.Percentile(ds, 50) }
 
 func spread(ds []time.Duration, f func(time.Duration) string) string {
 	if len(ds) == 0 {
@@ -675,34 +623,11 @@ func sec(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
 // rss reads VmRSS of pid from /proc.
 func rss(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	kib := benchkit.RSSKiB(pid)
+	if kib == 0 {
 		return "?"
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			kb, _ := strconv.Atoi(f[1])
-			return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
-		}
-	}
-	return "?"
-}
-
-// cpuTime reads the user+system CPU time of pid from /proc/<pid>/stat.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces) start at ")".
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	return fmt.Sprintf("%.1f MiB", float64(kib)/1024)
 }
 
 func sizeOf(p string) string {
@@ -713,23 +638,12 @@ func sizeOf(p string) string {
 	return fmt.Sprintf("%.1f MiB", float64(st.Size())/(1<<20))
 }
 
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t:")
-}
-
 func engineVersion(ctx context.Context, cli *client.Client) string {
 	v, err := cli.ServerVersion(ctx)
 	if err != nil {
 		return "Docker Engine ?"
 	}
 	return "Docker Engine " + v.Version + ", API " + cli.ClientVersion()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 func clip(s string, n int) string {

@@ -27,8 +27,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -40,9 +38,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,6 +46,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"github.com/lormas/lormas-agent/scripts/internal/benchkit"
 )
 
 type options struct {
@@ -119,19 +117,19 @@ func run(o options) error {
 
 	var servers []*server
 	if o.base != "" {
-		bin, err := buildAt(work, o.base, "lormas-server")
+		bin, err := benchkit.BuildAt(work, o.base, "lormas-server")
 		if err != nil {
 			return err
 		}
-		servers = append(servers, &server{name: "lormas-server @" + shortRev(o.base), bin: bin})
+		servers = append(servers, &server{name: "lormas-server @" + benchkit.ShortRev(o.base), bin: bin})
 	}
 	bin := filepath.Join(work, "lormas-server")
-	if err := goBuild(".", bin, "./cmd/lormas-server"); err != nil {
+	if err := benchkit.GoBuild(".", bin, "./cmd/lormas-server"); err != nil {
 		return err
 	}
 	servers = append(servers, &server{name: "lormas-server", bin: bin})
 
-	admin := randomHex(16)
+	admin := benchkit.RandomHex(16)
 	seed := filepath.Join(work, "seed-data")
 	var nodes []node
 	for i, s := range servers {
@@ -184,7 +182,7 @@ func run(o options) error {
 	fmt.Printf("\n(%d agents on loopback in one process, %d heartbeats/s in all = %d agents at the 10 s interval;\n"+
 		" %d commands/s through POST /api/nodes/{id}/commands for %v after %v of load; NODE_TOKEN_TTL=24h;\n"+
 		" %d CPUs shared by the server and this driver; %s)\n",
-		o.agents, o.heartbeats, o.heartbeats*10, o.commands, o.duration, o.warmup, numCPU(), time.Now().UTC().Format("2006-01-02"))
+		o.agents, o.heartbeats, o.heartbeats*10, o.commands, o.duration, o.warmup, benchkit.NumCPU(), time.Now().UTC().Format("2006-01-02"))
 	return nil
 }
 
@@ -201,7 +199,7 @@ type proc struct {
 }
 
 func startServer(bin, data, admin string) (*proc, error) {
-	addr, err := freeAddr()
+	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +307,7 @@ func (f *fleet) OnMessage(c *gws.Conn, m *gws.Message) {
 func measure(o options, s *server, p *proc, nodes []node) error {
 	pid := p.cmd.Process.Pid
 	time.Sleep(2 * time.Second)
-	rssIdle := rssKiB(pid)
+	rssIdle := benchkit.RSSKiB(pid)
 	s.rows[rowRSSIdle] = mib(rssIdle)
 
 	f := &fleet{identify: []byte(`{"type":"agent_identify","nodeName":"fleet","version":"sim","protocolVersion":1,"capabilities":[]}`)}
@@ -392,12 +390,12 @@ func measure(o options, s *server, p *proc, nodes []node) error {
 	defer func() { close(stop); hbWG.Wait() }()
 
 	time.Sleep(o.warmup)
-	rssFleet := rssKiB(pid)
+	rssFleet := benchkit.RSSKiB(pid)
 	s.rows[rowRSSFleet] = mib(rssFleet)
 	s.rows[rowPerAgent] = fmt.Sprintf("%.1f KiB", float64(rssFleet-rssIdle)/float64(len(up)))
 
 	// Dispatch at a steady rate for the window.
-	cpu0 := cpuTime(pid)
+	cpu0 := benchkit.CPUTime(pid)
 	sent0 := sent.Load()
 	w0 := time.Now()
 	var lmu sync.Mutex
@@ -434,11 +432,10 @@ loop:
 	tick.Stop()
 	cmdWG.Wait()
 	window := time.Since(w0)
-	s.rows[rowCPU] = (cpuTime(pid) - cpu0).Round(10 * time.Millisecond).String()
+	s.rows[rowCPU] = (benchkit.CPUTime(pid) - cpu0).Round(10 * time.Millisecond).String()
 	s.rows[rowHeartbeats] = fmt.Sprintf("%.0f", float64(sent.Load()-sent0)/window.Seconds())
-	slices.Sort(lat)
-	s.rows[rowP50] = ms(pct(lat, 50))
-	s.rows[rowP99] = ms(pct(lat, 99))
+	s.rows[rowP50] = ms(benchkit.Percentile(lat, 50))
+	s.rows[rowP99] = ms(benchkit.Percentile(lat, 99))
 	s.rows[rowDispatched] = fmt.Sprintf("%d / %d", len(lat), issued)
 	if n := failed.Load(); n > 0 {
 		s.rows[rowDispatched] += fmt.Sprintf(" (%d failed)", n)
@@ -540,104 +537,6 @@ func (a *api) post(path string, body any) ([]byte, error) {
 	return b, err
 }
 
-// goBuild builds pkg of the module in dir into out, as the release image
-// does (static, trimmed, stripped).
-func goBuild(dir, out, pkg string) error {
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	build.Dir = dir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build %s in %s: %w", pkg, dir, err)
-	}
-	return nil
-}
-
-// buildAt builds cmd/<name> as of the git revision rev from an export of
-// that revision (the working tree is left alone).
-func buildAt(work, rev, name string) (string, error) {
-	src := filepath.Join(work, "src-"+shortRev(rev))
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "", err
-	}
-	archive := exec.Command("sh", "-c", `git archive --format=tar "$1" | tar -x -C "$2"`, "sh", rev, src)
-	archive.Stderr = os.Stderr
-	if err := archive.Run(); err != nil {
-		return "", fmt.Errorf("export revision %s: %w", rev, err)
-	}
-	bin := filepath.Join(work, name+"-"+shortRev(rev))
-	return bin, goBuild(src, bin, "./cmd/"+name)
-}
-
-func shortRev(rev string) string {
-	out, err := exec.Command("git", "rev-parse", "--short", rev).Output()
-	if err != nil {
-		return rev
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func pct(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := (len(sorted)*p + 99) / 100
-	if i > 0 {
-		i--
-	}
-	return sorted[i]
-}
-
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
-
-// rssKiB reads VmRSS of pid.
-func rssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			kb, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-			return kb
-		}
-	}
-	return 0
-}
-
-// cpuTime reads the user+system CPU time of pid.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t:")
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}

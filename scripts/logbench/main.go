@@ -45,7 +45,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -57,6 +56,7 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/scripts/internal/benchkit"
 )
 
 func main() {
@@ -456,19 +456,7 @@ func indexByte(b []byte, c byte) int {
 }
 
 // rss reads the resident set size of pid.
-func rss(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func rss(pid int) int64 { return benchkit.RSSKiB(pid) << 10 }
 
 // server is the agent's WebSocket peer: it sends commands and reads the
 // agent's frames, throttled to a byte rate until a deadline when asked.

@@ -46,7 +46,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -64,6 +63,7 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/scripts/internal/benchkit"
 )
 
 type options struct {
@@ -201,7 +201,7 @@ func run(o options) error {
 	defer stopRef()
 	ref := s.reference(refCtx)
 
-	healthAddr, err := freeAddr()
+	healthAddr, err := benchkit.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -275,15 +275,6 @@ func run(o options) error {
 	end := time.Now()
 	snap := s.srv.snapshot(loadEnd)
 	return s.report(snap, ref.take(), sampler, logPath, exitErr, exitTook, end)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func waitFor(d time.Duration, cond func() bool) bool {
@@ -707,7 +698,7 @@ func (p *sampler) run() {
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
-		smp := sample{at: time.Now(), rssKiB: float64(rssKiB(p.pid)), fds: float64(fdCount(p.pid))}
+		smp := sample{at: time.Now(), rssKiB: float64(benchkit.RSSKiB(p.pid)), fds: float64(fdCount(p.pid))}
 		m := p.metricValues("go_goroutines", "go_memstats_heap_inuse_bytes")
 		smp.goroutines, smp.heapKiB = m[0], m[1]/1024
 		p.mu.Lock()
@@ -743,20 +734,6 @@ func (p *sampler) metricValues(names ...string) []float64 {
 		}
 	}
 	return out
-}
-
-func rssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb
-		}
-	}
-	return 0
 }
 
 func fdCount(pid int) int {
