@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // TestPlantedDotEnvRefused: a .env that someone else can write, in the
@@ -28,7 +30,7 @@ func TestPlantedDotEnvRefused(t *testing.T) {
 	env := []string{"STATE_DIR=" + filepath.Join(dir, "state"), "MAX_RECONNECT_ATTEMPTS=1", "HEALTH_ADDR="}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.Buffer
 	code := run(ctx, nil, env, &stdout, &stderr)
 	if code != exitUsage {
 		t.Fatalf("exit %d, want 2\n%s", code, stderr.String())
@@ -41,7 +43,7 @@ func TestPlantedDotEnvRefused(t *testing.T) {
 		t.Error("token in output")
 	}
 
-	var hcOut, hcErr syncBuffer
+	var hcOut, hcErr testsupport.Buffer
 	code = run(ctx, []string{"healthcheck"}, nil, &hcOut, &hcErr)
 	out, errOut := hcOut.String(), hcErr.String()
 	if code != exitFailure || !strings.Contains(errOut, "chmod go-w") || strings.Contains(out+errOut, testToken) {
@@ -65,7 +67,7 @@ func TestRunLogsDotEnvPath(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.Buffer
 	if code := run(ctx, nil, env, &stdout, &stderr); code != exitFailure {
 		t.Fatalf("exit %d, want 1 (no server)\n%s", code, stderr.String())
 	}

@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/health"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // testToken is a node JWT; no test output may contain it.
@@ -185,24 +185,6 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -242,7 +224,7 @@ func TestRunServesHealthAndStopsGracefully(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, nil, env, &stdout, &stderr) }()
 
@@ -462,7 +444,7 @@ func TestStaticTokenPrefersRefreshedToken(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, nil, []string{"SERVER_URL=" + srv.URL(), "NODE_TOKEN=" + expired, "STATE_DIR=" + state,

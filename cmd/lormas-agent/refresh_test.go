@@ -21,6 +21,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/config"
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // signNode signs a node token of node with iat and exp.
@@ -59,7 +60,7 @@ func TestPlantedRefreshedTokenIsDropped(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, nil, []string{"SERVER_URL=" + srv.URL(), "NODE_TOKEN_FILE=" + tokenFile, "STATE_DIR=" + state,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // TestNodeTokenInQuery runs the agent with NODE_TOKEN_IN_QUERY=false and
@@ -33,7 +34,7 @@ func TestNodeTokenInQuery(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr testsupport.Buffer
 			done := make(chan int, 1)
 			go func() { done <- run(ctx, nil, env, &stdout, &stderr) }()
 			wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -90,7 +91,7 @@ func TestNoCredentialInAnyURL(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.Buffer
 	if code := run(ctx, nil, env, &stdout, &stderr); code != exitFailure {
 		t.Fatalf("exit %d, want 1 (the dial is refused)\n%s", code, stderr.String())
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -9,31 +8,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
-// syncBuffer is a goroutine-safe output sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func runCmd(ctx context.Context, args, environ []string) (code int, stdout, stderr string) {
-	var out, errOut syncBuffer
+	var out, errOut testsupport.Buffer
 	code = run(ctx, args, environ, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
@@ -118,9 +100,9 @@ func TestGeneratedAdminTokenIsKeptInDataDir(t *testing.T) {
 
 	// The printed token is the one the server accepts.
 	ctx, stop := context.WithCancel(context.Background())
-	var second syncBuffer
+	var second testsupport.Buffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, nil, env, &syncBuffer{}, &second) }()
+	go func() { done <- run(ctx, nil, env, &testsupport.Buffer{}, &second) }()
 	waitHealthy(t, addr, &second)
 	for tok, want := range map[string]int{token: http.StatusOK, token + "x": http.StatusUnauthorized} {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/api/nodes", nil)
@@ -215,7 +197,7 @@ func TestEnrollmentTokenSubcommand(t *testing.T) {
 	}
 }
 
-func waitHealthy(t *testing.T, addr string, log *syncBuffer) {
+func waitHealthy(t *testing.T, addr string, log *testsupport.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -248,9 +230,9 @@ func TestServeHealthcheckAndGracefulStop(t *testing.T) {
 		"ADMIN_TOKEN=admin-token-for-the-test", "LOG_LEVEL=debug"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr testsupport.Buffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, nil, env, &syncBuffer{}, &stderr) }()
+	go func() { done <- run(ctx, nil, env, &testsupport.Buffer{}, &stderr) }()
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {

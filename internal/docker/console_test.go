@@ -20,6 +20,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // collector gathers a session's output per stream.
@@ -339,7 +340,7 @@ func cancelledSession(t *testing.T, eng *Engine, parent context.Context, name st
 // process: the detach asks again until the pid is known. A hangup that
 // cannot be sent at all is a debug log line, without the session's content.
 func TestExecSessionHangupWaitsForPid(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testsupport.Buffer{}
 	it := newIT(t)
 	tamper := &execInspectTamper{}
 	eng := tamperedEngine(t, it, tamper, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))

@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -10,31 +9,8 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
-
-// syncBuffer collects an Engine's log output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), s)
-}
 
 // TestFollowLogsThroughRotation floods a container whose log files are
 // 1 MB, two of them: Docker's follower falls behind the rotation, skips
@@ -49,7 +25,7 @@ func TestFollowLogsThroughRotation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a Docker flood: not in the -short tier")
 	}
-	logs := &syncBuffer{}
+	logs := &testsupport.Buffer{}
 	it := newIT(t, func(o *Options) {
 		o.LogMaxSize, o.LogMaxFile = "1m", 2
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -88,7 +64,7 @@ func TestFollowLogsThroughRotation(t *testing.T) {
 	}
 	t.Logf("%d of %d lines followed; %d rotated away before Docker's follower read them; "+
 		"the follower went back %d times; %d engine streams resumed",
-		got, n, skipped, logs.count("log stream went back"), logs.count("log stream resumed"))
+		got, n, skipped, strings.Count(logs.String(), "log stream went back"), strings.Count(logs.String(), "log stream resumed"))
 }
 
 // TestFollowLogsAcrossRealRestart follows a TTY container that is

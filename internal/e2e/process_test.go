@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -12,10 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // binDir holds the binaries built once by TestMain.
@@ -53,27 +53,9 @@ type proc struct {
 	t    testing.TB
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testsupport.Buffer
 	done chan struct{}
 	err  error
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writer and the test's readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // start runs binary name with exactly env (plus PATH and HOME) in dir.
@@ -82,7 +64,7 @@ func start(t testing.TB, name, dir string, env ...string) *proc {
 	cmd := exec.Command(filepath.Join(binDir, name))
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "LOG_FORMAT=json", "LOG_LEVEL=debug"}, env...)
-	p := &proc{t: t, name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, name: name, cmd: cmd, out: &testsupport.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

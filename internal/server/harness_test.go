@@ -11,13 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lxzan/gws"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 const (
@@ -26,24 +26,6 @@ const (
 	waitLimit           = 5 * time.Second // safety net for anything awaited
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness is a Server behind an httptest.Server.
 type harness struct {
 	t      *testing.T
@@ -51,7 +33,7 @@ type harness struct {
 	url    string // http://host:port of the server
 	client *http.Client
 	dir    string
-	logs   *syncBuffer
+	logs   *testsupport.Buffer
 }
 
 // testEnv is the environment of a test server; extra overrides it.
@@ -84,7 +66,7 @@ func startHarness(t *testing.T, dir string, extra map[string]string) *harness {
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &testsupport.Buffer{}
 	srv, err := New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // fakeClock is a settable clock for the limiter.
@@ -32,9 +33,9 @@ func (c *fakeClock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestLimiter(burst int, interval time.Duration) (*failureLimiter, *fakeClock, *syncBuffer) {
+func newTestLimiter(burst int, interval time.Duration) (*failureLimiter, *fakeClock, *testsupport.Buffer) {
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	logs := &syncBuffer{}
+	logs := &testsupport.Buffer{}
 	l := newFailureLimiter(burst, interval, clock.now, slog.New(slog.NewTextHandler(logs, nil)))
 	return l, clock, logs
 }
