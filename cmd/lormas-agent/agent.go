@@ -218,7 +218,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		RefreshedTokens:       cfg.RefreshedTokens(),
 		CredentialHint:        cfg.CredentialHint(),
 		Runtime:               engine,
-		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, log)}),
+		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, engine, log)}),
 		Observer:              metrics,
 		Logger:                log,
 	})
@@ -233,23 +233,18 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	return a.Run(ctx)
 }
 
-// dockerRoot asks the daemon for its data root, whose file system's usage
-// heartbeats report; "" (the default root) when the daemon does not answer
-// now.
-func dockerRoot(ctx context.Context, log *slog.Logger) string {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return ""
-	}
-	defer cli.Close()
+// dockerRoot asks the daemon, through the engine, for its data root, whose
+// file system's usage heartbeats report; "" (the default root) when the
+// daemon does not answer now.
+func dockerRoot(ctx context.Context, engine *docker.Engine, log *slog.Logger) string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	info, err := cli.Info(ctx)
+	dir, err := engine.DataRoot(ctx)
 	if err != nil {
 		log.Debug("docker data root unknown; disk usage of the default root", "err", err)
 		return ""
 	}
-	return info.DockerRootDir
+	return dir
 }
 
 // checkDockerSocket tells the operator at start, with doctor's fix, when

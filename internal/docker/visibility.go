@@ -314,7 +314,7 @@ func (e *Engine) checkRoots(ctx context.Context) error {
 	if e.probe.Remote == "" {
 		dataRoot := e.probe.DataRoot
 		if dataRoot == nil {
-			dataRoot = e.dataRoot
+			dataRoot = e.DataRoot
 		}
 		dir, err := dataRoot(ctx)
 		if err != nil {
@@ -357,8 +357,10 @@ func (e *Engine) checkRoots(ctx context.Context) error {
 	return nil
 }
 
-// dataRoot asks the daemon for its data root.
-func (e *Engine) dataRoot(ctx context.Context) (string, error) {
+// DataRoot asks the daemon for its data root (Info.DockerRootDir): the
+// bind policy protects it, and heartbeats report the usage of its file
+// system.
+func (e *Engine) DataRoot(ctx context.Context) (string, error) {
 	if err := e.ready(ctx, "query the Docker Engine's data root"); err != nil {
 		return "", err
 	}
