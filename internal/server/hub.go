@@ -33,12 +33,16 @@ var (
 )
 
 // hub is the registry of live agent sessions (one per node), of requests
-// waiting for a command's result, and of event-stream subscribers.
+// waiting for a command's result, and of event-stream subscribers. It owns
+// the sessions' lifecycle: it starts each one (start), replaces a node's
+// session with its newer connection (attach), closes them (closeNode,
+// revoke, shutdown) and at shutdown waits for all their goroutines and its
+// pinger's.
 type hub struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	closed   bool
+	closed   bool                // shutdown has begun: no session starts
 	sessions map[string]*session // node id -> live session
 	slots    map[*session]int    // ping slot of each live session (pinger)
 	nextSlot int
@@ -46,21 +50,51 @@ type hub struct {
 	subs     map[string]map[*subscriber]bool // node id -> event streams
 	results  resultLog                       // command results seen, to recognise repeats (results.go)
 
-	// wg counts session goroutines and resends. Every Add happens either
-	// from a request handler (before Server.Shutdown stops waiting for
-	// those) or while a counted session goroutine runs, never from zero
-	// during Wait.
-	wg sync.WaitGroup
+	// running counts the sessions' read loops; each waits for the rest of
+	// its session's goroutines (session.spawn) before it is done. Add
+	// happens under mu while the hub is open and Wait only once it is
+	// closed, so no Add races the Wait.
+	running sync.WaitGroup
+
+	pingStop, pingDone chan struct{} // the pinger
 }
 
-func newHub(log *slog.Logger) *hub {
-	return &hub{
+// newHub makes a hub and starts its pinger, which sends the application
+// ping to every live session once per pingInterval.
+func newHub(log *slog.Logger, pingInterval time.Duration) *hub {
+	h := &hub{
 		log:      log,
 		sessions: map[string]*session{},
 		slots:    map[*session]int{},
 		waiters:  map[string][]*waiter{},
 		subs:     map[string]map[*subscriber]bool{},
+		pingStop: make(chan struct{}),
+		pingDone: make(chan struct{}),
 	}
+	go h.pinger(pingInterval, pingFrame, h.pingStop, h.pingDone)
+	return h
+}
+
+// start runs a new session: its read loop, on a goroutine the hub waits
+// for at shutdown, and its token lifetime. The read loop is the session's
+// one permanent goroutine (gws calls OnOpen, OnMessage and OnClose on it);
+// the writer runs while there is something to write, the token lifetime
+// on a timer, pings come from the pinger. It reports false, and starts
+// nothing, once shutdown has begun.
+func (h *hub) start(s *session) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.running.Add(1)
+	go func() {
+		defer h.running.Done()
+		s.conn.ReadLoop()
+		s.readLoopEnded()
+	}()
+	s.armLifetime()
+	return true
 }
 
 // attach makes s the node's live session, closing the one it replaces. It
@@ -303,15 +337,13 @@ func (h *hub) resend(s *session) {
 			}
 		}
 	}
-	if len(frames) == 0 || h.closed {
-		h.mu.Unlock()
+	closed := h.closed
+	h.mu.Unlock()
+	if len(frames) == 0 || closed {
 		return
 	}
-	h.wg.Add(1)
-	h.mu.Unlock()
 	h.log.Info("resending commands after reconnect", "node", s.nodeID, "commands", len(frames))
-	go func() {
-		defer h.wg.Done()
+	s.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		defer cancel()
 		for _, f := range frames {
@@ -319,7 +351,7 @@ func (h *hub) resend(s *session) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // subscriber is one event stream (GET /api/nodes/{id}/events).
@@ -379,8 +411,9 @@ func (h *hub) publish(nodeID string, ev sseEvent) {
 	}
 }
 
-// shutdown refuses new sessions, closes the live ones with 1001 and waits
-// for their goroutines, or for ctx.
+// shutdown refuses new sessions, stops the pinger, closes the live
+// sessions with 1001 and waits for their goroutines, or for ctx; then it
+// cuts the connections still open.
 func (h *hub) shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
@@ -389,21 +422,16 @@ func (h *hub) shutdown(ctx context.Context) error {
 		sessions = append(sessions, s)
 	}
 	h.mu.Unlock()
+	close(h.pingStop)
+	<-h.pingDone
 	for _, s := range sessions {
 		s.close(closeGoingAway, "server shutting down")
 	}
-	done := make(chan struct{})
-	go func() {
-		h.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	if err := waitGroup(ctx, &h.running); err != nil {
 		for _, s := range sessions {
 			_ = s.conn.NetConn().Close()
 		}
-		return ctx.Err()
+		return err
 	}
+	return nil
 }

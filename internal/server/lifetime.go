@@ -94,7 +94,7 @@ func (s *session) armLifetime() {
 	}
 	d := at.Sub(s.srv.now())
 	if l.timer == nil {
-		l.timer = time.AfterFunc(d, s.lifetimeEvent)
+		l.timer = time.AfterFunc(d, func() { s.spawn(s.lifetimeEvent) })
 		return
 	}
 	l.timer.Reset(d)
@@ -120,13 +120,10 @@ func (s *session) nextLifetimeEvent(notBefore time.Time) (time.Time, bool) {
 	return exp, true
 }
 
-// lifetimeEvent runs when the timer fires: close at expiry, else refresh
-// when it is time, then arm the timer again.
+// lifetimeEvent runs, as a goroutine of the session, when the timer
+// fires: close at expiry, else refresh when it is time, then arm the timer
+// again.
 func (s *session) lifetimeEvent() {
-	if !s.hold() {
-		return // the connection is gone
-	}
-	defer s.srv.hub.wg.Done()
 	_, exp := s.tokenTimes()
 	if exp.IsZero() {
 		return

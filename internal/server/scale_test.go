@@ -277,7 +277,7 @@ func TestIdleSessionsHoldOneGoroutine(t *testing.T) {
 	}
 	waitFor(t, "writers ended", func() bool { return count("internal/server.(*session).writeQueued") == 0 })
 	// The test agents' own read loops run in this process too.
-	if got := count("internal/server.(*Server).handleSocket.func"); got != agents {
+	if got := count("internal/server.(*hub).start.func"); got != agents {
 		t.Errorf("%d server read loops for %d agents", got, agents)
 	}
 	if got := count("internal/server.(*session)."); got != 0 {

@@ -35,8 +35,6 @@ type Server struct {
 	tickets  ticketStore // console tickets (tickets.go)
 	reports  *reports    // heartbeats and agent details, written in batches (heartbeats.go)
 
-	pingStop, pingDone chan struct{} // the hub's pinger
-
 	// tokenMu serialises "store a node's new token, then close sessions
 	// using any other": without it a slower of two concurrent rotations
 	// (or a rotation and a re-enrollment) could close the session that
@@ -89,7 +87,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		log:          logger,
 		store:        st,
 		creds:        creds,
-		hub:          newHub(logger.With("component", "hub")),
+		hub:          newHub(logger.With("component", "hub"), cfg.PingInterval),
 		closing:      make(chan struct{}),
 		reqOpen:      true,
 		writeTimeout: writeTimeout,
@@ -108,8 +106,6 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	srv.reports = newReports(st, flush, logger.With("component", "store"))
 	go srv.reports.run()
-	srv.pingStop, srv.pingDone = make(chan struct{}), make(chan struct{})
-	go srv.hub.pinger(cfg.PingInterval, pingFrame, srv.pingStop, srv.pingDone)
 	srv.tokens = &tokenIssuer{key: creds.jwtKey, ttl: cfg.NodeTokenTTL, now: func() time.Time { return srv.now() }}
 	srv.upgrader = gws.NewUpgrader(socketHandler{srv}, &gws.ServerOption{
 		ReadMaxPayloadSize: int(cfg.MaxMessageBytes),
@@ -232,8 +228,6 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		if err := waitGroup(ctx, &srv.requests); err != nil {
 			errs = append(errs, fmt.Errorf("wait for requests: %w", err))
 		}
-		close(srv.pingStop)
-		<-srv.pingDone
 		if err := srv.hub.shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("close agent sessions: %w", err))
 		}

@@ -73,13 +73,14 @@ type session struct {
 	closeReq chan closeRequest // capacity 1; filled once by close
 	done     chan struct{}     // closed when the connection has ended
 
-	// wmu guards writer and ended. A goroutine of the session (the writer,
-	// a lifetime timer's work) is counted in hub.wg only while the reader
-	// still holds its count (ended false), so that no Add races with
-	// shutdown's Wait.
+	// wmu guards writer and ended. The session's goroutines besides its
+	// read loop (the writer, a lifetime timer's work, a resend) are
+	// counted in wg, and start only while ended is false: the read loop
+	// waits for them once it has ended, so no Add races that Wait.
 	wmu    sync.Mutex
 	writer bool // a writer goroutine runs, or the writer is done for good
 	ended  bool // the read loop has returned
+	wg     sync.WaitGroup
 
 	life lifetimeTimer // token expiry and refresh (lifetime.go)
 
@@ -234,46 +235,45 @@ func (s *session) close(code uint16, reason string) {
 	})
 }
 
-// hold counts a goroutine of the session in hub.wg, unless the session's
-// read loop has ended (then the connection is gone and there is nothing
-// left to do).
-func (s *session) hold() bool {
+// spawn runs f on a goroutine of the session unless the session's read
+// loop has ended (then the connection is gone and there is nothing left to
+// do); it reports whether it did.
+func (s *session) spawn(f func()) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.ended {
 		return false
 	}
-	s.srv.hub.wg.Add(1)
+	s.wg.Go(f)
 	return true
 }
 
-// readLoopEnded is called once the read loop has returned, before it
-// releases its count in hub.wg.
+// readLoopEnded is called once the read loop has returned: no goroutine of
+// the session starts after it, and it waits for those that run, so the
+// hub's count of the session ends with the last of them.
 func (s *session) readLoopEnded() {
 	s.wmu.Lock()
 	s.ended = true
 	s.wmu.Unlock()
 	s.life.stop()
+	s.wg.Wait()
 }
 
 // kick starts the writer unless it runs.
 func (s *session) kick() {
 	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	if s.writer || s.ended {
-		s.wmu.Unlock()
 		return
 	}
 	s.writer = true
-	s.srv.hub.wg.Add(1)
-	s.wmu.Unlock()
-	go s.writeQueued()
+	s.wg.Go(s.writeQueued)
 }
 
 // writeQueued writes queued frames, and finally the close frame, until
 // nothing is queued; then it ends (a later send starts a new one). After
 // the close frame or a failed write it marks the writer done for good.
 func (s *session) writeQueued() {
-	defer s.srv.hub.wg.Done()
 	for {
 		select {
 		case req := <-s.closeReq:

@@ -136,14 +136,7 @@ func (srv *Server) handleSocket(w http.ResponseWriter, r *http.Request) {
 	s.setToken(claims.ID, claimTime(claims.IssuedAt), claimTime(claims.ExpiresAt))
 	conn.Session().Store(sessionKey, s)
 	s.armIdleWriteDeadline()
-	// The read loop is the session's one permanent goroutine; the writer
-	// runs while there is something to write, the token lifetime on a
-	// timer, pings come from the hub's pinger.
-	srv.hub.wg.Add(1)
-	go func() {
-		defer srv.hub.wg.Done()
-		conn.ReadLoop()
-		s.readLoopEnded()
-	}()
-	s.armLifetime()
+	if !srv.hub.start(s) {
+		_ = conn.WriteClose(closeGoingAway, []byte("server shutting down"))
+	}
 }
