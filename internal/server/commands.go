@@ -155,27 +155,8 @@ func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cmd := protocol.Command{Action: protocol.ActionLogs, ContainerID: r.PathValue("containerId")}
-	q := r.URL.Query()
-	var err error
-	if cmd.Follow, err = queryBool(q.Get("follow")); err != nil {
-		writeError(w, http.StatusBadRequest, "follow: %v", err)
-		return
-	}
-	if cmd.Timestamps, err = queryBool(q.Get("timestamps")); err != nil {
-		writeError(w, http.StatusBadRequest, "timestamps: %v", err)
-		return
-	}
-	if v := q.Get("lines"); v != "" {
-		lines, err := strconv.Atoi(v)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "lines must be a whole number, got %q", v)
-			return
-		}
-		cmd.Lines = &lines
-	}
-	cmd.Since = q.Get("since")
-	if err := prepareCommand(&cmd); err != nil {
+	cmd, err := logsCommand(r)
+	if err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -196,14 +177,13 @@ func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	defer srv.hub.unregister(wt)
 
-	ctx := r.Context()
-	var deadline <-chan time.Time
+	ls := &logStream{srv: srv, sess: sess, wt: wt, commandID: cmd.ID, follow: cmd.Follow}
 	if !cmd.Follow {
 		t := time.NewTimer(srv.cfg.CommandTimeout)
 		defer t.Stop()
-		deadline = t.C
+		ls.deadline = t.C
 	}
-	if err := sess.send(ctx, frame); err != nil {
+	if err := sess.send(r.Context(), frame); err != nil {
 		writeError(w, http.StatusConflict, "node %s is not connected", n.ID)
 		return
 	}
@@ -211,66 +191,113 @@ func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	cancelAgent := func() {
-		if !cmd.Follow {
-			return
-		}
-		cctx, cancel := context.WithTimeout(context.Background(), closeWriteTimeout)
-		defer cancel()
-		_ = sess.send(cctx, mustMarshal(protocol.Cancel{CommandID: cmd.ID}))
+	ls.run(r.Context(), out)
+}
+
+// logsCommand is the logs command a GET .../logs request asks for, with
+// its id, or a 400 error.
+func logsCommand(r *http.Request) (protocol.Command, error) {
+	cmd := protocol.Command{Action: protocol.ActionLogs, ContainerID: r.PathValue("containerId")}
+	q := r.URL.Query()
+	var err error
+	if cmd.Follow, err = queryBool(q.Get("follow")); err != nil {
+		return cmd, badRequest("follow: %v", err)
 	}
+	if cmd.Timestamps, err = queryBool(q.Get("timestamps")); err != nil {
+		return cmd, badRequest("timestamps: %v", err)
+	}
+	if v := q.Get("lines"); v != "" {
+		lines, err := strconv.Atoi(v)
+		if err != nil {
+			return cmd, badRequest("lines must be a whole number, got %q", v)
+		}
+		cmd.Lines = &lines
+	}
+	cmd.Since = q.Get("since")
+	return cmd, prepareCommand(&cmd)
+}
+
+// logStream turns what the agent sends for one logs command (its waiter's
+// log frames and result) into the request's events.
+type logStream struct {
+	srv       *Server
+	sess      *session // the session the command went out on
+	wt        *waiter
+	commandID string
+	follow    bool
+	deadline  <-chan time.Time // COMMAND_TIMEOUT without follow; nil with follow
+}
+
+// run sends events until the result, the end of the session, the
+// deadline, the client's departure or shutdown.
+func (ls *logStream) run(ctx context.Context, out *sseWriter) {
 	tick := time.NewTicker(sseKeepalive)
 	defer tick.Stop()
 	var reported int64
 	for {
 		select {
-		case f := <-wt.logs:
+		case f := <-ls.wt.logs:
 			if sendLogLines(out, f) != nil {
-				cancelAgent()
+				ls.cancelAgent()
 				return
 			}
-			if d := wt.dropped.Load(); d > reported {
+			if d := ls.wt.dropped.Load(); d > reported {
 				reported = d
 				_ = out.send(jsonEvent("dropped", struct {
 					Frames int64 `json:"frames"`
 				}{d}))
 			}
-		case res := <-wt.result:
-			// Log frames the agent sent before its result are queued
-			// already (one read loop delivers both, in order): send them
-			// first.
-			if drainLogs(out, wt) != nil {
-				return
-			}
-			if !cmd.Follow {
-				if sendResultLines(out, res) != nil {
-					return
-				}
-			}
-			_ = out.send(rawEvent("result", res))
+		case res := <-ls.wt.result:
+			ls.finish(out, res)
 			return
-		case <-wt.lost:
-			if drainLogs(out, wt) != nil {
+		case <-ls.wt.lost:
+			if drainLogs(out, ls.wt) != nil {
 				return
 			}
 			_ = out.send(jsonEvent("error", apiError{Error: "node disconnected; the log stream ended"}))
 			return
-		case <-deadline:
-			_ = out.send(jsonEvent("error", apiError{Error: fmt.Sprintf("no result within %s", srv.cfg.CommandTimeout)}))
+		case <-ls.deadline:
+			_ = out.send(jsonEvent("error", apiError{Error: fmt.Sprintf("no result within %s", ls.srv.cfg.CommandTimeout)}))
 			return
 		case <-tick.C:
 			if out.keepalive() != nil {
-				cancelAgent()
+				ls.cancelAgent()
 				return
 			}
 		case <-ctx.Done():
-			cancelAgent()
+			ls.cancelAgent()
 			return
-		case <-srv.closing:
-			cancelAgent()
+		case <-ls.srv.closing:
+			ls.cancelAgent()
 			return
 		}
 	}
+}
+
+// finish sends the events of the command_result res.
+func (ls *logStream) finish(out *sseWriter, res []byte) {
+	// Log frames the agent sent before its result are queued already (one
+	// read loop delivers both, in order): send them first.
+	if drainLogs(out, ls.wt) != nil {
+		return
+	}
+	if !ls.follow {
+		if sendResultLines(out, res) != nil {
+			return
+		}
+	}
+	_ = out.send(rawEvent("result", res))
+}
+
+// cancelAgent asks the agent to stop following the log: the stream ends
+// before the command does.
+func (ls *logStream) cancelAgent() {
+	if !ls.follow {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeWriteTimeout)
+	defer cancel()
+	_ = ls.sess.send(ctx, mustMarshal(protocol.Cancel{CommandID: ls.commandID}))
 }
 
 // drainLogs sends the log frames already queued for wt.
