@@ -2,8 +2,9 @@ package main
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -71,7 +72,7 @@ var adminTokenLine = regexp.MustCompile(`ADMIN_TOKEN=(lormas_admin_\S+)`)
 // print nothing and keep the file while it holds the token in use.
 func TestGeneratedAdminTokenIsKeptInDataDir(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := testsupport.FreeAddr(t)
 	env := []string{"DATA_DIR=" + dir, "LISTEN_ADDR=" + addr, "LOG_FORMAT=json"}
 	// A cancelled context starts the server and shuts it down at once.
 	stopped, cancel := context.WithCancel(context.Background())
@@ -197,35 +198,21 @@ func TestEnrollmentTokenSubcommand(t *testing.T) {
 	}
 }
 
+// waitHealthy waits until the server run by the test answers on addr.
 func waitHealthy(t *testing.T, addr string, log *testsupport.Buffer) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testsupport.Eventually(t, testsupport.WaitLimit, func() error {
 		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return
+		if err != nil {
+			return fmt.Errorf("server did not come up: %w\n%s", err, log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not come up: %v\n%s", err, log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+		resp.Body.Close()
+		return nil
+	})
 }
 
 func TestServeHealthcheckAndGracefulStop(t *testing.T) {
-	addr := freePort(t)
+	addr := testsupport.FreeAddr(t)
 	env := []string{"DATA_DIR=" + filepath.Join(t.TempDir(), "data"), "LISTEN_ADDR=" + addr,
 		"ADMIN_TOKEN=admin-token-for-the-test", "LOG_LEVEL=debug"}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -233,19 +220,7 @@ func TestServeHealthcheckAndGracefulStop(t *testing.T) {
 	var stderr testsupport.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, nil, env, &testsupport.Buffer{}, &stderr) }()
-
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not come up: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitHealthy(t, addr, &stderr)
 	code, out, errOut := runCmd(context.Background(), []string{"healthcheck"}, []string{"LISTEN_ADDR=" + addr})
 	if code != exitOK || !strings.Contains(out, "ok: http://"+addr+"/healthz") {
 		t.Errorf("healthcheck = %d %q %q", code, out, errOut)
@@ -273,6 +248,33 @@ func TestServeHealthcheckAndGracefulStop(t *testing.T) {
 	code, _, errOut = runCmd(context.Background(), []string{"healthcheck", "-timeout", "1s"}, []string{"LISTEN_ADDR=" + addr})
 	if code != exitFailure {
 		t.Errorf("healthcheck of a stopped server = %d %q, want 1", code, errOut)
+	}
+}
+
+// The healthcheck's exit codes and output: 0 and "ok: URL" on 200, 1 and
+// the answer on another status, 2 for a URL that does not parse.
+func TestHealthcheckOutput(t *testing.T) {
+	healthy := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthy {
+			http.Error(w, `{"error":"database: locked"}`, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	}))
+	defer srv.Close()
+	url := srv.URL + "/healthz"
+	if code, out, errOut := runCmd(context.Background(), []string{"healthcheck", "-url", url}, nil); code != exitOK || out != "ok: "+url+"\n" || errOut != "" {
+		t.Errorf("healthy: %d %q %q", code, out, errOut)
+	}
+	healthy = false
+	code, out, errOut := runCmd(context.Background(), []string{"healthcheck", "-url", url}, nil)
+	if want := "lormas-server healthcheck: " + url + " answered 503 Service Unavailable: {\"error\":\"database: locked\"}\n\n"; code != exitFailure || out != "" || errOut != want {
+		t.Errorf("unhealthy: %d %q %q, want 1 and %q", code, out, errOut, want)
+	}
+	if code, _, errOut := runCmd(context.Background(), []string{"healthcheck", "-url", "http://[::1"}, nil); code != exitUsage ||
+		!strings.HasPrefix(errOut, "lormas-server healthcheck: parse ") {
+		t.Errorf("unparsable URL: %d %q, want 2", code, errOut)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 type postResult struct {
@@ -174,7 +175,7 @@ func TestCommandSurvivesReconnect(t *testing.T) {
 
 	// The connection drops before the result is sent.
 	_ = a.conn.WriteClose(1001, nil)
-	waitFor(t, "disconnected", func() bool { return !h.srv.hub.connected(n.ID) })
+	testsupport.WaitFor(t, "disconnected", func() bool { return !h.srv.hub.connected(n.ID) })
 
 	// The agent comes back; after identify the server resends the command
 	// it is still waiting for, with the same id.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 type enrolled struct {
@@ -183,7 +184,7 @@ func TestEnrollWithProof(t *testing.T) {
 	h.stillServes(a, first.ID)
 
 	_ = a.conn.WriteClose(1000, nil)
-	waitFor(t, "disconnected", func() bool { return !h.srv.hub.connected(first.ID) })
+	testsupport.WaitFor(t, "disconnected", func() bool { return !h.srv.hub.connected(first.ID) })
 
 	forged := k.request("edge", start.Add(20*time.Second))
 	forged.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(newTestKey(t).priv,

@@ -143,18 +143,6 @@ func (h *harness) node(id string) nodeView {
 	return v
 }
 
-// waitFor polls cond until it holds or waitLimit passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func decode(t *testing.T, data []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(data, v); err != nil {
@@ -270,7 +258,7 @@ func (h *harness) connect(nodeID, token string) *testAgent {
 		}
 		h.t.Fatalf("dial: %v (status %d)", err, status)
 	}
-	waitFor(h.t, "session attached", func() bool {
+	testsupport.WaitFor(h.t, "session attached", func() bool {
 		s := h.srv.hub.session(nodeID)
 		return s != nil && s.conn.RemoteAddr().String() == a.conn.LocalAddr().String()
 	})

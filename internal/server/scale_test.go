@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/server/store"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // storedNode reads a node straight from the database, past the reports
@@ -42,19 +42,19 @@ func TestHeartbeatsInMemoryThenWrittenAtTheInterval(t *testing.T) {
 	a := h.connect(n.ID, n.Token)
 	a.send(protocol.AgentIdentify{NodeName: "beating", Version: "9.9.9"})
 	a.send(heartbeat(n.ID, 0.25))
-	waitFor(t, "heartbeat in the API", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	testsupport.WaitFor(t, "heartbeat in the API", func() bool { return h.node(n.ID).LastHeartbeat != nil })
 	v := h.node(n.ID)
 	if !strings.Contains(string(v.Resources), `"cpu":0.25`) || v.AgentVersion == nil || *v.AgentVersion != "9.9.9" {
 		t.Errorf("API shows resources %s, agent version %v; want the latest reports", v.Resources, v.AgentVersion)
 	}
-	waitFor(t, "heartbeat written", func() bool {
+	testsupport.WaitFor(t, "heartbeat written", func() bool {
 		s := h.storedNode(n.ID)
 		return !s.LastHeartbeat.IsZero() && strings.Contains(string(s.Resources), `"cpu":0.25`) && s.AgentVersion == "9.9.9"
 	})
 	// A newer one replaces it, in the API at once and then on disk.
 	a.send(heartbeat(n.ID, 0.75))
-	waitFor(t, "newer heartbeat in the API", func() bool { return strings.Contains(string(h.node(n.ID).Resources), `"cpu":0.75`) })
-	waitFor(t, "newer heartbeat written", func() bool { return strings.Contains(string(h.storedNode(n.ID).Resources), `"cpu":0.75`) })
+	testsupport.WaitFor(t, "newer heartbeat in the API", func() bool { return strings.Contains(string(h.node(n.ID).Resources), `"cpu":0.75`) })
+	testsupport.WaitFor(t, "newer heartbeat written", func() bool { return strings.Contains(string(h.storedNode(n.ID).Resources), `"cpu":0.75`) })
 }
 
 // With a long interval nothing is written before shutdown, and everything
@@ -69,7 +69,7 @@ func TestHeartbeatsWrittenAtShutdown(t *testing.T) {
 		a := h.connect(n.ID, n.Token)
 		a.send(protocol.AgentIdentify{NodeName: "n", Version: "1.0." + fmt.Sprint(i)})
 		a.send(heartbeat(n.ID, float64(i)/10))
-		waitFor(t, "heartbeat in the API", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+		testsupport.WaitFor(t, "heartbeat in the API", func() bool { return h.node(n.ID).LastHeartbeat != nil })
 	}
 	for _, id := range ids {
 		if s := h.storedNode(id); !s.LastHeartbeat.IsZero() || s.AgentVersion != "" {
@@ -258,24 +258,22 @@ func encodeCursorText(s string) string {
 func TestIdleSessionsHoldOneGoroutine(t *testing.T) {
 	h := newHarness(t, map[string]string{"NODE_TOKEN_TTL": "1h", "PING_INTERVAL": "200ms"})
 	const agents = 10
+	var conns []*testAgent
 	for i := range agents {
 		n := h.createNode(fmt.Sprintf("idle-%d", i))
 		a := h.connect(n.ID, n.Token)
 		a.send(protocol.AgentIdentify{NodeName: "idle", Version: "t", Capabilities: []string{protocol.CapabilityTokenRefresh}})
+		conns = append(conns, a)
 	}
-	time.Sleep(500 * time.Millisecond) // pings went out and their writers ended
-	count := func(fn string) int {
-		buf := make([]byte, 4<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		n := 0
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, fn) {
-				n++
-			}
+	for _, a := range conns { // pings went out: their writers ran
+		select {
+		case <-a.pings:
+		case <-time.After(waitLimit):
+			t.Fatalf("no ping within %s", waitLimit)
 		}
-		return n
 	}
-	waitFor(t, "writers ended", func() bool { return count("internal/server.(*session).writeQueued") == 0 })
+	count := func(fn string) int { return len(testsupport.Goroutines(fn)) }
+	testsupport.WaitFor(t, "writers ended", func() bool { return count("internal/server.(*session).writeQueued") == 0 })
 	// The test agents' own read loops run in this process too.
 	if got := count("internal/server.(*hub).start.func"); got != agents {
 		t.Errorf("%d server read loops for %d agents", got, agents)
@@ -307,12 +305,12 @@ func TestMalformedHeartbeatsNotRecorded(t *testing.T) {
 	// Frames are handled in order: once the identify shows, the bad
 	// heartbeats have been handled.
 	a.send(protocol.AgentIdentify{NodeName: "picky", Version: "sync"})
-	waitFor(t, "identify", func() bool { v := h.node(n.ID); return v.AgentVersion != nil && *v.AgentVersion == "sync" })
+	testsupport.WaitFor(t, "identify", func() bool { v := h.node(n.ID); return v.AgentVersion != nil && *v.AgentVersion == "sync" })
 	if v := h.node(n.ID); v.LastHeartbeat != nil || string(v.Resources) != "null" {
 		t.Fatalf("a malformed heartbeat was recorded: %v %s", v.LastHeartbeat, v.Resources)
 	}
 	a.send([]byte(`{"type":"heartbeat","nodeId":"x","resources":{"cpu":0.5,"extra":{"newer":"field"}}}`))
-	waitFor(t, "good heartbeat", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	testsupport.WaitFor(t, "good heartbeat", func() bool { return h.node(n.ID).LastHeartbeat != nil })
 	if got := string(h.node(n.ID).Resources); got != `{"cpu":0.5,"extra":{"newer":"field"}}` {
 		t.Errorf("resources %s, want the good heartbeat's, raw", got)
 	}

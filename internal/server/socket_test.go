@@ -14,6 +14,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // upgradeRequest sends a WebSocket handshake by hand so the refusal's body
@@ -125,9 +126,9 @@ func TestSocketTokenInHeaderOrQuery(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial %+v: %v", o, err)
 		}
-		waitFor(t, "connected", func() bool { return h.srv.hub.connected(n.ID) })
+		testsupport.WaitFor(t, "connected", func() bool { return h.srv.hub.connected(n.ID) })
 		_ = a.conn.WriteClose(1000, nil)
-		waitFor(t, "disconnected", func() bool { return !h.srv.hub.connected(n.ID) })
+		testsupport.WaitFor(t, "disconnected", func() bool { return !h.srv.hub.connected(n.ID) })
 	}
 }
 
@@ -230,7 +231,7 @@ func TestIdentifyAndHeartbeatAreStored(t *testing.T) {
 		Engine: &protocol.EngineInfo{Version: "20.10.24", APIVersion: "1.41"}})
 	a.send([]byte(`{"type":"heartbeat","nodeId":"` + n.ID + `","timestamp":"2024-01-01T00:00:00Z",
 		"resources":{"cpu":0.42,"memory":"512MB","memoryTotalBytes":1024,"futureField":7}}`))
-	waitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	testsupport.WaitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
 	v := h.node(n.ID)
 	if !v.Connected || v.AgentVersion == nil || *v.AgentVersion != "1.4.2" {
 		t.Errorf("node = %+v, want connected with agentVersion 1.4.2", v)
@@ -250,7 +251,7 @@ func TestIdentifyAndHeartbeatAreStored(t *testing.T) {
 		t.Errorf("lastHeartbeat = %s, want the receive time", *v.LastHeartbeat)
 	}
 	_ = a.conn.WriteClose(1000, nil)
-	waitFor(t, "disconnected", func() bool { return !h.node(n.ID).Connected })
+	testsupport.WaitFor(t, "disconnected", func() bool { return !h.node(n.ID).Connected })
 }
 
 func TestApplicationPings(t *testing.T) {
@@ -281,7 +282,7 @@ func TestSilentAgentIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	silent.waitClosed()
-	waitFor(t, "silent agent dropped", func() bool { return !h.srv.hub.connected(n.ID) })
+	testsupport.WaitFor(t, "silent agent dropped", func() bool { return !h.srv.hub.connected(n.ID) })
 }
 
 func TestOversizedFrameClosesConnection(t *testing.T) {
@@ -306,7 +307,7 @@ func TestMalformedFramesAreSurvived(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.send(protocol.Heartbeat{NodeID: n.ID, Resources: protocol.HostResources{CPU: 0.1, Memory: "1MB"}})
-	waitFor(t, "heartbeat after junk", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	testsupport.WaitFor(t, "heartbeat after junk", func() bool { return h.node(n.ID).LastHeartbeat != nil })
 	if !h.srv.hub.connected(n.ID) {
 		t.Errorf("junk frames closed the session")
 	}
@@ -324,7 +325,7 @@ func TestStalledAgentIsCutOff(t *testing.T) {
 	if _, _, err := h.dial(n.Token, dialOptions{noRead: true}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "session attached", func() bool { return h.srv.hub.connected(n.ID) })
+	testsupport.WaitFor(t, "session attached", func() bool { return h.srv.hub.connected(n.ID) })
 
 	// Commands of almost 1 MiB each: far more than the socket buffers hold
 	// for an agent that reads nothing.
@@ -351,7 +352,7 @@ func TestStalledAgentIsCutOff(t *testing.T) {
 	// A request that ended had its frame queued for the writer (or found
 	// the session gone): 14 MiB cannot all fit in the socket buffers, so
 	// a write blocks, hits its deadline and the session is dropped.
-	waitFor(t, "stalled session dropped", func() bool { return !h.srv.hub.connected(n.ID) })
+	testsupport.WaitFor(t, "stalled session dropped", func() bool { return !h.srv.hub.connected(n.ID) })
 	if !strings.Contains(h.logs.String(), "write to agent failed") {
 		t.Errorf("the session ended otherwise than by the failed write:\n%s", h.logs.String())
 	}
@@ -367,22 +368,12 @@ func TestWebSocketPingAfterIdleWriter(t *testing.T) {
 	h.srv.writeTimeout = 50 * time.Millisecond
 	n := h.createNode("pinging")
 	a := h.connect(n.ID, n.Token)
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := h.srv.hub.session(n.ID).send(ctx, pingFrame); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-a.pings:
-	case <-time.After(waitLimit):
-		t.Fatal("no application ping")
-	}
-	time.Sleep(4 * h.srv.writeTimeout) // the last frame's deadline is now past
+	h.outliveWriteDeadline(n.ID, a)
 	if err := a.conn.WritePing(nil); err != nil {
 		t.Fatal(err)
 	}
 	a.send(protocol.Heartbeat{NodeID: n.ID, Resources: protocol.HostResources{CPU: 0.1, Memory: "1MB"}})
-	waitFor(t, "heartbeat after a ping", func() bool {
+	testsupport.WaitFor(t, "heartbeat after a ping", func() bool {
 		select {
 		case <-a.closed:
 			t.Fatalf("the server dropped an agent for pinging: %v", a.closeErr)
@@ -399,11 +390,7 @@ func TestOversizedFrameAfterIdleWriter(t *testing.T) {
 	h.srv.writeTimeout = 50 * time.Millisecond
 	n := h.createNode("big")
 	a := h.connect(n.ID, n.Token)
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	_ = h.srv.hub.session(n.ID).send(ctx, pingFrame)
-	<-a.pings
-	time.Sleep(200 * time.Millisecond)
+	h.outliveWriteDeadline(n.ID, a)
 	_ = a.conn.WriteMessage(gws.OpcodeText, []byte(`{"type":"heartbeat","x":"`+strings.Repeat("x", 70000)+`"}`))
 	if code, r := a.waitClosed(); code != 1009 {
 		t.Errorf("close code = %d %s, want 1009 (message too big)", code, r)
@@ -421,7 +408,7 @@ func TestOversizedReportsAreStoredBounded(t *testing.T) {
 	a.send(protocol.AgentIdentify{NodeName: "bloated", Version: "1.0.0", Hostname: huge})
 	a.send([]byte(`{"type":"heartbeat","nodeId":"` + n.ID + `","timestamp":"2024-01-01T00:00:00Z",
 		"resources":{"cpu":0.42,"memory":"512MB","futureField":"` + huge + `"}}`))
-	waitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	testsupport.WaitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
 	body := h.admin("GET", "/api/nodes/"+n.ID, nil, http.StatusOK)
 	if len(body) > 2*maxStoredJSON {
 		t.Fatalf("node object is %d bytes, want at most %d", len(body), 2*maxStoredJSON)
@@ -447,7 +434,7 @@ func TestSeedAgentWire(t *testing.T) {
 	a := h.connect(n.ID, n.Token)
 	a.send([]byte(`{"type":"agent_identify","nodeName":"seed-node","version":"1.0.0"}`))
 	a.send([]byte(`{"type":"heartbeat","nodeId":"` + n.Token[:8] + `","resources":{"cpu":0.5,"memory":"512MB"},"timestamp":"2024-01-01T00:00:00.000Z"}`))
-	waitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
+	testsupport.WaitFor(t, "heartbeat stored", func() bool { return h.node(n.ID).LastHeartbeat != nil })
 	v := h.node(n.ID)
 	if v.AgentVersion == nil || *v.AgentVersion != "1.0.0" || string(v.Resources) != `{"cpu":0.5,"memory":"512MB"}` {
 		t.Errorf("node = %+v %s, want agentVersion 1.0.0 and the seed's resources", v, v.Resources)
@@ -491,4 +478,25 @@ func TestSocketTTLRefusesTokenWithoutExp(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(errorOf(t, data), "expired") {
 		t.Errorf("token without exp under a TTL: %d %s, want 401 expired", resp.StatusCode, data)
 	}
+}
+
+// outliveWriteDeadline has the server write a ping to the node's agent a
+// and returns once a has it and the write deadline of that frame is past.
+// The sleep is the scenario, not a wait for a condition: only the clock
+// moves a real socket's deadline into the past (synctest cannot fake it
+// for a real connection), and it sleeps exactly until then.
+func (h *harness) outliveWriteDeadline(nodeID string, a *testAgent) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := h.srv.hub.session(nodeID).send(ctx, pingFrame); err != nil {
+		h.t.Fatal(err)
+	}
+	select {
+	case <-a.pings:
+	case <-time.After(waitLimit):
+		h.t.Fatal("no application ping")
+	}
+	// The write began before a got the ping: its deadline is before this.
+	time.Sleep(h.srv.writeTimeout)
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key, returning the
@@ -115,7 +117,7 @@ func TestServeTLS(t *testing.T) {
 		t.Fatalf("wss dial: %v", err)
 	}
 	go conn.ReadLoop()
-	waitFor(t, "wss session", func() bool { return srv.hub.connected(n.ID) })
+	testsupport.WaitFor(t, "wss session", func() bool { return srv.hub.connected(n.ID) })
 	// Shutdown closes it with 1001.
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)

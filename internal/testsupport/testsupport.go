@@ -1,5 +1,9 @@
 // Package testsupport holds small helpers that tests across the project
-// share, so they are not written again in each package's tests.
+// share, so they are not written again in each package's tests: a
+// goroutine-safe Buffer, WaitFor and Eventually for conditions no channel
+// announces, FreeAddr and FreePort for programs under test to listen on
+// (never a fixed host port), and CheckLeaks and Goroutines for goroutine
+// leak checks.
 package testsupport
 
 import (
