@@ -2,18 +2,19 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/url"
 	"time"
 
+	"github.com/lormas/lormas-agent/internal/health/httpcheck"
 	"github.com/lormas/lormas-agent/internal/server"
 )
 
-// healthcheck asks the running server's /healthz, for the image's
+// healthcheck asks the running server's /healthz with the probe the agent's
+// healthcheck uses too (internal/health/httpcheck), for the image's
 // HEALTHCHECK (the distroless image has no shell or curl). By default it
 // derives the URL from LISTEN_ADDR and TLS_CERT_FILE.
 func healthcheck(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
@@ -33,28 +34,14 @@ func healthcheck(ctx context.Context, args, environ []string, stdout, stderr io.
 		}
 		*target = u
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *target, nil)
-	if err != nil {
+	if _, err := url.Parse(*target); err != nil {
 		fmt.Fprintf(stderr, "lormas-server healthcheck: %v\n", err)
 		return exitUsage
 	}
-	client := &http.Client{Transport: &http.Transport{
-		// The check runs beside the server on loopback, where the
-		// certificate's names (the public host) never match; it checks
-		// liveness, not identity.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
-	}}
-	resp, err := client.Do(req)
-	if err != nil {
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := httpcheck.Get(ctx, *target); err != nil {
 		fmt.Fprintf(stderr, "lormas-server healthcheck: %v\n", err)
-		return exitFailure
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "lormas-server healthcheck: %s answered %s: %s\n", *target, resp.Status, body)
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "ok: %s\n", *target)
