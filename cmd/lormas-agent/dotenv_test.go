@@ -20,7 +20,7 @@ func TestPlantedDotEnvRefused(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	path := filepath.Join(dir, ".env")
-	planted := "SERVER_URL=ws://" + freeAddr(t) + "\nNODE_TOKEN=" + testToken + "\nHEALTH_ADDR=" + freeAddr(t) + "\n"
+	planted := "SERVER_URL=ws://" + testsupport.FreeAddr(t) + "\nNODE_TOKEN=" + testToken + "\nHEALTH_ADDR=" + testsupport.FreeAddr(t) + "\n"
 	if err := os.WriteFile(path, []byte(planted), 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestRunLogsDotEnvPath(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	path := filepath.Join(dir, ".env")
-	content := "SERVER_URL=ws://" + freeAddr(t) + "\nNODE_TOKEN=" + testToken + "\n"
+	content := "SERVER_URL=ws://" + testsupport.FreeAddr(t) + "\nNODE_TOKEN=" + testToken + "\n"
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -174,28 +174,6 @@ func TestHealthcheck(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func status(url string) int {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -211,9 +189,9 @@ func status(url string) int {
 // never appears in the debug log.
 func TestRunServesHealthAndStopsGracefully(t *testing.T) {
 	t.Chdir(t.TempDir())
-	healthAddr := freeAddr(t)
+	healthAddr := testsupport.FreeAddr(t)
 	env := []string{
-		"SERVER_URL=ws://" + freeAddr(t) + "/base/",
+		"SERVER_URL=ws://" + testsupport.FreeAddr(t) + "/base/",
 		"NODE_TOKEN=" + testToken,
 		"STATE_DIR=" + t.TempDir(),
 		"HEALTH_ADDR=" + healthAddr,
@@ -229,11 +207,11 @@ func TestRunServesHealthAndStopsGracefully(t *testing.T) {
 	go func() { done <- run(ctx, nil, env, &stdout, &stderr) }()
 
 	base := "http://" + healthAddr
-	waitFor(t, "/healthz", func() bool { return status(base+"/healthz") == 200 })
+	testsupport.WaitFor(t, "/healthz", func() bool { return status(base+"/healthz") == 200 })
 	if got := status(base + "/readyz"); got != 503 {
 		t.Errorf("/readyz while disconnected = %d, want 503", got)
 	}
-	waitFor(t, "a redial", func() bool {
+	testsupport.WaitFor(t, "a redial", func() bool {
 		return strings.Contains(scrape(t, base), "lormas_agent_reconnects_total ") && !strings.Contains(scrape(t, base), "lormas_agent_reconnects_total 0")
 	})
 	cancel()
@@ -276,7 +254,7 @@ func scrape(t *testing.T, base string) string {
 // TestMaxReconnectAttemptsExits1 gives up after the configured attempts.
 func TestMaxReconnectAttemptsExits1(t *testing.T) {
 	env := []string{
-		"SERVER_URL=ws://" + freeAddr(t),
+		"SERVER_URL=ws://" + testsupport.FreeAddr(t),
 		"NODE_TOKEN=" + testToken,
 		"STATE_DIR=" + t.TempDir(),
 		"HEALTH_ADDR=",

@@ -13,6 +13,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // timedToken signs a node token with iat and exp (exp zero: none).
@@ -132,7 +133,7 @@ func TestExpiredTokenIsRenewed(t *testing.T) {
 		}, noStart: true})
 		h.setToken(expired)
 		h.run()
-		eventually(t, "renewal attempts", func() bool { return renew.count() >= 2 })
+		testsupport.WaitFor(t, "renewal attempts", func() bool { return renew.count() >= 2 })
 		if renew.tokens[0] != expired {
 			t.Errorf("RenewExpired got another token")
 		}
@@ -223,7 +224,7 @@ func TestTokenRefresh(t *testing.T) {
 	h.send(protocol.TokenRefresh{Token: "not a token"})
 	h.send(protocol.TokenRefresh{Token: fresh, ExpiresAt: protocol.Timestamp(now.Add(time.Hour))})
 	// The agent logs the refresh once it has stored the token.
-	eventually(t, "refreshed token stored and logged", func() bool {
+	testsupport.WaitFor(t, "refreshed token stored and logged", func() bool {
 		return len(h.logs.entries("node token refreshed by the server")) > 0
 	})
 	if saved, _, _ := store.state(); len(saved) != 1 || saved[0] != fresh {
@@ -298,7 +299,7 @@ func TestTokenRefreshRefusesImplausibleTokens(t *testing.T) {
 			before := len(h.logs.entries("token_refresh ignored"))
 			agent.ResetRefreshLog(h.agent) // one warning per case
 			h.send(protocol.TokenRefresh{Token: c.token})
-			eventually(t, "refusal logged", func() bool { return len(h.logs.entries("token_refresh ignored")) > before })
+			testsupport.WaitFor(t, "refusal logged", func() bool { return len(h.logs.entries("token_refresh ignored")) > before })
 			got := h.logs.entries("token_refresh ignored")[before]
 			if !strings.Contains(got["reason"].(string), c.reason) {
 				t.Errorf("reason %q, want %q", got["reason"], c.reason)
@@ -336,7 +337,7 @@ func TestRefusedRefreshedTokenIsDropped(t *testing.T) {
 	h.secret = append(h.secret, planted)
 	h.mu.Unlock()
 	h.send(protocol.TokenRefresh{Token: planted})
-	eventually(t, "planted token kept", func() bool {
+	testsupport.WaitFor(t, "planted token kept", func() bool {
 		saved, _, _ := store.state()
 		return len(saved) == 1
 	})
@@ -375,7 +376,7 @@ func TestRefusedRefreshedTokenIsDropped(t *testing.T) {
 	h.secret = append(h.secret, fresh)
 	h.mu.Unlock()
 	h.send(protocol.TokenRefresh{Token: fresh})
-	eventually(t, "fresh token kept", func() bool {
+	testsupport.WaitFor(t, "fresh token kept", func() bool {
 		saved, _, _ := store.state()
 		return len(saved) == 2 && saved[1] == fresh
 	})
@@ -449,7 +450,7 @@ func TestTokenOfAnotherNodeIsNotUsed(t *testing.T) {
 	h.srv.SetToken(other)
 	h.setToken(other)
 	h.srv.CloseConns(1001, "restart")
-	eventually(t, "refusal logged", func() bool {
+	testsupport.WaitFor(t, "refusal logged", func() bool {
 		return len(h.logs.entries("node token not used: it names another node")) > 0
 	})
 	for _, u := range h.srv.Upgrades() {

@@ -15,6 +15,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 func TestPerContainerOrderingAndGlobalLimit(t *testing.T) {
@@ -205,13 +206,13 @@ func TestResultsProducedWhileDisconnectedDeliveredInOrder(t *testing.T) {
 	for _, id := range []string{"r1", "r2", "r3"} {
 		h.send(protocol.Command{ID: id, Action: protocol.ActionLogs, ContainerID: "c-" + id})
 	}
-	eventually(t, "three running commands", func() bool { return rt.CallCount("Logs") == 3 })
+	testsupport.WaitFor(t, "three running commands", func() bool { return rt.CallCount("Logs") == 3 })
 	h.srv.Refuse(503)
 	h.srv.DropConns()
-	eventually(t, "disconnect", func() bool { return h.agent.Ready() != nil })
+	testsupport.WaitFor(t, "disconnect", func() bool { return h.agent.Ready() != nil })
 	for i, id := range []string{"r2", "r3", "r1"} { // finish out of arrival order
 		close(gates[id])
-		eventually(t, "result of "+id+" queued", func() bool { return agent.OutboxLen(h.agent) == i+1 })
+		testsupport.WaitFor(t, "result of "+id+" queued", func() bool { return agent.OutboxLen(h.agent) == i+1 })
 	}
 	h.srv.Refuse(0)
 	ctx := waitCtx(t)
@@ -260,11 +261,11 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 	})
 	t.Run("still running", func(t *testing.T) {
 		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db"})
-		eventually(t, "the command to run", func() bool { return h.rt.CallCount("Logs") == 1 })
+		testsupport.WaitFor(t, "the command to run", func() bool { return h.rt.CallCount("Logs") == 1 })
 		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db"})
 		// A marker on the same container runs after the original.
 		h.send(protocol.Command{ID: "marker", Action: protocol.ActionLogs, ContainerID: "db"})
-		eventually(t, "the duplicate to be seen", func() bool {
+		testsupport.WaitFor(t, "the duplicate to be seen", func() bool {
 			return len(h.logs.entries("duplicate command id: already accepted; its result follows when it finishes")) == 1
 		})
 		close(release)
@@ -315,7 +316,7 @@ func TestCancelPendingCommand(t *testing.T) {
 	h := start(t, rt, setup{})
 	h.identified()
 	h.send(protocol.Command{ID: "first", Action: protocol.ActionStop, ContainerID: "web"})
-	eventually(t, "stop to run", func() bool { return rt.CallCount("Stop") == 1 })
+	testsupport.WaitFor(t, "stop to run", func() bool { return rt.CallCount("Stop") == 1 })
 	h.send(protocol.Command{ID: "queued", Action: protocol.ActionStart, ContainerID: "web"})
 	h.send(protocol.Cancel{CommandID: "queued"})
 	r := h.srv.ExpectResult("queued")
@@ -427,7 +428,7 @@ func TestContainerEventsOnlyWhileConnected(t *testing.T) {
 	}}
 	h := start(t, rt, setup{})
 	h.identified()
-	eventually(t, "Ready", func() bool { return h.agent.Ready() == nil })
+	testsupport.WaitFor(t, "Ready", func() bool { return h.agent.Ready() == nil })
 	code := 137
 	emits <- protocol.ContainerEvent{ContainerID: "web", Action: "die", ExitCode: &code, Timestamp: "2026-01-01T00:00:00Z"}
 	ev := h.srv.Expect(protocol.TypeContainerEvent).(protocol.ContainerEvent)
@@ -437,7 +438,7 @@ func TestContainerEventsOnlyWhileConnected(t *testing.T) {
 	// While disconnected, events are not queued.
 	h.srv.Refuse(503)
 	h.srv.DropConns()
-	eventually(t, "disconnect", func() bool { return h.agent.Ready() != nil })
+	testsupport.WaitFor(t, "disconnect", func() bool { return h.agent.Ready() != nil })
 	emits <- protocol.ContainerEvent{ContainerID: "web", Action: "start", Timestamp: "2026-01-01T00:00:01Z"}
 	h.srv.Refuse(0)
 	h.identified()
@@ -464,7 +465,7 @@ func TestEventsLoopResubscribes(t *testing.T) {
 	}}
 	h := start(t, rt, setup{timing: agent.Timing{EventsRetry: time.Millisecond}})
 	h.identified()
-	eventually(t, "three subscriptions", func() bool {
+	testsupport.WaitFor(t, "three subscriptions", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return calls == 3

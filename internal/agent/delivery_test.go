@@ -11,6 +11,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // TestResultsRedeliveredAfterHalfOpenConnection: the server stops reading
@@ -55,13 +56,13 @@ func testRedelivery(t *testing.T, keepalive bool) {
 		ids = append(ids, fmt.Sprintf("r%02d", i))
 		h.send(protocol.Command{ID: ids[i], Action: protocol.ActionStart, ContainerID: fmt.Sprint("c", i)})
 	}
-	eventually(t, "every command running", func() bool { return rt.CallCount("Start") == n })
+	testsupport.WaitFor(t, "every command running", func() bool { return rt.CallCount("Start") == n })
 
 	h.srv.SetReadDelay(time.Hour) // the server reads one more frame, then nothing
 	// The results in a known order: r00, r01, ...
 	for i := range n {
 		close(gates[fmt.Sprint("c", i)])
-		eventually(t, "the result written", func() bool {
+		testsupport.WaitFor(t, "the result written", func() bool {
 			return len(h.logs.entries("command done")) > i && agent.OutboxUnwritten(h.agent) == 0
 		})
 	}
@@ -79,7 +80,7 @@ func testRedelivery(t *testing.T, keepalive bool) {
 	if err := h.srv.WaitConnections(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "every result", func() bool { return len(resultCounts(h.srv)) == n })
+	testsupport.WaitFor(t, "every result", func() bool { return len(resultCounts(h.srv)) == n })
 	counts := resultCounts(h.srv)
 	dups := 0
 	for _, id := range ids {
@@ -101,7 +102,7 @@ func testRedelivery(t *testing.T, keepalive bool) {
 	if dups > 1 {
 		t.Errorf("%d duplicates: only the result read before the stall should come twice", dups)
 	}
-	eventually(t, "the outbox emptied by the server's confirmation", func() bool { return agent.OutboxLen(h.agent) == 0 })
+	testsupport.WaitFor(t, "the outbox emptied by the server's confirmation", func() bool { return agent.OutboxLen(h.agent) == 0 })
 	if !strings.Contains(h.logs.String(), "results sent again") {
 		t.Error("the re-sent results were not logged")
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // TestInventoryAfterMissedEvents: when the engine's event stream was
@@ -30,7 +31,7 @@ func TestInventoryAfterMissedEvents(t *testing.T) {
 	h := start(t, rt, setup{})
 	h.identified()
 	h.srv.Expect(protocol.TypeInventory)
-	eventually(t, "Ready", func() bool { return h.agent.Ready() == nil })
+	testsupport.WaitFor(t, "Ready", func() bool { return h.agent.Ready() == nil })
 	emits <- func(emit func(protocol.ContainerEvent), missed func()) {
 		emit(protocol.ContainerEvent{ContainerID: "web", Action: "die", Timestamp: "2026-01-01T00:00:00Z"})
 		missed()
@@ -75,7 +76,7 @@ func TestEventReaderNeverWaitsForServer(t *testing.T) {
 	h := start(t, rt, setup{})
 	h.identified()
 	h.srv.Expect(protocol.TypeInventory)
-	eventually(t, "Ready", func() bool { return h.agent.Ready() == nil })
+	testsupport.WaitFor(t, "Ready", func() bool { return h.agent.Ready() == nil })
 	h.srv.SetReadDelay(time.Hour) // reads one more frame, then nothing
 	close(start1)
 	select {
@@ -83,7 +84,7 @@ func TestEventReaderNeverWaitsForServer(t *testing.T) {
 	case <-time.After(agenttest.DefaultWait):
 		t.Fatal("the event reader waited for the stalled server")
 	}
-	eventually(t, "the drop logged", func() bool {
+	testsupport.WaitFor(t, "the drop logged", func() bool {
 		return len(h.logs.entries("container events dropped: the server reads slower than they happen; an inventory follows")) > 0
 	})
 	h.srv.SetReadDelay(0)

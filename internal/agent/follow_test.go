@@ -13,6 +13,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // linesOf returns the lines a log message carries.
@@ -179,7 +180,7 @@ func TestFollowLogsSlowServerDropsOldestWithGaps(t *testing.T) {
 	h.send(protocol.Command{ID: "flood", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
 	// Old code: the reader stalled here behind the server (backpressure),
 	// and the engine's log rotation then lost lines that nobody counted.
-	eventually(t, "the engine reader to read every line while the server stalls", func() bool { return emitted.Load() == total })
+	testsupport.WaitFor(t, "the engine reader to read every line while the server stalls", func() bool { return emitted.Load() == total })
 	h.srv.SetReadDelay(0)
 	r := h.srv.ExpectResult("flood")
 	var res protocol.LogsResult
@@ -243,7 +244,7 @@ func TestFollowLogsCancelMidFlood(t *testing.T) {
 	h.identified()
 	h.srv.SetReadDelay(20 * time.Millisecond)
 	h.send(protocol.Command{ID: "f", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
-	eventually(t, "the flood to overrun the buffer", func() bool { return emitted.Load() > 50000 })
+	testsupport.WaitFor(t, "the flood to overrun the buffer", func() bool { return emitted.Load() > 50000 })
 	h.send(protocol.Cancel{CommandID: "f"})
 	select {
 	case <-stopped:
@@ -287,7 +288,7 @@ func TestFollowLogsConnectionLostMidFlood(t *testing.T) {
 	h.identified()
 	h.srv.SetReadDelay(20 * time.Millisecond)
 	h.send(protocol.Command{ID: "f", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
-	eventually(t, "the flood to overrun the buffer", func() bool { return emitted.Load() > 50000 })
+	testsupport.WaitFor(t, "the flood to overrun the buffer", func() bool { return emitted.Load() > 50000 })
 	h.srv.DropConns()
 	h.srv.SetReadDelay(0)
 	h.identified()
@@ -354,7 +355,7 @@ func TestFollowDoesNotBlockItsContainer(t *testing.T) {
 	h := start(t, rt, setup{})
 	h.identified()
 	h.send(protocol.Command{ID: "follow", Action: protocol.ActionLogs, ContainerID: "web", Follow: true})
-	eventually(t, "the stream to start", func() bool { return rt.CallCount("FollowLogs") == 1 })
+	testsupport.WaitFor(t, "the stream to start", func() bool { return rt.CallCount("FollowLogs") == 1 })
 	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "web"})
 	if r := h.srv.ExpectResult("stop"); r.Status != protocol.StatusSuccess {
 		t.Errorf("stop while following: %+v", r)
@@ -431,8 +432,8 @@ func TestResultStuckInWritesIsResentAfterReconnect(t *testing.T) {
 		t.Fatalf("%d lines read, %d written: the engine reader waited for the server", emitted.Load(), last)
 	}
 	h.send(protocol.Command{ID: "precious", Action: protocol.ActionStart, ContainerID: "db"})
-	eventually(t, "start to run", func() bool { return rt.CallCount("Start") == 1 })
-	eventually(t, "its result queued", func() bool { return agent.OutboxLen(h.agent) >= 1 })
+	testsupport.WaitFor(t, "start to run", func() bool { return rt.CallCount("Start") == 1 })
+	testsupport.WaitFor(t, "its result queued", func() bool { return agent.OutboxLen(h.agent) >= 1 })
 	h.srv.DropConns()
 	h.srv.SetReadDelay(0)
 	h.identified()
@@ -462,7 +463,7 @@ func TestFollowLogsEnvelopeOverLimitDropsLines(t *testing.T) {
 	// but 1536 once the agent escapes them as \u003c.
 	id := strings.Repeat("<", protocol.MaxCommandIDLength)
 	h.sendRaw(`{"type":"command","id":"` + id + `","action":"logs","containerId":"web","follow":true}`)
-	eventually(t, "the stream to end", func() bool { return rt.CallCount("FollowLogs") == 1 && agent.OutboxLen(h.agent) == 0 })
+	testsupport.WaitFor(t, "the stream to end", func() bool { return rt.CallCount("FollowLogs") == 1 && agent.OutboxLen(h.agent) == 0 })
 	h.send(protocol.Command{ID: "after", Action: protocol.ActionStart, ContainerID: "web"})
 	if r := h.srv.ExpectResult("after"); r.Status != protocol.StatusSuccess {
 		t.Errorf("result %+v, want success: the agent must keep serving", r)

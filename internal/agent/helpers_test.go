@@ -16,6 +16,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // nodeToken signs a node JWT as lormas-server does (HS256, nodeId, sub,
@@ -89,7 +90,7 @@ type setup struct {
 // Leak checking and the "token never logged" check run at cleanup.
 func start(t *testing.T, rt *agenttest.Runtime, cfg setup) *harness {
 	t.Helper()
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	if rt == nil {
 		rt = &agenttest.Runtime{}
 	}
@@ -232,18 +233,6 @@ func waitCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), agenttest.DefaultWait)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually polls cond until it holds or DefaultWait passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(agenttest.DefaultWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func intp(n int) *int { return &n }

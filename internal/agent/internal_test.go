@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -231,7 +232,7 @@ func TestDispatcherOrderingLimitAndCancel(t *testing.T) {
 	if !d.cancel("a3", errCancelled) {
 		t.Error("cancel of a queued job failed")
 	}
-	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return running == 2 })
+	testsupport.WaitFor(t, "two jobs running", func() bool { mu.Lock(); defer mu.Unlock(); return running == 2 })
 	mu.Lock()
 	runningID := order[0]
 	mu.Unlock()
@@ -279,17 +280,6 @@ func TestDispatcherAbortsAfterShutdown(t *testing.T) {
 	d.wait()
 	if !slices.Equal(got, []string{errShuttingDown.Error()}) {
 		t.Errorf("got %v, want the job aborted as shutting down", got)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

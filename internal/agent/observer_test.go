@@ -10,6 +10,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // recorder is an agent.Observer that records every call.
@@ -80,7 +81,7 @@ func TestObserverSeesTheAgentsSignals(t *testing.T) {
 		"done start error", "runtime error start", "done logs success", "done unknown error",
 	} {
 		want := want
-		eventually(t, want, func() bool { return rec.has(want) })
+		testsupport.WaitFor(t, want, func() bool { return rec.has(want) })
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()

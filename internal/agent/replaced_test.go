@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/lormas/lormas-agent/internal/agent"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // Two agents with one node's token replace each other at the server again
@@ -54,7 +55,7 @@ func TestNotFoundNamesTheURLAndTheFix(t *testing.T) {
 	}})
 	h.srv.Refuse(http.StatusNotFound)
 	h.run()
-	eventually(t, "a connection failure logged", func() bool { return len(h.logs.entries("connection failed")) > 0 })
+	testsupport.WaitFor(t, "a connection failure logged", func() bool { return len(h.logs.entries("connection failed")) > 0 })
 	line := h.logs.entries("connection failed")[0]
 	errText, _ := line["err"].(string)
 	hint, _ := line["hint"].(string)

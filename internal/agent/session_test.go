@@ -13,6 +13,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 func TestOpenSendsIdentifyInventoryThenHeartbeat(t *testing.T) {
@@ -80,7 +81,7 @@ func TestOpenSendsIdentifyInventoryThenHeartbeat(t *testing.T) {
 	if got := up.Header.Get("User-Agent"); got != "Lormas-Node-Agent/9.9.9" {
 		t.Errorf("User-Agent = %q", got)
 	}
-	eventually(t, "Ready", func() bool { return h.agent.Ready() == nil })
+	testsupport.WaitFor(t, "Ready", func() bool { return h.agent.Ready() == nil })
 	if err := h.agent.Alive(); err != nil {
 		t.Errorf("Alive = %v while running", err)
 	}

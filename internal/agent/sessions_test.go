@@ -14,6 +14,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // echoSession is an interactive session that writes its input back as
@@ -131,7 +132,7 @@ func TestSessionCancelDetaches(t *testing.T) {
 	}
 	h.send(protocol.Stdin{CommandID: "a", Data: []byte("late-secret-input\n")})
 	h.send(protocol.Stdin{CommandID: "nobody", Data: []byte("stray-secret-input\n")})
-	eventually(t, "the drop to be logged", func() bool {
+	testsupport.WaitFor(t, "the drop to be logged", func() bool {
 		return len(h.logs.entries("console input dropped")) == 2
 	})
 	logs := h.logs.String()
@@ -149,7 +150,7 @@ func TestSessionLimit(t *testing.T) {
 	h.identified()
 	h.send(execSession("s1", "a"))
 	h.send(protocol.Command{ID: "s2", Action: protocol.ActionAttach, ContainerID: "b"})
-	eventually(t, "two sessions", func() bool { return h.rt.CallCount("ExecSession")+h.rt.CallCount("Attach") == 2 })
+	testsupport.WaitFor(t, "two sessions", func() bool { return h.rt.CallCount("ExecSession")+h.rt.CallCount("Attach") == 2 })
 	h.send(protocol.Command{ID: "s3", Action: protocol.ActionStats, ContainerID: "c", Follow: true})
 	if r := h.srv.ExpectResult("s3"); r.Code != protocol.CodeUnavailable || !strings.Contains(r.Error, "MAX_SESSIONS") {
 		t.Errorf("third session: %+v, want unavailable naming MAX_SESSIONS", r)
@@ -157,7 +158,7 @@ func TestSessionLimit(t *testing.T) {
 	h.send(protocol.Cancel{CommandID: "s1"})
 	h.srv.ExpectResult("s1")
 	h.send(protocol.Command{ID: "s4", Action: protocol.ActionStats, ContainerID: "c", Follow: true})
-	eventually(t, "the stats session", func() bool { return h.rt.CallCount("FollowStats") == 1 })
+	testsupport.WaitFor(t, "the stats session", func() bool { return h.rt.CallCount("FollowStats") == 1 })
 	h.send(protocol.Cancel{CommandID: "s4"})
 	var res protocol.StatsFollowResult
 	r := h.srv.ExpectResult("s4")
@@ -202,7 +203,7 @@ func TestSessionBusyTerminal(t *testing.T) {
 	// full. Without backpressure an output call returns at once; one that
 	// has not returned for a second is blocked.
 	h.srv.SetReadDelay(time.Hour)
-	eventually(t, "an output call blocked for a second", func() bool {
+	testsupport.WaitFor(t, "an output call blocked for a second", func() bool {
 		began := inWrite.Load()
 		return began != 0 && time.Since(time.Unix(0, began)) > time.Second
 	})
@@ -261,7 +262,7 @@ func TestSessionShutdown(t *testing.T) {
 	h := start(t, rt, setup{})
 	h.identified()
 	h.send(protocol.Command{ID: "a", Action: protocol.ActionAttach, ContainerID: "game"})
-	eventually(t, "the attach", func() bool { return rt.CallCount("Attach") == 1 })
+	testsupport.WaitFor(t, "the attach", func() bool { return rt.CallCount("Attach") == 1 })
 	if err := h.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -334,7 +335,7 @@ func TestSessionInputLeftAtEndIsLogged(t *testing.T) {
 	h.srv.ExpectResult("sh")
 	// The result goes out after the session stopped taking input.
 	h.send(protocol.Stdin{CommandID: "sh", Data: []byte("secret-late\n")})
-	eventually(t, "the late input to be logged", func() bool { return len(h.logs.entries("console input dropped")) == 2 })
+	testsupport.WaitFor(t, "the late input to be logged", func() bool { return len(h.logs.entries("console input dropped")) == 2 })
 	dropped := h.logs.entries("console input dropped")
 	if e := dropped[0]; e["messages"] != float64(4) || e["bytes"] != float64(len("secret-one\nsecret-two\nsecret-three\n")) || e["level"] != "DEBUG" {
 		t.Errorf("log line %v, want a debug line counting 4 messages (3 stdin, 1 resize) and their stdin bytes", e)
@@ -358,7 +359,7 @@ func TestRunToCompletionExecDoesNotHoldTheQueue(t *testing.T) {
 	h := start(t, rt, setup{})
 	h.identified()
 	h.send(protocol.Command{ID: "e", Action: protocol.ActionExec, ContainerID: "a", ConsoleOptions: protocol.ConsoleOptions{Cmd: []string{"false"}}})
-	eventually(t, "the exec", func() bool { return rt.CallCount("Exec") == 1 })
+	testsupport.WaitFor(t, "the exec", func() bool { return rt.CallCount("Exec") == 1 })
 	h.send(protocol.Command{ID: "stop", Action: protocol.ActionStop, ContainerID: "a"})
 	h.srv.ExpectResult("stop")
 	close(release)

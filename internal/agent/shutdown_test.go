@@ -9,6 +9,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 func TestShutdownWhileSlowCommandRuns(t *testing.T) {
@@ -20,10 +21,10 @@ func TestShutdownWhileSlowCommandRuns(t *testing.T) {
 	h := start(t, rt, setup{})
 	h.identified()
 	h.send(protocol.Command{ID: "slow-stop", Action: protocol.ActionStop, ContainerID: "web"})
-	eventually(t, "stop to run", func() bool { return rt.CallCount("Stop") == 1 })
+	testsupport.WaitFor(t, "stop to run", func() bool { return rt.CallCount("Stop") == 1 })
 
 	h.cancel() // SIGTERM
-	eventually(t, "shutdown to begin", func() bool {
+	testsupport.WaitFor(t, "shutdown to begin", func() bool {
 		return len(h.logs.entries("shutting down: waiting for in-flight commands")) == 1
 	})
 	// New commands are refused, pings still answered.
@@ -67,7 +68,7 @@ func TestShutdownTimeoutCancelsStuckCommand(t *testing.T) {
 	h.identified()
 	h.send(protocol.Command{ID: "stuck", Action: protocol.ActionStart, ContainerID: "web"})
 	h.send(protocol.Command{ID: "queued", Action: protocol.ActionStart, ContainerID: "web"})
-	eventually(t, "start to run", func() bool { return rt.CallCount("Start") == 1 })
+	testsupport.WaitFor(t, "start to run", func() bool { return rt.CallCount("Start") == 1 })
 	h.cancel()
 	for _, id := range []string{"stuck", "queued"} {
 		if r := h.srv.ExpectResult(id); r.Status != protocol.StatusError {

@@ -6,6 +6,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 func TestWSSWithCAFileAndClientCertificate(t *testing.T) {
@@ -32,7 +33,7 @@ func TestWSSWithCAFileAndClientCertificate(t *testing.T) {
 func TestWSSWithoutTrustedCAKeepsRetrying(t *testing.T) {
 	serverCA := agenttest.NewCA(t, "server-ca")
 	h := start(t, nil, setup{srvOpts: agenttest.ServerOptions{TLS: serverCA.ServerTLS(t, nil)}})
-	eventually(t, "failed dials", func() bool { return len(h.logs.entries("connection failed")) >= 2 })
+	testsupport.WaitFor(t, "failed dials", func() bool { return len(h.logs.entries("connection failed")) >= 2 })
 	if h.srv.Connections() != 0 {
 		t.Error("connected to a server whose certificate is not trusted")
 	}

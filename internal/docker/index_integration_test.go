@@ -8,6 +8,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // TestIndexAgainstDocker runs the index against the real engine: commands
@@ -24,7 +25,7 @@ func TestIndexAgainstDocker(t *testing.T) {
 		_ = it.eng.Events(ctx, func(protocol.ContainerEvent) {})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "events subscription", func() bool {
+	testsupport.WaitFor(t, "events subscription", func() bool {
 		it.eng.index.mu.Lock()
 		defer it.eng.index.mu.Unlock()
 		return it.eng.index.live > 0

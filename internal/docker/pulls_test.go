@@ -11,6 +11,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 func TestDefaultPullPolicy(t *testing.T) {
@@ -68,7 +69,7 @@ func TestPullGroupShares(t *testing.T) {
 			errs[i] = g.do(context.Background(), ref, func(string, string) { seen[i].Add(1) }, pull)
 		}()
 	}
-	waitFor(t, "all callers joined", func() bool {
+	testsupport.WaitFor(t, "all callers joined", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		total := 0
@@ -113,7 +114,7 @@ func TestPullGroupCallersLeave(t *testing.T) {
 	go func() { res <- g.do(ctx1, "app:1", nil, pull) }()
 	<-started
 	go func() { res <- g.do(ctx2, "app:1", nil, pull) }()
-	waitFor(t, "second caller joined", func() bool {
+	testsupport.WaitFor(t, "second caller joined", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return g.calls["app:1"] != nil && g.calls["app:1"].waiters == 2
@@ -142,16 +143,5 @@ func TestPullGroupCallersLeave(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("fresh pull: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // The seed document's command examples with only the image, the published
@@ -86,7 +87,7 @@ func nodeToken(t testing.TB, nodeID string) string {
 func resultWithin(t testing.TB, s *agenttest.Server, id string, d time.Duration) protocol.CommandResult {
 	t.Helper()
 	var out protocol.CommandResult
-	eventually(t, d, func() error {
+	testsupport.Eventually(t, d, func() error {
 		for _, r := range s.Received() {
 			if res, ok := r.Msg.(protocol.CommandResult); ok && res.CommandID == id {
 				out = res
@@ -241,7 +242,7 @@ func TestAgentBinary(t *testing.T) {
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	dir := t.TempDir()
 	volumeRoot := dir + "/volumes"
-	healthAddr := freeAddr(t)
+	healthAddr := testsupport.FreeAddr(t)
 	agent := start(t, "lormas-agent", dir,
 		"SERVER_URL="+srv.URL()+"/", // a trailing slash must not produce //api
 		"NODE_TOKEN="+token,
@@ -302,7 +303,7 @@ func TestAgentBinary(t *testing.T) {
 	})
 
 	t.Run("seed create/start/logs/stop/restart/delete", func(t *testing.T) {
-		hostPort := freePort(t)
+		hostPort := testsupport.FreePort(t)
 		send(t, srv, seedDoc(fmt.Sprintf(seedCreateJSON, image, hostPort, volumeRoot+"/data"), seedID))
 		r := mustSucceed(t, srv, "seed-create", 60*time.Second)
 		info := inspect(t, cli, seedID)
@@ -329,7 +330,7 @@ func TestAgentBinary(t *testing.T) {
 		if msg := resultMessage(t, mustSucceed(t, srv, "seed-start", 30*time.Second)); msg != protocol.MsgStarted {
 			t.Errorf("start message %q", msg)
 		}
-		eventually(t, 10*time.Second, func() error {
+		testsupport.Eventually(t, 10*time.Second, func() error {
 			resp, err := http.Get("http://127.0.0.1:" + hostPort + "/")
 			if err != nil {
 				return err
@@ -395,7 +396,7 @@ func TestAgentBinary(t *testing.T) {
 			t.Errorf("containerId ../../etc result %+v, want invalid", r)
 		}
 		send(t, srv, `{"type":"command","action":"list"}`)
-		eventually(t, 10*time.Second, func() error {
+		testsupport.Eventually(t, 10*time.Second, func() error {
 			for _, r := range srv.Received() {
 				res, ok := r.Msg.(protocol.CommandResult)
 				if !ok || res.Status != protocol.StatusSuccess || res.CommandID == "" {
@@ -442,7 +443,7 @@ func TestAgentBinary(t *testing.T) {
 		srv.DropConns()
 		// The stop finishes (2 s grace) while every dial is refused, and
 		// its result waits in the outbox.
-		eventually(t, 20*time.Second, func() error {
+		testsupport.Eventually(t, 20*time.Second, func() error {
 			if inspect(t, cli, slowID).State.Running {
 				return fmt.Errorf("still running")
 			}
@@ -478,7 +479,7 @@ func TestAgentBinary(t *testing.T) {
 		mustSucceed(t, srv, "dup-stop", 30*time.Second)
 		before := srv.Count(protocol.TypeCommandResult)
 		send(t, srv, fmt.Sprintf(`{"type":"command","id":"dup-start","action":"start","containerId":%q}`, slowID))
-		eventually(t, 10*time.Second, func() error {
+		testsupport.Eventually(t, 10*time.Second, func() error {
 			if srv.Count(protocol.TypeCommandResult) == before {
 				return fmt.Errorf("no replayed result")
 			}
@@ -530,7 +531,7 @@ func TestAgentBinary(t *testing.T) {
 		}
 		srv.SetReadDelay(0)
 		got := 0
-		eventually(t, 60*time.Second, func() error {
+		testsupport.Eventually(t, 60*time.Second, func() error {
 			got = 0
 			next := 1
 			for _, r := range srv.Received() {

@@ -21,6 +21,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/lormas/lormas-agent/internal/dockertest"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 var ctlBuild struct {
@@ -119,7 +120,7 @@ func TestConsole(t *testing.T) {
 	cli := dockertest.Require(t)
 	image := dockertest.WorkloadImage(t)
 	dataDir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testsupport.FreeAddr(t)
 	a := &api{t: t}
 	a.token = "admin-" + randomHex(t, 16)
 	_, a2 := startServer(t, addr, dataDir, "ADMIN_TOKEN="+a.token)

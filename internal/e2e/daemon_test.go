@@ -15,6 +15,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // socketProxy stands between the agent and the real Docker socket, so a test
@@ -118,7 +119,7 @@ func TestDockerDaemonRestart(t *testing.T) {
 	token := nodeToken(t, "node-"+randomHex(t, 6))
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	dir := t.TempDir()
-	healthAddr := freeAddr(t)
+	healthAddr := testsupport.FreeAddr(t)
 	start(t, "lormas-agent", dir,
 		"SERVER_URL="+srv.URL(), "NODE_TOKEN="+token, "NODE_NAME=e2e-daemon", "STATE_DIR="+dir+"/state",
 		"HEALTH_ADDR="+healthAddr, "DOCKER_HOST=unix://"+proxy.path, "DOCKER_TIMEOUT=5s",
@@ -138,7 +139,7 @@ func TestDockerDaemonRestart(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	eventually(t, 10*time.Second, func() error {
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		if c := ready(); c != 200 {
 			return fmt.Errorf("/readyz = %d before the daemon stops", c)
 		}
@@ -152,7 +153,7 @@ func TestDockerDaemonRestart(t *testing.T) {
 		t.Errorf("start while the daemon is down: %+v, want an unavailable error", r)
 	}
 	t.Logf("while Docker is down: %s (code %s)", r.Error, r.Code)
-	eventually(t, 15*time.Second, func() error {
+	testsupport.Eventually(t, 15*time.Second, func() error {
 		if c := ready(); c == 200 {
 			return errors.New("/readyz still 200 with the daemon down")
 		}
@@ -165,7 +166,7 @@ func TestDockerDaemonRestart(t *testing.T) {
 	srv.Expect(protocol.TypePong)
 
 	proxy.start()
-	eventually(t, 15*time.Second, func() error {
+	testsupport.Eventually(t, 15*time.Second, func() error {
 		if c := ready(); c != 200 {
 			return fmt.Errorf("/readyz = %d after the daemon came back", c)
 		}
@@ -174,7 +175,7 @@ func TestDockerDaemonRestart(t *testing.T) {
 	send(t, srv, fmt.Sprintf(`{"type":"command","id":"start-up","action":"start","containerId":%q}`, name))
 	mustSucceed(t, srv, "start-up", 30*time.Second)
 	// The events stream was resubscribed: the start shows up as a container_event.
-	eventually(t, 30*time.Second, func() error {
+	testsupport.Eventually(t, 30*time.Second, func() error {
 		for _, rec := range srv.Received() {
 			if ev, ok := rec.Msg.(protocol.ContainerEvent); ok && ev.ContainerID == name && strings.HasPrefix(ev.Action, "start") {
 				return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // enrollRequest posts an enrollment as an attacker would, with curl.
@@ -66,7 +67,7 @@ func (a *api) nodeNamed(name string) (apiNode, bool) {
 func (a *api) waitEnrolled(name string, d time.Duration) apiNode {
 	a.t.Helper()
 	var n apiNode
-	eventually(a.t, d, func() error {
+	testsupport.Eventually(a.t, d, func() error {
 		var ok bool
 		if n, ok = a.nodeNamed(name); !ok || !n.Connected {
 			return fmt.Errorf("node %q not enrolled and connected yet", name)
@@ -85,7 +86,7 @@ func (a *api) waitEnrolled(name string, d time.Duration) apiNode {
 // own node back while disconnected, and the old token stops working.
 func TestEnrollmentCannotTakeOverANode(t *testing.T) {
 	dockertest.Require(t)
-	dataDir, addr := t.TempDir(), freeAddr(t)
+	dataDir, addr := t.TempDir(), testsupport.FreeAddr(t)
 	adminToken, enrollToken := "admin-"+randomHex(t, 16), "enroll-"+randomHex(t, 16)
 	srv, a := startServer(t, addr, dataDir, "ADMIN_TOKEN="+adminToken, "ENROLLMENT_TOKEN="+enrollToken)
 	a.token = adminToken
@@ -190,7 +191,7 @@ func TestEnrollmentCannotTakeOverANode(t *testing.T) {
 // tokens before, over their session, without an operator.
 func TestTokenLifetime(t *testing.T) {
 	dockertest.Require(t)
-	dataDir, addr := t.TempDir(), freeAddr(t)
+	dataDir, addr := t.TempDir(), testsupport.FreeAddr(t)
 	adminToken, enrollToken := "admin-"+randomHex(t, 16), "enroll-"+randomHex(t, 16)
 	env := []string{"ADMIN_TOKEN=" + adminToken, "ENROLLMENT_TOKEN=" + enrollToken, "NODE_TOKEN_TTL=3s"}
 	srv, a := startServer(t, addr, dataDir, env...)
@@ -285,7 +286,7 @@ func tokenExp(t *testing.T, token string) time.Time {
 // Issue 7: 5,000 bad tokens from one address gave 10,000 log lines. The
 // built server answers 429 after the burst and logs a handful of lines.
 func TestBadTokensAreRateLimited(t *testing.T) {
-	dataDir, addr := t.TempDir(), freeAddr(t)
+	dataDir, addr := t.TempDir(), testsupport.FreeAddr(t)
 	srv, a := startServer(t, addr, dataDir, "ADMIN_TOKEN=admin-"+randomHex(t, 16), "AUTH_FAILURE_BURST=10", "LOG_LEVEL=info")
 	before := strings.Count(srv.out.String(), "\n")
 	client := &http.Client{Timeout: 10 * time.Second}

@@ -13,6 +13,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // rssSampler records the highest VmRSS of a process, sampled every 20 ms
@@ -121,7 +122,7 @@ func TestConcurrentExecOutputIsBounded(t *testing.T) {
 	}
 	results := map[string]protocol.CommandResult{}
 	sizes := map[string]int{}
-	eventually(t, 5*time.Minute, func() error {
+	testsupport.Eventually(t, 5*time.Minute, func() error {
 		for _, r := range srv.Received() {
 			if res, ok := r.Msg.(protocol.CommandResult); ok && strings.HasPrefix(res.CommandID, "exec-") {
 				results[res.CommandID] = res

@@ -12,6 +12,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // The flood of these tests: numbered lines of floodLineBytes, written by the
@@ -243,7 +244,7 @@ func TestLogFlood(t *testing.T) {
 		srv.SetReadDelay(20 * time.Millisecond)
 		defer srv.SetReadDelay(0)
 		follow("cancelled", name)
-		eventually(t, time.Minute, func() error {
+		testsupport.Eventually(t, time.Minute, func() error {
 			if n := len(collect(t, srv, "cancelled").lines); n < 20000 {
 				return fmt.Errorf("%d lines so far", n)
 			}
@@ -276,7 +277,7 @@ func TestLogFlood(t *testing.T) {
 	t.Run("connection lost mid-flood", func(t *testing.T) {
 		srv.SetReadDelay(20 * time.Millisecond)
 		follow("cut", name)
-		eventually(t, time.Minute, func() error {
+		testsupport.Eventually(t, time.Minute, func() error {
 			if n := len(collect(t, srv, "cut").lines); n < 20000 {
 				return fmt.Errorf("%d lines so far", n)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // plainAgentName is lormas-agent built without the race detector: its
@@ -123,7 +124,7 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 	token := nodeToken(t, nodeID)
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	dir := t.TempDir()
-	healthAddr := freeAddr(t)
+	healthAddr := testsupport.FreeAddr(t)
 	agent := start(t, bin, dir,
 		"SERVER_URL="+srv.URL(),
 		"NODE_TOKEN="+token,
@@ -177,7 +178,7 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 		}
 	}
 	mustSucceed(t, srv, "start-other", time.Minute)
-	eventually(t, time.Minute, func() error {
+	testsupport.Eventually(t, time.Minute, func() error {
 		collect()
 		if len(results) == 0 {
 			return fmt.Errorf("no flood command answered")
@@ -202,14 +203,14 @@ func TestHostileServerCannotExhaustAgentMemory(t *testing.T) {
 		t.Fatalf("kill %s: %v", blocked, err)
 	}
 	mustSucceed(t, srv, "stop-blocked", time.Minute)
-	eventually(t, 3*time.Minute, func() error {
+	testsupport.Eventually(t, 3*time.Minute, func() error {
 		collect()
 		if len(results) < commands {
 			return fmt.Errorf("%d of %d flood commands answered", len(results), commands)
 		}
 		return nil
 	})
-	eventually(t, 30*time.Second, func() error {
+	testsupport.Eventually(t, 30*time.Second, func() error {
 		if n := srv.Count(protocol.TypePong); n < pings {
 			return fmt.Errorf("%d pongs for %d pings", n, pings)
 		}

@@ -4,12 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,71 +101,12 @@ func (p *proc) stop(sig syscall.Signal, d time.Duration) int {
 // waitOutput waits until the output contains s.
 func (p *proc) waitOutput(s string, d time.Duration) {
 	p.t.Helper()
-	eventually(p.t, d, func() error {
+	testsupport.Eventually(p.t, d, func() error {
 		if strings.Contains(p.out.String(), s) {
 			return nil
 		}
 		return fmt.Errorf("%s output does not contain %q", p.name, s)
 	})
-}
-
-// eventually retries f until it returns nil or d passes.
-func eventually(t testing.TB, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// freeAddr returns a free 127.0.0.1 TCP address.
-// freeAddr is a 127.0.0.1 address whose port is free (freePort).
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	return net.JoinHostPort("127.0.0.1", freePort(t))
-}
-
-// freePort returns a TCP port that is free on every address now and that
-// the kernel never hands out by itself: one below its ephemeral range
-// (net.ipv4.ip_local_port_range), from which it picks the local port of
-// every outgoing connection and of every listener on port 0. A port from
-// that range, free when the test asked, can be taken by any connection
-// before the program under test binds it (Docker's port proxy failed with
-// "address already in use" so).
-func freePort(t testing.TB) string {
-	t.Helper()
-	low, high := 32768, 60999
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			l, err1 := strconv.Atoi(f[0])
-			h, err2 := strconv.Atoi(f[1])
-			if err1 == nil && err2 == nil {
-				low, high = l, h
-			}
-		}
-	}
-	from, to := 10000, low // [from, to)
-	if to-from < 1000 {
-		from, to = high+1, 65536
-	}
-	for range 100 {
-		port := strconv.Itoa(from + rand.IntN(to-from))
-		ln, err := net.Listen("tcp", net.JoinHostPort("0.0.0.0", port))
-		if err != nil {
-			continue // taken
-		}
-		_ = ln.Close()
-		return port
-	}
-	t.Fatalf("no free TCP port in %d-%d", from, to-1)
-	return ""
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {

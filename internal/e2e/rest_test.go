@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // api is a small client of lormas-server's REST API, as curl would use it.
@@ -119,7 +121,7 @@ func (a *api) mustSucceed(nodeID string, cmd map[string]any) apiResult {
 
 func (a *api) waitConnected(nodeID string, want bool, d time.Duration) {
 	a.t.Helper()
-	eventually(a.t, d, func() error {
+	testsupport.Eventually(a.t, d, func() error {
 		if n := a.node(nodeID); n.Connected != want {
 			return fmt.Errorf("node %s connected=%v, want %v", nodeID, n.Connected, want)
 		}

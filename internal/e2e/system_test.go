@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/lormas/lormas-agent/internal/dockertest"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 func randomHex(t testing.TB, n int) string {
@@ -42,7 +43,7 @@ func startServer(t *testing.T, addr, dataDir string, env ...string) (*proc, *api
 	base := []string{"LISTEN_ADDR=" + addr, "DATA_DIR=" + dataDir, "AUTH_FAILURE_BURST=100000"}
 	srv := start(t, "lormas-server", dataDir, append(base, env...)...)
 	a := &api{t: t, base: "http://" + addr}
-	eventually(t, 30*time.Second, func() error {
+	testsupport.Eventually(t, 30*time.Second, func() error {
 		resp, err := http.Get(a.base + "/api/nodes")
 		if err != nil {
 			return err
@@ -78,7 +79,7 @@ func TestSystem(t *testing.T) {
 	image := dockertest.WorkloadImage(t)
 
 	dataDir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testsupport.FreeAddr(t)
 	adminToken := "admin-" + randomHex(t, 16)
 	enrollToken := "enroll-" + randomHex(t, 16)
 	srv, a := startServer(t, addr, dataDir, "ADMIN_TOKEN="+adminToken, "ENROLLMENT_TOKEN="+enrollToken)
@@ -94,7 +95,7 @@ func TestSystem(t *testing.T) {
 	agent1 := start(t, "lormas-agent", agentDir, append(agentEnv(addr, "e2e-node-1", filepath.Join(agentDir, "state")), "NODE_TOKEN_FILE="+tokenFile)...)
 	a.waitConnected(node.ID, true, 30*time.Second)
 
-	eventually(t, 15*time.Second, func() error {
+	testsupport.Eventually(t, 15*time.Second, func() error {
 		n := a.node(node.ID)
 		if n.LastHeartbeat == "" || len(n.Resources) == 0 || n.AgentVersion == "" {
 			return fmt.Errorf("node %+v: no heartbeat or agent version yet", n)
@@ -139,7 +140,7 @@ func TestSystem(t *testing.T) {
 			t.Errorf("start message %q", msg)
 		}
 		var logs []string
-		eventually(t, 15*time.Second, func() error {
+		testsupport.Eventually(t, 15*time.Second, func() error {
 			r := a.mustSucceed(node.ID, map[string]any{"action": "logs", "containerId": cid, "lines": 100})
 			logs = resultField[struct{ Logs []string }](t, r).Logs
 			if len(logs) < 5 {
@@ -216,7 +217,7 @@ func TestSystem(t *testing.T) {
 		a := &api{t: t, base: a.base, token: a.token}
 		state := state2
 		agent2 = start(outer, "lormas-agent", dir2, env2...)
-		eventually(t, 30*time.Second, func() error {
+		testsupport.Eventually(t, 30*time.Second, func() error {
 			var nodes []apiNode
 			a.do("GET", "/api/nodes", a.token, nil, &nodes)
 			for _, n := range nodes {
@@ -286,7 +287,7 @@ func TestSystem(t *testing.T) {
 		}
 		agent2 = start(outer, "lormas-agent", dir2, env2...)
 		old := node2.ID
-		eventually(t, 30*time.Second, func() error {
+		testsupport.Eventually(t, 30*time.Second, func() error {
 			var nodes []apiNode
 			a.do("GET", "/api/nodes", a.token, nil, &nodes)
 			for _, n := range nodes {
@@ -316,7 +317,7 @@ func TestSystem(t *testing.T) {
 				resp.Body.Close()
 			}
 		}()
-		eventually(t, 10*time.Second, func() error {
+		testsupport.Eventually(t, 10*time.Second, func() error {
 			if !strings.Contains(agent1.out.String(), stop["id"].(string)) {
 				return fmt.Errorf("the agent has not received the stop yet")
 			}

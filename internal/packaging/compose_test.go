@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // composeCommand returns the Compose tool as an argv prefix: $COMPOSE (e.g.
@@ -315,7 +315,7 @@ func TestComposeStack(t *testing.T) {
 	defer cancel()
 
 	nodeName := uniqueName("compose-node-")
-	port := freePort(t)
+	port := testsupport.FreePort(t)
 	// The volume root: a fresh host directory (t.TempDir's parent is private
 	// to root, and the agent runs as 65532); compose mounts it into the agent.
 	base, err := os.MkdirTemp("", "lormas-compose-volumes-")
@@ -330,7 +330,7 @@ func TestComposeStack(t *testing.T) {
 	p := newComposeProject(t, uniqueName("lormaspkgtest"), map[string]string{
 		"DOCKER_GID":          strconv.Itoa(socketGroup(t)),
 		"LORMAS_BIND":         "127.0.0.1",
-		"LORMAS_PORT":         strconv.Itoa(port),
+		"LORMAS_PORT":         port,
 		"NODE_NAME":           nodeName,
 		"LOG_LEVEL":           "debug",
 		"LORMAS_SERVER_IMAGE": serverTag,
@@ -372,7 +372,7 @@ func TestComposeStack(t *testing.T) {
 	if logs := p.run(ctx, "logs", "--no-color", "lormas-server").stdout; strings.Contains(logs, adminToken) {
 		t.Error("the admin token is in the server's log")
 	}
-	api := newAdminAPI("http://127.0.0.1:"+strconv.Itoa(port), adminToken)
+	api := newAdminAPI("http://127.0.0.1:"+port, adminToken)
 	first := api.waitNode(ctx, t, nodeName)
 	t.Logf("agent enrolled as node %s (%s)", first.ID, first.Name)
 
@@ -447,17 +447,6 @@ func composeContainer(ctx context.Context, t *testing.T, p *composeProject, serv
 		t.Fatalf("compose ps %s: %s", service, r)
 	}
 	return id
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // The README's compose commands are the ones TestComposeStack runs.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // quickstart is a copy of the repository layout scripts/quickstart.sh needs
@@ -18,7 +20,7 @@ import (
 // its state (.lormas) is the test's.
 type quickstart struct {
 	dir  string
-	port int
+	port string
 	env  []string
 }
 
@@ -41,8 +43,8 @@ func newQuickstart(t *testing.T) *quickstart {
 		t.Fatal(err)
 	}
 	mustRun(t, repo, nil, "go", "build", "-o", filepath.Join(dir, "bin")+"/", "./cmd/lormas-server", "./cmd/lormas-agent")
-	q := &quickstart{dir: dir, port: freePort(t)}
-	q.env = []string{"PORT=" + strconv.Itoa(q.port), "HEALTH_PORT=" + strconv.Itoa(freePort(t))}
+	q := &quickstart{dir: dir, port: testsupport.FreePort(t)}
+	q.env = []string{"PORT=" + q.port, "HEALTH_PORT=" + testsupport.FreePort(t)}
 	t.Cleanup(func() {
 		q.run(t, "stop")
 		if pids := q.running(); len(pids) > 0 {
@@ -156,13 +158,13 @@ func TestQuickstart(t *testing.T) {
 
 	// Another program holds the port.
 	q.run(t, "stop")
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(q.port))
+	ln, err := net.Listen("tcp", "127.0.0.1:"+q.port)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	r = q.run(t)
-	q.failed(t, r, "port "+strconv.Itoa(q.port)+" (lormas-server) is already in use")
+	q.failed(t, r, "port "+q.port+" (lormas-server) is already in use")
 	if !strings.Contains(r.stderr, "PORT=<port> scripts/quickstart.sh") {
 		t.Errorf("busy port: no way out named:\n%s", r.stderr)
 	}

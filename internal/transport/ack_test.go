@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -29,7 +30,7 @@ func waitAcked(t *testing.T, c *transport.Conn, pos uint64) {
 // TestAckConfirmsWhatTheServerRead: the positions of data frames count up,
 // and RequestAck's ping makes Acked reach the last one.
 func TestAckConfirmsWhatTheServerRead(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.PingInterval = time.Hour // only requested pings
@@ -55,7 +56,7 @@ func TestAckConfirmsWhatTheServerRead(t *testing.T) {
 // nothing written after; the keepalive ends the connection with those
 // frames unconfirmed.
 func TestAckNotPastWhatTheServerRead(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	c := dial(t, s, cfg)
@@ -84,7 +85,7 @@ func TestAckNotPastWhatTheServerRead(t *testing.T) {
 // answers no ping would leave everything unconfirmed; after ReadTimeout the
 // Conn says so and counts frames as acknowledged when written.
 func TestAckFallsBackForServerWithoutPongs(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	s.SwallowPings(true)
 	logs := &logBuffer{}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -80,7 +81,7 @@ func abruptServer(t *testing.T, tlsCfg *tls.Config, frames int, code uint16, rea
 // with the write error: the code tells the agent its token was rotated
 // (4001), its node deleted (4003) or its session replaced (4000).
 func TestServerCloseCodeSurvivesFailedWrite(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	ca := agenttest.NewCA(t, "close-race-ca")
 	for _, secure := range []bool{false, true} {
 		t.Run(map[bool]string{false: "ws", true: "wss"}[secure], func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/endpoint"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -94,7 +95,7 @@ func waitDone(t *testing.T, c *transport.Conn) error {
 }
 
 func TestDialSendsTokenAndHeaders(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	c := dial(t, s, config(t, s.URL()+"/", nil))
 	if err := c.Send(context.Background(), []byte(`{"type":"pong"}`)); err != nil {
@@ -119,7 +120,7 @@ func TestDialSendsTokenAndHeaders(t *testing.T) {
 }
 
 func TestDialAuthAndUpgradeErrors(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	tests := []struct {
 		name     string
 		status   int
@@ -171,7 +172,7 @@ func TestDialAuthAndUpgradeErrors(t *testing.T) {
 }
 
 func TestCloseCodes(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	tests := []struct {
 		code     uint16
 		wantAuth bool
@@ -201,7 +202,7 @@ func TestCloseCodes(t *testing.T) {
 }
 
 func TestFramesInOrderAndBinaryFlag(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -244,7 +245,7 @@ func TestFramesInOrderAndBinaryFlag(t *testing.T) {
 type Frame transport.Frame
 
 func TestOversizeFrameClosesWith1009(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	logs := &logBuffer{}
 	cfg := config(t, s.URL(), logs)
@@ -266,7 +267,7 @@ func TestOversizeFrameClosesWith1009(t *testing.T) {
 }
 
 func TestSendOverLimitKeepsConnection(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.MaxMessageBytes = 1024
@@ -282,7 +283,7 @@ func TestSendOverLimitKeepsConnection(t *testing.T) {
 }
 
 func TestKeepaliveDetectsSilentServer(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	s.SwallowPings(true)
 	c := dial(t, s, config(t, s.URL(), nil))
@@ -292,7 +293,7 @@ func TestKeepaliveDetectsSilentServer(t *testing.T) {
 }
 
 func TestKeepaliveKeepsAnsweringServer(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.PingInterval = 50 * time.Millisecond
@@ -307,7 +308,7 @@ func TestKeepaliveKeepsAnsweringServer(t *testing.T) {
 }
 
 func TestCloseSendsCodeAndReason(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	c := dial(t, s, config(t, s.URL(), nil))
 	if err := c.Close(transport.CloseGoingAway, "agent shutting down"); err != nil {
@@ -327,7 +328,7 @@ func TestCloseSendsCodeAndReason(t *testing.T) {
 }
 
 func TestBackpressureBlocksSendAndLosesNothing(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.SendQueue = 2
@@ -390,7 +391,7 @@ func TestBackpressureBlocksSendAndLosesNothing(t *testing.T) {
 }
 
 func TestPriorityLaneOvertakesBulkQueue(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.ReadTimeout = time.Minute
@@ -443,7 +444,7 @@ func TestPriorityLaneOvertakesBulkQueue(t *testing.T) {
 }
 
 func TestWriteTimeoutWhenServerStopsReading(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.WriteTimeout = 300 * time.Millisecond
@@ -465,7 +466,7 @@ func TestWriteTimeoutWhenServerStopsReading(t *testing.T) {
 }
 
 func TestDialCancelledDuringHandshake(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -508,7 +509,7 @@ func TestDialCancelledDuringHandshake(t *testing.T) {
 }
 
 func TestDialErrorHidesToken(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -529,7 +530,7 @@ func TestDialErrorHidesToken(t *testing.T) {
 // senders at once every frame arrives whole, once, and each sender's
 // frames in the order it sent them.
 func TestConcurrentSendsKeepEachSendersOrder(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.ReadTimeout = time.Minute

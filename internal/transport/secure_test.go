@@ -16,11 +16,12 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
 func TestWSSWithCAFileAndClientCertificate(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	serverCA := agenttest.NewCA(t, "server-ca")
 	clientCA := agenttest.NewCA(t, "client-ca")
 	s := agenttest.NewServer(t, agenttest.ServerOptions{TLS: serverCA.ServerTLS(t, clientCA)})
@@ -155,7 +156,7 @@ func (p *connectProxy) seen() []string {
 }
 
 func TestDialThroughConnectProxy(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	target := strings.TrimPrefix(s.URL(), "ws://")
 	cred := "Basic " + base64.StdEncoding.EncodeToString([]byte("agent:s3cret"))
@@ -213,7 +214,7 @@ func TestDialThroughConnectProxy(t *testing.T) {
 }
 
 func TestProxyDecisionUsesHTTPSForWSS(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	ca := agenttest.NewCA(t, "ca")
 	s := agenttest.NewServer(t, agenttest.ServerOptions{TLS: ca.ServerTLS(t, nil)})
 	tlsCfg, err := transport.TLSConfig(ca.CertFile(t), "", "", false)
@@ -238,7 +239,7 @@ func TestProxyDecisionUsesHTTPSForWSS(t *testing.T) {
 }
 
 func TestProxyErrorIsReported(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	cfg := config(t, s.URL(), nil)
 	cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, errors.New("bad proxy setting") }
@@ -251,7 +252,7 @@ func TestProxyErrorIsReported(t *testing.T) {
 // The default proxy decision reads HTTP_PROXY/HTTPS_PROXY/NO_PROXY at each
 // dial.
 func TestDefaultProxyFromEnvironment(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{})
 	p := newConnectProxy(t, "")
 	// A name that only the proxy can reach (loopback targets are never proxied).

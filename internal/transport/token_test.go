@@ -15,6 +15,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/endpoint"
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/server"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -22,7 +23,7 @@ import (
 // the upgrade request's URL carries no token at all, only the header does;
 // the seed's default still sends both.
 func TestDialTokenHeaderOnly(t *testing.T) {
-	agenttest.CheckLeaks(t)
+	testsupport.CheckLeaks(t)
 	s := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
 	logs := &logBuffer{}
 	cfg := config(t, s.URL(), logs)
