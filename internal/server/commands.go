@@ -177,7 +177,7 @@ func (srv *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	defer srv.hub.unregister(wt)
 
-	ls := &logStream{srv: srv, sess: sess, wt: wt, commandID: cmd.ID, follow: cmd.Follow}
+	ls := &logStream{srv: srv, sess: sess, wt: wt}
 	if !cmd.Follow {
 		t := time.NewTimer(srv.cfg.CommandTimeout)
 		defer t.Stop()
@@ -220,12 +220,10 @@ func logsCommand(r *http.Request) (protocol.Command, error) {
 // logStream turns what the agent sends for one logs command (its waiter's
 // log frames and result) into the request's events.
 type logStream struct {
-	srv       *Server
-	sess      *session // the session the command went out on
-	wt        *waiter
-	commandID string
-	follow    bool
-	deadline  <-chan time.Time // COMMAND_TIMEOUT without follow; nil with follow
+	srv      *Server
+	sess     *session         // the session the command went out on
+	wt       *waiter          // wt.stream: follow
+	deadline <-chan time.Time // COMMAND_TIMEOUT without follow; nil with follow
 }
 
 // run sends events until the result, the end of the session, the
@@ -281,7 +279,7 @@ func (ls *logStream) finish(out *sseWriter, res []byte) {
 	if drainLogs(out, ls.wt) != nil {
 		return
 	}
-	if !ls.follow {
+	if !ls.wt.stream {
 		if sendResultLines(out, res) != nil {
 			return
 		}
@@ -292,12 +290,12 @@ func (ls *logStream) finish(out *sseWriter, res []byte) {
 // cancelAgent asks the agent to stop following the log: the stream ends
 // before the command does.
 func (ls *logStream) cancelAgent() {
-	if !ls.follow {
+	if !ls.wt.stream {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeWriteTimeout)
 	defer cancel()
-	_ = ls.sess.send(ctx, mustMarshal(protocol.Cancel{CommandID: ls.commandID}))
+	_ = ls.sess.send(ctx, mustMarshal(protocol.Cancel{CommandID: ls.wt.id}))
 }
 
 // drainLogs sends the log frames already queued for wt.

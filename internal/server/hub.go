@@ -83,11 +83,12 @@ func newHub(log *slog.Logger, pingInterval time.Duration) *hub {
 // nothing, once shutdown has begun.
 func (h *hub) start(s *session) bool {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return false
 	}
 	h.running.Add(1)
+	h.mu.Unlock()
 	go func() {
 		defer h.running.Done()
 		s.conn.ReadLoop()
