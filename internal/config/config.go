@@ -10,7 +10,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/lormas/lormas-agent/internal/envdoc"
+	"github.com/lormas/lormas-agent/internal/envconf"
 	"github.com/lormas/lormas-agent/internal/secret"
 )
 
@@ -206,7 +206,7 @@ func describeEnvError(err error, vars map[string]string) (key, line string) {
 	if errors.As(err, &pe) {
 		key = envKeyOfField(pe.Name)
 		if pe.Type == reflect.TypeFor[time.Duration]() {
-			if hint := envdoc.DurationHint(key, vars[key]); hint != "" {
+			if hint := envconf.DurationHint(key, vars[key]); hint != "" {
 				return key, hint
 			}
 		}
