@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/docker"
 	"github.com/lormas/lormas-agent/internal/doctor"
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/health"
 	"github.com/lormas/lormas-agent/internal/hostmetrics"
 	"github.com/lormas/lormas-agent/internal/logging"
@@ -144,15 +146,25 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		log.Info("health endpoint listening", "addr", ln.Addr().String())
 	}
 
-	if cfg.NeedsEnrollment() {
-		if _, err := enrollNode(ctx, cfg, tlsConf, log.With("component", "enroll")); err != nil {
+	creds := cfg.Credentials()
+	enroller, err := enroll.NewEnroller(enroll.Options{
+		ServerURL: cfg.ServerURL, NodeName: cfg.NodeName, Credentials: creds,
+		TLS: tlsConf, Proxy: http.ProxyFromEnvironment, RetryDelay: cfg.ReconnectDelay, RetryMaxDelay: cfg.ReconnectMaxDelay,
+		Logger: log.With("component", "enroll"),
+	})
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	defer enroller.Close()
+	if creds.NeedsEnrollment() {
+		if _, err := enroller.Enroll(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while enrolling
 			}
 			return err
 		}
 	}
-	token, err := cfg.TokenSource()()
+	token, err := creds.Token()
 	if err != nil {
 		return fmt.Errorf("node token: %w", err)
 	}
@@ -187,12 +199,12 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	// key); a rotated or revoked token, or a deleted node, waits for the
 	// operator (docs/protocol.md).
 	var renew func(context.Context, string) error
-	if cfg.Enrolls() {
-		renew = renewer(cfg, tlsConf, log.With("component", "enroll"))
+	if creds.Enrolls() {
+		renew = enroller.Renew
 	}
 	a, err := agent.New(agent.Options{
 		ServerURL:             cfg.ServerURL,
-		Token:                 cfg.TokenSource(),
+		Token:                 creds.Token,
 		TokenHeaderOnly:       !cfg.NodeTokenInQuery,
 		NodeName:              cfg.NodeName,
 		NodeID:                nodeID,
@@ -215,8 +227,8 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		TLSKeyFile:            cfg.TLSKeyFile,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
 		RenewExpired:          renew,
-		RefreshedTokens:       cfg.RefreshedTokens(),
-		CredentialHint:        cfg.CredentialHint(),
+		RefreshedTokens:       creds.Refreshed(),
+		CredentialHint:        creds.Hint(),
 		Runtime:               engine,
 		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, engine, log)}),
 		Observer:              metrics,

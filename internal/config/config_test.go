@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/secret"
 )
 
@@ -445,5 +446,21 @@ func TestLookupEnv(t *testing.T) {
 		if got != c.want || ok != c.ok {
 			t.Errorf("lookupEnv(%q, %s) = %q, %v; want %q, %v", c.environ, c.key, got, ok, c.want, c.ok)
 		}
+	}
+}
+
+// After enrollment no token variable is needed: the token stored in
+// STATE_DIR is enough, and the agent dials with it.
+func TestStoredTokenIsEnough(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	if err := (enroll.State{Dir: state}).StoreToken(testToken); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := load([]string{"STATE_DIR=" + state}, filepath.Join(t.TempDir(), ".env"))
+	if err != nil {
+		t.Fatalf("restart with stored token: %v", err)
+	}
+	if got, err := cfg.Credentials().Token(); err != nil || got != testToken {
+		t.Errorf("token = %q, %v; want the stored one", got, err)
 	}
 }

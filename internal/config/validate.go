@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // Limits of the numeric settings.
@@ -180,51 +183,37 @@ func (c *Config) validateTokens() []string {
 	if c.EnrollmentTokenFile != "" {
 		set = append(set, "ENROLLMENT_TOKEN_FILE")
 	}
+	state := enroll.State{Dir: c.StateDir}
 	switch {
 	case len(set) > 1:
 		return []string{fmt.Sprintf("%s: set only one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE (set: %s)",
 			set[0], strings.Join(set, ", "))}
 	case len(set) == 0:
-		if _, err := c.StoredToken(); err == nil {
+		if _, err := state.Token(); err == nil {
 			return nil
 		}
 		return []string{"NODE_TOKEN: required: set NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN or ENROLLMENT_TOKEN_FILE"}
 	}
-	var problems []string
+	var err error
 	switch set[0] {
 	case "NODE_TOKEN":
-		if err := checkTokenText(c.NodeToken.Reveal()); err != nil {
-			problems = append(problems, "NODE_TOKEN: "+err.Error())
-		}
+		err = enroll.CheckToken(c.NodeToken.Reveal())
 	case "NODE_TOKEN_FILE":
-		if _, err := readTokenFile(c.NodeTokenFile); err != nil {
-			problems = append(problems, "NODE_TOKEN_FILE: "+err.Error())
-		}
+		_, err = enroll.ReadToken(c.NodeTokenFile)
 	case "ENROLLMENT_TOKEN":
-		if err := checkTokenText(c.EnrollmentToken.Reveal()); err != nil {
-			problems = append(problems, "ENROLLMENT_TOKEN: "+err.Error())
-		}
+		err = enroll.CheckToken(c.EnrollmentToken.Reveal())
 	case "ENROLLMENT_TOKEN_FILE":
 		// Only needed while no token has been stored by an earlier
 		// enrollment. A file that does not exist yet is awaited at
 		// enrollment (compose: the server writes it on its first start).
-		if _, err := c.StoredToken(); err != nil {
-			if _, err := readTokenFile(c.EnrollmentTokenFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				problems = append(problems, "ENROLLMENT_TOKEN_FILE: "+err.Error())
+		if _, serr := state.Token(); serr != nil {
+			if _, err = enroll.ReadToken(c.EnrollmentTokenFile); errors.Is(err, fs.ErrNotExist) {
+				err = nil
 			}
 		}
 	}
-	return problems
-}
-
-// checkTokenText refuses a token that could not travel in a header or a
-// query string unchanged. It never includes the token in its error.
-func checkTokenText(tok string) error {
-	if strings.TrimSpace(tok) != tok {
-		return errors.New("has leading or trailing whitespace")
-	}
-	if strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return errors.New("contains whitespace or control characters")
+	if err != nil {
+		return []string{set[0] + ": " + err.Error()}
 	}
 	return nil
 }
@@ -257,3 +246,12 @@ func checkListenAddr(addr string) error {
 }
 
 func isControl(r rune) bool { return r < ' ' || r == 0x7f }
+
+// readable checks that path can be opened for reading.
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return secret.WithPermissionFix(path, err)
+	}
+	return f.Close()
+}

@@ -107,9 +107,10 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 	}
 	tlsOK := rs[len(rs)-1].Status != Fail
 
-	if cfg.NeedsEnrollment() {
-		detail := "no node token yet: the agent enrolls with the enrollment token at start and stores the issued token in " + cfg.StoredTokenPath()
-		if _, err := cfg.EnrollmentTokenValue(); err != nil {
+	creds := cfg.Credentials()
+	if creds.NeedsEnrollment() {
+		detail := "no node token yet: the agent enrolls with the enrollment token at start and stores the issued token in " + creds.State.TokenPath()
+		if _, err := creds.EnrollmentTokenValue(); err != nil {
 			return append(rs,
 				Result{Check: "node token", Status: Fail, Detail: "no node token and " + err.Error(),
 					Fix: "make the enrollment token available (ENROLLMENT_TOKEN or ENROLLMENT_TOKEN_FILE), or set NODE_TOKEN / NODE_TOKEN_FILE"},
@@ -119,7 +120,7 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 			Result{Check: "node token", Status: Skip, Detail: detail},
 			Result{Check: "websocket upgrade", Status: Skip, Detail: "no node token yet"})
 	}
-	token, err := cfg.TokenSource()()
+	token, err := creds.Token()
 	if err != nil {
 		return append(rs,
 			Result{Check: "node token", Status: Fail, Detail: err.Error(), Fix: "make NODE_TOKEN_FILE readable by the agent, or set NODE_TOKEN"},
@@ -134,13 +135,14 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 
 // describe summarises a valid configuration without secrets.
 func describe(cfg *config.Config) string {
-	src := "stored token " + cfg.StoredTokenPath()
+	creds := cfg.Credentials()
+	src := "stored token " + creds.State.TokenPath()
 	switch {
 	case cfg.NodeTokenFile != "":
 		src = "NODE_TOKEN_FILE " + cfg.NodeTokenFile
 	case !cfg.NodeToken.IsZero():
 		src = "NODE_TOKEN"
-	case cfg.NeedsEnrollment():
+	case creds.NeedsEnrollment():
 		src = "enrollment"
 	}
 	return fmt.Sprintf("server %s, node %q, token from %s", endpoint.Redact(cfg.ServerURL), cfg.NodeName, src)
