@@ -1,23 +1,23 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
 	"github.com/lormas/lormas-agent/internal/envconf"
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // Config is the agent's configuration. Every field's tags document it:
 // env (the variable), envDefault (its default), help (its meaning) and, for
 // defaults computed at run time or applied by a library, shown (the default
-// as the table prints it; in parentheses it is a description, not a value). The order of the fields is the order of the table.
+// as the table prints it; in parentheses it is a description, not a
+// value). The order of the fields is the order of the table.
 type Config struct {
 	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
 	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
@@ -28,8 +28,7 @@ type Config struct {
 	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (node-token: the enrolled token; node-token.refreshed: the newest token from token_refresh; node-key: the enrollment key; all mode 0600); created with mode 0700"`
 	NodeName            string       `env:"NODE_NAME" shown:"(host name)" help:"node name sent in agent_identify and used for enrollment (in Kubernetes: spec.nodeName)"`
 	NodeID              string       `env:"NODE_ID" help:"node id for heartbeats and the lormas.node container label when the token carries no nodeId/sub/id claim (else NODE_NAME)"`
-	LogLevel            string       `env:"LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
-	LogFormat           string       `env:"LOG_FORMAT" envDefault:"text" help:"log format: text (colour only on a terminal) or json"`
+	logging.Settings                 // LOG_LEVEL, LOG_FORMAT
 
 	HeartbeatInterval     time.Duration `env:"HEARTBEAT_INTERVAL" envDefault:"10s" help:"interval between heartbeats (Go duration: 10s, 1m)"`
 	ReconnectDelay        time.Duration `env:"RECONNECT_DELAY" envDefault:"1s" help:"first reconnect backoff; doubles (full jitter) up to RECONNECT_MAX_DELAY"`
@@ -94,67 +93,44 @@ func Load(environ []string) (*Config, error) {
 }
 
 // Problems splits an error returned by Load into its lines, one per problem.
-func Problems(err error) []string {
-	if err == nil {
-		return nil
-	}
-	var pe *ProblemError
-	if errors.As(err, &pe) {
-		return pe.Problems
-	}
-	return []string{err.Error()}
-}
+func Problems(err error) []string { return envconf.Lines(err) }
 
-// ProblemError is Load's error: every configuration problem found.
-type ProblemError struct {
-	Problems []string
-}
-
-func (e *ProblemError) Error() string {
-	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+// environment merges environ over the .env file at dotEnvPath: the real
+// environment wins.
+func environment(environ []string, dotEnvPath string) (map[string]string, dotEnv, error) {
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		return nil, dot, err
+	}
+	vars := dot.vars
+	for k, v := range env.ToMap(environ) {
+		vars[k] = v
+	}
+	return vars, dot, nil
 }
 
 func load(environ []string, dotEnvPath string) (*Config, error) {
-	var problems []string
-	dot, err := readDotEnv(dotEnvPath)
+	vars, dot, err := environment(environ, dotEnvPath)
 	if err != nil {
 		// Alone: what the rest would say (a token missing, say) follows
 		// from the file not being read and would only mislead.
-		return nil, &ProblemError{Problems: []string{err.Error()}}
+		return nil, &envconf.Error{Problems: []string{err.Error()}}
 	}
+	var problems envconf.Problems
 	for _, e := range dot.lines {
-		problems = append(problems, e.Error())
+		problems.Line(e.Error())
 	}
-	osEnv := env.ToMap(environ)
-	merged := make(map[string]string, len(dot.vars)+len(osEnv))
-	for k, v := range dot.vars {
-		if _, set := osEnv[k]; !set {
-			merged[k] = v
-		}
-	}
-	for k, v := range osEnv {
-		merged[k] = v
-	}
-
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: merged})
-	failed := map[string]bool{}
-	if err != nil {
-		for _, e := range unwrapAll(err) {
-			key, line := describeEnvError(e, merged)
-			failed[key] = true
-			problems = append(problems, line)
-		}
-	}
+	cfg := envconf.Parse[Config](vars, &problems)
 	// caarlos0/env applies envDefault to a variable set to "", but an empty
 	// HEALTH_ADDR means "disabled".
-	if v, set := merged["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
+	if v, set := vars["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
 		cfg.HealthAddr = ""
 	}
 	cfg.dotEnvPath = dot.path
 	cfg.normalize()
-	problems = append(problems, cfg.validate(failed)...)
-	if len(problems) > 0 {
-		return nil, &ProblemError{Problems: problems}
+	cfg.validate(&problems)
+	if err := problems.Err(); err != nil {
+		return nil, err
 	}
 	return &cfg, nil
 }
@@ -170,8 +146,6 @@ func (c *Config) normalize() {
 	c.EnrollmentTokenFile = strings.TrimSpace(c.EnrollmentTokenFile)
 	c.NodeName = strings.TrimSpace(c.NodeName)
 	c.NodeID = strings.TrimSpace(c.NodeID)
-	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
-	c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat))
 	c.DiskLimitMode = strings.ToLower(strings.TrimSpace(c.DiskLimitMode))
 	c.ContainerLogMaxSize = strings.TrimSpace(c.ContainerLogMaxSize)
 	c.HealthAddr = strings.TrimSpace(c.HealthAddr)
@@ -187,47 +161,6 @@ func (c *Config) normalize() {
 			c.NodeName = h
 		}
 	}
-}
-
-func unwrapAll(err error) []error {
-	if agg, ok := errors.AsType[env.AggregateError](err); ok {
-		return agg.Errors
-	}
-	if m, ok := err.(interface{ Unwrap() []error }); ok {
-		return m.Unwrap()
-	}
-	return []error{err}
-}
-
-// describeEnvError turns a caarlos0/env error into "VARIABLE: problem";
-// vars are the values it parsed, for a hint that names the value.
-func describeEnvError(err error, vars map[string]string) (key, line string) {
-	var pe env.ParseError
-	if errors.As(err, &pe) {
-		key = envKeyOfField(pe.Name)
-		if pe.Type == reflect.TypeFor[time.Duration]() {
-			if hint := envconf.DurationHint(key, vars[key]); hint != "" {
-				return key, hint
-			}
-		}
-		inner := pe.Err
-		var pve env.ParseValueError
-		if errors.As(inner, &pve) {
-			inner = pve.Err
-		}
-		return key, fmt.Sprintf("%s: %v", key, inner)
-	}
-	return "", err.Error()
-}
-
-// envKeyOfField maps a Config field name to its variable.
-func envKeyOfField(field string) string {
-	f, ok := reflect.TypeFor[Config]().FieldByName(field)
-	if !ok {
-		return field
-	}
-	key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-	return key
 }
 
 // LookupEnv returns the value of one variable as Load would see it (the

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/enroll"
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/secret"
 )
 
@@ -150,7 +152,7 @@ func TestEveryVariableParsed(t *testing.T) {
 	want := Config{
 		ServerURL: "https://lormas.example.com/base/", NodeToken: secret.New(testToken),
 		StateDir: filepath.Join(dir, "state"), NodeName: "node-7", NodeID: "id-7",
-		LogLevel: "debug", LogFormat: "json",
+		Settings:          logging.Settings{LogLevel: "debug", LogFormat: "json"},
 		HeartbeatInterval: 3 * time.Second, ReconnectDelay: 250 * time.Millisecond,
 		ReconnectMaxDelay: 2 * time.Minute, MaxReconnectAttempts: 10, MaxConcurrentCommands: 4,
 		MaxMessageBytes: 4 << 20, ShutdownTimeout: 30 * time.Second, OutboxLimit: 50, MaxPendingBytes: 256 << 20, ResultStoreBytes: 4 << 20,
@@ -462,5 +464,26 @@ func TestStoredTokenIsEnough(t *testing.T) {
 	}
 	if got, err := cfg.Credentials().Token(); err != nil || got != testToken {
 		t.Errorf("token = %q, %v; want the stored one", got, err)
+	}
+}
+
+// The agent and the server accept the same LOG_LEVEL values
+// (logging.Settings; the server's test is in internal/server).
+func TestLogLevels(t *testing.T) {
+	for _, level := range []string{"debug", "info", "warn", "warning", "error", "WARNING", " Info "} {
+		cfg, err := loadIn(t, "", "NODE_TOKEN="+testToken, "LOG_LEVEL="+level, "LOG_FORMAT=JSON")
+		if err != nil {
+			t.Errorf("LOG_LEVEL=%q: %v", level, err)
+			continue
+		}
+		if _, err := logging.New(io.Discard, cfg.LogLevel, cfg.LogFormat); err != nil {
+			t.Errorf("LOG_LEVEL=%q accepted but the logger refuses it: %v", level, err)
+		}
+	}
+	for _, level := range []string{"trace", "warnings", "fatal"} {
+		_, err := loadIn(t, "", "NODE_TOKEN="+testToken, "LOG_LEVEL="+level)
+		if p := Problems(err); len(p) != 1 || !strings.HasPrefix(p[0], "LOG_LEVEL: ") {
+			t.Errorf("LOG_LEVEL=%q: problems %q, want one about LOG_LEVEL", level, p)
+		}
 	}
 }
