@@ -8,9 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,19 +151,67 @@ func TestFirstSampleHonoursContext(t *testing.T) {
 	}
 }
 
-// TestRealHost samples this machine: plausible values, and a CPU figure
-// that rises while goroutines spin on every CPU.
+// TestCPUFollowsTheCounters feeds /proc/stat snapshots to one Sampler and
+// checks the busy fraction of each interval: all busy, all idle, half and
+// half, guest time (already in user) not counted twice, iowait as idle, no
+// tick (the last figure again) and counters going backwards (restart, the
+// last figure again). Before, a test spun every CPU and wanted at least
+// 50% busy, which a loaded machine cannot promise.
+func TestCPUFollowsTheCounters(t *testing.T) {
+	proc := t.TempDir()
+	t.Setenv("HOST_PROC", proc)
+	s := New(Options{})
+	s.window = 0
+	ctx := context.Background()
+	// user nice system idle iowait irq softirq steal guest guest_nice
+	type times [10]int
+	write := func(c times) {
+		line := "cpu "
+		for _, v := range c {
+			line += " " + strconv.Itoa(v)
+		}
+		if err := os.WriteFile(filepath.Join(proc, "stat"), []byte(line+"\nintr 0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(times{100, 0, 0, 100})
+	if got, err := s.cpuBusy(ctx); err != nil || got != 0 {
+		t.Fatalf("first interval (no change) = %v, %v; want 0", got, err)
+	}
+	for _, c := range []struct {
+		name string
+		now  times
+		want float64
+	}{
+		{"all busy", times{200, 0, 0, 100}, 1},
+		{"all idle", times{200, 0, 0, 300}, 0},
+		{"half and half", times{250, 25, 25, 400}, 0.5},
+		{"guest counted once", times{350, 25, 25, 500, 0, 0, 0, 0, 100}, 0.5},
+		{"iowait is idle", times{350, 25, 25, 500, 100, 10, 10, 0, 100}, 0.1667},
+		{"irq, softirq and steal are busy", times{350, 25, 25, 500, 100, 60, 60, 100, 100}, 1},
+		{"no tick: the last figure", times{350, 25, 25, 500, 100, 60, 60, 100, 100}, 1},
+		{"backwards: the last figure", times{10, 0, 0, 10}, 1},
+		{"after a restart", times{20, 0, 0, 40}, 0.25},
+	} {
+		write(c.now)
+		got, err := s.cpuBusy(ctx)
+		if err != nil || got != c.want {
+			t.Errorf("%s: cpu = %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+}
+
+// TestRealHost samples this machine: plausible values. (How busy the host
+// is decides nothing here; TestCPUFollowsTheCounters checks the figure.)
 func TestRealHost(t *testing.T) {
 	if os.Getenv("HOST_PROC") != "" {
 		t.Skip("HOST_PROC is set")
 	}
-	s := New(Options{})
-	ctx := context.Background()
-	r, err := s.Sample(ctx)
+	r, err := New(Options{}).Sample(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("idle-ish sample: %+v", r)
+	t.Logf("sample: %+v", r)
 	if r.CPU < 0 || r.CPU > 1 {
 		t.Errorf("cpu %v outside 0..1", r.CPU)
 	}
@@ -181,40 +229,6 @@ func TestRealHost(t *testing.T) {
 	}
 	if r.UptimeSeconds == 0 || r.Load1 < 0 {
 		t.Errorf("uptime %d load1 %v", r.UptimeSeconds, r.Load1)
-	}
-
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for range runtime.NumCPU() {
-		wg.Go(func() {
-			for !stop.Load() { // spin: keep a CPU busy
-			}
-		})
-	}
-	var busy []float64
-	for range 3 {
-		time.Sleep(300 * time.Millisecond)
-		b, err := s.Sample(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		busy = append(busy, b.CPU)
-	}
-	stop.Store(true)
-	wg.Wait()
-	t.Logf("samples while spinning: %v", busy)
-	// All our CPUs were spinning; /proc/stat counts the whole host, which
-	// may have more CPUs than this process may use.
-	floor := 0.5 * float64(runtime.NumCPU()) / float64(r.CPUCores)
-	for _, b := range busy {
-		if b < floor || b > 1 {
-			t.Errorf("cpu while spinning %v, want in %.2f..1", b, floor)
-		}
-	}
-	// A figure that never moves is a stub. (All 1 is possible when other
-	// work saturates this shared host; all 0 already failed the floor.)
-	if busy[0] == busy[1] && busy[1] == busy[2] && r.CPU == busy[0] && busy[0] < 1 {
-		t.Errorf("cpu constant across samples: %v", busy)
 	}
 }
 
