@@ -8,15 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/docker/docker/client"
 
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/config"
@@ -65,10 +62,6 @@ func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int
 		printProblems(stderr, []string{"TLS: " + err.Error()})
 		return exitUsage
 	}
-	if err := config.ExportDotEnv(environ); err != nil {
-		printProblems(stderr, []string{err.Error()})
-		return exitUsage
-	}
 	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil { // validated by config.Load already
 		printProblems(stderr, []string{err.Error()})
@@ -91,7 +84,7 @@ func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int
 				"dials", endpoint.Redact(transport.SocketURL(u, "", false)), "hint", "unless the server really lives under that path, set SERVER_URL="+fixed)
 		}
 	}
-	checkDockerSocket(ctx, log)
+	checkDockerSocket(ctx, dockerDaemon(cfg), log)
 
 	if err := start(ctx, cfg, tlsConf, log); err != nil {
 		if errors.Is(err, agent.ErrMaxReconnects) {
@@ -149,7 +142,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	creds := cfg.Credentials()
 	enroller, err := enroll.NewEnroller(enroll.Options{
 		ServerURL: cfg.ServerURL, NodeName: cfg.NodeName, Credentials: creds,
-		TLS: tlsConf, Proxy: http.ProxyFromEnvironment, RetryDelay: cfg.ReconnectDelay, RetryMaxDelay: cfg.ReconnectMaxDelay,
+		TLS: tlsConf, Proxy: cfg.Proxy(), RetryDelay: cfg.ReconnectDelay, RetryMaxDelay: cfg.ReconnectMaxDelay,
 		Logger: log.With("component", "enroll"),
 	})
 	if err != nil {
@@ -176,6 +169,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	log.Info("node identity", "nodeId", nodeID)
 
 	engine, err := docker.New(docker.Options{
+		Daemon:         dockerDaemon(cfg),
 		NodeID:         nodeID,
 		VolumeRoots:    cfg.VolumeRoots,
 		StateDir:       cfg.StateDir,
@@ -226,13 +220,17 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		TLSCertFile:           cfg.TLSCertFile,
 		TLSKeyFile:            cfg.TLSKeyFile,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
+		Proxy:                 cfg.Proxy(),
 		RenewExpired:          renew,
 		RefreshedTokens:       creds.Refreshed(),
 		CredentialHint:        creds.Hint(),
 		Runtime:               engine,
-		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, engine, log)}),
-		Observer:              metrics,
-		Logger:                log,
+		Host: hostmetrics.New(hostmetrics.Options{
+			DockerRoot: dockerRoot(ctx, engine, log),
+			ProcPath:   cfg.HostProc, SysPath: cfg.HostSys, RootPath: cfg.HostRoot,
+		}),
+		Observer: metrics,
+		Logger:   log,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -259,16 +257,17 @@ func dockerRoot(ctx context.Context, engine *docker.Engine, log *slog.Logger) st
 	return dir
 }
 
+// dockerDaemon is the Docker daemon the configuration names.
+func dockerDaemon(cfg *config.Config) docker.Daemon {
+	return docker.Daemon{Host: cfg.DockerHost, TLSVerify: cfg.DockerTLSVerify, CertPath: cfg.DockerCertPath}
+}
+
 // checkDockerSocket tells the operator at start, with doctor's fix, when
 // the Docker socket refuses this process (the agent's user lacks the
 // socket's group). The agent runs on: Docker may come up later, and the
 // server learns of the failure from every command's result.
-func checkDockerSocket(ctx context.Context, log *slog.Logger) {
-	host := os.Getenv("DOCKER_HOST") // .env's value was exported above
-	if host == "" {
-		host = client.DefaultDockerHost
-	}
-	r := doctor.CheckDockerSocket(ctx, host, 5*time.Second)
+func checkDockerSocket(ctx context.Context, daemon docker.Daemon, log *slog.Logger) {
+	r := doctor.CheckDockerSocket(ctx, daemon.HostOrDefault(), 5*time.Second)
 	if r.Status != doctor.Fail {
 		return
 	}

@@ -1,12 +1,14 @@
 package config
 
 import (
-	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/lormas/lormas-agent/internal/envconf"
 	"github.com/lormas/lormas-agent/internal/logging"
@@ -18,6 +20,10 @@ import (
 // defaults computed at run time or applied by a library, shown (the default
 // as the table prints it; in parentheses it is a description, not a
 // value). The order of the fields is the order of the table.
+//
+// Nothing is configured through the process environment: the settings of
+// libraries (the Docker daemon, host paths, proxies) are fields here,
+// which cmd/lormas-agent hands to them, so .env sets them like any other.
 type Config struct {
 	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
 	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
@@ -60,16 +66,17 @@ type Config struct {
 	TLSInsecureSkipVerify bool   `env:"TLS_INSECURE_SKIP_VERIFY" envDefault:"false" help:"skip server certificate verification (testing only; warns at every dial)"`
 	HealthAddr            string `env:"HEALTH_ADDR" envDefault:"127.0.0.1:9321" help:"listen address of /healthz, /readyz and /metrics: loopback (this host or container only) by default; :9321 for probes or scrapes from elsewhere (the Helm chart sets it); empty disables"`
 
-	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (read by the Docker client)"`
-	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (read by the Docker client)"`
-	DockerCertPath  string `env:"DOCKER_CERT_PATH" help:"directory with ca.pem, cert.pem, key.pem for the Docker daemon (read by the Docker client)"`
+	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (given to the Docker client)"`
+	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (given to the Docker client)"`
+	DockerCertPath  string `env:"DOCKER_CERT_PATH" help:"directory with ca.pem, cert.pem, key.pem for the Docker daemon (given to the Docker client)"`
 	HTTPSProxy      string `env:"HTTPS_PROXY" help:"HTTP CONNECT proxy for wss:// and https:// connections to the server (also https_proxy; HTTP_PROXY for ws://)"`
 	NoProxy         string `env:"NO_PROXY" help:"comma-separated hosts reached without the proxy (also no_proxy)"`
-	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (read by gopsutil)"`
-	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (read by gopsutil)"`
-	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (read by gopsutil; also used to find Docker's data root for disk usage)"`
+	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (given to gopsutil)"`
+	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (given to gopsutil)"`
+	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (given to gopsutil; also used to find Docker's data root for disk usage)"`
 
-	dotEnvPath string // the .env file read, "" when none (not a variable)
+	dotEnvPath string           // the .env file read, "" when none (not a variable)
+	proxy      httpproxy.Config // HTTP(S)_PROXY and NO_PROXY, upper or lower case
 }
 
 // DotEnvPath returns the absolute path of the .env file the configuration
@@ -77,12 +84,13 @@ type Config struct {
 // values) so a surprising setting can be traced to its file.
 func (c *Config) DotEnvPath() string { return c.dotEnvPath }
 
-// passThrough lists the variables read by libraries (the Docker client,
-// net/http's proxy selection, gopsutil) from the process environment rather
-// than from Config.
-var passThrough = []string{
-	"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
-	"https_proxy", "http_proxy", "no_proxy", "HOST_PROC", "HOST_SYS", "HOST_ROOT",
+// Proxy returns the proxy for a request to the server as net/http chooses
+// one from the environment (HTTPS_PROXY for https and wss, HTTP_PROXY for
+// http and ws, NO_PROXY exceptions, loopback never proxied; each also in
+// lower case), from the variables as Load read them, .env included.
+func (c *Config) Proxy() func(*http.Request) (*url.URL, error) {
+	proxy := c.proxy.ProxyFunc()
+	return func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }
 }
 
 // Load reads the configuration from environ (os.Environ form) and from
@@ -94,6 +102,21 @@ func Load(environ []string) (*Config, error) {
 
 // Problems splits an error returned by Load into its lines, one per problem.
 func Problems(err error) []string { return envconf.Lines(err) }
+
+// Environment returns the variables as Load reads them, without
+// validating them: environ (os.Environ form) over the settings of .env in
+// the working directory. The error is a .env file that cannot be read or
+// is not trusted (as Load refuses it), and the variables are then environ's
+// alone; malformed lines are Load's to report. `lormas-agent doctor` checks
+// Docker and the host metrics with it even when the configuration is
+// invalid.
+func Environment(environ []string) (map[string]string, error) {
+	vars, _, err := environment(environ, DotEnvFile)
+	if err != nil {
+		return env.ToMap(environ), err
+	}
+	return vars, nil
+}
 
 // environment merges environ over the .env file at dotEnvPath: the real
 // environment wins.
@@ -127,12 +150,31 @@ func load(environ []string, dotEnvPath string) (*Config, error) {
 		cfg.HealthAddr = ""
 	}
 	cfg.dotEnvPath = dot.path
+	cfg.proxy = proxyConfig(vars)
 	cfg.normalize()
 	cfg.validate(&problems)
 	if err := problems.Err(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// proxyConfig reads the proxy variables as httpproxy.FromEnvironment does:
+// upper case first, then lower case.
+func proxyConfig(vars map[string]string) httpproxy.Config {
+	get := func(names ...string) string {
+		for _, n := range names {
+			if v := vars[n]; v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	return httpproxy.Config{
+		HTTPProxy:  get("HTTP_PROXY", "http_proxy"),
+		HTTPSProxy: get("HTTPS_PROXY", "https_proxy"),
+		NoProxy:    get("NO_PROXY", "no_proxy"),
+	}
 }
 
 // normalize trims values and fills the defaults that are computed.
@@ -183,38 +225,4 @@ func lookupEnv(environ []string, dotEnvPath, key string) (string, bool, error) {
 	}
 	v, ok := dot.vars[key]
 	return v, ok, nil
-}
-
-// ExportDotEnv copies the library-read variables (DOCKER_HOST, HOST_PROC,
-// proxies, ...) that .env in the working directory sets, and that neither
-// environ nor the process environment sets, into the process environment,
-// where the Docker client, net/http and gopsutil read them.
-func ExportDotEnv(environ []string) error {
-	return exportDotEnv(environ, DotEnvFile)
-}
-
-func exportDotEnv(environ []string, dotEnvPath string) error {
-	// Malformed lines are Load's to report; an untrusted file is refused
-	// here too, in case it was swapped after Load read it.
-	dot, err := readDotEnv(dotEnvPath)
-	if err != nil {
-		return err
-	}
-	given := env.ToMap(environ)
-	for _, k := range passThrough {
-		v, ok := dot.vars[k]
-		if !ok {
-			continue
-		}
-		if _, set := given[k]; set {
-			continue
-		}
-		if _, set := os.LookupEnv(k); set {
-			continue
-		}
-		if err := os.Setenv(k, v); err != nil {
-			return fmt.Errorf("export %s from %s: %w", k, dotEnvPath, err)
-		}
-	}
-	return nil
 }

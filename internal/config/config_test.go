@@ -2,12 +2,15 @@ package config
 
 import (
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/logging"
@@ -164,6 +167,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		DockerHost: "unix:///run/docker.sock", DockerTLSVerify: "1", DockerCertPath: "/certs",
 		HTTPSProxy: "http://proxy:3128", NoProxy: "localhost",
 		HostProc: "/host/proc", HostSys: "/host/sys", HostRoot: "/host",
+		proxy: httpproxy.Config{HTTPSProxy: "http://proxy:3128", NoProxy: "localhost"},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -213,23 +217,63 @@ func TestDotEnvPrecedence(t *testing.T) {
 	}
 }
 
-func TestExportDotEnv(t *testing.T) {
-	dir := t.TempDir()
-	path := writeFile(t, dir, ".env", "HOST_PROC=/from/dotenv\nHOST_SYS=/from/dotenv/sys\nDOCKER_HOST=unix:///dotenv.sock\nNODE_TOKEN=x\n")
-	t.Setenv("HOST_SYS", "/process/sys") // already in the process: kept
-	os.Unsetenv("HOST_PROC")
-	os.Unsetenv("DOCKER_HOST")
-	t.Cleanup(func() { os.Unsetenv("HOST_PROC"); os.Unsetenv("DOCKER_HOST") })
-	if err := exportDotEnv([]string{"DOCKER_HOST=unix:///given.sock"}, path); err != nil {
-		t.Fatal(err)
+// The settings of libraries come from .env like any other and reach
+// Config, whose fields cmd/lormas-agent hands to the libraries; nothing is
+// written into the process environment.
+func TestDotEnvSetsLibrarySettings(t *testing.T) {
+	dotenv := "HOST_PROC=/from/dotenv\nHOST_SYS=/from/dotenv/sys\nHOST_ROOT=/from/dotenv/root\n" +
+		"DOCKER_HOST=unix:///dotenv.sock\nDOCKER_CERT_PATH=/certs\nDOCKER_TLS_VERIFY=1\n" +
+		"https_proxy=http://dotenv-proxy:3128\nNO_PROXY=.internal\nNODE_TOKEN=" + testToken + "\n"
+	for _, k := range []string{"HOST_PROC", "HOST_SYS", "DOCKER_HOST", "https_proxy", "HTTPS_PROXY", "NO_PROXY", "no_proxy", "NODE_TOKEN"} {
+		t.Setenv(k, "") // restored afterwards
+		os.Unsetenv(k)
 	}
-	for k, want := range map[string]string{"HOST_PROC": "/from/dotenv", "HOST_SYS": "/process/sys", "DOCKER_HOST": ""} {
-		if got := os.Getenv(k); got != want {
-			t.Errorf("%s = %q, want %q", k, got, want)
+	cfg := mustLoad(t, dotenv, "HOST_SYS=/real/sys")
+	for _, c := range []struct{ name, got, want string }{
+		{"HOST_PROC", cfg.HostProc, "/from/dotenv"},
+		{"HOST_SYS", cfg.HostSys, "/real/sys"},
+		{"HOST_ROOT", cfg.HostRoot, "/from/dotenv/root"},
+		{"DOCKER_HOST", cfg.DockerHost, "unix:///dotenv.sock"},
+		{"DOCKER_CERT_PATH", cfg.DockerCertPath, "/certs"},
+		{"DOCKER_TLS_VERIFY", cfg.DockerTLSVerify, "1"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
 		}
 	}
-	if _, set := os.LookupEnv("NODE_TOKEN"); set {
-		t.Error("a secret from .env was exported to the process environment")
+	proxy := cfg.Proxy()
+	for target, want := range map[string]string{
+		"https://lormas.example/api/ws/nodes":  "http://dotenv-proxy:3128",
+		"https://lormas.internal/api/ws/nodes": "", // NO_PROXY
+		"http://lormas.example/api/ws/nodes":   "", // no HTTP_PROXY
+		"https://127.0.0.1:3000/api/ws/nodes":  "", // loopback
+	} {
+		req, _ := http.NewRequest(http.MethodGet, target, nil)
+		u, err := proxy(req)
+		got := ""
+		if u != nil {
+			got = u.String()
+		}
+		if err != nil || got != want {
+			t.Errorf("proxy for %s = %q, %v; want %q", target, got, err, want)
+		}
+	}
+	for _, k := range []string{"HOST_PROC", "DOCKER_HOST", "https_proxy", "NODE_TOKEN"} {
+		if v, set := os.LookupEnv(k); set {
+			t.Errorf("%s=%q was written into the process environment", k, v)
+		}
+	}
+}
+
+// The real environment wins over .env variable by variable; of the
+// variables then set, upper case goes before lower case, as net/http reads
+// them (as when .env's were exported into the process environment).
+func TestProxyPrecedence(t *testing.T) {
+	cfg := mustLoad(t, "HTTPS_PROXY=http://dotenv:1\nHTTP_PROXY=http://dotenv-plain:1\n",
+		"NODE_TOKEN="+testToken, "HTTPS_PROXY=http://real:2", "http_proxy=http://real-lower:2")
+	want := httpproxy.Config{HTTPSProxy: "http://real:2", HTTPProxy: "http://dotenv-plain:1"}
+	if cfg.proxy != want {
+		t.Errorf("proxy settings %+v, want %+v", cfg.proxy, want)
 	}
 }
 

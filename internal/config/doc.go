@@ -6,8 +6,10 @@
 // CheckMarkdownTable). Parsing, problems and tables come from
 // internal/envconf, which lormas-server's configuration uses too.
 //
-// The node's credentials and the state files are internal/enroll's
-// (Config.Credentials).
+// The settings of libraries (DOCKER_HOST, HOST_PROC, proxies) are fields
+// like the others, handed to the libraries by cmd/lormas-agent; nothing is
+// written into the process environment. The node's credentials and the
+// state files are internal/enroll's (Config.Credentials).
 //
 // Credentials are held as secret.Value, which never prints its value.
 package config

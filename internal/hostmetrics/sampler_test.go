@@ -14,29 +14,42 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shirou/gopsutil/v4/common"
 	"github.com/shirou/gopsutil/v4/disk"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-func fixture(t *testing.T, name string) string {
+// useFixture makes proc hold a copy of the fixture /proc tree testdata/name,
+// as a host's /proc changes between two samples.
+func useFixture(t *testing.T, proc, name string) {
 	t.Helper()
-	p, err := filepath.Abs(filepath.Join("testdata", name))
+	src := filepath.Join("testdata", name)
+	entries, err := os.ReadDir(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(proc, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
-// TestFixtureProc points HOST_PROC at fake /proc trees (as node_exporter's
-// fixtures do) and checks every number against a golden file: the CPU
-// figure is the busy fraction between the two snapshots proc-a and proc-b,
-// computed without counting guest time twice and with iowait as idle.
+// TestFixtureProc points the Sampler at a fake /proc tree (as
+// node_exporter's fixtures do), fills it with the snapshot proc-a, then
+// proc-b, and checks every number against a golden file: the CPU figure is
+// the busy fraction between the two snapshots, computed without counting
+// guest time twice and with iowait as idle.
 func TestFixtureProc(t *testing.T) {
-	t.Setenv("HOST_PROC", fixture(t, "proc-a"))
-	t.Setenv("HOST_ROOT", "")
+	proc := t.TempDir()
+	useFixture(t, proc, "proc-a")
 	dir := t.TempDir()
-	s := New(Options{DockerRoot: dir})
+	s := New(Options{DockerRoot: dir, ProcPath: proc})
 	s.window = time.Millisecond
 	ctx := context.Background()
 
@@ -48,7 +61,7 @@ func TestFixtureProc(t *testing.T) {
 		t.Errorf("first sample over an unchanged /proc/stat: cpu = %v, want 0", first.CPU)
 	}
 
-	t.Setenv("HOST_PROC", fixture(t, "proc-b"))
+	useFixture(t, proc, "proc-b")
 	got, err := s.Sample(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +97,7 @@ func TestFixtureProc(t *testing.T) {
 
 	// Counters going backwards (another /proc) restart the baseline and
 	// repeat the last figure instead of reporting nonsense.
-	t.Setenv("HOST_PROC", fixture(t, "proc-a"))
+	useFixture(t, proc, "proc-a")
 	back, err := s.Sample(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +105,7 @@ func TestFixtureProc(t *testing.T) {
 	if back.CPU != got.CPU {
 		t.Errorf("after counters went backwards cpu = %v, want the last value %v", back.CPU, got.CPU)
 	}
-	t.Setenv("HOST_PROC", fixture(t, "proc-b"))
+	useFixture(t, proc, "proc-b")
 	again, _ := s.Sample(ctx)
 	if again.CPU != got.CPU {
 		t.Errorf("a->b again: cpu = %v, want %v", again.CPU, got.CPU)
@@ -129,10 +142,9 @@ func TestFixtureGoldenValues(t *testing.T) {
 }
 
 func TestUnreadableProc(t *testing.T) {
-	t.Setenv("HOST_PROC", t.TempDir())
-	_, err := New(Options{}).Sample(context.Background())
+	_, err := New(Options{ProcPath: t.TempDir()}).Sample(context.Background())
 	if err == nil {
-		t.Fatal("Sample with an empty HOST_PROC succeeded")
+		t.Fatal("Sample with an empty /proc succeeded")
 	}
 	for _, want := range []string{"cpu times", "stat", "memory"} {
 		if !strings.Contains(err.Error(), want) {
@@ -159,10 +171,9 @@ func TestFirstSampleHonoursContext(t *testing.T) {
 // 50% busy, which a loaded machine cannot promise.
 func TestCPUFollowsTheCounters(t *testing.T) {
 	proc := t.TempDir()
-	t.Setenv("HOST_PROC", proc)
-	s := New(Options{})
+	s := New(Options{ProcPath: proc})
 	s.window = 0
-	ctx := context.Background()
+	ctx := context.WithValue(context.Background(), common.EnvKey, s.env)
 	// user nice system idle iowait irq softirq steal guest guest_nice
 	type times [10]int
 	write := func(c times) {
@@ -204,9 +215,6 @@ func TestCPUFollowsTheCounters(t *testing.T) {
 // TestRealHost samples this machine: plausible values. (How busy the host
 // is decides nothing here; TestCPUFollowsTheCounters checks the figure.)
 func TestRealHost(t *testing.T) {
-	if os.Getenv("HOST_PROC") != "" {
-		t.Skip("HOST_PROC is set")
-	}
 	r, err := New(Options{}).Sample(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +237,23 @@ func TestRealHost(t *testing.T) {
 	}
 	if r.UptimeSeconds == 0 || r.Load1 < 0 {
 		t.Errorf("uptime %d load1 %v", r.UptimeSeconds, r.Load1)
+	}
+}
+
+// The paths are the Sampler's own: HOST_PROC in the process environment
+// (here a /proc with nothing in it) changes nothing, so a HOST_PROC set in
+// .env only and handed over in Options is the one read.
+func TestPathsAreNotReadFromTheEnvironment(t *testing.T) {
+	t.Setenv("HOST_PROC", t.TempDir())
+	t.Setenv("HOST_SYS", t.TempDir())
+	if _, err := New(Options{}).Sample(context.Background()); err != nil {
+		t.Errorf("Sample read HOST_PROC from the environment: %v", err)
+	}
+	proc := t.TempDir()
+	useFixture(t, proc, "proc-b")
+	r, err := New(Options{ProcPath: proc}).Sample(context.Background())
+	if err != nil || r.UptimeSeconds != 12345 || r.MemoryTotalBytes != 16384000*1024 {
+		t.Errorf("sample of the fixture = %+v, %v; want its uptime and memory", r, err)
 	}
 }
 
