@@ -15,13 +15,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/docker/docker/client"
-
 	"github.com/lormas/lormas-agent/internal/agent"
 	"github.com/lormas/lormas-agent/internal/config"
 	"github.com/lormas/lormas-agent/internal/docker"
 	"github.com/lormas/lormas-agent/internal/doctor"
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/health"
 	"github.com/lormas/lormas-agent/internal/hostmetrics"
 	"github.com/lormas/lormas-agent/internal/logging"
@@ -63,10 +62,6 @@ func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int
 		printProblems(stderr, []string{"TLS: " + err.Error()})
 		return exitUsage
 	}
-	if err := config.ExportDotEnv(environ); err != nil {
-		printProblems(stderr, []string{err.Error()})
-		return exitUsage
-	}
 	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil { // validated by config.Load already
 		printProblems(stderr, []string{err.Error()})
@@ -89,7 +84,7 @@ func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int
 				"dials", endpoint.Redact(transport.SocketURL(u, "", false)), "hint", "unless the server really lives under that path, set SERVER_URL="+fixed)
 		}
 	}
-	checkDockerSocket(ctx, log)
+	checkDockerSocket(ctx, dockerDaemon(cfg), log)
 
 	if err := start(ctx, cfg, tlsConf, log); err != nil {
 		if errors.Is(err, agent.ErrMaxReconnects) {
@@ -144,15 +139,25 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		log.Info("health endpoint listening", "addr", ln.Addr().String())
 	}
 
-	if cfg.NeedsEnrollment() {
-		if _, err := enrollNode(ctx, cfg, tlsConf, log.With("component", "enroll")); err != nil {
+	creds := cfg.Credentials()
+	enroller, err := enroll.NewEnroller(enroll.Options{
+		ServerURL: cfg.ServerURL, NodeName: cfg.NodeName, Credentials: creds,
+		TLS: tlsConf, Proxy: cfg.Proxy(), RetryDelay: cfg.ReconnectDelay, RetryMaxDelay: cfg.ReconnectMaxDelay,
+		Logger: log.With("component", "enroll"),
+	})
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	defer enroller.Close()
+	if creds.NeedsEnrollment() {
+		if _, err := enroller.Enroll(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while enrolling
 			}
 			return err
 		}
 	}
-	token, err := cfg.TokenSource()()
+	token, err := creds.Token()
 	if err != nil {
 		return fmt.Errorf("node token: %w", err)
 	}
@@ -164,6 +169,7 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	log.Info("node identity", "nodeId", nodeID)
 
 	engine, err := docker.New(docker.Options{
+		Daemon:         dockerDaemon(cfg),
 		NodeID:         nodeID,
 		VolumeRoots:    cfg.VolumeRoots,
 		StateDir:       cfg.StateDir,
@@ -187,12 +193,12 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	// key); a rotated or revoked token, or a deleted node, waits for the
 	// operator (docs/protocol.md).
 	var renew func(context.Context, string) error
-	if cfg.Enrolls() {
-		renew = renewer(cfg, tlsConf, log.With("component", "enroll"))
+	if creds.Enrolls() {
+		renew = enroller.Renew
 	}
 	a, err := agent.New(agent.Options{
 		ServerURL:             cfg.ServerURL,
-		Token:                 cfg.TokenSource(),
+		Token:                 creds.Token,
 		TokenHeaderOnly:       !cfg.NodeTokenInQuery,
 		NodeName:              cfg.NodeName,
 		NodeID:                nodeID,
@@ -214,13 +220,17 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		TLSCertFile:           cfg.TLSCertFile,
 		TLSKeyFile:            cfg.TLSKeyFile,
 		TLSInsecureSkipVerify: cfg.TLSInsecureSkipVerify,
+		Proxy:                 cfg.Proxy(),
 		RenewExpired:          renew,
-		RefreshedTokens:       cfg.RefreshedTokens(),
-		CredentialHint:        cfg.CredentialHint(),
+		RefreshedTokens:       creds.Refreshed(),
+		CredentialHint:        creds.Hint(),
 		Runtime:               engine,
-		Host:                  hostmetrics.New(hostmetrics.Options{DockerRoot: dockerRoot(ctx, engine, log)}),
-		Observer:              metrics,
-		Logger:                log,
+		Host: hostmetrics.New(hostmetrics.Options{
+			DockerRoot: dockerRoot(ctx, engine, log),
+			ProcPath:   cfg.HostProc, SysPath: cfg.HostSys, RootPath: cfg.HostRoot,
+		}),
+		Observer: metrics,
+		Logger:   log,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -247,16 +257,17 @@ func dockerRoot(ctx context.Context, engine *docker.Engine, log *slog.Logger) st
 	return dir
 }
 
+// dockerDaemon is the Docker daemon the configuration names.
+func dockerDaemon(cfg *config.Config) docker.Daemon {
+	return docker.Daemon{Host: cfg.DockerHost, TLSVerify: cfg.DockerTLSVerify, CertPath: cfg.DockerCertPath}
+}
+
 // checkDockerSocket tells the operator at start, with doctor's fix, when
 // the Docker socket refuses this process (the agent's user lacks the
 // socket's group). The agent runs on: Docker may come up later, and the
 // server learns of the failure from every command's result.
-func checkDockerSocket(ctx context.Context, log *slog.Logger) {
-	host := os.Getenv("DOCKER_HOST") // .env's value was exported above
-	if host == "" {
-		host = client.DefaultDockerHost
-	}
-	r := doctor.CheckDockerSocket(ctx, host, 5*time.Second)
+func checkDockerSocket(ctx context.Context, daemon docker.Daemon, log *slog.Logger) {
+	r := doctor.CheckDockerSocket(ctx, daemon.HostOrDefault(), 5*time.Second)
 	if r.Status != doctor.Fail {
 		return
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/lormas/lormas-agent/internal/config"
 	"github.com/lormas/lormas-agent/internal/doctor"
 )
 
@@ -15,10 +14,6 @@ func runDoctor(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	if len(args) > 0 {
 		fmt.Fprintf(stderr, "lormas-agent doctor: unexpected arguments %q\n", args)
 		return exitUsage
-	}
-	if err := config.ExportDotEnv(environ); err != nil {
-		fmt.Fprintln(stderr, "lormas-agent doctor:", err)
-		return exitFailure
 	}
 	fmt.Fprintln(stdout, versionLine())
 	if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{Environ: environ, Version: version})) {

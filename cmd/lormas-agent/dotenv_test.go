@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lormas/lormas-agent/internal/agent/agenttest"
+	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
@@ -78,5 +80,61 @@ func TestRunLogsDotEnvPath(t *testing.T) {
 	}
 	if strings.Contains(logs+stdout.String(), testToken) {
 		t.Error("token in output")
+	}
+}
+
+// TestDotEnvConfiguresLibraries: the settings of the libraries given only
+// in .env reach them, with nothing written into the process environment:
+// HOST_PROC (a fixture /proc whose uptime and memory the heartbeat then
+// carries) and DOCKER_HOST (a socket nobody listens on, which the start-up
+// check names).
+func TestDotEnvConfiguresLibraries(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	proc := filepath.Join(dir, "proc")
+	if err := os.Mkdir(proc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"stat":    "cpu  100 0 100 800 0 0 0 0 0 0\n",
+		"meminfo": "MemTotal:       2048000 kB\nMemFree:         512000 kB\nMemAvailable:   1024000 kB\n",
+		"uptime":  "4242.50 100.00\n",
+	} {
+		if err := os.WriteFile(filepath.Join(proc, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := filepath.Join(dir, "nobody.sock")
+	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: testToken})
+	dotenv := "SERVER_URL=" + srv.URL() + "\nNODE_TOKEN=" + testToken + "\nHOST_PROC=" + proc + "\nDOCKER_HOST=unix://" + sock + "\n"
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"HOST_PROC", "DOCKER_HOST"} {
+		t.Setenv(k, "") // restored at the end
+		os.Unsetenv(k)
+	}
+	env := []string{"STATE_DIR=" + filepath.Join(dir, "state"), "HEALTH_ADDR=", "LOG_FORMAT=json", "HEARTBEAT_INTERVAL=50ms"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr testsupport.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, nil, env, &stdout, &stderr) }()
+
+	hb := srv.Expect(protocol.TypeHeartbeat).(protocol.Heartbeat)
+	if hb.Resources.UptimeSeconds != 4242 || hb.Resources.MemoryTotalBytes != 2048000*1024 {
+		t.Errorf("heartbeat resources %+v, want the uptime and memory of the .env's HOST_PROC", hb.Resources)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("exit %d\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), sock) {
+		t.Errorf("the start-up Docker check did not use the .env's DOCKER_HOST %s:\n%s", sock, stderr.String())
+	}
+	for _, k := range []string{"HOST_PROC", "DOCKER_HOST", "NODE_TOKEN"} {
+		if v, set := os.LookupEnv(k); set {
+			t.Errorf("%s=%q was written into the process environment", k, v)
+		}
 	}
 }

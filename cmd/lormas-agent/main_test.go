@@ -330,7 +330,7 @@ func TestEnrollmentStoresToken(t *testing.T) {
 		t.Errorf("enroll calls %d (want 2), dials %d (want 3 or more)", enrollCalls.Load(), dials.Load())
 	}
 	body, _ := gotBody.Load().(protocol.EnrollRequest)
-	key, err := enroll.LoadKey(state)
+	key, err := enroll.State{Dir: state}.Key()
 	if err != nil {
 		t.Fatalf("node key: %v", err)
 	}

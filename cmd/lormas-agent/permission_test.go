@@ -58,7 +58,7 @@ func TestPermissionErrorsSayWhatToRun(t *testing.T) {
 	}
 	for _, want := range []string{
 		"NODE_TOKEN_FILE: open " + tokenFile + ": permission denied",
-		"the agent runs as uid 65532",
+		"runs as uid 65532",
 		"sudo chown 65532 " + tokenFile + " && sudo chmod 0400 " + tokenFile,
 	} {
 		if !strings.Contains(out, want) {

@@ -193,6 +193,7 @@ func New(opts Options) (*Agent, error) {
 		eventDrop:  newEvery(time.Minute),
 		nodeID:     opts.NodeID,
 	}
+	a.tm.proxy = opts.Proxy
 	return a, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/transport"
 )
 
 // Options configure an Agent. cmd/lormas-agent fills them from config.Config.
@@ -44,6 +46,10 @@ type Options struct {
 	TLSCertFile           string
 	TLSKeyFile            string
 	TLSInsecureSkipVerify bool
+	// Proxy chooses the proxy of each dial (HTTPS_PROXY, HTTP_PROXY,
+	// NO_PROXY as configured, .env included); nil reads the process
+	// environment (transport.ProxyFromEnvironment).
+	Proxy transport.ProxyFunc
 
 	// RenewExpired, when set, is called when the server refuses a token
 	// that has EXPIRED (its exp is past by the agent's clock, or the server

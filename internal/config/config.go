@@ -1,23 +1,29 @@
 package config
 
 import (
-	"errors"
-	"fmt"
+	"net/http"
+	"net/url"
 	"os"
-	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"golang.org/x/net/http/httpproxy"
 
-	"github.com/lormas/lormas-agent/internal/envdoc"
+	"github.com/lormas/lormas-agent/internal/envconf"
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // Config is the agent's configuration. Every field's tags document it:
 // env (the variable), envDefault (its default), help (its meaning) and, for
 // defaults computed at run time or applied by a library, shown (the default
-// as the table prints it; in parentheses it is a description, not a value). The order of the fields is the order of the table.
+// as the table prints it; in parentheses it is a description, not a
+// value). The order of the fields is the order of the table.
+//
+// Nothing is configured through the process environment: the settings of
+// libraries (the Docker daemon, host paths, proxies) are fields here,
+// which cmd/lormas-agent hands to them, so .env sets them like any other.
 type Config struct {
 	ServerURL           string       `env:"SERVER_URL" envDefault:"ws://localhost:3000" help:"Lormas server to dial: ws://, wss://, http:// or https:// (http maps to ws, https to wss); the agent connects to ${SERVER_URL}/api/ws/nodes"`
 	NodeToken           secret.Value `env:"NODE_TOKEN" help:"node JWT issued by the server; one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE is required"`
@@ -28,8 +34,7 @@ type Config struct {
 	StateDir            string       `env:"STATE_DIR" envDefault:"/var/lib/lormas-agent" help:"directory for the agent's state (node-token: the enrolled token; node-token.refreshed: the newest token from token_refresh; node-key: the enrollment key; all mode 0600); created with mode 0700"`
 	NodeName            string       `env:"NODE_NAME" shown:"(host name)" help:"node name sent in agent_identify and used for enrollment (in Kubernetes: spec.nodeName)"`
 	NodeID              string       `env:"NODE_ID" help:"node id for heartbeats and the lormas.node container label when the token carries no nodeId/sub/id claim (else NODE_NAME)"`
-	LogLevel            string       `env:"LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
-	LogFormat           string       `env:"LOG_FORMAT" envDefault:"text" help:"log format: text (colour only on a terminal) or json"`
+	logging.Settings                 // LOG_LEVEL, LOG_FORMAT
 
 	HeartbeatInterval     time.Duration `env:"HEARTBEAT_INTERVAL" envDefault:"10s" help:"interval between heartbeats (Go duration: 10s, 1m)"`
 	ReconnectDelay        time.Duration `env:"RECONNECT_DELAY" envDefault:"1s" help:"first reconnect backoff; doubles (full jitter) up to RECONNECT_MAX_DELAY"`
@@ -61,16 +66,17 @@ type Config struct {
 	TLSInsecureSkipVerify bool   `env:"TLS_INSECURE_SKIP_VERIFY" envDefault:"false" help:"skip server certificate verification (testing only; warns at every dial)"`
 	HealthAddr            string `env:"HEALTH_ADDR" envDefault:"127.0.0.1:9321" help:"listen address of /healthz, /readyz and /metrics: loopback (this host or container only) by default; :9321 for probes or scrapes from elsewhere (the Helm chart sets it); empty disables"`
 
-	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (read by the Docker client)"`
-	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (read by the Docker client)"`
-	DockerCertPath  string `env:"DOCKER_CERT_PATH" help:"directory with ca.pem, cert.pem, key.pem for the Docker daemon (read by the Docker client)"`
+	DockerHost      string `env:"DOCKER_HOST" shown:"unix:///var/run/docker.sock" help:"Docker daemon address (given to the Docker client)"`
+	DockerTLSVerify string `env:"DOCKER_TLS_VERIFY" help:"verify the daemon's TLS certificate when DOCKER_HOST is tcp:// (given to the Docker client)"`
+	DockerCertPath  string `env:"DOCKER_CERT_PATH" help:"directory with ca.pem, cert.pem, key.pem for the Docker daemon (given to the Docker client)"`
 	HTTPSProxy      string `env:"HTTPS_PROXY" help:"HTTP CONNECT proxy for wss:// and https:// connections to the server (also https_proxy; HTTP_PROXY for ws://)"`
 	NoProxy         string `env:"NO_PROXY" help:"comma-separated hosts reached without the proxy (also no_proxy)"`
-	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (read by gopsutil)"`
-	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (read by gopsutil)"`
-	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (read by gopsutil; also used to find Docker's data root for disk usage)"`
+	HostProc        string `env:"HOST_PROC" shown:"/proc" help:"host /proc for host metrics when the agent runs in a container, e.g. /host/proc (given to gopsutil)"`
+	HostSys         string `env:"HOST_SYS" shown:"/sys" help:"host /sys, e.g. /host/sys (given to gopsutil)"`
+	HostRoot        string `env:"HOST_ROOT" shown:"/" help:"host root file system, e.g. /host (given to gopsutil; also used to find Docker's data root for disk usage)"`
 
-	dotEnvPath string // the .env file read, "" when none (not a variable)
+	dotEnvPath string           // the .env file read, "" when none (not a variable)
+	proxy      httpproxy.Config // HTTP(S)_PROXY and NO_PROXY, upper or lower case
 }
 
 // DotEnvPath returns the absolute path of the .env file the configuration
@@ -78,12 +84,13 @@ type Config struct {
 // values) so a surprising setting can be traced to its file.
 func (c *Config) DotEnvPath() string { return c.dotEnvPath }
 
-// passThrough lists the variables read by libraries (the Docker client,
-// net/http's proxy selection, gopsutil) from the process environment rather
-// than from Config.
-var passThrough = []string{
-	"DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
-	"https_proxy", "http_proxy", "no_proxy", "HOST_PROC", "HOST_SYS", "HOST_ROOT",
+// Proxy returns the proxy for a request to the server as net/http chooses
+// one from the environment (HTTPS_PROXY for https and wss, HTTP_PROXY for
+// http and ws, NO_PROXY exceptions, loopback never proxied; each also in
+// lower case), from the variables as Load read them, .env included.
+func (c *Config) Proxy() func(*http.Request) (*url.URL, error) {
+	proxy := c.proxy.ProxyFunc()
+	return func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }
 }
 
 // Load reads the configuration from environ (os.Environ form) and from
@@ -94,69 +101,80 @@ func Load(environ []string) (*Config, error) {
 }
 
 // Problems splits an error returned by Load into its lines, one per problem.
-func Problems(err error) []string {
-	if err == nil {
-		return nil
+func Problems(err error) []string { return envconf.Lines(err) }
+
+// Environment returns the variables as Load reads them, without
+// validating them: environ (os.Environ form) over the settings of .env in
+// the working directory. The error is a .env file that cannot be read or
+// is not trusted (as Load refuses it), and the variables are then environ's
+// alone; malformed lines are Load's to report. `lormas-agent doctor` checks
+// Docker and the host metrics with it even when the configuration is
+// invalid.
+func Environment(environ []string) (map[string]string, error) {
+	vars, _, err := environment(environ, DotEnvFile)
+	if err != nil {
+		return env.ToMap(environ), err
 	}
-	var pe *ProblemError
-	if errors.As(err, &pe) {
-		return pe.Problems
-	}
-	return []string{err.Error()}
+	return vars, nil
 }
 
-// ProblemError is Load's error: every configuration problem found.
-type ProblemError struct {
-	Problems []string
-}
-
-func (e *ProblemError) Error() string {
-	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+// environment merges environ over the .env file at dotEnvPath: the real
+// environment wins.
+func environment(environ []string, dotEnvPath string) (map[string]string, dotEnv, error) {
+	dot, err := readDotEnv(dotEnvPath)
+	if err != nil {
+		return nil, dot, err
+	}
+	vars := dot.vars
+	for k, v := range env.ToMap(environ) {
+		vars[k] = v
+	}
+	return vars, dot, nil
 }
 
 func load(environ []string, dotEnvPath string) (*Config, error) {
-	var problems []string
-	dot, err := readDotEnv(dotEnvPath)
+	vars, dot, err := environment(environ, dotEnvPath)
 	if err != nil {
 		// Alone: what the rest would say (a token missing, say) follows
 		// from the file not being read and would only mislead.
-		return nil, &ProblemError{Problems: []string{err.Error()}}
+		return nil, &envconf.Error{Problems: []string{err.Error()}}
 	}
+	var problems envconf.Problems
 	for _, e := range dot.lines {
-		problems = append(problems, e.Error())
+		problems.Line(e.Error())
 	}
-	osEnv := env.ToMap(environ)
-	merged := make(map[string]string, len(dot.vars)+len(osEnv))
-	for k, v := range dot.vars {
-		if _, set := osEnv[k]; !set {
-			merged[k] = v
-		}
-	}
-	for k, v := range osEnv {
-		merged[k] = v
-	}
-
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: merged})
-	failed := map[string]bool{}
-	if err != nil {
-		for _, e := range unwrapAll(err) {
-			key, line := describeEnvError(e, merged)
-			failed[key] = true
-			problems = append(problems, line)
-		}
-	}
+	cfg := envconf.Parse[Config](vars, &problems)
 	// caarlos0/env applies envDefault to a variable set to "", but an empty
 	// HEALTH_ADDR means "disabled".
-	if v, set := merged["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
+	if v, set := vars["HEALTH_ADDR"]; set && strings.TrimSpace(v) == "" {
 		cfg.HealthAddr = ""
 	}
 	cfg.dotEnvPath = dot.path
+	cfg.proxy = proxyConfig(vars)
 	cfg.normalize()
-	problems = append(problems, cfg.validate(failed)...)
-	if len(problems) > 0 {
-		return nil, &ProblemError{Problems: problems}
+	cfg.validate(&problems)
+	if err := problems.Err(); err != nil {
+		return nil, err
 	}
 	return &cfg, nil
+}
+
+// proxyConfig reads the proxy variables as httpproxy.FromEnvironment does:
+// upper case first, then lower case.
+func proxyConfig(vars map[string]string) httpproxy.Config {
+	get := func(names ...string) string {
+		for _, n := range names {
+			if v := vars[n]; v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	return httpproxy.Config{
+		HTTPProxy:  get("HTTP_PROXY", "http_proxy"),
+		HTTPSProxy: get("HTTPS_PROXY", "https_proxy"),
+		NoProxy:    get("NO_PROXY", "no_proxy"),
+	}
 }
 
 // normalize trims values and fills the defaults that are computed.
@@ -170,8 +188,6 @@ func (c *Config) normalize() {
 	c.EnrollmentTokenFile = strings.TrimSpace(c.EnrollmentTokenFile)
 	c.NodeName = strings.TrimSpace(c.NodeName)
 	c.NodeID = strings.TrimSpace(c.NodeID)
-	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
-	c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat))
 	c.DiskLimitMode = strings.ToLower(strings.TrimSpace(c.DiskLimitMode))
 	c.ContainerLogMaxSize = strings.TrimSpace(c.ContainerLogMaxSize)
 	c.HealthAddr = strings.TrimSpace(c.HealthAddr)
@@ -187,47 +203,6 @@ func (c *Config) normalize() {
 			c.NodeName = h
 		}
 	}
-}
-
-func unwrapAll(err error) []error {
-	if agg, ok := errors.AsType[env.AggregateError](err); ok {
-		return agg.Errors
-	}
-	if m, ok := err.(interface{ Unwrap() []error }); ok {
-		return m.Unwrap()
-	}
-	return []error{err}
-}
-
-// describeEnvError turns a caarlos0/env error into "VARIABLE: problem";
-// vars are the values it parsed, for a hint that names the value.
-func describeEnvError(err error, vars map[string]string) (key, line string) {
-	var pe env.ParseError
-	if errors.As(err, &pe) {
-		key = envKeyOfField(pe.Name)
-		if pe.Type == reflect.TypeFor[time.Duration]() {
-			if hint := envdoc.DurationHint(key, vars[key]); hint != "" {
-				return key, hint
-			}
-		}
-		inner := pe.Err
-		var pve env.ParseValueError
-		if errors.As(inner, &pve) {
-			inner = pve.Err
-		}
-		return key, fmt.Sprintf("%s: %v", key, inner)
-	}
-	return "", err.Error()
-}
-
-// envKeyOfField maps a Config field name to its variable.
-func envKeyOfField(field string) string {
-	f, ok := reflect.TypeFor[Config]().FieldByName(field)
-	if !ok {
-		return field
-	}
-	key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-	return key
 }
 
 // LookupEnv returns the value of one variable as Load would see it (the
@@ -250,38 +225,4 @@ func lookupEnv(environ []string, dotEnvPath, key string) (string, bool, error) {
 	}
 	v, ok := dot.vars[key]
 	return v, ok, nil
-}
-
-// ExportDotEnv copies the library-read variables (DOCKER_HOST, HOST_PROC,
-// proxies, ...) that .env in the working directory sets, and that neither
-// environ nor the process environment sets, into the process environment,
-// where the Docker client, net/http and gopsutil read them.
-func ExportDotEnv(environ []string) error {
-	return exportDotEnv(environ, DotEnvFile)
-}
-
-func exportDotEnv(environ []string, dotEnvPath string) error {
-	// Malformed lines are Load's to report; an untrusted file is refused
-	// here too, in case it was swapped after Load read it.
-	dot, err := readDotEnv(dotEnvPath)
-	if err != nil {
-		return err
-	}
-	given := env.ToMap(environ)
-	for _, k := range passThrough {
-		v, ok := dot.vars[k]
-		if !ok {
-			continue
-		}
-		if _, set := given[k]; set {
-			continue
-		}
-		if _, set := os.LookupEnv(k); set {
-			continue
-		}
-		if err := os.Setenv(k, v); err != nil {
-			return fmt.Errorf("export %s from %s: %w", k, dotEnvPath, err)
-		}
-	}
-	return nil
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -8,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http/httpproxy"
+
+	"github.com/lormas/lormas-agent/internal/enroll"
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/secret"
 )
 
@@ -149,7 +155,7 @@ func TestEveryVariableParsed(t *testing.T) {
 	want := Config{
 		ServerURL: "https://lormas.example.com/base/", NodeToken: secret.New(testToken),
 		StateDir: filepath.Join(dir, "state"), NodeName: "node-7", NodeID: "id-7",
-		LogLevel: "debug", LogFormat: "json",
+		Settings:          logging.Settings{LogLevel: "debug", LogFormat: "json"},
 		HeartbeatInterval: 3 * time.Second, ReconnectDelay: 250 * time.Millisecond,
 		ReconnectMaxDelay: 2 * time.Minute, MaxReconnectAttempts: 10, MaxConcurrentCommands: 4,
 		MaxMessageBytes: 4 << 20, ShutdownTimeout: 30 * time.Second, OutboxLimit: 50, MaxPendingBytes: 256 << 20, ResultStoreBytes: 4 << 20,
@@ -161,6 +167,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		DockerHost: "unix:///run/docker.sock", DockerTLSVerify: "1", DockerCertPath: "/certs",
 		HTTPSProxy: "http://proxy:3128", NoProxy: "localhost",
 		HostProc: "/host/proc", HostSys: "/host/sys", HostRoot: "/host",
+		proxy: httpproxy.Config{HTTPSProxy: "http://proxy:3128", NoProxy: "localhost"},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -210,23 +217,63 @@ func TestDotEnvPrecedence(t *testing.T) {
 	}
 }
 
-func TestExportDotEnv(t *testing.T) {
-	dir := t.TempDir()
-	path := writeFile(t, dir, ".env", "HOST_PROC=/from/dotenv\nHOST_SYS=/from/dotenv/sys\nDOCKER_HOST=unix:///dotenv.sock\nNODE_TOKEN=x\n")
-	t.Setenv("HOST_SYS", "/process/sys") // already in the process: kept
-	os.Unsetenv("HOST_PROC")
-	os.Unsetenv("DOCKER_HOST")
-	t.Cleanup(func() { os.Unsetenv("HOST_PROC"); os.Unsetenv("DOCKER_HOST") })
-	if err := exportDotEnv([]string{"DOCKER_HOST=unix:///given.sock"}, path); err != nil {
-		t.Fatal(err)
+// The settings of libraries come from .env like any other and reach
+// Config, whose fields cmd/lormas-agent hands to the libraries; nothing is
+// written into the process environment.
+func TestDotEnvSetsLibrarySettings(t *testing.T) {
+	dotenv := "HOST_PROC=/from/dotenv\nHOST_SYS=/from/dotenv/sys\nHOST_ROOT=/from/dotenv/root\n" +
+		"DOCKER_HOST=unix:///dotenv.sock\nDOCKER_CERT_PATH=/certs\nDOCKER_TLS_VERIFY=1\n" +
+		"https_proxy=http://dotenv-proxy:3128\nNO_PROXY=.internal\nNODE_TOKEN=" + testToken + "\n"
+	for _, k := range []string{"HOST_PROC", "HOST_SYS", "DOCKER_HOST", "https_proxy", "HTTPS_PROXY", "NO_PROXY", "no_proxy", "NODE_TOKEN"} {
+		t.Setenv(k, "") // restored afterwards
+		os.Unsetenv(k)
 	}
-	for k, want := range map[string]string{"HOST_PROC": "/from/dotenv", "HOST_SYS": "/process/sys", "DOCKER_HOST": ""} {
-		if got := os.Getenv(k); got != want {
-			t.Errorf("%s = %q, want %q", k, got, want)
+	cfg := mustLoad(t, dotenv, "HOST_SYS=/real/sys")
+	for _, c := range []struct{ name, got, want string }{
+		{"HOST_PROC", cfg.HostProc, "/from/dotenv"},
+		{"HOST_SYS", cfg.HostSys, "/real/sys"},
+		{"HOST_ROOT", cfg.HostRoot, "/from/dotenv/root"},
+		{"DOCKER_HOST", cfg.DockerHost, "unix:///dotenv.sock"},
+		{"DOCKER_CERT_PATH", cfg.DockerCertPath, "/certs"},
+		{"DOCKER_TLS_VERIFY", cfg.DockerTLSVerify, "1"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
 		}
 	}
-	if _, set := os.LookupEnv("NODE_TOKEN"); set {
-		t.Error("a secret from .env was exported to the process environment")
+	proxy := cfg.Proxy()
+	for target, want := range map[string]string{
+		"https://lormas.example/api/ws/nodes":  "http://dotenv-proxy:3128",
+		"https://lormas.internal/api/ws/nodes": "", // NO_PROXY
+		"http://lormas.example/api/ws/nodes":   "", // no HTTP_PROXY
+		"https://127.0.0.1:3000/api/ws/nodes":  "", // loopback
+	} {
+		req, _ := http.NewRequest(http.MethodGet, target, nil)
+		u, err := proxy(req)
+		got := ""
+		if u != nil {
+			got = u.String()
+		}
+		if err != nil || got != want {
+			t.Errorf("proxy for %s = %q, %v; want %q", target, got, err, want)
+		}
+	}
+	for _, k := range []string{"HOST_PROC", "DOCKER_HOST", "https_proxy", "NODE_TOKEN"} {
+		if v, set := os.LookupEnv(k); set {
+			t.Errorf("%s=%q was written into the process environment", k, v)
+		}
+	}
+}
+
+// The real environment wins over .env variable by variable; of the
+// variables then set, upper case goes before lower case, as net/http reads
+// them (as when .env's were exported into the process environment).
+func TestProxyPrecedence(t *testing.T) {
+	cfg := mustLoad(t, "HTTPS_PROXY=http://dotenv:1\nHTTP_PROXY=http://dotenv-plain:1\n",
+		"NODE_TOKEN="+testToken, "HTTPS_PROXY=http://real:2", "http_proxy=http://real-lower:2")
+	want := httpproxy.Config{HTTPSProxy: "http://real:2", HTTPProxy: "http://dotenv-plain:1"}
+	if cfg.proxy != want {
+		t.Errorf("proxy settings %+v, want %+v", cfg.proxy, want)
 	}
 }
 
@@ -444,6 +491,43 @@ func TestLookupEnv(t *testing.T) {
 		}
 		if got != c.want || ok != c.ok {
 			t.Errorf("lookupEnv(%q, %s) = %q, %v; want %q, %v", c.environ, c.key, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// After enrollment no token variable is needed: the token stored in
+// STATE_DIR is enough, and the agent dials with it.
+func TestStoredTokenIsEnough(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	if err := (enroll.State{Dir: state}).StoreToken(testToken); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := load([]string{"STATE_DIR=" + state}, filepath.Join(t.TempDir(), ".env"))
+	if err != nil {
+		t.Fatalf("restart with stored token: %v", err)
+	}
+	if got, err := cfg.Credentials().Token(); err != nil || got != testToken {
+		t.Errorf("token = %q, %v; want the stored one", got, err)
+	}
+}
+
+// The agent and the server accept the same LOG_LEVEL values
+// (logging.Settings; the server's test is in internal/server).
+func TestLogLevels(t *testing.T) {
+	for _, level := range []string{"debug", "info", "warn", "warning", "error", "WARNING", " Info "} {
+		cfg, err := loadIn(t, "", "NODE_TOKEN="+testToken, "LOG_LEVEL="+level, "LOG_FORMAT=JSON")
+		if err != nil {
+			t.Errorf("LOG_LEVEL=%q: %v", level, err)
+			continue
+		}
+		if _, err := logging.New(io.Discard, cfg.LogLevel, cfg.LogFormat); err != nil {
+			t.Errorf("LOG_LEVEL=%q accepted but the logger refuses it: %v", level, err)
+		}
+	}
+	for _, level := range []string{"trace", "warnings", "fatal"} {
+		_, err := loadIn(t, "", "NODE_TOKEN="+testToken, "LOG_LEVEL="+level)
+		if p := Problems(err); len(p) != 1 || !strings.HasPrefix(p[0], "LOG_LEVEL: ") {
+			t.Errorf("LOG_LEVEL=%q: problems %q, want one about LOG_LEVEL", level, p)
 		}
 	}
 }

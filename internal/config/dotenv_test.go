@@ -226,13 +226,13 @@ func TestDotEnvTrust(t *testing.T) {
 			if c.name != "too large" && !errors.Is(err, ErrUntrustedDotEnv) && !strings.Contains(msg, "untrusted .env file") {
 				t.Errorf("problem %q does not say the file is untrusted", msg)
 			}
-			// The healthcheck's lookup and the export of library
-			// variables refuse the same file.
+			// The healthcheck's lookup and doctor's view of the
+			// environment refuse the same file.
 			if _, _, lerr := lookupEnv(nil, path, "SERVER_URL"); lerr == nil {
 				t.Error("lookupEnv read the refused file")
 			}
-			if eerr := exportDotEnv(nil, path); eerr == nil {
-				t.Error("exportDotEnv read the refused file")
+			if _, _, eerr := environment(nil, path); eerr == nil {
+				t.Error("environment read the refused file")
 			}
 		})
 	}

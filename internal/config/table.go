@@ -1,22 +1,18 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
-	"github.com/lormas/lormas-agent/internal/envdoc"
+	"github.com/lormas/lormas-agent/internal/envconf"
 )
 
 // Variable documents one configuration variable.
-type Variable = envdoc.Variable
+type Variable = envconf.Variable
 
 // Variables lists every variable the agent reads or documents, in table
 // order, from the Config struct's tags: the single source of the table.
 func Variables() []Variable {
-	return envdoc.Of[Config]()
+	return envconf.Of[Config]()
 }
 
 // Default returns the default of the variable name as the table shows it.
@@ -29,45 +25,17 @@ func Default(name string) string {
 	return ""
 }
 
-// tableHeader is the configuration table's header row; CheckMarkdownTable
-// finds the table in a document by it.
-var tableHeader = []string{"Variable", "Default", "Meaning"}
-
 // TextTable renders the variables for an 80-column terminal, as
 // `lormas-agent help` prints them: a line with the name and default, then
 // the meaning, wrapped and indented.
 func TextTable() string {
-	return envdoc.Text(Variables(), 80)
+	return envconf.Text(Variables(), 80)
 }
 
 // MarkdownTable renders the configuration table as Markdown, for the
 // README, with the first two columns padded.
 func MarkdownTable() string {
-	rows := [][]string{tableHeader}
-	for _, v := range Variables() {
-		def := ""
-		switch {
-		case strings.HasPrefix(v.Default, "("):
-			def = v.Default // a description such as "(host name)"
-		case v.Default != "":
-			def = "`" + v.Default + "`"
-		}
-		rows = append(rows, []string{"`" + v.Name + "`", def, v.Help})
-	}
-	w0, w1 := 0, 0
-	for _, r := range rows {
-		w0, w1 = max(w0, len(r[0])), max(w1, len(r[1]))
-	}
-	var b strings.Builder
-	line := func(c0, c1, c2 string) {
-		fmt.Fprintf(&b, "| %-*s | %-*s | %s |\n", w0, c0, w1, c1, c2)
-	}
-	line(rows[0][0], rows[0][1], rows[0][2])
-	line(strings.Repeat("-", w0), strings.Repeat("-", w1), "---")
-	for _, r := range rows[1:] {
-		line(r[0], r[1], r[2])
-	}
-	return b.String()
+	return envconf.Markdown(Variables())
 }
 
 // CheckMarkdownTable reports whether doc (a README) contains the
@@ -75,67 +43,8 @@ func MarkdownTable() string {
 // (padding and the separator row's dashes are free). The table is found by
 // its header row "| Variable | Default | Meaning |".
 func CheckMarkdownTable(doc []byte) error {
-	want := parseTable(MarkdownTable())
-	lines := strings.Split(string(bytes.ReplaceAll(doc, []byte("\r\n"), []byte("\n"))), "\n")
-	for i, l := range lines {
-		if !slices.Equal(splitRow(l), tableHeader) {
-			continue
-		}
-		var block []string
-		for _, l := range lines[i:] {
-			if !strings.HasPrefix(strings.TrimSpace(l), "|") {
-				break
-			}
-			block = append(block, l)
-		}
-		got := parseTable(strings.Join(block, "\n"))
-		for j := range max(len(got), len(want)) {
-			switch {
-			case j >= len(got):
-				return fmt.Errorf("README configuration table: row %d missing, want %q", j+1, strings.Join(want[j], " | "))
-			case j >= len(want):
-				return fmt.Errorf("README configuration table: extra row %d %q", j+1, strings.Join(got[j], " | "))
-			case !slices.Equal(got[j], want[j]):
-				return fmt.Errorf("README configuration table: row %d is %q, want %q (paste config.MarkdownTable())",
-					j+1, strings.Join(got[j], " | "), strings.Join(want[j], " | "))
-			}
-		}
-		return nil
+	if err := envconf.CheckMarkdown(doc, Variables()); err != nil {
+		return fmt.Errorf("README configuration table: %w (paste config.MarkdownTable())", err)
 	}
-	return errors.New("README has no configuration table (a table whose header is | Variable | Default | Meaning |): paste config.MarkdownTable()")
-}
-
-// parseTable splits a Markdown table into trimmed cells, dropping the
-// separator row.
-func parseTable(s string) [][]string {
-	var rows [][]string
-	for _, l := range strings.Split(s, "\n") {
-		cells := splitRow(l)
-		if cells == nil || isSeparator(cells) {
-			continue
-		}
-		rows = append(rows, cells)
-	}
-	return rows
-}
-
-func splitRow(l string) []string {
-	l = strings.TrimSpace(l)
-	if !strings.HasPrefix(l, "|") || !strings.HasSuffix(l, "|") || len(l) < 2 {
-		return nil
-	}
-	cells := strings.Split(l[1:len(l)-1], "|")
-	for i := range cells {
-		cells[i] = strings.TrimSpace(cells[i])
-	}
-	return cells
-}
-
-func isSeparator(cells []string) bool {
-	for _, c := range cells {
-		if strings.Trim(c, "-: ") != "" || c == "" {
-			return false
-		}
-	}
-	return true
+	return nil
 }

@@ -35,14 +35,21 @@ func TestVariablesDocumentEveryField(t *testing.T) {
 	if !reflect.DeepEqual(names, specVariables) {
 		t.Errorf("variables\n got %q\nwant %q", names, specVariables)
 	}
-	// Every exported Config field is a documented variable.
-	ct := reflect.TypeFor[Config]()
+	// Every exported Config field (of an embedded struct too) is a
+	// documented variable.
 	exported := 0
-	for i := range ct.NumField() {
-		if ct.Field(i).IsExported() {
-			exported++
+	var count func(reflect.Type)
+	count = func(t reflect.Type) {
+		for i := range t.NumField() {
+			switch f := t.Field(i); {
+			case f.Anonymous && f.Type.Kind() == reflect.Struct:
+				count(f.Type)
+			case f.IsExported():
+				exported++
+			}
 		}
 	}
+	count(reflect.TypeFor[Config]())
 	if exported != len(vars) {
 		t.Errorf("%d exported fields, %d documented variables", exported, len(vars))
 	}

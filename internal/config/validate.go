@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/enroll"
+	"github.com/lormas/lormas-agent/internal/envconf"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/secret"
 )
 
 // Limits of the numeric settings.
@@ -44,17 +48,11 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// validate returns one line per problem. failed lists the variables whose
-// value could not be parsed at all (already reported), so they are not
-// reported a second time for being zero.
-func (c *Config) validate(failed map[string]bool) []string {
-	var problems []string
-	add := func(key, format string, args ...any) {
-		if failed[key] {
-			return
-		}
-		problems = append(problems, key+": "+fmt.Sprintf(format, args...))
-	}
+// validate adds one line per problem to p (which already holds the
+// variables whose value did not parse, and drops further problems of
+// them).
+func (c *Config) validate(p *envconf.Problems) {
+	add := p.Add
 
 	if u, err := endpoint.Parse(c.ServerURL); err != nil {
 		add("SERVER_URL", "%v", err)
@@ -63,7 +61,7 @@ func (c *Config) validate(failed map[string]bool) []string {
 		// A bare /api could be a proxy's base path; the agent warns at start.
 		add("SERVER_URL", "%s ends in %s, which the agent appends itself: set SERVER_URL=%s", endpoint.Redact(c.ServerURL), s, fixed)
 	}
-	problems = append(problems, c.validateTokens()...)
+	c.validateTokens(p)
 	if c.NodeName == "" {
 		add("NODE_NAME", "not set and the host name is unknown")
 	} else if len(c.NodeName) > 253 || strings.ContainsFunc(c.NodeName, isControl) {
@@ -75,9 +73,10 @@ func (c *Config) validate(failed map[string]bool) []string {
 	if c.StateDir == "" {
 		add("STATE_DIR", "must not be empty")
 	}
-	oneOf(add, "LOG_LEVEL", c.LogLevel, "debug", "info", "warn", "error")
-	oneOf(add, "LOG_FORMAT", c.LogFormat, "text", "json")
-	oneOf(add, "DISK_LIMIT_MODE", c.DiskLimitMode, "warn", "strict")
+	c.Settings.Check(add)
+	if c.DiskLimitMode != "warn" && c.DiskLimitMode != "strict" {
+		add("DISK_LIMIT_MODE", "%q is not one of warn, strict", c.DiskLimitMode)
+	}
 
 	for _, d := range []struct {
 		key string
@@ -159,14 +158,13 @@ func (c *Config) validate(failed map[string]bool) []string {
 			add("HEALTH_ADDR", "%v", err)
 		}
 	}
-	return problems
 }
 
 // validateTokens applies the token-source rule: exactly one of NODE_TOKEN,
 // NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE, or none when an
 // enrolled token is already stored in STATE_DIR. Messages never include a
 // token value.
-func (c *Config) validateTokens() []string {
+func (c *Config) validateTokens(p *envconf.Problems) {
 	var set []string
 	if !c.NodeToken.IsZero() {
 		set = append(set, "NODE_TOKEN")
@@ -180,62 +178,38 @@ func (c *Config) validateTokens() []string {
 	if c.EnrollmentTokenFile != "" {
 		set = append(set, "ENROLLMENT_TOKEN_FILE")
 	}
+	state := enroll.State{Dir: c.StateDir}
 	switch {
 	case len(set) > 1:
-		return []string{fmt.Sprintf("%s: set only one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE (set: %s)",
-			set[0], strings.Join(set, ", "))}
+		p.Add(set[0], "set only one of NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN, ENROLLMENT_TOKEN_FILE (set: %s)", strings.Join(set, ", "))
+		return
 	case len(set) == 0:
-		if _, err := c.StoredToken(); err == nil {
-			return nil
+		if _, err := state.Token(); err != nil {
+			p.Add("NODE_TOKEN", "required: set NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN or ENROLLMENT_TOKEN_FILE")
 		}
-		return []string{"NODE_TOKEN: required: set NODE_TOKEN, NODE_TOKEN_FILE, ENROLLMENT_TOKEN or ENROLLMENT_TOKEN_FILE"}
+		return
 	}
-	var problems []string
+	var err error
 	switch set[0] {
 	case "NODE_TOKEN":
-		if err := checkTokenText(c.NodeToken.Reveal()); err != nil {
-			problems = append(problems, "NODE_TOKEN: "+err.Error())
-		}
+		err = enroll.CheckToken(c.NodeToken.Reveal())
 	case "NODE_TOKEN_FILE":
-		if _, err := readTokenFile(c.NodeTokenFile); err != nil {
-			problems = append(problems, "NODE_TOKEN_FILE: "+err.Error())
-		}
+		_, err = enroll.ReadToken(c.NodeTokenFile)
 	case "ENROLLMENT_TOKEN":
-		if err := checkTokenText(c.EnrollmentToken.Reveal()); err != nil {
-			problems = append(problems, "ENROLLMENT_TOKEN: "+err.Error())
-		}
+		err = enroll.CheckToken(c.EnrollmentToken.Reveal())
 	case "ENROLLMENT_TOKEN_FILE":
 		// Only needed while no token has been stored by an earlier
 		// enrollment. A file that does not exist yet is awaited at
 		// enrollment (compose: the server writes it on its first start).
-		if _, err := c.StoredToken(); err != nil {
-			if _, err := readTokenFile(c.EnrollmentTokenFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				problems = append(problems, "ENROLLMENT_TOKEN_FILE: "+err.Error())
+		if _, serr := state.Token(); serr != nil {
+			if _, err = enroll.ReadToken(c.EnrollmentTokenFile); errors.Is(err, fs.ErrNotExist) {
+				err = nil
 			}
 		}
 	}
-	return problems
-}
-
-// checkTokenText refuses a token that could not travel in a header or a
-// query string unchanged. It never includes the token in its error.
-func checkTokenText(tok string) error {
-	if strings.TrimSpace(tok) != tok {
-		return errors.New("has leading or trailing whitespace")
+	if err != nil {
+		p.Add(set[0], "%v", err)
 	}
-	if strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return errors.New("contains whitespace or control characters")
-	}
-	return nil
-}
-
-func oneOf(add func(key, format string, args ...any), key, val string, allowed ...string) {
-	for _, a := range allowed {
-		if val == a {
-			return
-		}
-	}
-	add(key, "%q is not one of %s", val, strings.Join(allowed, ", "))
 }
 
 func inRange(add func(key, format string, args ...any), key string, val, lo, hi int64) {
@@ -257,3 +231,12 @@ func checkListenAddr(addr string) error {
 }
 
 func isControl(r rune) bool { return r < ' ' || r == 0x7f }
+
+// readable checks that path can be opened for reading.
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return secret.WithPermissionFix(path, err)
+	}
+	return f.Close()
+}

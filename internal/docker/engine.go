@@ -43,6 +43,7 @@ const (
 // environment (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
 // DOCKER_API_VERSION), as for the docker CLI.
 type Options struct {
+	Daemon         Daemon   // the Docker daemon (DOCKER_HOST, ...)
 	NodeID         string   // value of the lormas.node label; "" leaves it off
 	VolumeRoots    []string // bind mounts must lie inside one; default policy.DefaultVolumeRoot
 	StateDir       string   // the agent's STATE_DIR (node key, token): never mountable
@@ -102,7 +103,7 @@ type Engine struct {
 	pulls pullGroup
 }
 
-// New returns an Engine for the Docker Engine configured in the environment.
+// New returns an Engine for the Docker daemon opts.Daemon names.
 // It checks the volume roots: it logs a warning for each root that others
 // may write to, and finds out whether the agent sees each root at the path
 // Docker does (asking the daemon for its data root, which no bind may touch,
@@ -110,12 +111,12 @@ type Engine struct {
 // down then defers the check to the first create with a bind mount). Otherwise a daemon that is down shows up as
 // unavailable errors (and in Info) until it comes back.
 func New(opts Options) (*Engine, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation(),
+	cli, err := client.NewClientWithOpts(append(opts.Daemon.ClientOpts(), client.WithAPIVersionNegotiation(),
 		// The client wraps every request in OpenTelemetry instrumentation
 		// that nothing here exports; building its span and metric
 		// attributes cost a seventh of the agent's CPU per command
 		// (profiled). The filter passes requests straight through.
-		client.WithTraceOptions(otelhttp.WithFilter(func(*http.Request) bool { return false })))
+		client.WithTraceOptions(otelhttp.WithFilter(func(*http.Request) bool { return false })))...)
 	if err != nil {
 		return nil, fmt.Errorf("configure docker client: %w", err)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/docker/docker/api/types/versions"
 	"github.com/docker/docker/client"
+
+	"github.com/lormas/lormas-agent/internal/docker"
 )
 
 // MinAPIVersion is the oldest Docker Engine API the agent supports (Docker
@@ -138,9 +140,9 @@ func describeSelf() string {
 
 // CheckDockerAPI asks the daemon for its version and checks that its API
 // is one the agent supports.
-func CheckDockerAPI(ctx context.Context, host string, timeout time.Duration) Result {
+func CheckDockerAPI(ctx context.Context, daemon docker.Daemon, timeout time.Duration) Result {
 	r := Result{Check: "docker api"}
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithHost(host), client.WithAPIVersionNegotiation())
+	cli, err := client.NewClientWithOpts(append(daemon.ClientOpts(), client.WithAPIVersionNegotiation())...)
 	if err != nil {
 		r.Status, r.Detail, r.Fix = Fail, err.Error(), "check DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH"
 		return r

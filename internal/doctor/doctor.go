@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/client"
-
 	"github.com/lormas/lormas-agent/internal/config"
+	"github.com/lormas/lormas-agent/internal/docker"
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/hostmetrics"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -40,7 +40,11 @@ type Result struct {
 
 // Options configure Run.
 type Options struct {
-	Environ []string      // the environment (os.Environ form); .env is read as by the agent
+	// Environ is the environment (os.Environ form); .env is read as by
+	// the agent, and the Docker daemon, host paths and proxies are taken
+	// from the two as the agent takes them, never from the process
+	// environment alone.
+	Environ []string
 	Version string        // agent version for the User-Agent of the upgrade check
 	Timeout time.Duration // per network check; default 10s
 }
@@ -65,16 +69,16 @@ func Run(ctx context.Context, opts Options) []Result {
 		rs = append(rs, Result{Check: "configuration", Status: OK, Detail: describe(cfg)})
 	}
 
-	dockerHost, _, _ := config.LookupEnv(opts.Environ, "DOCKER_HOST") // an untrusted .env is the configuration check's failure
-	if dockerHost == "" {
-		dockerHost = client.DefaultDockerHost
-	}
-	sock := CheckDockerSocket(ctx, dockerHost, opts.Timeout)
+	// Read apart from cfg, which is nil when anything else is wrong; an
+	// untrusted .env is the configuration check's failure.
+	env, _ := config.Environment(opts.Environ)
+	daemon := docker.Daemon{Host: env["DOCKER_HOST"], TLSVerify: env["DOCKER_TLS_VERIFY"], CertPath: env["DOCKER_CERT_PATH"]}
+	sock := CheckDockerSocket(ctx, daemon.HostOrDefault(), opts.Timeout)
 	rs = append(rs, sock)
 	if sock.Status == Fail {
 		rs = append(rs, Result{Check: "docker api", Status: Skip, Detail: "the Docker socket is not usable"})
 	} else {
-		rs = append(rs, CheckDockerAPI(ctx, dockerHost, opts.Timeout))
+		rs = append(rs, CheckDockerAPI(ctx, daemon, opts.Timeout))
 	}
 
 	if cfg == nil {
@@ -84,7 +88,7 @@ func Run(ctx context.Context, opts Options) []Result {
 	} else {
 		rs = append(rs, serverChecks(ctx, cfg, opts)...)
 	}
-	rs = append(rs, CheckHostMetrics(ctx))
+	rs = append(rs, CheckHostMetrics(ctx, hostmetrics.Options{ProcPath: env["HOST_PROC"], SysPath: env["HOST_SYS"], RootPath: env["HOST_ROOT"]}))
 	return rs
 }
 
@@ -93,7 +97,8 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 	if err != nil { // validated by Load
 		return []Result{{Check: "server reachable", Status: Fail, Detail: err.Error(), Fix: "set SERVER_URL"}}
 	}
-	rs := []Result{CheckServerReachable(ctx, server, opts.Timeout)}
+	proxy := cfg.Proxy()
+	rs := []Result{CheckServerReachable(ctx, server, proxy, opts.Timeout)}
 	reachable := rs[0].Status != Fail
 	tlsConf, err := transport.TLSConfig(cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSInsecureSkipVerify)
 	switch {
@@ -103,13 +108,14 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 	case !reachable:
 		rs = append(rs, Result{Check: "tls", Status: Skip, Detail: "server not reachable"})
 	default:
-		rs = append(rs, CheckTLS(ctx, server, tlsConf, opts.Timeout))
+		rs = append(rs, CheckTLS(ctx, server, tlsConf, proxy, opts.Timeout))
 	}
 	tlsOK := rs[len(rs)-1].Status != Fail
 
-	if cfg.NeedsEnrollment() {
-		detail := "no node token yet: the agent enrolls with the enrollment token at start and stores the issued token in " + cfg.StoredTokenPath()
-		if _, err := cfg.EnrollmentTokenValue(); err != nil {
+	creds := cfg.Credentials()
+	if creds.NeedsEnrollment() {
+		detail := "no node token yet: the agent enrolls with the enrollment token at start and stores the issued token in " + creds.State.TokenPath()
+		if _, err := creds.EnrollmentTokenValue(); err != nil {
 			return append(rs,
 				Result{Check: "node token", Status: Fail, Detail: "no node token and " + err.Error(),
 					Fix: "make the enrollment token available (ENROLLMENT_TOKEN or ENROLLMENT_TOKEN_FILE), or set NODE_TOKEN / NODE_TOKEN_FILE"},
@@ -119,7 +125,7 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 			Result{Check: "node token", Status: Skip, Detail: detail},
 			Result{Check: "websocket upgrade", Status: Skip, Detail: "no node token yet"})
 	}
-	token, err := cfg.TokenSource()()
+	token, err := creds.Token()
 	if err != nil {
 		return append(rs,
 			Result{Check: "node token", Status: Fail, Detail: err.Error(), Fix: "make NODE_TOKEN_FILE readable by the agent, or set NODE_TOKEN"},
@@ -129,18 +135,19 @@ func serverChecks(ctx context.Context, cfg *config.Config, opts Options) []Resul
 	if !reachable || !tlsOK {
 		return append(rs, Result{Check: "websocket upgrade", Status: Skip, Detail: "server not reachable (see above)"})
 	}
-	return append(rs, CheckUpgrade(ctx, server, token, cfg.NodeTokenInQuery, tlsConf, opts.Version, opts.Timeout))
+	return append(rs, CheckUpgrade(ctx, server, token, cfg.NodeTokenInQuery, tlsConf, proxy, opts.Version, opts.Timeout))
 }
 
 // describe summarises a valid configuration without secrets.
 func describe(cfg *config.Config) string {
-	src := "stored token " + cfg.StoredTokenPath()
+	creds := cfg.Credentials()
+	src := "stored token " + creds.State.TokenPath()
 	switch {
 	case cfg.NodeTokenFile != "":
 		src = "NODE_TOKEN_FILE " + cfg.NodeTokenFile
 	case !cfg.NodeToken.IsZero():
 		src = "NODE_TOKEN"
-	case cfg.NeedsEnrollment():
+	case creds.NeedsEnrollment():
 		src = "enrollment"
 	}
 	return fmt.Sprintf("server %s, node %q, token from %s", endpoint.Redact(cfg.ServerURL), cfg.NodeName, src)

@@ -22,7 +22,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/lxzan/gws"
 
+	"github.com/lormas/lormas-agent/internal/docker"
 	"github.com/lormas/lormas-agent/internal/dockertest"
+	"github.com/lormas/lormas-agent/internal/hostmetrics"
 	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
@@ -136,13 +138,13 @@ func TestCheckUpgrade(t *testing.T) {
 	u := srv.wsURL(t)
 	ctx := context.Background()
 
-	if r := CheckUpgrade(ctx, u, good, true, nil, "test", timeout); r.Status != OK {
+	if r := CheckUpgrade(ctx, u, good, true, nil, transport.Direct, "test", timeout); r.Status != OK {
 		t.Errorf("good token: %s %q", r.Status, r.Detail)
 	} else if strings.Contains(r.Detail, good) {
 		t.Errorf("token in detail %q", r.Detail)
 	}
 	bad := makeToken(t, jwt.MapClaims{"nodeId": "other"})
-	r := CheckUpgrade(ctx, u, bad, true, nil, "test", timeout)
+	r := CheckUpgrade(ctx, u, bad, true, nil, transport.Direct, "test", timeout)
 	if r.Status != Fail || !strings.Contains(r.Detail, "401") || !strings.Contains(r.Fix, "PATCH /api/nodes/{id}/token") {
 		t.Errorf("refused token: %s %q fix %q", r.Status, r.Detail, r.Fix)
 	}
@@ -151,38 +153,44 @@ func TestCheckUpgrade(t *testing.T) {
 	}
 	wrong := *u
 	wrong.Path = "/elsewhere"
-	if r := CheckUpgrade(ctx, &wrong, good, true, nil, "test", timeout); r.Status != Fail || !strings.Contains(r.Fix, "404") {
+	if r := CheckUpgrade(ctx, &wrong, good, true, nil, transport.Direct, "test", timeout); r.Status != Fail || !strings.Contains(r.Fix, "404") {
 		t.Errorf("wrong base path: %s %q fix %q", r.Status, r.Detail, r.Fix)
 	}
-	if r := CheckUpgrade(ctx, u, good, true, nil, "test", timeout); !strings.Contains(r.Detail, "a running agent stays connected") {
+	if r := CheckUpgrade(ctx, u, good, true, nil, transport.Direct, "test", timeout); !strings.Contains(r.Detail, "a running agent stays connected") {
 		t.Errorf("probe answered: %s %q", r.Status, r.Detail)
 	}
 	srv.mu.Lock()
 	srv.ignoreProbe = true
 	srv.mu.Unlock()
-	if r := CheckUpgrade(ctx, u, good, true, nil, "test", timeout); r.Status != OK || !strings.Contains(r.Detail, "does not know doctor's probe") {
+	if r := CheckUpgrade(ctx, u, good, true, nil, transport.Direct, "test", timeout); r.Status != OK || !strings.Contains(r.Detail, "does not know doctor's probe") {
 		t.Errorf("server without probes: %s %q", r.Status, r.Detail)
 	}
 	// NODE_TOKEN_IN_QUERY=false: the doctor dials as the agent would, with
 	// no ?token=, so a server that reads only the query refuses it here
 	// (this one wants both) instead of passing a check the agent then fails.
-	if r := CheckUpgrade(ctx, u, good, false, nil, "test", timeout); r.Status != Fail || !strings.Contains(r.Detail, "401") {
+	if r := CheckUpgrade(ctx, u, good, false, nil, transport.Direct, "test", timeout); r.Status != Fail || !strings.Contains(r.Detail, "401") {
 		t.Errorf("header only against a server that wants the query too: %s %q", r.Status, r.Detail)
 	}
 }
 
 func TestCheckServerReachable(t *testing.T) {
 	srv := newFakeServer(t, "x", false)
-	if r := CheckServerReachable(context.Background(), srv.wsURL(t), timeout); r.Status != OK {
+	if r := CheckServerReachable(context.Background(), srv.wsURL(t), transport.Direct, timeout); r.Status != OK {
 		t.Errorf("running server: %s %q", r.Status, r.Detail)
 	}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
 	u, _ := url.Parse("ws://" + addr)
-	r := CheckServerReachable(context.Background(), u, timeout)
+	r := CheckServerReachable(context.Background(), u, transport.Direct, timeout)
 	if r.Status != Fail || !strings.Contains(r.Detail, "refused") || !strings.Contains(r.Fix, "SERVER_URL") {
 		t.Errorf("closed port: %s %q fix %q", r.Status, r.Detail, r.Fix)
+	}
+	// The configured proxy (.env's HTTPS_PROXY, say) is the one connected
+	// to, not the process environment's.
+	proxy := func(*http.Request) (*url.URL, error) { return srv.wsURL(t), nil }
+	if r := CheckServerReachable(context.Background(), u, proxy, timeout); r.Status != OK || !strings.Contains(r.Detail, "through proxy") {
+		t.Errorf("through the configured proxy: %s %q", r.Status, r.Detail)
 	}
 }
 
@@ -200,7 +208,7 @@ func TestCheckTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := CheckTLS(ctx, u, system, timeout)
+	r := CheckTLS(ctx, u, system, transport.Direct, timeout)
 	if r.Status != Fail || !strings.Contains(r.Fix, "TLS_CA_FILE") {
 		t.Errorf("unknown CA: %s %q fix %q", r.Status, r.Detail, r.Fix)
 	}
@@ -209,20 +217,20 @@ func TestCheckTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := CheckTLS(ctx, u, withCA, timeout); r.Status != OK {
+	if r := CheckTLS(ctx, u, withCA, transport.Direct, timeout); r.Status != OK {
 		t.Errorf("with TLS_CA_FILE: %s %q", r.Status, r.Detail)
 	}
 	// The upgrade check verifies the same way.
-	if r := CheckUpgrade(ctx, u, good, true, withCA, "test", timeout); r.Status != OK {
+	if r := CheckUpgrade(ctx, u, good, true, withCA, transport.Direct, "test", timeout); r.Status != OK {
 		t.Errorf("wss upgrade with CA: %s %q", r.Status, r.Detail)
 	}
 
 	insecureOK, _ := transport.TLSConfig(caFile, "", "", true)
-	if r := CheckTLS(ctx, u, insecureOK, timeout); r.Status != Fail || !strings.Contains(r.Fix, "turn TLS_INSECURE_SKIP_VERIFY off") {
+	if r := CheckTLS(ctx, u, insecureOK, transport.Direct, timeout); r.Status != Fail || !strings.Contains(r.Fix, "turn TLS_INSECURE_SKIP_VERIFY off") {
 		t.Errorf("needless insecure: %s %q", r.Status, r.Detail)
 	}
 	plain, _ := url.Parse("ws://127.0.0.1:1")
-	if r := CheckTLS(ctx, plain, system, timeout); r.Status != Skip {
+	if r := CheckTLS(ctx, plain, system, transport.Direct, timeout); r.Status != Skip {
 		t.Errorf("ws://: %s", r.Status)
 	}
 }
@@ -360,18 +368,17 @@ func copyFile(t *testing.T, from, to string) {
 
 func TestCheckDockerAPI(t *testing.T) {
 	dockertest.Require(t) // fails under CI=true without a daemon
-	r := CheckDockerAPI(context.Background(), "unix:///var/run/docker.sock", timeout)
+	r := CheckDockerAPI(context.Background(), docker.Daemon{Host: "unix:///var/run/docker.sock"}, timeout)
 	if r.Status != OK || !strings.Contains(r.Detail, "API 1.") {
 		t.Errorf("real daemon: %s %q", r.Status, r.Detail)
 	}
 }
 
 func TestCheckHostMetrics(t *testing.T) {
-	if r := CheckHostMetrics(context.Background()); r.Status != OK || !strings.Contains(r.Detail, "cores") {
+	if r := CheckHostMetrics(context.Background(), hostmetrics.Options{}); r.Status != OK || !strings.Contains(r.Detail, "cores") {
 		t.Errorf("this host: %s %q", r.Status, r.Detail)
 	}
-	t.Setenv("HOST_PROC", t.TempDir())
-	r := CheckHostMetrics(context.Background())
+	r := CheckHostMetrics(context.Background(), hostmetrics.Options{ProcPath: t.TempDir()})
 	if r.Status != Fail || !strings.Contains(r.Fix, "-v /proc:/host/proc:ro -e HOST_PROC=/host/proc") {
 		t.Errorf("empty HOST_PROC: %s %q fix %q", r.Status, r.Detail, r.Fix)
 	}
@@ -435,5 +442,30 @@ func TestRunAndPrint(t *testing.T) {
 	buf.Reset()
 	if Print(&buf, []Result{{Check: "a", Status: OK}, {Check: "b", Status: Skip}}) != true {
 		t.Error("ok+skip did not pass")
+	}
+}
+
+// The Docker daemon and the host's /proc set only in .env are the ones
+// checked, even when the rest of the configuration is invalid.
+func TestRunTakesLibrarySettingsFromDotEnv(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	proc := filepath.Join(dir, "proc") // empty: no /proc/stat
+	if err := os.Mkdir(proc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "none.sock")
+	if err := os.WriteFile(".env", []byte("HOST_PROC="+proc+"\nDOCKER_HOST=unix://"+sock+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Result{}
+	for _, r := range Run(context.Background(), Options{Environ: []string{"STATE_DIR=" + dir}, Timeout: timeout}) {
+		got[r.Check] = r
+	}
+	if r := got["docker socket"]; r.Status != Fail || !strings.Contains(r.Detail, sock) {
+		t.Errorf("docker socket: %s %q, want a failure naming %s", r.Status, r.Detail, sock)
+	}
+	if r := got["host metrics"]; r.Status != Fail || !strings.Contains(r.Detail, "HOST_PROC="+proc) {
+		t.Errorf("host metrics: %s %q, want a failure naming HOST_PROC=%s", r.Status, r.Detail, proc)
 	}
 }

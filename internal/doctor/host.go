@@ -3,19 +3,19 @@ package doctor
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/lormas/lormas-agent/internal/hostmetrics"
 )
 
-// CheckHostMetrics samples the host once, as heartbeats do.
-func CheckHostMetrics(ctx context.Context) Result {
+// CheckHostMetrics samples the host once, as heartbeats do, from the
+// paths in opts (HOST_PROC, HOST_SYS, HOST_ROOT).
+func CheckHostMetrics(ctx context.Context, opts hostmetrics.Options) Result {
 	r := Result{Check: "host metrics"}
 	src := "/proc"
-	if p := os.Getenv("HOST_PROC"); p != "" {
-		src = "HOST_PROC=" + p
+	if opts.ProcPath != "" {
+		src = "HOST_PROC=" + opts.ProcPath
 	}
-	res, err := hostmetrics.New(hostmetrics.Options{}).Sample(ctx)
+	res, err := hostmetrics.New(opts).Sample(ctx)
 	if err != nil {
 		r.Status, r.Detail = Fail, fmt.Sprintf("cannot read host metrics from %s: %v", src, err)
 		r.Fix = "in a container, mount the host's /proc read-only: -v /proc:/host/proc:ro -e HOST_PROC=/host/proc"

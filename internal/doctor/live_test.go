@@ -71,7 +71,7 @@ func TestCheckUpgradeLeavesTheRunningAgentConnected(t *testing.T) {
 		}
 	}
 
-	r := CheckUpgrade(ctx, base, node.Token, true, nil, "test", timeout)
+	r := CheckUpgrade(ctx, base, node.Token, true, nil, transport.Direct, "test", timeout)
 	if r.Status != OK || !strings.Contains(r.Detail, "a running agent stays connected") {
 		t.Errorf("upgrade check: %s %q", r.Status, r.Detail)
 	}

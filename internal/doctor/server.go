@@ -29,23 +29,28 @@ func hostPort(server *url.URL) string {
 	return net.JoinHostPort(server.Hostname(), port)
 }
 
-// proxyFor returns the proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) the agent
-// would use for server, or nil.
-func proxyFor(server *url.URL) *url.URL {
+// proxyFor returns the proxy the agent would use for server, or nil: proxy
+// chooses it (config.Config.Proxy: HTTPS_PROXY, HTTP_PROXY, NO_PROXY as
+// configured, .env included); nil reads the process environment, as
+// transport.Dial does.
+func proxyFor(server *url.URL, proxy transport.ProxyFunc) *url.URL {
 	req, err := http.NewRequest(http.MethodGet, endpoint.HTTPURL(server, endpoint.NodeSocketPath), nil)
 	if err != nil {
 		return nil
 	}
-	p, _ := http.ProxyFromEnvironment(req)
+	if proxy == nil {
+		proxy = transport.ProxyFromEnvironment
+	}
+	p, _ := proxy(req)
 	return p
 }
 
 // CheckServerReachable opens a TCP connection to the server (or to the
 // proxy the agent would use).
-func CheckServerReachable(ctx context.Context, server *url.URL, timeout time.Duration) Result {
+func CheckServerReachable(ctx context.Context, server *url.URL, proxy transport.ProxyFunc, timeout time.Duration) Result {
 	r := Result{Check: "server reachable"}
 	addr, via := hostPort(server), ""
-	if p := proxyFor(server); p != nil {
+	if p := proxyFor(server, proxy); p != nil {
 		addr, via = p.Host, " (through proxy "+endpoint.Redact(p.String())+")"
 		if p.Port() == "" {
 			addr = net.JoinHostPort(p.Hostname(), map[bool]string{true: "443", false: "80"}[p.Scheme == "https"])
@@ -66,13 +71,13 @@ func CheckServerReachable(ctx context.Context, server *url.URL, timeout time.Dur
 // CheckTLS verifies the server's certificate as the agent does (system
 // roots plus TLS_CA_FILE). With TLS_INSECURE_SKIP_VERIFY on, it still
 // verifies, to say whether the option can be turned off.
-func CheckTLS(ctx context.Context, server *url.URL, conf *tls.Config, timeout time.Duration) Result {
+func CheckTLS(ctx context.Context, server *url.URL, conf *tls.Config, proxy transport.ProxyFunc, timeout time.Duration) Result {
 	r := Result{Check: "tls"}
 	if server.Scheme != "wss" {
 		r.Status, r.Detail = Skip, "ws:// carries the token unencrypted; use wss:// across untrusted networks"
 		return r
 	}
-	if p := proxyFor(server); p != nil {
+	if p := proxyFor(server, proxy); p != nil {
 		r.Status, r.Detail = Skip, "the server is reached through a proxy: verified by the upgrade check"
 		return r
 	}
@@ -133,12 +138,12 @@ const probeWait = 3 * time.Second
 // doctor can run on a live node. A server that does not know probes takes
 // the dial for the node's session (replacing a running agent's, which
 // reconnects by itself); the result says so.
-func CheckUpgrade(ctx context.Context, server *url.URL, token string, tokenInQuery bool, conf *tls.Config, version string, timeout time.Duration) Result {
+func CheckUpgrade(ctx context.Context, server *url.URL, token string, tokenInQuery bool, conf *tls.Config, proxy transport.ProxyFunc, version string, timeout time.Duration) Result {
 	r := Result{Check: "websocket upgrade"}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := transport.Dial(ctx, transport.Config{
-		Server: server, Token: token, TokenHeaderOnly: !tokenInQuery, Version: version, TLS: conf,
+		Server: server, Token: token, TokenHeaderOnly: !tokenInQuery, Version: version, TLS: conf, Proxy: proxy,
 		DialTimeout: timeout, HandshakeTimeout: timeout, Probe: true,
 	})
 	if err != nil {

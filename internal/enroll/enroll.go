@@ -1,20 +1,28 @@
-// Package enroll is the agent's client of lormas-server's enrollment
-// endpoint, and keeper of the node's key. With the cluster-wide enrollment
-// token it registers a NEW node by name and returns the node's own token,
-// which the agent then stores and uses. The node's Ed25519 key (made at the
-// first enrollment, kept in STATE_DIR) proves the node's identity: the
-// server re-issues an EXISTING node's token only to a request signed by
-// that node's key, so the enrollment token alone can never take over a node.
+// Package enroll is the agent's enrollment component: the client of
+// lormas-server's enrollment endpoint (Enroll), the retry loop of the
+// first enrollment and the renewal of an expired token (Enroller), the
+// node's credentials (Credentials: NODE_TOKEN_FILE, NODE_TOKEN or the
+// stored token), and the state directory it owns (State: the node token,
+// the refreshed token and the node key in STATE_DIR). cmd/lormas-agent only
+// wires it to the configuration and the agent.
+//
+// With the cluster-wide enrollment token the agent registers a NEW node by
+// name and gets the node's own token, which it stores and uses. The node's
+// Ed25519 key (made at the first enrollment, kept in STATE_DIR) proves the
+// node's identity: the server re-issues an EXISTING node's token only to a
+// request signed by that node's key, so the enrollment token alone can
+// never take over a node.
 //
 // Wire contract: POST <server>/api/nodes/enroll with
 // "Authorization: Bearer <enrollment token>" and protocol.EnrollRequest
 // {"name", "publicKey", "timestamp", "signature"} (plus "nodeId" and
 // "token" for a renewal of an expired token); the answer is 201 (new node)
 // or 200 (token re-issued) with protocol.EnrollResponse {"id", "name",
-// "token", "expiresAt"}, or an error status with {"error": "..."}: 409 when
-// the name exists and the request does not prove that node's identity, or
-// the node is connected; 404 when a renewed node no longer exists; 429 when
-// the client address failed too often (Retry-After).
+// "token", "expiresAt"}, or an error status with protocol.ErrorResponse
+// {"error": "..."}: 409 when the name exists and the request does not
+// prove that node's identity, or the node is connected; 404 when a renewed
+// node no longer exists; 429 when the client address failed too often
+// (Retry-After).
 package enroll
 
 import (
@@ -191,9 +199,7 @@ func scrub(msg, token string) string {
 // errorMessage extracts {"error": "..."} from an error body, or returns its
 // first line (bounded) when the body is something else, e.g. a proxy's page.
 func errorMessage(body []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e protocol.ErrorResponse
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		return e.Error
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-const secret = "enrollment-secret-0123456789"
+const enrollSecret = "enrollment-secret-0123456789"
 
 func parse(t *testing.T, raw string) *url.URL {
 	t.Helper()
@@ -45,14 +45,14 @@ func TestEnrollSendsTheContract(t *testing.T) {
 	// SERVER_URL as the agent has it: ws:// with a path prefix and a
 	// trailing slash.
 	server := parse(t, "ws"+strings.TrimPrefix(ts.URL, "http")+"/lormas/")
-	res, err := Enroll(context.Background(), ts.Client(), server, "  "+secret+"\n", Request{Name: "node-a"})
+	res, err := Enroll(context.Background(), ts.Client(), server, "  "+enrollSecret+"\n", Request{Name: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res != (Result{ID: "n-1", Name: "node-a", Token: "jwt.jwt.jwt"}) {
 		t.Errorf("result = %+v", res)
 	}
-	if got.method != "POST" || got.path != "/lormas/api/nodes/enroll" || got.auth != "Bearer "+secret ||
+	if got.method != "POST" || got.path != "/lormas/api/nodes/enroll" || got.auth != "Bearer "+enrollSecret ||
 		got.contentType != "application/json" || got.body["name"] != "node-a" || len(got.body) != 1 {
 		t.Errorf("request = %+v", got)
 	}
@@ -63,7 +63,7 @@ func TestEnrollReissueIsSuccess(t *testing.T) {
 		_, _ = io.WriteString(w, `{"id":"n-1","token":"t"}`) // 200, and no name
 	}))
 	defer ts.Close()
-	res, err := Enroll(context.Background(), nil, parse(t, ts.URL), secret, Request{Name: "node-a"})
+	res, err := Enroll(context.Background(), nil, parse(t, ts.URL), enrollSecret, Request{Name: "node-a"})
 	if err != nil || res.ID != "n-1" || res.Name != "node-a" || res.Token != "t" {
 		t.Errorf("Enroll = %+v, %v", res, err)
 	}
@@ -77,7 +77,7 @@ func TestEnrollOverTLS(t *testing.T) {
 	defer ts.Close()
 	// wss:// maps to https://.
 	server := parse(t, "wss"+strings.TrimPrefix(ts.URL, "https"))
-	res, err := Enroll(context.Background(), ts.Client(), server, secret, Request{Name: "tls"})
+	res, err := Enroll(context.Background(), ts.Client(), server, enrollSecret, Request{Name: "tls"})
 	if err != nil || res.ID != "n-2" {
 		t.Errorf("Enroll over TLS = %+v, %v", res, err)
 	}
@@ -97,7 +97,7 @@ func TestEnrollErrors(t *testing.T) {
 		{"bad name", 400, `{"error":"name must not contain control characters"}`, false, false, "HTTP 400 Bad Request: name must not contain control characters"},
 		{"server error", 500, `{"error":"database: locked"}`, false, true, "HTTP 500 Internal Server Error: database: locked"},
 		{"proxy page", 502, "<html>Bad Gateway</html>\n<body>...</body>", false, true, "HTTP 502 Bad Gateway: <html>Bad Gateway</html>"},
-		{"echoing server", 400, `{"error":"bad header Bearer ` + secret + `"}`, false, false, "bad header Bearer REDACTED"},
+		{"echoing server", 400, `{"error":"bad header Bearer ` + enrollSecret + `"}`, false, false, "bad header Bearer REDACTED"},
 		{"not JSON", 201, `<html>`, false, false, "not the expected JSON"},
 		{"no token", 201, `{"id":"x"}`, false, false, "lacks the node id or token"},
 	}
@@ -108,14 +108,14 @@ func TestEnrollErrors(t *testing.T) {
 				_, _ = io.WriteString(w, c.body)
 			}))
 			defer ts.Close()
-			_, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a"})
+			_, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), enrollSecret, Request{Name: "node-a"})
 			if err == nil {
 				t.Fatal("Enroll succeeded")
 			}
 			if !strings.Contains(err.Error(), c.wantErr) || !strings.Contains(err.Error(), `enroll node "node-a"`) {
 				t.Errorf("error = %q, want it to contain %q", err, c.wantErr)
 			}
-			if strings.Contains(err.Error(), secret) {
+			if strings.Contains(err.Error(), enrollSecret) {
 				t.Errorf("error shows the enrollment token: %q", err)
 			}
 			if got := errors.Is(err, ErrTokenRejected); got != c.rejected {
@@ -133,8 +133,8 @@ func TestEnrollNetworkError(t *testing.T) {
 	ts := httptest.NewServer(http.NotFoundHandler())
 	server := parse(t, ts.URL)
 	ts.Close() // nothing listens any more
-	_, err := Enroll(context.Background(), nil, server, secret, Request{Name: "node-a"})
-	if err == nil || !strings.Contains(err.Error(), "/api/nodes/enroll") || strings.Contains(err.Error(), secret) {
+	_, err := Enroll(context.Background(), nil, server, enrollSecret, Request{Name: "node-a"})
+	if err == nil || !strings.Contains(err.Error(), "/api/nodes/enroll") || strings.Contains(err.Error(), enrollSecret) {
 		t.Errorf("error = %v, want the URL named and no token", err)
 	}
 	var se *StatusError
@@ -155,7 +155,7 @@ func TestEnrollCancelled(t *testing.T) {
 	defer close(block)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Enroll(ctx, ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a"})
+	_, err := Enroll(ctx, ts.Client(), parse(t, ts.URL), enrollSecret, Request{Name: "node-a"})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("error = %v, want context.Canceled", err)
 	}
@@ -163,12 +163,12 @@ func TestEnrollCancelled(t *testing.T) {
 
 func TestEnrollRefusesEmptyInput(t *testing.T) {
 	u := parse(t, "ws://localhost:3000")
-	for _, c := range []struct{ token, name string }{{"", "n"}, {"  ", "n"}, {secret, ""}} {
+	for _, c := range []struct{ token, name string }{{"", "n"}, {"  ", "n"}, {enrollSecret, ""}} {
 		if _, err := Enroll(context.Background(), nil, u, c.token, Request{Name: c.name}); err == nil {
 			t.Errorf("Enroll(%q, %q) succeeded", c.token, Request{Name: c.name})
 		}
 	}
-	if _, err := Enroll(context.Background(), nil, nil, secret, Request{Name: "n"}); err == nil {
+	if _, err := Enroll(context.Background(), nil, nil, enrollSecret, Request{Name: "n"}); err == nil {
 		t.Errorf("Enroll with a nil URL succeeded")
 	}
 }
@@ -189,12 +189,12 @@ func TestEnrollSendsProofAndRenewal(t *testing.T) {
 		_, _ = io.WriteString(w, `{"id":"n-1","name":"node-a","token":"t","expiresAt":"2030-01-01T00:00:00Z"}`)
 	}))
 	defer ts.Close()
-	key, _, err := LoadOrCreateKey(t.TempDir())
+	key, _, err := State{Dir: t.TempDir()}.KeyOrCreate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	at := time.Unix(1_800_000_000, 0)
-	res, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a", Key: key, Now: at})
+	res, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), enrollSecret, Request{Name: "node-a", Key: key, Now: at})
 	if err != nil || res.ExpiresAt != "2030-01-01T00:00:00Z" || res.Reissued {
 		t.Fatalf("Enroll = %+v, %v", res, err)
 	}
@@ -203,7 +203,7 @@ func TestEnrollSendsProofAndRenewal(t *testing.T) {
 		t.Errorf("request %+v lacks the proof %+v", body, want)
 	}
 	const nodeToken = "header.payload.signature-of-the-node"
-	_, err = Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, Request{Name: "node-a", Key: key, NodeID: "n-1", Token: nodeToken})
+	_, err = Enroll(context.Background(), ts.Client(), parse(t, ts.URL), enrollSecret, Request{Name: "node-a", Key: key, NodeID: "n-1", Token: nodeToken})
 	var se *StatusError
 	if !errors.As(err, &se) || !se.Conflict() || body.NodeID != "n-1" || body.Token != nodeToken {
 		t.Errorf("renewal: %v (request %+v), want a 409 with nodeId and token sent", err, body)
@@ -212,7 +212,7 @@ func TestEnrollSendsProofAndRenewal(t *testing.T) {
 		t.Errorf("the node token is in the error: %v", err)
 	}
 	for _, r := range []Request{{Name: "n", NodeID: "x"}, {Name: "n", NodeID: "x", Token: "t"}} {
-		if _, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), secret, r); err == nil {
+		if _, err := Enroll(context.Background(), ts.Client(), parse(t, ts.URL), enrollSecret, r); err == nil {
 			t.Errorf("incomplete renewal %+v accepted", r)
 		}
 	}

@@ -16,28 +16,17 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// KeyFileName is the file in STATE_DIR holding the node's Ed25519 private
-// key (PKCS #8, PEM), made at the first enrollment. It proves the node's
-// identity when its token is re-issued; it never leaves the machine.
-const KeyFileName = "node-key"
-
-// Modes of the key file and of the state directory created for it: the
-// agent's user alone may read them (as the stored token).
-const (
-	keyFileMode  = 0o600
-	stateDirMode = 0o700
-)
-
-// ErrNoKey is matched (errors.Is) when STATE_DIR holds no node key.
+// ErrNoKey is matched (errors.Is) when the state directory holds no node
+// key.
 var ErrNoKey = errors.New("no node key")
 
-// KeyPath is dir/node-key.
-func KeyPath(dir string) string { return filepath.Join(dir, KeyFileName) }
+// KeyPath is Dir/node-key.
+func (s State) KeyPath() string { return filepath.Join(s.Dir, KeyFileName) }
 
-// LoadKey reads the node key from dir; ErrNoKey (wrapped) when there is
-// none. The error never contains key material.
-func LoadKey(dir string) (ed25519.PrivateKey, error) {
-	path := KeyPath(dir)
+// Key reads the node key; ErrNoKey (wrapped) when there is none. The error
+// never contains key material.
+func (s State) Key() (ed25519.PrivateKey, error) {
+	path := s.KeyPath()
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s does not exist", ErrNoKey, path)
@@ -60,10 +49,10 @@ func LoadKey(dir string) (ed25519.PrivateKey, error) {
 	return key, nil
 }
 
-// LoadOrCreateKey returns the node key in dir, making one (and dir, mode
-// 0700) when there is none. created reports whether it was made now.
-func LoadOrCreateKey(dir string) (key ed25519.PrivateKey, created bool, err error) {
-	key, err = LoadKey(dir)
+// KeyOrCreate returns the node key, making one (and Dir, mode 0700) when
+// there is none. created reports whether it was made now.
+func (s State) KeyOrCreate() (key ed25519.PrivateKey, created bool, err error) {
+	key, err = s.Key()
 	if err == nil || !errors.Is(err, ErrNoKey) {
 		return key, false, err
 	}
@@ -75,48 +64,15 @@ func LoadOrCreateKey(dir string) (key ed25519.PrivateKey, created bool, err erro
 	if err != nil {
 		return nil, false, fmt.Errorf("encode node key: %w", err)
 	}
-	err = writePrivate(dir, KeyFileName, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	err = s.write(KeyFileName, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), false)
 	if errors.Is(err, fs.ErrExist) {
-		key, err = LoadKey(dir) // another start stored one meanwhile
+		key, err = s.Key() // another start stored one meanwhile
 		return key, false, err
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("store node key: %w", err)
 	}
 	return key, true, nil
-}
-
-// writePrivate writes data to dir/name with mode 0600 (dir created 0700)
-// atomically: a temporary file renamed into place, so a crash never leaves
-// half a key. An existing file is not replaced: two starts racing keep the
-// first key.
-func writePrivate(dir, name string, data []byte) error {
-	if err := os.MkdirAll(dir, stateDirMode); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+name+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // no-op after the link
-	if err := f.Chmod(keyFileMode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	// Link, not rename: fails with EEXIST instead of replacing a key
-	// another process stored meanwhile.
-	return os.Link(f.Name(), filepath.Join(dir, name))
 }
 
 // Proof is the identity proof of an enrollment request (the optional

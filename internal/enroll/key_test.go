@@ -15,14 +15,15 @@ import (
 
 func TestKeyIsCreatedPrivateAndReused(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	if _, err := LoadKey(dir); !errors.Is(err, ErrNoKey) {
-		t.Fatalf("LoadKey of an empty dir = %v, want ErrNoKey", err)
+	state := State{Dir: dir}
+	if _, err := state.Key(); !errors.Is(err, ErrNoKey) {
+		t.Fatalf("Key of an empty dir = %v, want ErrNoKey", err)
 	}
-	key, created, err := LoadOrCreateKey(dir)
+	key, created, err := state.KeyOrCreate()
 	if err != nil || !created || len(key) != ed25519.PrivateKeySize {
-		t.Fatalf("LoadOrCreateKey = %d bytes, %v, %v", len(key), created, err)
+		t.Fatalf("KeyOrCreate = %d bytes, %v, %v", len(key), created, err)
 	}
-	st, err := os.Stat(KeyPath(dir))
+	st, err := os.Stat(state.KeyPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,9 +33,9 @@ func TestKeyIsCreatedPrivateAndReused(t *testing.T) {
 	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
 		t.Errorf("state dir mode %v, want 0700", st.Mode().Perm())
 	}
-	again, created, err := LoadOrCreateKey(dir)
+	again, created, err := state.KeyOrCreate()
 	if err != nil || created || !key.Equal(again) {
-		t.Errorf("second LoadOrCreateKey: created=%v err=%v same=%v, want the stored key", created, err, key.Equal(again))
+		t.Errorf("second KeyOrCreate: created=%v err=%v same=%v, want the stored key", created, err, key.Equal(again))
 	}
 	// No temporary files are left behind.
 	entries, _ := os.ReadDir(dir)
@@ -45,14 +46,15 @@ func TestKeyIsCreatedPrivateAndReused(t *testing.T) {
 
 func TestKeyCorruptIsAnError(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(KeyPath(dir), []byte("not a key"), 0o600); err != nil {
+	state := State{Dir: dir}
+	if err := os.WriteFile(state.KeyPath(), []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := LoadOrCreateKey(dir)
+	_, _, err := state.KeyOrCreate()
 	if err == nil || errors.Is(err, ErrNoKey) || strings.Contains(err.Error(), "not a key") {
 		t.Errorf("corrupt key: %v, want an error that neither replaces it nor echoes it", err)
 	}
-	if b, _ := os.ReadFile(KeyPath(dir)); string(b) != "not a key" {
+	if b, _ := os.ReadFile(state.KeyPath()); string(b) != "not a key" {
 		t.Errorf("a corrupt key file was replaced")
 	}
 }

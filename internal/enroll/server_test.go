@@ -36,7 +36,7 @@ func TestAgainstLormasServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	key, _, err := enroll.LoadOrCreateKey(t.TempDir())
+	key, _, err := enroll.State{Dir: t.TempDir()}.KeyOrCreate()
 	if err != nil {
 		t.Fatal(err)
 	}

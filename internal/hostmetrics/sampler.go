@@ -1,8 +1,10 @@
 // Package hostmetrics reads the host's resource usage for heartbeats: CPU
 // busy fraction, memory, disk of Docker's data root, load and uptime, from
 // /proc and /sys through gopsutil. When the agent runs in a container, the
-// host's /proc is mounted and named by HOST_PROC (and /sys by HOST_SYS),
-// which gopsutil reads from the environment on every call.
+// host's /proc is mounted elsewhere (HOST_PROC, e.g. /host/proc; /sys by
+// HOST_SYS, the root by HOST_ROOT); the paths are given in Options and
+// handed to gopsutil through each call's context (common.EnvKey), never
+// through the process environment, as node_exporter's --path.procfs.
 package hostmetrics
 
 import (
@@ -18,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shirou/gopsutil/v4/common"
 	"github.com/shirou/gopsutil/v4/cpu"
 	"github.com/shirou/gopsutil/v4/disk"
 	"github.com/shirou/gopsutil/v4/host"
@@ -42,6 +45,11 @@ type Options struct {
 	// (an agent container without the directory mounted) "/" is used, which
 	// in a container is the overlay on the data root's file system.
 	DockerRoot string
+
+	// ProcPath, SysPath and RootPath are the host's /proc, /sys and root
+	// file system as the agent sees them (HOST_PROC, HOST_SYS, HOST_ROOT);
+	// "" means /proc, /sys and /.
+	ProcPath, SysPath, RootPath string
 }
 
 // Sampler reads host resource usage. It keeps its own CPU time snapshots,
@@ -49,6 +57,8 @@ type Options struct {
 // heartbeat interval). Safe for concurrent use.
 type Sampler struct {
 	dockerRoot string
+	proc, root string
+	env        common.EnvMap // the paths, for gopsutil
 	window     time.Duration
 
 	mu      sync.Mutex
@@ -59,18 +69,36 @@ type Sampler struct {
 
 // New returns a Sampler.
 func New(opts Options) *Sampler {
-	root := opts.DockerRoot
-	if root == "" {
-		root = DefaultDockerRoot
+	def := func(p, d string) string {
+		if p == "" {
+			return d
+		}
+		return p
 	}
-	return &Sampler{dockerRoot: root, window: firstWindow}
+	s := &Sampler{
+		dockerRoot: def(opts.DockerRoot, DefaultDockerRoot),
+		proc:       def(opts.ProcPath, "/proc"),
+		root:       def(opts.RootPath, "/"),
+		window:     firstWindow,
+	}
+	// Every path set, so gopsutil never falls back to the environment.
+	s.env = common.EnvMap{
+		common.HostProcEnvKey: s.proc,
+		common.HostSysEnvKey:  def(opts.SysPath, "/sys"),
+		common.HostRootEnvKey: s.root,
+	}
+	return s
 }
+
+// ProcPath is the /proc the Sampler reads.
+func (s *Sampler) ProcPath() string { return s.proc }
 
 // Sample reads the host's resources. CPU and memory are required (the
 // seed's heartbeat fields): if either cannot be read Sample returns an
 // error. The extended fields are best effort and left zero when their
 // source is unavailable. Containers is filled by the agent.
 func (s *Sampler) Sample(ctx context.Context) (protocol.HostResources, error) {
+	ctx = context.WithValue(ctx, common.EnvKey, s.env)
 	var res protocol.HostResources
 	var errs []error
 
@@ -103,7 +131,7 @@ func (s *Sampler) Sample(ctx context.Context) (protocol.HostResources, error) {
 	if l, err := load.AvgWithContext(ctx); err == nil {
 		res.Load1, res.Load5, res.Load15 = round(l.Load1), round(l.Load5), round(l.Load15)
 	}
-	res.UptimeSeconds = uptime(ctx)
+	res.UptimeSeconds = s.uptime(ctx)
 	return res, errors.Join(errs...)
 }
 
@@ -111,14 +139,14 @@ func (s *Sampler) Sample(ctx context.Context) (protocol.HostResources, error) {
 // seconds.
 type cpuTimes struct{ busy, idle float64 }
 
-func readCPU(ctx context.Context) (cpuTimes, error) {
+func (s *Sampler) readCPU(ctx context.Context) (cpuTimes, error) {
 	ts, err := cpu.TimesWithContext(ctx, false)
 	if err != nil {
 		return cpuTimes{}, fmt.Errorf("cpu times: %w", err)
 	}
 	// gopsutil returns no error, just nothing, when /proc/stat is unreadable.
 	if len(ts) == 0 {
-		return cpuTimes{}, errors.New("cpu times: cannot read the cpu line of " + procPath("stat"))
+		return cpuTimes{}, errors.New("cpu times: cannot read the cpu line of " + filepath.Join(s.proc, "stat"))
 	}
 	t := ts[0]
 	// On Linux guest and guest_nice time is already counted in user and
@@ -136,7 +164,7 @@ func (s *Sampler) cpuBusy(ctx context.Context) (float64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.hasPrev {
-		t0, err := readCPU(ctx)
+		t0, err := s.readCPU(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -147,7 +175,7 @@ func (s *Sampler) cpuBusy(ctx context.Context) (float64, error) {
 			return 0, fmt.Errorf("cpu: %w", ctx.Err())
 		}
 	}
-	now, err := readCPU(ctx)
+	now, err := s.readCPU(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -167,12 +195,12 @@ func (s *Sampler) cpuBusy(ctx context.Context) (float64, error) {
 	return s.lastCPU, nil
 }
 
-// diskUsage statfs's Docker's data root: under HOST_ROOT first, then as
-// is, then "/".
+// diskUsage statfs's Docker's data root: under the host's root first, then
+// as is, then "/".
 func (s *Sampler) diskUsage(ctx context.Context) *disk.UsageStat {
 	var candidates []string
-	if hr := os.Getenv("HOST_ROOT"); hr != "" {
-		candidates = append(candidates, filepath.Join(hr, s.dockerRoot))
+	if s.root != "/" {
+		candidates = append(candidates, filepath.Join(s.root, s.dockerRoot))
 	}
 	candidates = append(candidates, s.dockerRoot, "/")
 	for _, p := range candidates {
@@ -183,10 +211,10 @@ func (s *Sampler) diskUsage(ctx context.Context) *disk.UsageStat {
 	return nil
 }
 
-// uptime reads HOST_PROC/uptime (so a fixture or the host's mounted /proc
-// decides), falling back to sysinfo(2).
-func uptime(ctx context.Context) uint64 {
-	if b, err := os.ReadFile(procPath("uptime")); err == nil {
+// uptime reads /proc/uptime of the host's /proc (so a fixture or the
+// host's mounted /proc decides), falling back to sysinfo(2).
+func (s *Sampler) uptime(ctx context.Context) uint64 {
+	if b, err := os.ReadFile(filepath.Join(s.proc, "uptime")); err == nil {
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			if v, err := strconv.ParseFloat(f[0], 64); err == nil && v >= 0 {
 				return uint64(v)
@@ -197,15 +225,6 @@ func uptime(ctx context.Context) uint64 {
 		return v
 	}
 	return 0
-}
-
-// procPath is the path of name under HOST_PROC (default /proc).
-func procPath(name string) string {
-	root := os.Getenv("HOST_PROC")
-	if root == "" {
-		root = "/proc"
-	}
-	return filepath.Join(root, name)
 }
 
 // round keeps four decimals: heartbeats need no more, and JSON stays short.

@@ -25,9 +25,9 @@ const (
 // daemon's log spans days), millisecond precision.
 const timeFormat = "2006-01-02 15:04:05.000"
 
-// New returns a logger writing to w at level (debug, info, warn, error) in
-// format (text or json). Text output is coloured only when w is a terminal
-// and NO_COLOR is not set.
+// New returns a logger writing to w at level (debug, info, warn or warning,
+// error; any case) in format (text or json). Text output is coloured only
+// when w is a terminal and NO_COLOR is not set.
 func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	lvl, err := ParseLevel(level)
 	if err != nil {
@@ -63,7 +63,7 @@ func ParseLevel(s string) (slog.Level, error) {
 	case "error":
 		return slog.LevelError, nil
 	}
-	return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+	return 0, fmt.Errorf("log level %q: want one of %s", s, levelNames)
 }
 
 // colour reports whether w is a terminal that should get ANSI colours.

@@ -1,6 +1,7 @@
 // Package secret holds credentials (tokens, keys) so that no printing path
 // can show them: fmt verbs, %#v, slog, JSON and panic messages all print
-// "REDACTED". The agent's and the server's configurations both use it.
+// "REDACTED"; ReadFile reads one from a file without ever echoing it. The
+// agent's and the server's configurations both use it.
 package secret
 
 import (

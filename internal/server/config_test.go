@@ -3,12 +3,16 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/envconf"
+	"github.com/lormas/lormas-agent/internal/logging"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -18,8 +22,9 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{
 		ListenAddr: ":3000", DataDir: "./data", EnrollmentTokenExport: "data/enrollment-token",
-		CommandTimeout: 60 * time.Second, PingInterval: 30 * time.Second, LogLevel: "info",
-		LogFormat: "text", MaxBodyBytes: 1 << 20, MaxMessageBytes: 16 << 20,
+		CommandTimeout: 60 * time.Second, PingInterval: 30 * time.Second,
+		Settings:     logging.Settings{LogLevel: "info", LogFormat: "text"},
+		MaxBodyBytes: 1 << 20, MaxMessageBytes: 16 << 20,
 		AuthFailureBurst: 10, AuthFailureInterval: 6 * time.Second,
 		HeartbeatFlushInterval: 10 * time.Second,
 	}
@@ -60,7 +65,7 @@ func TestConfigSecretFilesAreTrimmed(t *testing.T) {
 		t.Errorf("enrollment token = %q", got)
 	}
 	if cfg.EnrollmentTokenExport != "/var/lib/lormas/enrollment-token" || cfg.NodeTokenTTL != 720*time.Hour ||
-		cfg.LogLevel != "DEBUG" || cfg.LogFormat != "json" {
+		cfg.LogLevel != "debug" || cfg.LogFormat != "json" {
 		t.Errorf("cfg = %+v", cfg)
 	}
 	// A printed configuration never shows a secret.
@@ -102,17 +107,17 @@ func TestConfigProblemsAreListedTogether(t *testing.T) {
 		t.Fatalf("LoadConfig = %v, want a *ConfigError", err)
 	}
 	want := []string{
-		"ADMIN_TOKEN must be at least 16 characters",
-		"JWT_SECRET and JWT_SECRET_FILE are both set",
-		"ENROLLMENT_TOKEN_FILE: " + empty + " is empty",
-		"COMMAND_TIMEOUT: invalid value",
-		"NODE_TOKEN_TTL must not be negative",
-		"PING_INTERVAL must be positive",
-		"LOG_LEVEL must be debug, info, warn or error",
-		"LOG_FORMAT must be text or json",
-		"MAX_BODY_BYTES must be at least 1024",
-		"TLS_CERT_FILE and TLS_KEY_FILE must be set together",
-		"LISTEN_ADDR must not be empty",
+		"ADMIN_TOKEN: must be at least 16 characters",
+		"JWT_SECRET: set only one of JWT_SECRET and JWT_SECRET_FILE",
+		"ENROLLMENT_TOKEN_FILE: " + empty + ": file is empty",
+		`COMMAND_TIMEOUT: time: invalid duration "soon"`,
+		"NODE_TOKEN_TTL: must not be negative",
+		"PING_INTERVAL: must be positive",
+		`LOG_LEVEL: "loud" is not one of debug, info, warn (or warning), error`,
+		`LOG_FORMAT: "xml" is not one of text, json`,
+		"MAX_BODY_BYTES: must be at least 1024",
+		"TLS_KEY_FILE: must be set together with TLS_CERT_FILE",
+		"LISTEN_ADDR: must not be empty",
 	}
 	text := strings.Join(ce.Problems, "\n")
 	for _, w := range want {
@@ -125,6 +130,27 @@ func TestConfigProblemsAreListedTogether(t *testing.T) {
 	}
 	if strings.Contains(text, "short") {
 		t.Errorf("a problem shows the secret value:\n%s", text)
+	}
+}
+
+// The agent and the server accept the same LOG_LEVEL values
+// (internal/logging.Settings; the agent's test is in internal/config).
+func TestConfigLogLevels(t *testing.T) {
+	for _, level := range []string{"debug", "info", "warn", "warning", "error", "WARNING", " Info "} {
+		cfg, err := LoadConfig(map[string]string{"LOG_LEVEL": level, "LOG_FORMAT": "JSON"})
+		if err != nil {
+			t.Errorf("LOG_LEVEL=%q: %v", level, err)
+			continue
+		}
+		if _, err := logging.New(io.Discard, cfg.LogLevel, cfg.LogFormat); err != nil {
+			t.Errorf("LOG_LEVEL=%q accepted but the logger refuses it: %v", level, err)
+		}
+	}
+	for _, level := range []string{"trace", "warnings", "fatal"} {
+		_, err := LoadConfig(map[string]string{"LOG_LEVEL": level})
+		if p := envconf.Lines(err); len(p) != 1 || !strings.HasPrefix(p[0], "LOG_LEVEL: ") {
+			t.Errorf("LOG_LEVEL=%q: problems %q, want one about LOG_LEVEL", level, p)
+		}
 	}
 }
 

@@ -14,12 +14,12 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 // apiError is every error body: {"error": "..."}.
-type apiError struct {
-	Error string `json:"error"`
-}
+type apiError = protocol.ErrorResponse
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)

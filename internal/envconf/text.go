@@ -1,4 +1,4 @@
-package envdoc
+package envconf
 
 import (
 	"fmt"

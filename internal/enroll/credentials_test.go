@@ -1,23 +1,41 @@
-package config
+package enroll
 
 import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/secret"
 )
+
+// testToken looks like a JWT; tests assert it never appears in error text.
+const testToken = "eyJhbGciOiJIUzI1NiJ9.eyJub2RlSWQiOiJuMSJ9.c2VjcmV0LXNpZ25hdHVyZQ"
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// inState returns credentials whose state directory is a fresh one.
+func inState(t *testing.T, c Credentials) Credentials {
+	t.Helper()
+	c.State = State{Dir: filepath.Join(t.TempDir(), "state")}
+	return c
+}
 
 func TestTokenFileTrimmedAndReRead(t *testing.T) {
 	dir := t.TempDir()
 	file := writeFile(t, dir, "token", "  first-token\n")
-	cfg := mustLoad(t, "", "NODE_TOKEN_FILE="+file)
-	next := cfg.TokenSource()
+	next := inState(t, Credentials{NodeTokenFile: file}).Token
 	if got, err := next(); err != nil || got != "first-token" {
 		t.Fatalf("token = %q, %v; want first-token (trimmed)", got, err)
 	}
@@ -38,56 +56,53 @@ func TestTokenFileTrimmedAndReRead(t *testing.T) {
 	}
 }
 
-func TestTokenSourceEnvAndStored(t *testing.T) {
-	cfg := mustLoad(t, "", "NODE_TOKEN="+testToken)
-	if got, _ := cfg.TokenSource()(); got != testToken {
+func TestTokenEnvAndStored(t *testing.T) {
+	cfg := inState(t, Credentials{NodeToken: secret.New(testToken)})
+	if got, _ := cfg.Token(); got != testToken {
 		t.Errorf("NODE_TOKEN source = %q", got)
 	}
 	if cfg.NeedsEnrollment() {
 		t.Error("NeedsEnrollment with NODE_TOKEN")
 	}
 
-	cfg = mustLoad(t, "", "ENROLLMENT_TOKEN=enroll-me")
+	cfg = inState(t, Credentials{EnrollmentToken: secret.New("enroll-me")})
 	if !cfg.NeedsEnrollment() {
 		t.Error("NeedsEnrollment false before enrollment")
 	}
-	if _, err := cfg.TokenSource()(); !errors.Is(err, ErrNoToken) {
+	if _, err := cfg.Token(); !errors.Is(err, ErrNoToken) {
 		t.Errorf("before enrollment: err = %v, want ErrNoToken", err)
 	}
 	if got, err := cfg.EnrollmentTokenValue(); err != nil || got != "enroll-me" {
 		t.Errorf("EnrollmentTokenValue = %q, %v", got, err)
 	}
-	if err := cfg.StoreToken(testToken); err != nil {
+	if err := cfg.State.StoreToken(testToken); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.NeedsEnrollment() {
 		t.Error("NeedsEnrollment after StoreToken")
 	}
-	if got, err := cfg.TokenSource()(); err != nil || got != testToken {
+	if got, err := cfg.Token(); err != nil || got != testToken {
 		t.Errorf("stored token = %q, %v", got, err)
 	}
-	st, err := os.Stat(cfg.StoredTokenPath())
+	st, err := os.Stat(cfg.State.TokenPath())
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("token file mode = %v, %v; want 0600", st.Mode(), err)
 	}
-	dst, err := os.Stat(cfg.StateDir)
+	dst, err := os.Stat(cfg.State.Dir)
 	if err != nil || dst.Mode().Perm() != 0o700 {
 		t.Errorf("state dir mode = %v, %v; want 0700", dst.Mode(), err)
 	}
-	entries, _ := os.ReadDir(cfg.StateDir)
+	entries, _ := os.ReadDir(cfg.State.Dir)
 	if len(entries) != 1 {
-		t.Errorf("state dir holds %d entries, want only %s", len(entries), StoredTokenName)
+		t.Errorf("state dir holds %d entries, want only %s", len(entries), TokenFileName)
 	}
 
 	// Later starts: no token variable at all, the stored token is enough.
-	again, err := load([]string{"STATE_DIR=" + cfg.StateDir}, filepath.Join(t.TempDir(), ".env"))
-	if err != nil {
-		t.Fatalf("restart with stored token: %v", err)
+	again := Credentials{State: cfg.State}
+	if got, _ := again.Token(); got != testToken || again.NeedsEnrollment() {
+		t.Errorf("restart token = %q, needs enrollment %v", got, again.NeedsEnrollment())
 	}
-	if got, _ := again.TokenSource()(); got != testToken {
-		t.Errorf("restart token = %q", got)
-	}
-	if err := cfg.StoreToken("bad token"); err == nil || strings.Contains(err.Error(), "bad token") {
+	if err := cfg.State.StoreToken("bad token"); err == nil || strings.Contains(err.Error(), "bad token") {
 		t.Errorf("StoreToken of a token with a space: %v", err)
 	}
 }
@@ -95,7 +110,7 @@ func TestTokenSourceEnvAndStored(t *testing.T) {
 func TestEnrollmentTokenFileReadFresh(t *testing.T) {
 	dir := t.TempDir()
 	file := writeFile(t, dir, "enroll", "one\n")
-	cfg := mustLoad(t, "", "ENROLLMENT_TOKEN_FILE="+file)
+	cfg := inState(t, Credentials{EnrollmentTokenFile: file})
 	writeFile(t, dir, "enroll", "two\n")
 	if got, err := cfg.EnrollmentTokenValue(); err != nil || got != "two" {
 		t.Errorf("EnrollmentTokenValue = %q, %v; want two", got, err)
@@ -112,7 +127,7 @@ func jwtWith(claims string) string {
 // token_refresh (STATE_DIR/node-token.refreshed) is the agent's to prefer,
 // and what a server planted in STATE_DIR/node-token under an operator's
 // NODE_TOKEN_FILE is never read (review M4).
-func TestTokenSourceIsTheCredential(t *testing.T) {
+func TestTokenIsTheCredential(t *testing.T) {
 	now := time.Now().Unix()
 	claims := func(node string, iat, exp int64) string {
 		return jwtWith(fmt.Sprintf(`{"nodeId":%q,"iat":%d,"exp":%d}`, node, iat, exp))
@@ -120,19 +135,19 @@ func TestTokenSourceIsTheCredential(t *testing.T) {
 	configured := claims("n1", now-100, now+60)
 	dir := t.TempDir()
 	file := writeFile(t, dir, "token", configured+"\n")
-	state := filepath.Join(dir, "state")
-	cfg := mustLoad(t, "", "NODE_TOKEN_FILE="+file, "STATE_DIR="+state)
-	if err := cfg.StoreToken(claims("n1", now, now+60)); err != nil {
+	state := State{Dir: filepath.Join(dir, "state")}
+	cfg := Credentials{NodeTokenFile: file, State: state}
+	if err := cfg.State.StoreToken(claims("n1", now, now+60)); err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.RefreshedTokens().Save(claims("n1", now, now+60)); err != nil {
+	if err := cfg.Refreshed().Save(claims("n1", now, now+60)); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := cfg.TokenSource()(); got != configured {
+	if got, _ := cfg.Token(); got != configured {
 		t.Errorf("NODE_TOKEN_FILE: a stored token was used instead of the file's")
 	}
-	static := mustLoad(t, "", "NODE_TOKEN="+configured, "STATE_DIR="+state)
-	if got, _ := static.TokenSource()(); got != configured {
+	static := Credentials{NodeToken: secret.New(configured), State: state}
+	if got, _ := static.Token(); got != configured {
 		t.Errorf("NODE_TOKEN: a stored token was used instead")
 	}
 }
@@ -144,30 +159,30 @@ func TestTokenSourceIsTheCredential(t *testing.T) {
 func TestRefreshedTokenFile(t *testing.T) {
 	enrolledTok, refreshed := jwtWith(`{"nodeId":"n1","iat":1}`), jwtWith(`{"nodeId":"n1","iat":2}`)
 	t.Run("enrolled", func(t *testing.T) {
-		cfg := mustLoad(t, "", "ENROLLMENT_TOKEN=enroll-me", "STATE_DIR="+filepath.Join(t.TempDir(), "state"))
-		if err := cfg.StoreToken(enrolledTok); err != nil {
+		cfg := inState(t, Credentials{EnrollmentToken: secret.New("enroll-me")})
+		if err := cfg.State.StoreToken(enrolledTok); err != nil {
 			t.Fatal(err)
 		}
-		rt := cfg.RefreshedTokens()
+		rt := cfg.Refreshed()
 		if got, err := rt.Load(); got != "" || err != nil {
 			t.Fatalf("Load with nothing kept = %q, %v", got, err)
 		}
 		if err := rt.Save(refreshed); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := cfg.TokenSource()(); got != enrolledTok {
+		if got, _ := cfg.Token(); got != enrolledTok {
 			t.Errorf("Save replaced the enrolled credential")
 		}
 		if got, _ := rt.Load(); got != refreshed {
 			t.Errorf("Load after Save: another token")
 		}
-		if st, err := os.Stat(rt.Path()); err != nil || st.Mode().Perm() != 0o600 || filepath.Base(rt.Path()) != RefreshedTokenName {
+		if st, err := os.Stat(rt.Path()); err != nil || st.Mode().Perm() != 0o600 || filepath.Base(rt.Path()) != RefreshedFileName {
 			t.Errorf("refreshed token file %s: %v, %v; want mode 0600", rt.Path(), st, err)
 		}
 		if err := rt.Accepted(refreshed); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := cfg.TokenSource()(); got != refreshed {
+		if got, _ := cfg.Token(); got != refreshed {
 			t.Errorf("Accepted did not make the refreshed token the credential")
 		}
 		if _, err := os.Stat(rt.Path()); !errors.Is(err, os.ErrNotExist) {
@@ -183,7 +198,7 @@ func TestRefreshedTokenFile(t *testing.T) {
 		if got, _ := rt.Load(); got != "" {
 			t.Errorf("Load after Discard = %q", got)
 		}
-		if got, _ := cfg.TokenSource()(); got != refreshed {
+		if got, _ := cfg.Token(); got != refreshed {
 			t.Errorf("Discard changed the credential")
 		}
 		if err := rt.Discard(); err != nil {
@@ -196,8 +211,8 @@ func TestRefreshedTokenFile(t *testing.T) {
 	t.Run("token file", func(t *testing.T) {
 		dir := t.TempDir()
 		file := writeFile(t, dir, "token", enrolledTok+"\n")
-		cfg := mustLoad(t, "", "NODE_TOKEN_FILE="+file, "STATE_DIR="+filepath.Join(dir, "state"))
-		rt := cfg.RefreshedTokens()
+		cfg := Credentials{NodeTokenFile: file, State: State{Dir: filepath.Join(dir, "state")}}
+		rt := cfg.Refreshed()
 		if err := rt.Save(refreshed); err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +222,7 @@ func TestRefreshedTokenFile(t *testing.T) {
 		if b, _ := os.ReadFile(file); strings.TrimSpace(string(b)) != enrolledTok {
 			t.Errorf("Accepted wrote the operator's token file")
 		}
-		if _, err := os.Stat(cfg.StoredTokenPath()); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(cfg.State.TokenPath()); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("Accepted wrote STATE_DIR/node-token under NODE_TOKEN_FILE: %v", err)
 		}
 		if got, _ := rt.Load(); got != refreshed {
@@ -219,15 +234,16 @@ func TestRefreshedTokenFile(t *testing.T) {
 func TestCredentialHint(t *testing.T) {
 	dir := t.TempDir()
 	file := writeFile(t, dir, "token", testToken+"\n")
+	state := State{Dir: "/s"}
 	for _, c := range []struct {
-		env  []string
-		want []string
+		creds Credentials
+		want  []string
 	}{
-		{[]string{"NODE_TOKEN_FILE=" + file}, []string{"NODE_TOKEN_FILE (" + file + ")"}},
-		{[]string{"NODE_TOKEN=" + testToken, "STATE_DIR=/s"}, []string{"set NODE_TOKEN", "/s/node-token"}},
-		{[]string{"ENROLLMENT_TOKEN=e", "STATE_DIR=/s"}, []string{"into /s/node-token", "remove /s/node-token and /s/node-key"}},
+		{Credentials{NodeTokenFile: file}, []string{"NODE_TOKEN_FILE (" + file + ")"}},
+		{Credentials{NodeToken: secret.New(testToken), State: state}, []string{"set NODE_TOKEN", "/s/node-token"}},
+		{Credentials{EnrollmentToken: secret.New("e"), State: state}, []string{"into /s/node-token", "remove /s/node-token and /s/node-key"}},
 	} {
-		got := mustLoad(t, "", c.env...).CredentialHint()
+		got := c.creds.Hint()
 		for _, w := range c.want {
 			if !strings.Contains(got, w) {
 				t.Errorf("hint %q lacks %q", got, w)
@@ -236,31 +252,5 @@ func TestCredentialHint(t *testing.T) {
 		if strings.Contains(got, testToken) {
 			t.Errorf("hint shows the token")
 		}
-	}
-}
-
-// A token file the agent's user may not read (written by root, 0600, for
-// an agent running as uid 65532) says whose permission is missing and the
-// command that fixes it; other errors are left alone.
-func TestPermissionDeniedNamesTheFix(t *testing.T) {
-	denied := &fs.PathError{Op: "open", Path: "/run/secrets/node-token", Err: fs.ErrPermission}
-	err := withPermissionFix("/run/secrets/node-token", denied)
-	uid := strconv.Itoa(os.Getuid())
-	for _, want := range []string{
-		"open /run/secrets/node-token: permission denied",
-		"the agent runs as uid " + uid,
-		"sudo chown " + uid + " /run/secrets/node-token && sudo chmod 0400 /run/secrets/node-token",
-		"the host file mounted at /run/secrets/node-token",
-	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q lacks %q", err, want)
-		}
-	}
-	if !errors.Is(err, fs.ErrPermission) {
-		t.Error("the fix hides the permission error from errors.Is")
-	}
-	missing := &fs.PathError{Op: "open", Path: "/x", Err: fs.ErrNotExist}
-	if got := withPermissionFix("/x", missing); got != error(missing) {
-		t.Errorf("a missing file got %v", got)
 	}
 }
