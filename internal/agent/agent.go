@@ -67,6 +67,7 @@ type timing struct {
 	stableAfter  time.Duration // up this long: backoff resets
 	flushTimeout time.Duration // shutdown: writing the last results
 	eventsRetry  time.Duration // first delay before resubscribing to events
+	clock        backoff.Clock // reconnect waits and how long a connection stayed up
 	proxy        transport.ProxyFunc
 }
 
@@ -78,6 +79,7 @@ func defaultTiming() timing {
 		stableAfter:  backoff.DefaultStableAfter,
 		flushTimeout: 5 * time.Second,
 		eventsRetry:  time.Second,
+		clock:        backoff.RealClock{},
 	}
 }
 

@@ -44,7 +44,8 @@ const replacedHint = "lormas-server keeps one session per node, so two agents wi
 // connectLoop dials, runs a session, and redials with backoff until ctx
 // ends (nil) or the reconnect attempts are exhausted.
 func (a *Agent) connectLoop(ctx context.Context) error {
-	b := backoff.New(a.opts.ReconnectDelay, a.opts.ReconnectMaxDelay, backoff.WithStableAfter(a.tm.stableAfter))
+	b := backoff.New(a.opts.ReconnectDelay, a.opts.ReconnectMaxDelay,
+		backoff.WithStableAfter(a.tm.stableAfter), backoff.WithClock(a.tm.clock))
 	authStreak := false
 	remind := newEvery(authRemindEvery)
 	otherNode := newEvery(authRemindEvery)
@@ -60,7 +61,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 			}
 			d := b.Next()
 			a.log.Info("reconnecting", "in", d.Round(time.Millisecond), "attempt", b.Attempt())
-			if !backoff.Sleep(ctx, d) {
+			if b.WaitFor(ctx, d) != nil {
 				return nil
 			}
 			a.obs.Reconnect()
@@ -282,10 +283,10 @@ func (a *Agent) connectOnce(ctx context.Context, b *backoff.Backoff) attempt {
 	if fromRefresh {
 		a.refreshAccepted(token)
 	}
-	start := time.Now()
+	start := a.tm.clock.Now()
 	b.MarkConnected(start)
 	err = a.runSession(ctx, conn)
-	end := time.Now()
+	end := a.tm.clock.Now()
 	if b.MarkDisconnected(end) {
 		a.log.Debug("connection was stable: backoff reset")
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"time"
 
+	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -16,6 +17,9 @@ type Timing struct {
 	FlushTimeout time.Duration
 	EventsRetry  time.Duration
 	Proxy        transport.ProxyFunc
+	// Clock is what reconnect waits wait on, and what tells how long a
+	// connection stayed up (the stable period).
+	Clock backoff.Clock
 }
 
 // SetTiming applies t to a.
@@ -33,6 +37,9 @@ func SetTiming(a *Agent, t Timing) {
 	set(&a.tm.eventsRetry, t.EventsRetry)
 	if t.Proxy != nil {
 		a.tm.proxy = t.Proxy
+	}
+	if t.Clock != nil {
+		a.tm.clock = t.Clock
 	}
 }
 

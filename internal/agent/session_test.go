@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -225,12 +226,48 @@ func TestPongWhileSlowCommandRuns(t *testing.T) {
 	}
 }
 
+// fakeClock is a backoff.Clock whose time moves only when the test says:
+// every wait ends at once and is recorded.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	waits []time.Duration
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waits = append(c.waits, d)
+	ch := make(chan time.Time, 1)
+	ch <- c.now
+	return ch
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) waited() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.waits)
+}
+
 func TestServerCloseReconnectsWithGrowingBackoff(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	h := start(t, nil, setup{
 		opts: func(o *agent.Options) {
 			o.ReconnectDelay, o.ReconnectMaxDelay = 5*time.Millisecond, 40*time.Millisecond
 		},
-		timing: agent.Timing{StableAfter: time.Second},
+		timing: agent.Timing{StableAfter: time.Second, Clock: clock},
 	})
 	// A server that accepts and at once closes: attempts keep counting.
 	for i := 0; i < 4; i++ {
@@ -239,7 +276,7 @@ func TestServerCloseReconnectsWithGrowingBackoff(t *testing.T) {
 	}
 	h.identified()
 	// Stay up past the stable period, then close: the backoff resets.
-	time.Sleep(1300 * time.Millisecond)
+	clock.advance(2 * time.Second)
 	h.srv.CloseConns(1012, "restarting")
 	h.identified()
 
@@ -249,6 +286,16 @@ func TestServerCloseReconnectsWithGrowingBackoff(t *testing.T) {
 	}
 	if want := []float64{1, 2, 3, 4, 1}; !slices.Equal(attempts, want) {
 		t.Errorf("reconnect attempts %v, want %v (growing, reset after a stable connection)", attempts, want)
+	}
+	ceilings := []time.Duration{5, 10, 20, 40, 5}
+	waits := clock.waited()
+	if len(waits) != len(ceilings) {
+		t.Fatalf("waited %v, want %d waits", waits, len(ceilings))
+	}
+	for i, w := range waits {
+		if ceil := ceilings[i] * time.Millisecond; w < 0 || w > ceil {
+			t.Errorf("wait %d = %v, want within [0, %v]", i+1, w, ceil)
+		}
 	}
 	if got := h.srv.Connections(); got != 6 {
 		t.Errorf("got %d connections, want 6", got)

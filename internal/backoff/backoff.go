@@ -1,9 +1,11 @@
-// Package backoff computes reconnect delays: exponential growth from a base
-// delay doubling up to a cap, with full jitter, reset once a connection has
-// proved stable by staying up long enough.
+// Package backoff is the one retry primitive of the agent: exponential
+// growth from a base delay doubling up to a cap, with full jitter, reset once
+// a connection has proved stable by staying up long enough, and Wait, which
+// waits the next delay unless the context ends first. Retry and poll loops
+// call Wait instead of writing their own timer.
 //
-// Backoff has no clock of its own: callers pass the times at which a
-// connection came up and went down, and the random source is injectable, so
+// The clock that Wait waits on and the random source are injectable, and
+// callers pass the times at which a connection came up and went down, so
 // tests are deterministic and run in microseconds.
 package backoff
 
@@ -24,6 +26,7 @@ type Backoff struct {
 	base, max   time.Duration
 	stableAfter time.Duration
 	randN       func(n int64) int64
+	clock       Clock
 
 	attempt int
 	upSince time.Time
@@ -39,6 +42,40 @@ func WithRand(f func(n int64) int64) Option { return func(b *Backoff) { b.randN 
 // MarkDisconnected resets the backoff.
 func WithStableAfter(d time.Duration) Option { return func(b *Backoff) { b.stableAfter = d } }
 
+// WithoutJitter makes every delay the ceiling itself: a plain doubling
+// (or, with Constant, a fixed poll interval).
+func WithoutJitter() Option { return WithRand(func(n int64) int64 { return n - 1 }) }
+
+// WithClock replaces the clock Wait and WaitFor wait on; nil keeps the
+// real one.
+func WithClock(c Clock) Option {
+	return func(b *Backoff) {
+		if c != nil {
+			b.clock = c
+		}
+	}
+}
+
+// Clock is what a Backoff waits on, and what a retry loop reads the times
+// it passes to MarkConnected and MarkDisconnected from: RealClock by
+// default, a fake one in tests (or RealClock inside a testing/synctest
+// bubble, where time is fake).
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+// RealClock is the process's clock.
+type RealClock struct{}
+
+// Now is time.Now.
+func (RealClock) Now() time.Time { return time.Now() }
+
+// After is time.After: its unstopped timer is collected once unreferenced
+// (Go 1.23), so a Wait cut short leaks nothing.
+func (RealClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
 // New returns a Backoff whose ceiling starts at base and doubles per attempt
 // up to max. A non-positive base becomes one second; a max below base
 // becomes base.
@@ -49,11 +86,17 @@ func New(base, max time.Duration, opts ...Option) *Backoff {
 	if max < base {
 		max = base
 	}
-	b := &Backoff{base: base, max: max, stableAfter: DefaultStableAfter, randN: rand.Int64N}
+	b := &Backoff{base: base, max: max, stableAfter: DefaultStableAfter, randN: rand.Int64N, clock: RealClock{}}
 	for _, o := range opts {
 		o(b)
 	}
 	return b
+}
+
+// Constant returns a Backoff whose every delay is d (a poll interval): New
+// with base and cap d and no jitter.
+func Constant(d time.Duration, opts ...Option) *Backoff {
+	return New(d, d, append([]Option{WithoutJitter()}, opts...)...)
 }
 
 // Ceiling is the largest delay the next call to Next can return:
@@ -103,16 +146,31 @@ func (b *Backoff) MarkDisconnected(now time.Time) bool {
 	return true
 }
 
-// Sleep waits d or until ctx ends, and reports whether the full time
-// passed: the one wait of every retry loop (reconnects, resubscriptions,
-// log stream resumes).
+// Wait waits the next delay (Next) on the Backoff's clock, or until ctx
+// ends; then it returns ctx's error. It is the wait of every retry loop.
+func (b *Backoff) Wait(ctx context.Context) error { return b.WaitFor(ctx, b.Next()) }
+
+// WaitFor waits d, a delay Next returned, on the Backoff's clock, or until
+// ctx ends; then it returns ctx's error. A loop that tells how long it waits
+// before it waits calls Next, logs, then WaitFor.
+func (b *Backoff) WaitFor(ctx context.Context, d time.Duration) error {
+	return wait(ctx, b.clock, d)
+}
+
+// Sleep waits d on the real clock, or until ctx ends, and reports whether
+// the full time passed: Wait for a loop that keeps no Backoff.
 func Sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
+	return wait(ctx, RealClock{}, d) == nil
+}
+
+func wait(ctx context.Context, c Clock, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
-	case <-t.C:
-		return true
+	case <-c.After(d):
+		return nil
 	case <-ctx.Done():
-		return false
+		return ctx.Err()
 	}
 }

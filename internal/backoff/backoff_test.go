@@ -1,7 +1,10 @@
 package backoff
 
 import (
+	"context"
+	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -139,4 +142,113 @@ func TestNonPositiveBase(t *testing.T) {
 	if got := b.Next(); got != time.Second {
 		t.Errorf("Next with zero base = %v, want 1s", got)
 	}
+}
+
+// stepClock is a Clock whose waits the test ends one by one: each After
+// reports the delay asked for on waits and returns fire.
+type stepClock struct {
+	waits chan time.Duration
+	fire  chan time.Time
+}
+
+func newStepClock() *stepClock {
+	return &stepClock{waits: make(chan time.Duration, 1), fire: make(chan time.Time)}
+}
+
+func (c *stepClock) Now() time.Time { return time.Time{} }
+
+func (c *stepClock) After(d time.Duration) <-chan time.Time {
+	c.waits <- d
+	return c.fire
+}
+
+func TestWaitWaitsEachDelayOnTheClock(t *testing.T) {
+	clock := newStepClock()
+	b := New(time.Second, 4*time.Second, WithRand(maxRand), WithClock(clock))
+	done := make(chan error)
+	go func() {
+		for range 4 {
+			if err := b.Wait(context.Background()); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		if got := <-clock.waits; got != want {
+			t.Fatalf("wait %d: got %v, want %v", i, got, want)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("wait %d returned %v before its time passed", i, err)
+		default:
+		}
+		clock.fire <- time.Time{}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if got := b.Attempt(); got != 4 {
+		t.Errorf("Attempt() = %d, want 4", got)
+	}
+}
+
+func TestWaitEndsWithTheContext(t *testing.T) {
+	clock := newStepClock()
+	b := New(time.Hour, time.Hour, WithClock(clock))
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan error)
+	go func() { done <- b.Wait(ctx) }()
+	<-clock.waits
+	cancel(errors.New("shutting down"))
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait after cancel = %v, want context.Canceled", err)
+	}
+	// A context that has ended already does not wait at all.
+	if err := b.WaitFor(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitFor on an ended context = %v, want context.Canceled", err)
+	}
+	select {
+	case d := <-clock.waits:
+		t.Fatalf("WaitFor on an ended context asked the clock for %v", d)
+	default:
+	}
+}
+
+func TestConstantAndWithoutJitter(t *testing.T) {
+	c := Constant(100 * time.Millisecond)
+	for i := range 5 {
+		if got := c.Next(); got != 100*time.Millisecond {
+			t.Fatalf("Constant draw %d: got %v, want 100ms", i, got)
+		}
+	}
+	d := New(50*time.Millisecond, 2*time.Second, WithoutJitter())
+	want := []time.Duration{50, 100, 200, 400, 800, 1600, 2000, 2000}
+	for i, w := range want {
+		if got := d.Next(); got != w*time.Millisecond {
+			t.Fatalf("doubling draw %d: got %v, want %v", i, got, w*time.Millisecond)
+		}
+	}
+}
+
+func TestSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		if !Sleep(context.Background(), time.Minute) {
+			t.Fatal("Sleep reported an ended context")
+		}
+		if got := time.Since(start); got != time.Minute {
+			t.Errorf("Sleep took %v of fake time, want 1m", got)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Second, cancel)
+		start = time.Now()
+		if Sleep(ctx, time.Hour) {
+			t.Fatal("Sleep outlived its context")
+		}
+		if got := time.Since(start); got != time.Second {
+			t.Errorf("Sleep ended %v after it began, want 1s (when the context ended)", got)
+		}
+	})
 }

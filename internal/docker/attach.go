@@ -9,6 +9,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
@@ -148,6 +149,7 @@ func (e *Engine) containerExitCode(dockerID string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), exitWait+e.callTimeout)
 	defer cancel()
 	deadline := time.Now().Add(exitWait)
+	poll := backoff.Constant(exitPoll)
 	for {
 		c, err := e.cli.ContainerInspect(ctx, dockerID)
 		if err != nil {
@@ -159,7 +161,9 @@ func (e *Engine) containerExitCode(dockerID string) (int, error) {
 		if !c.State.Running || time.Now().After(deadline) {
 			return c.State.ExitCode, nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		if err := poll.Wait(ctx); err != nil {
+			return 0, err
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
@@ -39,6 +40,8 @@ const (
 	// exitWait bounds how long the engine may take to report the exit code
 	// of a process whose output ended.
 	exitWait = 5 * time.Second
+	// exitPoll is how often the engine is asked again meanwhile.
+	exitPoll = 20 * time.Millisecond
 	// killWait bounds how long a killed exec may take to disappear.
 	killWait = 2 * time.Second
 )
@@ -119,6 +122,7 @@ func demux(r io.Reader, tty bool, out OutputFunc) error {
 func (e *Engine) execExitCode(ctx context.Context, execID string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, exitWait)
 	defer cancel()
+	poll := backoff.Constant(exitPoll)
 	for {
 		ins, err := e.cli.ContainerExecInspect(ctx, execID)
 		if err != nil {
@@ -127,10 +131,8 @@ func (e *Engine) execExitCode(ctx context.Context, execID string) (int, error) {
 		if !ins.Running {
 			return ins.ExitCode, nil
 		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		if err := poll.Wait(ctx); err != nil {
+			return 0, err
 		}
 	}
 }
@@ -168,6 +170,7 @@ const pidPoll = 10 * time.Millisecond
 // writes: until then an inspect says "not running, no exit code" (not
 // started yet) or "running, pid 0"; on a loaded host that lasts seconds.
 func (e *Engine) execPid(ctx context.Context, execID string) (int, error) {
+	poll := backoff.Constant(pidPoll)
 	for {
 		ins, err := e.cli.ContainerExecInspect(ctx, execID)
 		if err != nil {
@@ -179,10 +182,8 @@ func (e *Engine) execPid(ctx context.Context, execID string) (int, error) {
 		case !ins.Running && (ins.Pid > 0 || ins.ExitCode != 0):
 			return 0, nil // ended (a start that failed has an exit code, 126 or more)
 		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("the engine reported no process id for the exec in time: %w", ctx.Err())
-		case <-time.After(pidPoll):
+		if err := poll.Wait(ctx); err != nil {
+			return 0, fmt.Errorf("the engine reported no process id for the exec in time: %w", err)
 		}
 	}
 }

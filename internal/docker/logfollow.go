@@ -96,7 +96,7 @@ type follower struct {
 // running tells whether the container ran when the stream was opened: only
 // then can lines follow the ones the engine sent.
 func (f *follower) run(ctx context.Context, tail string, running bool) error {
-	wait := resumeMinBackoff
+	resume := backoff.New(resumeMinBackoff, resumeMaxBackoff, backoff.WithoutJitter())
 	for {
 		opened, err := f.stream(ctx, tail)
 		switch {
@@ -133,12 +133,11 @@ func (f *follower) run(ctx context.Context, tail string, running bool) error {
 			if f.lines == 0 && running {
 				// The engine ended a stream of a running container at once
 				// again: do not spin.
-				if !backoff.Sleep(ctx, wait) {
+				if resume.Wait(ctx) != nil {
 					return nil
 				}
-				wait = min(2*wait, resumeMaxBackoff)
 			} else {
-				wait = resumeMinBackoff
+				resume.Reset()
 			}
 			running = true
 		case running:
@@ -307,6 +306,7 @@ func (f *follower) waitRestart(ctx context.Context, st *container.State) bool {
 	if t, err := time.Parse(time.RFC3339Nano, st.FinishedAt); err == nil && t.Before(stopped) && t.Year() > 1 {
 		stopped = t
 	}
+	poll := backoff.Constant(restartPoll)
 	for {
 		switch {
 		case st.Running:
@@ -314,7 +314,7 @@ func (f *follower) waitRestart(ctx context.Context, st *container.State) bool {
 		case !st.Restarting && time.Since(stopped) >= restartGrace:
 			return false
 		}
-		if !backoff.Sleep(ctx, restartPoll) {
+		if poll.Wait(ctx) != nil {
 			return false
 		}
 		var err error

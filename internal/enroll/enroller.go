@@ -123,10 +123,8 @@ func (e *Enroller) Enroll(ctx context.Context) (Result, error) {
 			args = append(args, "hint", endpoint.NotFoundHint(e.server, endpoint.HTTPURL(e.server, Path)))
 		}
 		limit.Log(ctx, e.log, level, "enrollment failed; retrying", args...)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return Result{}, ctx.Err()
+		if err := bo.WaitFor(ctx, wait); err != nil {
+			return Result{}, err
 		}
 	}
 }
