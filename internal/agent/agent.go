@@ -27,6 +27,7 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
 
@@ -87,7 +88,7 @@ func defaultTiming() timing {
 type Agent struct {
 	opts   Options
 	log    *slog.Logger
-	obs    observer
+	obs    Observer
 	server *url.URL
 	tm     timing
 
@@ -112,12 +113,12 @@ type Agent struct {
 	storeMu         sync.Mutex // serialises RefreshedTokens calls
 	runtimeErr      error      // last Info/List outcome, for Ready
 
-	sampleLog  *every // heartbeat failures, logged at most once a minute
-	listLog    *every
-	refuseLog  *every // commands refused for room, at most once a second
-	cancelLog  *every // cancels for unknown ids, at most once a second
-	refreshLog *every // ignored token_refresh messages
-	eventDrop  *every // container events dropped for a slow server
+	sampleLog  *logging.Limiter // heartbeat failures, logged at most once a minute
+	listLog    *logging.Limiter
+	refuseLog  *logging.Limiter // commands refused for room, at most once a second
+	cancelLog  *logging.Limiter // cancels for unknown ids, at most once a second
+	refreshLog *logging.Limiter // ignored token_refresh messages
+	eventDrop  *every           // container events dropped for a slow server
 
 	started  atomic.Bool
 	running  atomic.Bool
@@ -169,7 +170,10 @@ func New(opts Options) (*Agent, error) {
 	}
 
 	log := opts.Logger.With("component", "agent")
-	obs := observer{opts.Observer}
+	var obs Observer = nopObserver{}
+	if opts.Observer != nil {
+		obs = opts.Observer
+	}
 	cmdCtx, cmdCancel := context.WithCancel(context.Background())
 	a := &Agent{
 		opts:       opts,
@@ -186,11 +190,11 @@ func New(opts Options) (*Agent, error) {
 		streams:    newStreams(),
 		consoles:   newConsoles(),
 		logBudget:  &logBudget{max: int64(logBudgetStreams) * int64(opts.LogStreamBuffer)},
-		sampleLog:  newEvery(time.Minute),
-		listLog:    newEvery(time.Minute),
-		refuseLog:  newEvery(time.Second),
-		cancelLog:  newEvery(time.Second),
-		refreshLog: newEvery(time.Minute),
+		sampleLog:  logging.Every(time.Minute),
+		listLog:    logging.Every(time.Minute),
+		refuseLog:  logging.Every(time.Second),
+		cancelLog:  logging.Every(time.Second),
+		refreshLog: logging.Every(time.Minute),
 		events:     newEventQueue(),
 		eventDrop:  newEvery(time.Minute),
 		nodeID:     opts.NodeID,

@@ -250,6 +250,9 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 	t.Run("finished", func(t *testing.T) {
 		h.send(protocol.Command{ID: "dup-done", Action: protocol.ActionStart, ContainerID: "web"})
 		first := h.srv.ExpectResult("dup-done")
+		// The server has the result; until the agent's writer has marked it
+		// written, a duplicate finds it still on its way and sends nothing more.
+		testsupport.WaitFor(t, "the result to be marked written", func() bool { return agent.OutboxUnwritten(h.agent) == 0 })
 		h.send(protocol.Command{ID: "dup-done", Action: protocol.ActionStart, ContainerID: "web"})
 		second := h.srv.ExpectResult("dup-done")
 		if first.Status != second.Status || fmt.Sprint(first.Result) != fmt.Sprint(second.Result) {

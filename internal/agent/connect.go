@@ -10,6 +10,7 @@ import (
 
 	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/endpoint"
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/nodetoken"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
@@ -47,9 +48,9 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 	b := backoff.New(a.opts.ReconnectDelay, a.opts.ReconnectMaxDelay,
 		backoff.WithStableAfter(a.tm.stableAfter), backoff.WithClock(a.tm.clock))
 	authStreak := false
-	remind := newEvery(authRemindEvery)
-	otherNode := newEvery(authRemindEvery)
-	replaced, replacedLog := 0, newEvery(authRemindEvery)
+	remind := logging.Every(authRemindEvery)
+	otherNode := logging.Every(authRemindEvery)
+	replaced, replacedLog := 0, logging.Every(authRemindEvery)
 	for first := true; ; first = false {
 		if ctx.Err() != nil {
 			return nil
@@ -89,7 +90,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 			a.dropRefreshed(r.token, ae)
 		case errors.Is(r.err, errOtherNode):
 			authStreak = false
-			if ok, n := otherNode.allow(); ok {
+			if ok, n := otherNode.Allow(); ok {
 				a.log.Error("node token not used: it names another node", "err", r.err, "suppressedLogs", n,
 					"hint", "this agent's heartbeats and container labels (lormas.node) use its node id; write a token of that node, or restart the agent to run as the other node")
 			}
@@ -99,7 +100,7 @@ func (a *Agent) connectLoop(ctx context.Context) error {
 			authStreak = false
 			a.log.Warn("disconnected", "err", r.err, "up", r.up.Round(time.Millisecond))
 			if replaced >= replacedInARow {
-				if ok, n := replacedLog.allow(); ok {
+				if ok, n := replacedLog.Allow(); ok {
 					a.log.Error("another agent is using this node's token", "replacedInARow", replaced,
 						"suppressedLogs", n, "hint", replacedHint)
 				}
@@ -155,7 +156,7 @@ func classifyAuth(ae *transport.AuthError, token string, now time.Time) authCaus
 // token when the agent can. It never re-enrolls for a revoked token or a
 // deleted node: the agent keeps re-reading its token source with backoff
 // and resumes when a new credential appears.
-func (a *Agent) handleAuthFailure(ctx context.Context, ae *transport.AuthError, token string, streak *bool, remind *every) {
+func (a *Agent) handleAuthFailure(ctx context.Context, ae *transport.AuthError, token string, streak *bool, remind *logging.Limiter) {
 	cause := classifyAuth(ae, token, time.Now())
 	if cause == causeExpired && a.opts.RenewExpired != nil {
 		if !*streak {
@@ -164,7 +165,7 @@ func (a *Agent) handleAuthFailure(ctx context.Context, ae *transport.AuthError, 
 			*streak = true
 		}
 		if err := a.opts.RenewExpired(ctx, token); err != nil && ctx.Err() == nil {
-			if ok, n := remind.allow(); ok {
+			if ok, n := remind.Allow(); ok {
 				a.log.Error("could not renew the expired node token", "err", err, "suppressedLogs", n)
 			}
 			return
@@ -184,12 +185,12 @@ func (a *Agent) handleAuthFailure(ctx context.Context, ae *transport.AuthError, 
 	}
 	if !*streak {
 		*streak = true
-		remind.allow() // the first line counts as this period's line
+		remind.Allow() // the first line counts as this period's line
 		a.log.Error("server rejected the node token", "reason", authReason(ae), "cause", string(cause),
 			"hint", hint+"; the agent does not enroll again by itself, re-reads its token before every dial (with backoff) and resumes when a new one appears")
 		return
 	}
-	if ok, n := remind.allow(); ok {
+	if ok, n := remind.Allow(); ok {
 		a.log.Warn("still waiting for a new node token", "reason", authReason(ae), "cause", string(cause),
 			"hint", hint, "refusedSinceLastLog", n)
 	} else {

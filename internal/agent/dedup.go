@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/logging"
 )
 
 // seenState is what the dedup table knows about a command id.
@@ -81,7 +83,7 @@ type dedup struct {
 	resultBytes int64 // budget
 	now         func() time.Time
 	log         *slog.Logger
-	warn        *every
+	warn        *logging.Limiter
 
 	open    map[idHash]struct{} // ids first seen since the last bucket sealed
 	openEnd time.Time           // the open bucket seals then
@@ -116,7 +118,7 @@ func newDedup(ttl time.Duration, maxIDs int, resultBytes int64, log *slog.Logger
 	}
 	return &dedup{
 		ttl: ttl, width: idBucketWidth, maxIDs: maxIDs, bucketMax: max(1, maxIDs/16), resultBytes: resultBytes,
-		now: time.Now, log: log, warn: newEvery(time.Minute),
+		now: time.Now, log: log, warn: logging.Every(time.Minute),
 		open: map[idHash]struct{}{}, running: map[idHash]time.Time{}, results: map[idHash]*storedResult{},
 	}
 }
@@ -265,7 +267,7 @@ func (d *dedup) bound() {
 		n := len(d.sealed[0].ids)
 		d.ids -= n
 		d.forgotten += int64(n)
-		if ok, suppressed := d.warn.allow(); ok {
+		if ok, suppressed := d.warn.Allow(); ok {
 			d.log.Warn("command ids forgotten before the hour: the server sent more commands than the agent remembers; a repeat of one of them would run again",
 				"forgotten", n, "forgottenTotal", d.forgotten, "limit", d.maxIDs, "suppressedLogs", suppressed,
 				"firstSeenBefore", d.sealed[0].end)

@@ -52,9 +52,7 @@ func PendingUsage(a *Agent, key string) (bytes int64, commands int) { return a.p
 
 // ResetRefreshLog lets the next ignored token_refresh be logged at once.
 func ResetRefreshLog(a *Agent) {
-	a.refreshLog.mu.Lock()
-	a.refreshLog.last = time.Time{}
-	a.refreshLog.mu.Unlock()
+	a.refreshLog.Reset()
 }
 
 // OutboxUnwritten is the number of results not yet written on the current

@@ -18,7 +18,7 @@ func (a *Agent) beat(s *session) {
 		var err error
 		res, err = a.opts.Host.Sample(ctx)
 		if err != nil {
-			if ok, n := a.sampleLog.allow(); ok {
+			if ok, n := a.sampleLog.Allow(); ok {
 				a.log.Warn("host metrics unavailable: heartbeat skipped", "err", err, "suppressedLogs", n)
 			}
 			return
@@ -31,7 +31,7 @@ func (a *Agent) beat(s *session) {
 	lcancel()
 	a.setRuntimeErr(err)
 	if err != nil {
-		if ok, n := a.listLog.allow(); ok {
+		if ok, n := a.listLog.Allow(); ok {
 			a.log.Warn("container engine unreachable: heartbeat without container counts", "err", err, "suppressedLogs", n)
 		}
 	} else {

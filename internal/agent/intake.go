@@ -6,6 +6,8 @@ import (
 	"errors"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
@@ -111,15 +113,17 @@ func (a *Agent) admit(frame []byte) (*reservation, bool) {
 // number of refusals since.
 func (a *Agent) refuse(id string, action protocol.Action, err error) {
 	if id == "" {
-		id = newCommandID()
+		id = uuid.NewString()
 	}
 	reason := RefusedNodeBytes
 	var r *refusal
 	if errors.As(err, &r) {
 		reason = r.reason
 	}
-	a.obs.CommandRefused(reason)
-	if ok, suppressed := a.refuseLog.allow(); ok {
+	if r, ok := a.obs.(RefusalObserver); ok {
+		r.CommandRefused(reason)
+	}
+	if ok, suppressed := a.refuseLog.Allow(); ok {
 		a.log.Warn("command refused: no room for it among the pending commands", "commandId", id, "action", action,
 			"reason", reason, "err", err, "refusedSinceLastLog", suppressed)
 	}

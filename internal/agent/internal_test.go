@@ -79,7 +79,7 @@ func base64URL(s string) string {
 // written again first, in order; a confirmation from an earlier connection
 // changes nothing.
 func TestOutboxRemovesOnlyConfirmed(t *testing.T) {
-	o := newOutbox(10, 1<<20, discard, observer{})
+	o := newOutbox(10, 1<<20, discard, nopObserver{})
 	for i := 1; i <= 3; i++ {
 		o.push(fmt.Sprint("c", i), []byte(fmt.Sprint(i)))
 	}
@@ -147,7 +147,7 @@ func takeAll(o *outbox) []string {
 
 func TestOutboxDropsOldestWhenFull(t *testing.T) {
 	var depth []int
-	obs := observer{&recordingObserver{depth: &depth}}
+	obs := &recordingObserver{depth: &depth}
 	o := newOutbox(3, 1<<20, discard, obs)
 	for i := 1; i <= 5; i++ {
 		o.push(fmt.Sprint("c", i), []byte("x"))
@@ -163,7 +163,7 @@ func TestOutboxDropsOldestWhenFull(t *testing.T) {
 	}
 
 	// The byte bound drops the oldest too, but never the newest result.
-	o = newOutbox(100, 10, discard, observer{})
+	o = newOutbox(100, 10, discard, nopObserver{})
 	o.push("a", []byte("123456"))
 	o.push("b", []byte("123456"))
 	if it, _ := o.peek(); o.len() != 1 || it.commandID != "b" {
@@ -327,35 +327,5 @@ func TestClip(t *testing.T) {
 	long := strings.Repeat("a", maxLineBytes+10)
 	if got := clipLine(long); len(got) != maxLineBytes+len(clipMarker) {
 		t.Errorf("clipLine length %d", len(got))
-	}
-}
-
-func TestNewCommandIDIsUUIDv4(t *testing.T) {
-	seen := map[string]bool{}
-	for i := 0; i < 100; i++ {
-		id := newCommandID()
-		if len(id) != 36 || id[14] != '4' || !strings.ContainsRune("89ab", rune(id[19])) {
-			t.Fatalf("id %q is not a version 4 UUID", id)
-		}
-		if seen[id] {
-			t.Fatalf("duplicate id %q", id)
-		}
-		seen[id] = true
-	}
-}
-
-func TestEvery(t *testing.T) {
-	e := newEvery(time.Hour)
-	if ok, _ := e.allow(); !ok {
-		t.Fatal("first call suppressed")
-	}
-	for i := 0; i < 3; i++ {
-		if ok, _ := e.allow(); ok {
-			t.Fatal("repeat within the period allowed")
-		}
-	}
-	e.last = e.last.Add(-2 * time.Hour)
-	if ok, n := e.allow(); !ok || n != 3 {
-		t.Errorf("after the period: ok=%v suppressed=%d, want true 3", ok, n)
 	}
 }

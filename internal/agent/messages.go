@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/google/uuid"
+
 	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/transport"
 )
@@ -63,7 +65,7 @@ func (a *Agent) handleDecodeError(err error, size int) {
 	}
 	id := de.ID
 	if id == "" {
-		id = newCommandID()
+		id = uuid.NewString()
 	}
 	res := protocol.Failure(id, protocol.Errorf(protocol.CodeInvalid, "%v", err), nil)
 	a.deliver(id, res)
@@ -81,7 +83,7 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 		}
 	}()
 	if cmd.ID == "" {
-		cmd.ID = newCommandID()
+		cmd.ID = uuid.NewString() // as the seed agent does
 		a.log.Info("command without id: generated one", "commandId", cmd.ID, "action", cmd.Action)
 	}
 	// The command's logger is built only when a line is logged: With
@@ -182,7 +184,7 @@ func (a *Agent) handleCancel(m protocol.Cancel) {
 	case a.disp.cancel(m.CommandID, errCancelled):
 		log.Info("queued command cancelled by the server")
 	default:
-		if ok, suppressed := a.cancelLog.allow(); ok {
+		if ok, suppressed := a.cancelLog.Allow(); ok {
 			log.Info("cancel ignored: no log stream or queued command with that id (it may be running or done)",
 				"ignoredSinceLastLog", suppressed)
 		}

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/lormas/lormas-agent/internal/logging"
 )
 
 // outbox holds encoded command results until the server has provably read
@@ -30,9 +32,9 @@ type outbox struct {
 	dropped  int
 	resent   int           // results written again on a later connection
 	notify   chan struct{} // one token: something was pushed
-	dropLog  *every
+	dropLog  *logging.Limiter
 	log      *slog.Logger
-	obs      observer
+	obs      Observer
 }
 
 type outItem struct {
@@ -43,8 +45,8 @@ type outItem struct {
 	tries     int    // connections it was written on
 }
 
-func newOutbox(limit, maxBytes int, log *slog.Logger, obs observer) *outbox {
-	return &outbox{limit: limit, maxBytes: maxBytes, notify: make(chan struct{}, 1), dropLog: newEvery(time.Second), log: log, obs: obs}
+func newOutbox(limit, maxBytes int, log *slog.Logger, obs Observer) *outbox {
+	return &outbox{limit: limit, maxBytes: maxBytes, notify: make(chan struct{}, 1), dropLog: logging.Every(time.Second), log: log, obs: obs}
 }
 
 // push appends a result, dropping the oldest ones beyond the bounds.
@@ -56,7 +58,7 @@ func (o *outbox) push(commandID string, data []byte) {
 	for len(o.items) > 1 && (len(o.items) > o.limit || o.bytes > o.maxBytes) {
 		old := o.popFront()
 		o.dropped++
-		if ok, suppressed := o.dropLog.allow(); ok {
+		if ok, suppressed := o.dropLog.Allow(); ok {
 			o.log.Warn("outbox full: dropped the oldest undelivered result",
 				"commandId", old.commandID, "droppedTotal", o.dropped, "suppressedLogs", suppressed, "limit", o.limit)
 		}

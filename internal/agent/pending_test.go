@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
@@ -224,8 +225,9 @@ func TestAdmitDoesNotDecodeTheBody(t *testing.T) {
 		log:       discard,
 		pending:   newPendingBudget(pendingLimits{bytes: 8 << 20, shareBytes: 2 << 20, count: 10, shareCount: 10}),
 		seen:      newDedup(dedupTTL, 10, 1<<20, nil),
-		outbox:    newOutbox(10, 1<<20, discard, observer{}),
-		refuseLog: newEvery(0),
+		obs:       nopObserver{},
+		outbox:    newOutbox(10, 1<<20, discard, nopObserver{}),
+		refuseLog: logging.Every(0),
 	}
 	if _, err := a.pending.reserve("c", 7<<18); err != nil { // container c's queue: 1.75 of 2 MiB
 		t.Fatal(err)
@@ -271,8 +273,9 @@ func BenchmarkRefuseLargeCommand(b *testing.B) {
 		log:       discard,
 		pending:   newPendingBudget(pendingLimits{bytes: 8 << 20, shareBytes: 2 << 20, count: 10, shareCount: 10}),
 		seen:      newDedup(dedupTTL, 10, 1<<20, nil),
-		outbox:    newOutbox(10, 1<<20, discard, observer{}),
-		refuseLog: newEvery(time.Hour),
+		obs:       nopObserver{},
+		outbox:    newOutbox(10, 1<<20, discard, nopObserver{}),
+		refuseLog: logging.Every(time.Hour),
 	}
 	if _, err := a.pending.reserve("c", 2<<20); err != nil {
 		b.Fatal(err)

@@ -109,7 +109,7 @@ func (a *Agent) handleTokenRefresh(m protocol.TokenRefresh) {
 	}
 	a.mu.Unlock()
 	if why != "" {
-		if ok, n := a.refreshLog.allow(); ok {
+		if ok, n := a.refreshLog.Allow(); ok {
 			a.log.Warn("token_refresh ignored", "reason", why, "suppressedLogs", n)
 		}
 		return
