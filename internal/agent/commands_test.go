@@ -27,22 +27,25 @@ func TestPerContainerOrderingAndGlobalLimit(t *testing.T) {
 		order     = map[string][]string{}
 		overlap   []string
 	)
-	rt := &agenttest.Runtime{LogsFunc: func(ctx context.Context, cmd *protocol.Command) ([]string, error) {
+	// Each command asks for a different number of lines: the runtime tells
+	// them apart by it.
+	rt := &agenttest.Runtime{LogsFunc: func(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+		id := fmt.Sprintf("%s-%d", p.ContainerID, p.Lines-1)
 		mu.Lock()
 		active++
 		maxActive = max(maxActive, active)
-		if busy[cmd.ContainerID] {
-			overlap = append(overlap, cmd.ID)
+		if busy[p.ContainerID] {
+			overlap = append(overlap, id)
 		}
-		busy[cmd.ContainerID] = true
-		order[cmd.ContainerID] = append(order[cmd.ContainerID], cmd.ID)
+		busy[p.ContainerID] = true
+		order[p.ContainerID] = append(order[p.ContainerID], id)
 		mu.Unlock()
 		time.Sleep(15 * time.Millisecond)
 		mu.Lock()
 		active--
-		busy[cmd.ContainerID] = false
+		busy[p.ContainerID] = false
 		mu.Unlock()
-		return []string{cmd.ID}, nil
+		return []string{id}, nil
 	}}
 	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxConcurrentCommands = 2 }})
 	h.identified()
@@ -50,7 +53,7 @@ func TestPerContainerOrderingAndGlobalLimit(t *testing.T) {
 	const perContainer = 4
 	for i := 0; i < perContainer; i++ {
 		for _, c := range containers {
-			h.send(protocol.Command{ID: fmt.Sprintf("%s-%d", c, i), Action: protocol.ActionLogs, ContainerID: c})
+			h.send(protocol.Command{ID: fmt.Sprintf("%s-%d", c, i), Action: protocol.ActionLogs, ContainerID: c, Lines: intp(i + 1)})
 		}
 	}
 	for i := 0; i < perContainer; i++ {
@@ -197,9 +200,10 @@ func TestOversizeFrameClosesWith1009AndReconnects(t *testing.T) {
 
 func TestResultsProducedWhileDisconnectedDeliveredInOrder(t *testing.T) {
 	gates := map[string]chan struct{}{"r1": make(chan struct{}), "r2": make(chan struct{}), "r3": make(chan struct{})}
-	rt := &agenttest.Runtime{LogsFunc: func(ctx context.Context, cmd *protocol.Command) ([]string, error) {
-		<-gates[cmd.ID]
-		return []string{"done " + cmd.ID}, nil
+	rt := &agenttest.Runtime{LogsFunc: func(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+		id := strings.TrimPrefix(p.ContainerID, "c-")
+		<-gates[id]
+		return []string{"done " + id}, nil
 	}}
 	h := start(t, rt, setup{})
 	h.identified()
@@ -238,11 +242,12 @@ func TestResultsProducedWhileDisconnectedDeliveredInOrder(t *testing.T) {
 
 func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 	release := make(chan struct{})
-	rt := &agenttest.Runtime{LogsFunc: func(ctx context.Context, cmd *protocol.Command) ([]string, error) {
-		if cmd.ID == "dup-running" {
+	// dup-running asks for one line, the marker for the default.
+	rt := &agenttest.Runtime{LogsFunc: func(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+		if p.Lines == 1 {
 			<-release
 		}
-		return []string{"ran " + cmd.ID}, nil
+		return []string{fmt.Sprintf("ran %d lines of %s", p.Lines, p.ContainerID)}, nil
 	}}
 	h := start(t, rt, setup{})
 	h.identified()
@@ -263,9 +268,9 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 		}
 	})
 	t.Run("still running", func(t *testing.T) {
-		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db"})
+		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db", Lines: intp(1)})
 		testsupport.WaitFor(t, "the command to run", func() bool { return h.rt.CallCount("Logs") == 1 })
-		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db"})
+		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db", Lines: intp(1)})
 		// A marker on the same container runs after the original.
 		h.send(protocol.Command{ID: "marker", Action: protocol.ActionLogs, ContainerID: "db"})
 		testsupport.WaitFor(t, "the duplicate to be seen", func() bool {
@@ -343,7 +348,7 @@ func TestActionResults(t *testing.T) {
 	var gotSignal string
 	var gotTimeout *int
 	rt := &agenttest.Runtime{
-		CreateFunc: func(ctx context.Context, cmd *protocol.Command, progress agent.ProgressFunc) (protocol.CreateResult, []string, error) {
+		CreateFunc: func(ctx context.Context, p protocol.CreateParams, progress agent.ProgressFunc) (protocol.CreateResult, []string, error) {
 			progress("pull", "pulling nginx")
 			return protocol.CreateResult{ContainerID: "abc123"}, []string{"disk limit not applied"}, nil
 		},
@@ -356,8 +361,8 @@ func TestActionResults(t *testing.T) {
 			return nil
 		},
 		DeleteFunc: func(ctx context.Context, id string) (bool, error) { return true, nil },
-		LogsFunc: func(ctx context.Context, cmd *protocol.Command) ([]string, error) {
-			return []string{fmt.Sprintf("lines=%d", cmd.LogLines())}, nil
+		LogsFunc: func(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+			return []string{fmt.Sprintf("lines=%d", p.Lines)}, nil
 		},
 		RestartFunc: func(ctx context.Context, id string, timeout *int) error {
 			return protocol.Errorf(protocol.CodeNotFound, "No such container: %s (Status: 404)", id)
@@ -487,4 +492,61 @@ func jsonOf(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// TestRuntimeGetsParsedArguments: the agent validates a command once and
+// hands the runtime its operation's arguments, sizes in bytes and since as
+// a time.
+func TestRuntimeGetsParsedArguments(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		created protocol.CreateParams
+		updated protocol.Limits
+		logs    protocol.LogsParams
+	)
+	rt := &agenttest.Runtime{
+		CreateFunc: func(ctx context.Context, p protocol.CreateParams, _ agent.ProgressFunc) (protocol.CreateResult, []string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			created = p
+			return protocol.CreateResult{ContainerID: "d1"}, nil, nil
+		},
+		UpdateFunc: func(ctx context.Context, id string, l protocol.Limits) ([]string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			updated = l
+			return nil, nil
+		},
+		LogsFunc: func(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			logs = p
+			return nil, nil
+		},
+	}
+	h := start(t, rt, setup{})
+	h.identified()
+	h.send(protocol.Command{ID: "c", Action: protocol.ActionCreate, ContainerID: "web",
+		EggConfig: &protocol.EggConfig{Image: "nginx", PullPolicy: protocol.PullNever},
+		Resources: &protocol.Resources{CPU: 1.5, Memory: "512m", Disk: "1g", Pids: 9}, Environment: map[string]string{"A": "1"}})
+	h.send(protocol.Command{ID: "u", Action: protocol.ActionUpdate, ContainerID: "web", Resources: &protocol.Resources{Memory: "1GiB"}})
+	h.send(protocol.Command{ID: "l", Action: protocol.ActionLogs, ContainerID: "web", Since: "1700000000.25", Timestamps: true})
+	for _, id := range []string{"c", "u", "l"} {
+		if r := h.srv.ExpectResult(id); r.Status != protocol.StatusSuccess {
+			t.Fatalf("%s: %+v", id, r)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := (protocol.Limits{CPU: 1.5, Memory: 512 << 20, Disk: 1 << 30, Pids: 9}); created.Limits != want ||
+		created.ContainerID != "web" || created.Egg.Image != "nginx" || created.Egg.PullPolicy != protocol.PullNever || created.Environment["A"] != "1" {
+		t.Errorf("Create got %+v, want limits %+v", created, want)
+	}
+	if want := (protocol.Limits{Memory: 1 << 30}); updated != want {
+		t.Errorf("Update got %+v, want %+v", updated, want)
+	}
+	if want := (protocol.LogsParams{ContainerID: "web", Lines: protocol.DefaultLogLines, Since: time.Unix(1700000000, 250000000), Timestamps: true}); !logs.Since.Equal(want.Since) ||
+		logs.ContainerID != want.ContainerID || logs.Lines != want.Lines || !logs.Timestamps {
+		t.Errorf("Logs got %+v, want %+v", logs, want)
+	}
 }

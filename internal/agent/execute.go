@@ -27,8 +27,8 @@ func (a *Agent) runCommand(ctx context.Context, cmd *protocol.Command, release f
 	a.finish(cmd, res, time.Since(start))
 }
 
-// execute maps one action to the Runtime and builds its command_result
-// (docs/protocol.md).
+// execute maps one validated command to the Runtime, passing only its
+// operation's arguments, and builds its command_result (docs/protocol.md).
 func (a *Agent) execute(ctx context.Context, cmd *protocol.Command) (res *protocol.CommandResult) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -45,8 +45,13 @@ func (a *Agent) execute(ctx context.Context, cmd *protocol.Command) (res *protoc
 	)
 	switch cmd.Action {
 	case protocol.ActionCreate:
-		var r protocol.CreateResult
-		r, warnings, err = rt.Create(ctx, cmd, a.progress(cmd))
+		var (
+			p protocol.CreateParams
+			r protocol.CreateResult
+		)
+		if p, err = cmd.CreateParams(); err == nil {
+			r, warnings, err = rt.Create(ctx, p, a.progress(cmd))
+		}
 		result = r
 	case protocol.ActionStart:
 		err = rt.Start(ctx, id)
@@ -69,8 +74,13 @@ func (a *Agent) execute(ctx context.Context, cmd *protocol.Command) (res *protoc
 		absent, err = rt.Delete(ctx, id)
 		result = protocol.MessageResult{Message: protocol.MsgDeleted, AlreadyAbsent: absent}
 	case protocol.ActionLogs:
-		var lines []string
-		lines, err = rt.Logs(ctx, cmd)
+		var (
+			p     protocol.LogsParams
+			lines []string
+		)
+		if p, err = cmd.LogsParams(); err == nil {
+			lines, err = rt.Logs(ctx, p)
+		}
 		if lines == nil {
 			lines = []string{}
 		}
@@ -87,7 +97,10 @@ func (a *Agent) execute(ctx context.Context, cmd *protocol.Command) (res *protoc
 	case protocol.ActionStats:
 		result, err = rt.Stats(ctx, id)
 	case protocol.ActionUpdate:
-		warnings, err = rt.Update(ctx, id, cmd.Resources)
+		var l protocol.Limits
+		if l, err = cmd.UpdateLimits(); err == nil {
+			warnings, err = rt.Update(ctx, id, l)
+		}
 		result = protocol.MessageResult{Message: protocol.MsgUpdated}
 	default: // Validate refuses unknown actions; kept for safety
 		err = protocol.Errorf(protocol.CodeInvalid, "unknown action %q", cmd.Action)

@@ -170,7 +170,11 @@ func (a *Agent) followLogs(ctx context.Context, cmd *protocol.Command, emit func
 			err = protocol.Errorf(protocol.CodeInternal, "internal error while streaming logs: %v", p)
 		}
 	}()
-	return a.opts.Runtime.FollowLogs(ctx, cmd, emit)
+	p, err := cmd.LogsParams()
+	if err != nil {
+		return err
+	}
+	return a.opts.Runtime.FollowLogs(ctx, p, emit)
 }
 
 // logSender takes lines from the buffer, batches them into log messages and

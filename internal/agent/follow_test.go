@@ -25,7 +25,7 @@ func linesOf(m protocol.LogMessage) []string {
 }
 
 func TestFollowLogsUntilContainerStops(t *testing.T) {
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		for _, l := range [][2]string{{"stdout", "one"}, {"stdout", ""}, {"stderr", "warn"}, {"stdout", "two"}} {
 			if err := emit(l[0], l[1]); err != nil {
 				return err
@@ -67,9 +67,9 @@ func TestFollowLogsUntilContainerStops(t *testing.T) {
 // numbered emits lines "%06d xxx..." (100 bytes) from first to total-1 on
 // stdout as fast as emit takes them, counting the lines emit accepted,
 // then follows until ctx ends (the container keeps running) unless stop.
-func numbered(total int, emitted *atomic.Int64, stop bool) func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+func numbered(total int, emitted *atomic.Int64, stop bool) func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 	pad := strings.Repeat("x", 93)
-	return func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	return func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		for i := range total {
 			if err := emit("stdout", fmt.Sprintf("%06d %s", i, pad)); err != nil {
 				return err
@@ -231,9 +231,9 @@ func TestFollowLogsCancelMidFlood(t *testing.T) {
 	var emitted atomic.Int64
 	stopped := make(chan struct{})
 	flood := numbered(1<<30, &emitted, false)
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		defer close(stopped)
-		return flood(ctx, cmd, func(stream, line string) error {
+		return flood(ctx, p, func(stream, line string) error {
 			if emitted.Load()%1000 == 0 {
 				time.Sleep(time.Millisecond) // a container's pace, not a busy loop
 			}
@@ -276,8 +276,8 @@ func TestFollowLogsCancelMidFlood(t *testing.T) {
 func TestFollowLogsConnectionLostMidFlood(t *testing.T) {
 	var emitted atomic.Int64
 	flood := numbered(1<<30, &emitted, false)
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
-		return flood(ctx, cmd, func(stream, line string) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
+		return flood(ctx, p, func(stream, line string) error {
 			if emitted.Load()%1000 == 0 {
 				time.Sleep(time.Millisecond)
 			}
@@ -317,7 +317,7 @@ func TestFollowLogsConnectionLostMidFlood(t *testing.T) {
 
 func TestFollowLogsCancel(t *testing.T) {
 	stopped := make(chan error, 1)
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		for i := 0; ; i++ {
 			if err := emit("stdout", fmt.Sprint("tick ", i)); err != nil {
 				stopped <- err
@@ -348,7 +348,7 @@ func TestFollowLogsCancel(t *testing.T) {
 }
 
 func TestFollowDoesNotBlockItsContainer(t *testing.T) {
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		<-ctx.Done() // follows until cancelled
 		return nil
 	}}
@@ -365,7 +365,7 @@ func TestFollowDoesNotBlockItsContainer(t *testing.T) {
 }
 
 func TestFollowInterruptedByDisconnect(t *testing.T) {
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		for {
 			if err := emit("stdout", "line"); err != nil {
 				return err
@@ -394,7 +394,7 @@ func TestFollowInterruptedByDisconnect(t *testing.T) {
 func TestResultStuckInWritesIsResentAfterReconnect(t *testing.T) {
 	var emitted atomic.Int64
 	rt := &agenttest.Runtime{
-		FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 			pad := strings.Repeat("z", 1000)
 			for {
 				if err := emit("stdout", pad); err != nil {
@@ -454,7 +454,7 @@ func TestResultStuckInWritesIsResentAfterReconnect(t *testing.T) {
 // frame limit must not send the agent into endless clipping (a stack
 // overflow kills the process): the lines are dropped and the agent serves on.
 func TestFollowLogsEnvelopeOverLimitDropsLines(t *testing.T) {
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		return emit("stdout", "hello")
 	}}
 	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxMessageBytes = 1200 }})

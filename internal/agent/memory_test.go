@@ -96,14 +96,14 @@ func TestPendingBytesBoundedWhileAQueueIsBlocked(t *testing.T) {
 	)
 	rt := &agenttest.Runtime{
 		StopFunc: func(ctx context.Context, id string, _ *int) error { return g.wait(ctx, id) },
-		CreateFunc: func(ctx context.Context, cmd *protocol.Command, _ agent.ProgressFunc) (protocol.CreateResult, []string, error) {
+		CreateFunc: func(ctx context.Context, p protocol.CreateParams, _ agent.ProgressFunc) (protocol.CreateResult, []string, error) {
 			mu.Lock()
-			created = append(created, cmd.ID)
+			created = append(created, p.ContainerID)
 			mu.Unlock()
-			if len(cmd.Environment) == 0 {
+			if len(p.Environment) == 0 {
 				return protocol.CreateResult{}, nil, fmt.Errorf("environment lost on the way")
 			}
-			return protocol.CreateResult{ContainerID: "docker-" + cmd.ContainerID}, nil, nil
+			return protocol.CreateResult{ContainerID: "docker-" + p.ContainerID}, nil, nil
 		},
 	}
 	obs := &refusalCounter{}
@@ -191,8 +191,8 @@ func TestPendingRoomReleasedOnCancelAndError(t *testing.T) {
 	g := newQueueGate("web")
 	rt := &agenttest.Runtime{
 		StopFunc: func(ctx context.Context, id string, _ *int) error { return g.wait(ctx, id) },
-		CreateFunc: func(ctx context.Context, cmd *protocol.Command, _ agent.ProgressFunc) (protocol.CreateResult, []string, error) {
-			return protocol.CreateResult{}, nil, protocol.Errorf(protocol.CodeConflict, "container %s exists", cmd.ContainerID)
+		CreateFunc: func(ctx context.Context, p protocol.CreateParams, _ agent.ProgressFunc) (protocol.CreateResult, []string, error) {
+			return protocol.CreateResult{}, nil, protocol.Errorf(protocol.CodeConflict, "container %s exists", p.ContainerID)
 		},
 	}
 	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxPendingBytes = 4 << 20 }}) // 1 MiB per container

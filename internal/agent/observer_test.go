@@ -56,7 +56,7 @@ func TestObserverSeesTheAgentsSignals(t *testing.T) {
 		StartFunc: func(context.Context, string) error {
 			return protocol.Errorf(protocol.CodeUnavailable, "Cannot connect to the Docker daemon")
 		},
-		FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+		FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 			for i := 0; i < 7; i++ {
 				if err := emit("stdout", fmt.Sprint(i)); err != nil {
 					return err

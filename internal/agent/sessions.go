@@ -244,7 +244,7 @@ func (a *Agent) runConsole(ctx context.Context, cancel context.CancelCauseFunc, 
 	}()
 	rt := a.opts.Runtime
 	if cmd.Action == protocol.ActionExec && !cmd.Stdin {
-		r, err := rt.Exec(ctx, cmd)
+		r, err := rt.Exec(ctx, cmd.ExecParams())
 		if err != nil {
 			a.runtimeFailed(cmd.Action, err)
 			return protocol.Failure(cmd.ID, err, nil)
@@ -256,7 +256,7 @@ func (a *Agent) runConsole(ctx context.Context, cancel context.CancelCauseFunc, 
 		return a.sessionEnded(ctx, cmd, protocol.SessionResult{Detached: true}, nil)
 	}
 	if cmd.Action == protocol.ActionStats {
-		n, err := rt.FollowStats(ctx, cmd, out.stats)
+		n, err := rt.FollowStats(ctx, cmd.StatsParams(), out.stats)
 		if err != nil && ctx.Err() == nil {
 			a.runtimeFailed(cmd.Action, err)
 			return protocol.Failure(cmd.ID, err, nil)
@@ -283,9 +283,9 @@ func (a *Agent) runConsole(ctx context.Context, cancel context.CancelCauseFunc, 
 		err      error
 	)
 	if cmd.Action == protocol.ActionAttach {
-		r, warnings, err = rt.Attach(ctx, cmd, in, out.output)
+		r, warnings, err = rt.Attach(ctx, cmd.AttachParams(), in, out.output)
 	} else {
-		r, err = rt.ExecSession(ctx, cmd, in, out.output)
+		r, err = rt.ExecSession(ctx, cmd.ExecParams(), in, out.output)
 	}
 	stopFeed()
 	wg.Wait()
@@ -360,6 +360,7 @@ func (o *streamSender) output(stream string, data []byte) error {
 }
 
 func (o *streamSender) stats(sample protocol.StatsSample) error {
+	sample.CommandID = o.cmd.ID
 	b, err := json.Marshal(sample)
 	if err != nil {
 		return err

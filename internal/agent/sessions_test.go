@@ -20,7 +20,7 @@ import (
 // echoSession is an interactive session that writes its input back as
 // output ("resize C R" lines for resizes) until its stdin ends ({exitCode:
 // 0}) or ctx ends (detached).
-func echoSession(ctx context.Context, _ *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
+func echoSession(ctx context.Context, _ protocol.ExecParams, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
 	for {
 		select {
 		case m := <-in:
@@ -109,8 +109,8 @@ func TestSessionInputBeforeStart(t *testing.T) {
 // {detached: true}; later input is dropped with a debug line that does not
 // show it.
 func TestSessionCancelDetaches(t *testing.T) {
-	rt := &agenttest.Runtime{AttachFunc: func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, []string, error) {
-		res, err := echoSession(ctx, cmd, in, out)
+	rt := &agenttest.Runtime{AttachFunc: func(ctx context.Context, p protocol.AttachParams, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, []string, error) {
+		res, err := echoSession(ctx, protocol.ExecParams{}, in, out)
 		return res, nil, err
 	}}
 	h := start(t, rt, setup{})
@@ -175,7 +175,7 @@ func TestSessionLimit(t *testing.T) {
 func TestSessionBusyTerminal(t *testing.T) {
 	var pushed atomic.Int64
 	var inWrite atomic.Int64 // when the output call in progress began (Unix ns), 0 between calls
-	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, _ *protocol.Command, _ <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
+	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, _ protocol.ExecParams, _ <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
 		chunk := bytes.Repeat([]byte("x"), 16<<10)
 		for {
 			inWrite.Store(time.Now().UnixNano())
@@ -278,9 +278,9 @@ func TestSessionShutdown(t *testing.T) {
 // bytes; the excess is dropped, counted and reported.
 func TestSessionInputBound(t *testing.T) {
 	release := make(chan struct{})
-	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
+	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, p protocol.ExecParams, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error) {
 		<-release // the process reads nothing for a while
-		return echoSession(ctx, cmd, in, out)
+		return echoSession(ctx, p, in, out)
 	}}
 	h := start(t, rt, setup{})
 	h.identified()
@@ -317,7 +317,7 @@ func TestSessionInputBound(t *testing.T) {
 // ended is not dropped silently: one debug line counts it, without it.
 func TestSessionInputLeftAtEndIsLogged(t *testing.T) {
 	release := make(chan struct{})
-	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, _ *protocol.Command, _ <-chan protocol.Message, _ agent.OutputFunc) (protocol.SessionResult, error) {
+	rt := &agenttest.Runtime{ExecSessionFunc: func(ctx context.Context, _ protocol.ExecParams, _ <-chan protocol.Message, _ agent.OutputFunc) (protocol.SessionResult, error) {
 		<-release // the process reads nothing, then exits
 		code := 0
 		return protocol.SessionResult{ExitCode: &code}, nil
@@ -352,7 +352,7 @@ func TestSessionInputLeftAtEndIsLogged(t *testing.T) {
 // beside later commands of its container and needs no stream.
 func TestRunToCompletionExecDoesNotHoldTheQueue(t *testing.T) {
 	release := make(chan struct{})
-	rt := &agenttest.Runtime{ExecFunc: func(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error) {
+	rt := &agenttest.Runtime{ExecFunc: func(ctx context.Context, p protocol.ExecParams) (protocol.ExecResult, error) {
 		<-release
 		return protocol.ExecResult{ExitCode: 3, Stdout: "out", Stderr: "err"}, nil
 	}}
@@ -376,7 +376,7 @@ func TestRunToCompletionExecDoesNotHoldTheQueue(t *testing.T) {
 // exec output rule to fit and reports truncated: true.
 func TestExecResultFitsTheFrame(t *testing.T) {
 	big := strings.Repeat("\x00", 200<<10)
-	rt := &agenttest.Runtime{ExecFunc: func(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error) {
+	rt := &agenttest.Runtime{ExecFunc: func(ctx context.Context, p protocol.ExecParams) (protocol.ExecResult, error) {
 		return protocol.ExecResult{ExitCode: 0, Stdout: big, Stderr: "the error\n"}, nil
 	}}
 	h := start(t, rt, setup{opts: func(o *agent.Options) { o.MaxMessageBytes = 64 << 10 }})
@@ -397,5 +397,30 @@ func TestExecResultFitsTheFrame(t *testing.T) {
 	}
 	if len(f.Raw) > 64<<10 {
 		t.Errorf("frame of %d bytes over the 64 KiB limit", len(f.Raw))
+	}
+}
+
+// TestStatsFollowGetsItsArguments: the runtime gets the stream's container
+// and interval, and the agent stamps every sample with the command's id.
+func TestStatsFollowGetsItsArguments(t *testing.T) {
+	var got protocol.StatsParams
+	rt := &agenttest.Runtime{FollowStatsFunc: func(ctx context.Context, p protocol.StatsParams, emit func(protocol.StatsSample) error) (int, error) {
+		got = p
+		return 1, emit(protocol.StatsSample{ContainerID: p.ContainerID, Pids: 3})
+	}}
+	h := start(t, rt, setup{})
+	h.identified()
+	interval := 2.5
+	h.send(protocol.Command{ID: "st", Action: protocol.ActionStats, ContainerID: "web", Follow: true,
+		ConsoleOptions: protocol.ConsoleOptions{Interval: &interval}})
+	s := h.srv.Expect(protocol.TypeStats).(protocol.StatsSample)
+	if s.CommandID != "st" || s.ContainerID != "web" || s.Pids != 3 {
+		t.Errorf("sample %+v, want command st, container web", s)
+	}
+	if r := h.srv.ExpectResult("st"); r.Status != protocol.StatusSuccess {
+		t.Errorf("result %+v", r)
+	}
+	if want := (protocol.StatsParams{ContainerID: "web", Interval: 2500 * time.Millisecond}); got != want {
+		t.Errorf("FollowStats got %+v, want %+v", got, want)
 	}
 }

@@ -87,7 +87,7 @@ func TestShutdownTimeoutCancelsStuckCommand(t *testing.T) {
 }
 
 func TestShutdownEndsFollowStream(t *testing.T) {
-	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
+	rt := &agenttest.Runtime{FollowLogsFunc: func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
 		if err := emit("stdout", "hello"); err != nil {
 			return err
 		}

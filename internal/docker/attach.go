@@ -32,7 +32,7 @@ const (
 )
 
 // Attach attaches to the main process of a managed, running container:
-// first the last cmd.Lines lines of its log (replayed as output), then its
+// first the last p.Lines lines of its log (replayed as output), then its
 // live output, to out; input from in reaches the process only when the
 // container was created with eggConfig.openStdin (and ALLOW_CONSOLE_INPUT is
 // on); anything else is dropped and counted. Detaching never closes the
@@ -45,8 +45,8 @@ const (
 // two overlap the live output is matched against the log's last lines and
 // each line is sent once. Output the log never shows (a prompt without a
 // newline) is held back at most junctionWait.
-func (e *Engine) Attach(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out OutputFunc) (protocol.SessionResult, []string, error) {
-	c, err := e.consoleTarget(ctx, "attach to", cmd.ContainerID)
+func (e *Engine) Attach(ctx context.Context, p protocol.AttachParams, in <-chan protocol.Message, out OutputFunc) (protocol.SessionResult, []string, error) {
+	c, err := e.consoleTarget(ctx, "attach to", p.ContainerID)
 	if err != nil {
 		return protocol.SessionResult{}, nil, err
 	}
@@ -58,11 +58,11 @@ func (e *Engine) Attach(ctx context.Context, cmd *protocol.Command, in <-chan pr
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var log *logTail
-	if cmd.Lines != nil && *cmd.Lines > 0 {
-		if log, err = e.openLogTail(sctx, c.ID, *cmd.Lines, tty); err != nil {
-			return protocol.SessionResult{}, nil, dockerError(err, "replay the log of container %s", cmd.ContainerID)
+	if p.Lines > 0 {
+		if log, err = e.openLogTail(sctx, c.ID, p.Lines, tty); err != nil {
+			return protocol.SessionResult{}, nil, dockerError(err, "replay the log of container %s", p.ContainerID)
 		}
-		if err := log.replay(sctx, *cmd.Lines, out); err != nil {
+		if err := log.replay(sctx, p.Lines, out); err != nil {
 			if ctx.Err() != nil {
 				return protocol.SessionResult{Detached: true}, nil, nil
 			}
@@ -82,7 +82,7 @@ func (e *Engine) Attach(ctx context.Context, cmd *protocol.Command, in <-chan pr
 		if ctx.Err() != nil {
 			return protocol.SessionResult{Detached: true}, nil, nil
 		}
-		return protocol.SessionResult{}, nil, dockerError(err, "attach to container %s", cmd.ContainerID)
+		return protocol.SessionResult{}, nil, dockerError(err, "attach to container %s", p.ContainerID)
 	}
 	defer resp.Close()
 	// Docker keeps an attach to a container that stopped just before it
@@ -137,7 +137,7 @@ func (e *Engine) Attach(ctx context.Context, cmd *protocol.Command, in <-chan pr
 	}
 	code, err := e.containerExitCode(c.ID)
 	if err != nil {
-		return res, warnings, dockerError(err, "exit code of container %s", cmd.ContainerID)
+		return res, warnings, dockerError(err, "exit code of container %s", p.ContainerID)
 	}
 	res.ExitCode = &code
 	return res, warnings, nil

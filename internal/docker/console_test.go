@@ -110,7 +110,7 @@ func TestExecRunToCompletion(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := execCmd(name, tt.args...)
 			cmd.TTY = tt.tty
-			res, err := it.eng.Exec(it.ctx, cmd)
+			res, err := it.eng.Exec(it.ctx, execOf(t, cmd))
 			if err != nil {
 				t.Fatalf("Exec: %v", err)
 			}
@@ -133,7 +133,7 @@ func TestExecRunToCompletion(t *testing.T) {
 		// About 1.8 MB of output: the start is kept, up to the encoded cap
 		// (a newline is 2 bytes in JSON), the rest read and discarded so
 		// the process finishes.
-		res, err := it.eng.Exec(it.ctx, execCmd(name, "/workload", "-flood", "-lines", "100000", "-exit", "0"))
+		res, err := it.eng.Exec(it.ctx, execOf(t, execCmd(name, "/workload", "-flood", "-lines", "100000", "-exit", "0")))
 		if err != nil {
 			t.Fatalf("Exec: %v", err)
 		}
@@ -149,7 +149,7 @@ func TestExecRunToCompletion(t *testing.T) {
 		// Review M2: 2 MiB of NULs per stream (12 MiB each as JSON) made
 		// the result too large for a frame: the exec failed as internal,
 		// after holding it several times over.
-		res, err := it.eng.Exec(it.ctx, execCmd(name, "/workload", "nuls", strconv.Itoa(2<<20)))
+		res, err := it.eng.Exec(it.ctx, execOf(t, execCmd(name, "/workload", "nuls", strconv.Itoa(2<<20))))
 		if err != nil {
 			t.Fatalf("Exec: %v", err)
 		}
@@ -165,7 +165,7 @@ func TestExecRunToCompletion(t *testing.T) {
 	t.Run("timeout kills", func(t *testing.T) {
 		cmd := execCmd(name, "/workload", "-lines", "1")
 		cmd.Timeout = intp(1)
-		_, err := it.eng.Exec(it.ctx, cmd)
+		_, err := it.eng.Exec(it.ctx, execOf(t, cmd))
 		wantCode(t, "Exec past its timeout", err, protocol.CodeTimeout)
 		if !strings.Contains(err.Error(), "it was killed") {
 			t.Errorf("error %q, want it to say the process was killed", err)
@@ -198,24 +198,24 @@ func TestConsoleRefusals(t *testing.T) {
 	stopped := it.name("stopped")
 	it.create(it.createCmd(stopped, it.egg()))
 
-	_, err := it.eng.Exec(it.ctx, execCmd(stopped, "/workload"))
+	_, err := it.eng.Exec(it.ctx, execOf(t, execCmd(stopped, "/workload")))
 	wantCode(t, "exec in a stopped container", err, protocol.CodeConflict)
-	_, _, err = it.eng.Attach(it.ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: stopped}, nil, newCollector().out)
+	_, _, err = it.eng.Attach(it.ctx, attachOf(t, &protocol.Command{Action: protocol.ActionAttach, ContainerID: stopped}), nil, newCollector().out)
 	wantCode(t, "attach to a stopped container", err, protocol.CodeConflict)
-	_, err = it.eng.FollowStats(it.ctx, &protocol.Command{Action: protocol.ActionStats, ContainerID: stopped, Follow: true}, nil)
+	_, err = it.eng.FollowStats(it.ctx, statsOf(t, &protocol.Command{Action: protocol.ActionStats, ContainerID: stopped, Follow: true}), nil)
 	wantCode(t, "stats of a stopped container", err, protocol.CodeConflict)
 
 	// A container another engine (node) created is not this one's.
 	other := it.engine(Options{NodeID: "someone-else", VolumeRoots: []string{it.root}})
-	_, err = other.Exec(it.ctx, execCmd(running, "/workload", "-exit", "0"))
+	_, err = other.Exec(it.ctx, execOf(t, execCmd(running, "/workload", "-exit", "0")))
 	wantCode(t, "exec in an unmanaged container", err, protocol.CodeForbidden)
-	_, _, err = other.Attach(it.ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: running}, nil, newCollector().out)
+	_, _, err = other.Attach(it.ctx, attachOf(t, &protocol.Command{Action: protocol.ActionAttach, ContainerID: running}), nil, newCollector().out)
 	wantCode(t, "attach to an unmanaged container", err, protocol.CodeForbidden)
 
 	denied := it.engine(Options{NodeID: it.node, VolumeRoots: []string{it.root}, DenyExec: true})
-	_, err = denied.Exec(it.ctx, execCmd(running, "/workload", "-exit", "0"))
+	_, err = denied.Exec(it.ctx, execOf(t, execCmd(running, "/workload", "-exit", "0")))
 	wantCode(t, "exec with ALLOW_EXEC=false", err, protocol.CodeForbidden)
-	_, err = denied.ExecSession(it.ctx, execCmd(running, "/workload"), nil, newCollector().out)
+	_, err = denied.ExecSession(it.ctx, execOf(t, execCmd(running, "/workload")), nil, newCollector().out)
 	wantCode(t, "interactive exec with ALLOW_EXEC=false", err, protocol.CodeForbidden)
 	top, err := it.cli.ContainerTop(it.ctx, running, nil)
 	if err != nil || len(top.Processes) != 1 {
@@ -240,7 +240,7 @@ func TestExecSessionTTY(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := it.eng.ExecSession(it.ctx, cmd, in, out.out)
+		res, err := it.eng.ExecSession(it.ctx, execOf(t, cmd), in, out.out)
 		done <- result{res, err}
 	}()
 	out.waitFor(t, "stdout", "size 30 100")
@@ -272,7 +272,7 @@ func TestExecSessionPipes(t *testing.T) {
 	in <- stdin("one\nerr two\n")
 	in <- protocol.Stdin{EOF: true}
 	out := newCollector()
-	res, err := it.eng.ExecSession(it.ctx, cmd, in, out.out)
+	res, err := it.eng.ExecSession(it.ctx, execOf(t, cmd), in, out.out)
 	if err != nil {
 		t.Fatalf("ExecSession: %v", err)
 	}
@@ -317,7 +317,7 @@ func cancelledSession(t *testing.T, eng *Engine, parent context.Context, name st
 	out := newCollector()
 	done := make(chan protocol.SessionResult, 1)
 	go func() {
-		res, err := eng.ExecSession(ctx, cmd, make(chan protocol.Message), out.out)
+		res, err := eng.ExecSession(ctx, execOf(t, cmd), make(chan protocol.Message), out.out)
 		if err != nil {
 			t.Errorf("ExecSession: %v", err)
 		}
@@ -521,7 +521,7 @@ func TestExecSessionBackpressure(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := it.eng.ExecSession(ctx, cmd, make(chan protocol.Message), out)
+		_, err := it.eng.ExecSession(ctx, execOf(t, cmd), make(chan protocol.Message), out)
 		done <- err
 	}()
 	time.Sleep(1500 * time.Millisecond) // the process would print millions of lines meanwhile
@@ -561,7 +561,7 @@ func TestAttachConsole(t *testing.T) {
 		done := make(chan protocol.SessionResult, 1)
 		go func() {
 			cmd := &protocol.Command{Action: protocol.ActionAttach, ContainerID: name, Lines: &lines}
-			res, warnings, err := it.eng.Attach(ctx, cmd, in, out.out)
+			res, warnings, err := it.eng.Attach(ctx, attachOf(t, cmd), in, out.out)
 			if err != nil || len(warnings) > 0 {
 				t.Errorf("Attach: %v %q", err, warnings)
 			}
@@ -630,7 +630,7 @@ func TestAttachWithoutStdin(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			cancel()
 		}()
-		res, warnings, err := tc.eng.Attach(ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: tc.container}, in, newCollector().out)
+		res, warnings, err := tc.eng.Attach(ctx, attachOf(t, &protocol.Command{Action: protocol.ActionAttach, ContainerID: tc.container}), in, newCollector().out)
 		if err != nil || !res.Detached || res.InputDroppedBytes != 7 || len(warnings) != 1 || !strings.Contains(warnings[0], tc.want) {
 			t.Errorf("%s: %+v %q %v, want detached with 7 bytes dropped and a warning naming %s", tc.container, res, warnings, err, tc.want)
 		}
@@ -654,7 +654,7 @@ func TestAttachReplayJoin(t *testing.T) {
 			lines := protocol.MaxLogLines
 			waitLogLines(t, it, name, 20)
 			out := newCollector()
-			res, _, err := it.eng.Attach(it.ctx, &protocol.Command{Action: protocol.ActionAttach, ContainerID: name, Lines: &lines}, nil, out.out)
+			res, _, err := it.eng.Attach(it.ctx, attachOf(t, &protocol.Command{Action: protocol.ActionAttach, ContainerID: name, Lines: &lines}), nil, out.out)
 			if err != nil {
 				t.Fatalf("Attach (the container had most of its %d lines still to write): %v", total, err)
 			}
@@ -683,7 +683,7 @@ func waitLogLines(t *testing.T, it *itEnv, name string, n int) {
 	t.Helper()
 	all := protocol.MaxLogLines
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		got, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: &all})
+		got, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: &all}))
 		if err != nil {
 			t.Fatalf("Logs: %v", err)
 		}
@@ -731,7 +731,7 @@ func TestFollowStats(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, err := it.eng.FollowStats(it.ctx, &protocol.Command{ID: "s1", Action: protocol.ActionStats, ContainerID: name, Follow: true},
+		n, err := it.eng.FollowStats(it.ctx, statsOf(t, &protocol.Command{ID: "s1", Action: protocol.ActionStats, ContainerID: name, Follow: true}),
 			func(s protocol.StatsSample) error {
 				samples <- s
 				return nil

@@ -12,24 +12,23 @@ import (
 )
 
 // Create pulls the image (per pullPolicy) and creates the container named
-// cmd.ContainerID. A container of that name created from the identical
+// p.ContainerID. A container of that name created from the identical
 // request is success with its id; any other container of that name is a
 // conflict. Warnings list what was not applied as asked.
-func (e *Engine) Create(ctx context.Context, cmd *protocol.Command, progress func(stage, detail string)) (protocol.CreateResult, []string, error) {
-	if err := cmd.Validate(); err != nil {
+func (e *Engine) Create(ctx context.Context, p protocol.CreateParams, progress func(stage, detail string)) (protocol.CreateResult, []string, error) {
+	id := p.ContainerID
+	// The name is part of API URLs: the same check lookup makes for every
+	// other operation.
+	if err := protocol.ValidateContainerID(id); err != nil {
 		return protocol.CreateResult{}, nil, err
 	}
-	if cmd.Action != protocol.ActionCreate {
-		return protocol.CreateResult{}, nil, protocol.Errorf(protocol.CodeInvalid, "create called for a %s command", cmd.Action)
-	}
-	id := cmd.ContainerID
-	if hasBind(cmd.EggConfig) {
+	if hasBind(&p.Egg) {
 		if err := e.checkRoots(ctx); err != nil {
 			return protocol.CreateResult{}, nil, protocol.Errorf(protocol.CodeUnavailable,
 				"create container %s: cannot check yet whether the agent sees the volume roots as Docker does: %w", id, err)
 		}
 	}
-	spec, err := translate(cmd, translateOptions{Owner: e.owner, Volumes: e.volumes, PidsLimit: e.pidsLimit, LogOpts: e.logOpts})
+	spec, err := translate(p, translateOptions{Owner: e.owner, Volumes: e.volumes, PidsLimit: e.pidsLimit, LogOpts: e.logOpts})
 	if err != nil {
 		return protocol.CreateResult{}, nil, fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -54,7 +53,7 @@ func (e *Engine) Create(ctx context.Context, cmd *protocol.Command, progress fun
 		warnings = append(warnings, w...)
 	}
 
-	w, err := e.ensureImage(ctx, spec.Config.Image, cmd.EggConfig.PullPolicy, progress)
+	w, err := e.ensureImage(ctx, spec.Config.Image, p.Egg.PullPolicy, progress)
 	if err != nil {
 		return protocol.CreateResult{}, nil, fmt.Errorf("create container %s: %w", id, err)
 	}

@@ -1,5 +1,7 @@
 // Package docker runs the agent's commands against the local Docker Engine
-// API: it implements agent.Runtime with Engine.
+// API: it implements agent.Runtime with Engine. The agent validates each
+// command once, when it arrives, and passes each operation only its
+// arguments (protocol.CreateParams and the like), which Engine executes.
 //
 // Every command passes through the node-local policy (internal/policy) before
 // it touches Docker: only containers carrying the agent's labels are acted

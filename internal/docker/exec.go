@@ -14,30 +14,30 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// Exec runs cmd.Cmd inside a managed, running container to completion
+// Exec runs p.Cmd inside a managed, running container to completion
 // (exec without stdin): its exit code and the start of each output stream,
 // bounded by protocol.ExecOutput (at most ExecOutputCap raw bytes per
 // stream, and ExecOutputEncodedCap JSON-encoded bytes for both: the result
-// always fits in one frame, and an exec never holds more than that). Past cmd.ExecTimeout() seconds the process is killed
+// always fits in one frame, and an exec never holds more than that). Past p.Timeout the process is killed
 // where possible and the result is a timeout error. A program the engine
 // cannot start is a success with the engine's exit code (126/127) and its
 // message in the output, as docker exec reports it.
-func (e *Engine) Exec(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error) {
+func (e *Engine) Exec(ctx context.Context, p protocol.ExecParams) (protocol.ExecResult, error) {
 	if e.denyExec {
 		return protocol.ExecResult{}, errExecDisabled
 	}
-	c, err := e.consoleTarget(ctx, "exec in", cmd.ContainerID)
+	c, err := e.consoleTarget(ctx, "exec in", p.ContainerID)
 	if err != nil {
 		return protocol.ExecResult{}, err
 	}
-	execID, err := e.createExec(ctx, c.ID, cmd, false)
+	execID, err := e.createExec(ctx, c.ID, p, false)
 	if err != nil {
 		return protocol.ExecResult{}, err
 	}
-	timeout := time.Duration(cmd.ExecTimeout()) * time.Second
+	timeout := p.Timeout
 	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := e.attachExec(tctx, execID, cmd)
+	resp, err := e.attachExec(tctx, execID, p)
 	if err != nil {
 		return protocol.ExecResult{}, err
 	}
@@ -46,108 +46,108 @@ func (e *Engine) Exec(ctx context.Context, cmd *protocol.Command) (protocol.Exec
 	defer resp.Close()
 
 	output := protocol.NewExecOutput(0)
-	rerr := demux(resp.Reader, cmd.TTY, func(stream string, data []byte) error {
+	rerr := demux(resp.Reader, p.TTY, func(stream string, data []byte) error {
 		output.Write(stream, data)
 		return nil
 	})
 	if tctx.Err() != nil {
-		return protocol.ExecResult{}, e.execAborted(ctx, c.ID, execID, cmd, timeout)
+		return protocol.ExecResult{}, e.execAborted(ctx, c.ID, execID, p.ContainerID, timeout)
 	}
 	if rerr != nil {
-		return protocol.ExecResult{}, dockerError(rerr, "read the output of exec in container %s", cmd.ContainerID)
+		return protocol.ExecResult{}, dockerError(rerr, "read the output of exec in container %s", p.ContainerID)
 	}
 	code, err := e.execExitCode(tctx, execID)
 	if err != nil {
 		if tctx.Err() != nil {
-			return protocol.ExecResult{}, e.execAborted(ctx, c.ID, execID, cmd, timeout)
+			return protocol.ExecResult{}, e.execAborted(ctx, c.ID, execID, p.ContainerID, timeout)
 		}
-		return protocol.ExecResult{}, dockerError(err, "exit code of exec in container %s", cmd.ContainerID)
+		return protocol.ExecResult{}, dockerError(err, "exit code of exec in container %s", p.ContainerID)
 	}
 	return output.Result(code), nil
 }
 
 // execAborted kills an exec that ran out of time (or whose command was
 // cancelled) and returns the error that reports it.
-func (e *Engine) execAborted(ctx context.Context, containerID, execID string, cmd *protocol.Command, timeout time.Duration) error {
+func (e *Engine) execAborted(ctx context.Context, dockerID, execID, containerID string, timeout time.Duration) error {
 	what := "was killed"
-	if err := e.killExec(containerID, execID); err != nil {
+	if err := e.killExec(dockerID, execID); err != nil {
 		what = "could not be killed and may still be running: " + err.Error()
 	}
 	if ctx.Err() != nil {
 		return protocol.Errorf(protocol.CodeUnavailable, "exec in container %s ended before the process finished (%v); the process %s",
-			cmd.ContainerID, context.Cause(ctx), what)
+			containerID, context.Cause(ctx), what)
 	}
 	return protocol.Errorf(protocol.CodeTimeout, "exec in container %s: the process did not finish within %s; it %s",
-		cmd.ContainerID, timeout, what)
+		containerID, timeout, what)
 }
 
-// createExec creates the exec instance of cmd.
-func (e *Engine) createExec(ctx context.Context, dockerID string, cmd *protocol.Command, stdin bool) (string, error) {
+// createExec creates the exec instance of p.
+func (e *Engine) createExec(ctx context.Context, dockerID string, p protocol.ExecParams, stdin bool) (string, error) {
 	opts := container.ExecOptions{
-		User:         cmd.User,
-		Tty:          cmd.TTY,
+		User:         p.User,
+		Tty:          p.TTY,
 		AttachStdin:  stdin,
 		AttachStdout: true,
 		AttachStderr: true,
-		Env:          envList(cmd.Env),
-		WorkingDir:   cmd.WorkingDir,
-		Cmd:          cmd.Cmd,
+		Env:          envList(p.Env),
+		WorkingDir:   p.WorkingDir,
+		Cmd:          p.Cmd,
 	}
-	if size := consoleSize(cmd); size != nil {
+	if size := consoleSize(p); size != nil {
 		opts.ConsoleSize = size
 	}
 	cctx, cancel := e.call(ctx, 0)
 	defer cancel()
 	r, err := e.cli.ContainerExecCreate(cctx, dockerID, opts)
 	if err != nil {
-		return "", dockerError(err, "exec in container %s", cmd.ContainerID)
+		return "", dockerError(err, "exec in container %s", p.ContainerID)
 	}
 	return r.ID, nil
 }
 
 // attachExec starts the exec with its streams attached.
-func (e *Engine) attachExec(ctx context.Context, execID string, cmd *protocol.Command) (types.HijackedResponse, error) {
+func (e *Engine) attachExec(ctx context.Context, execID string, p protocol.ExecParams) (types.HijackedResponse, error) {
 	// Opening the stream has the call timeout; the stream itself has none.
 	actx, cancel := context.WithCancel(ctx)
 	opened := time.AfterFunc(e.callTimeout, cancel)
-	resp, err := e.cli.ContainerExecAttach(actx, execID, container.ExecAttachOptions{Tty: cmd.TTY, ConsoleSize: consoleSize(cmd)})
+	resp, err := e.cli.ContainerExecAttach(actx, execID, container.ExecAttachOptions{Tty: p.TTY, ConsoleSize: consoleSize(p)})
 	if !opened.Stop() && err == nil {
 		resp.Close()
 		err = context.DeadlineExceeded
 	}
 	cancel() // a hijacked connection outlives its request's context
 	if err != nil {
-		return resp, dockerError(err, "start exec in container %s", cmd.ContainerID)
+		return resp, dockerError(err, "start exec in container %s", p.ContainerID)
 	}
 	return resp, nil
 }
 
 // consoleSize is the initial [rows, cols] of an exec with a terminal, or nil.
-func consoleSize(cmd *protocol.Command) *[2]uint {
-	if !cmd.TTY || cmd.Cols <= 0 || cmd.Rows <= 0 {
+func consoleSize(p protocol.ExecParams) *[2]uint {
+	if !p.TTY || p.Cols <= 0 || p.Rows <= 0 {
 		return nil
 	}
-	return &[2]uint{uint(cmd.Rows), uint(cmd.Cols)}
+	return &[2]uint{uint(p.Rows), uint(p.Cols)}
 }
 
-// ExecSession runs cmd.Cmd as an interactive session (exec with stdin):
+// ExecSession runs p.Cmd as an interactive session (exec with stdin):
 // input from in (protocol.Stdin, protocol.Resize, applied in order once the
 // process is attached and its initial terminal size set), output to out
 // until the process exits ({exitCode}) or ctx ends ({detached: true}: its
 // stdin is closed and, with a terminal, the process gets a hangup).
-func (e *Engine) ExecSession(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out OutputFunc) (protocol.SessionResult, error) {
+func (e *Engine) ExecSession(ctx context.Context, p protocol.ExecParams, in <-chan protocol.Message, out OutputFunc) (protocol.SessionResult, error) {
 	if e.denyExec {
 		return protocol.SessionResult{}, errExecDisabled
 	}
-	c, err := e.consoleTarget(ctx, "exec in", cmd.ContainerID)
+	c, err := e.consoleTarget(ctx, "exec in", p.ContainerID)
 	if err != nil {
 		return protocol.SessionResult{}, err
 	}
-	execID, err := e.createExec(ctx, c.ID, cmd, true)
+	execID, err := e.createExec(ctx, c.ID, p, true)
 	if err != nil {
 		return protocol.SessionResult{}, err
 	}
-	resp, err := e.attachExec(ctx, execID, cmd)
+	resp, err := e.attachExec(ctx, execID, p)
 	if err != nil {
 		return protocol.SessionResult{}, err
 	}
@@ -157,21 +157,21 @@ func (e *Engine) ExecSession(ctx context.Context, cmd *protocol.Command, in <-ch
 		defer cancel()
 		return e.cli.ContainerExecResize(rctx, execID, container.ResizeOptions{Height: uint(rows), Width: uint(cols)})
 	}
-	if size := consoleSize(cmd); size != nil {
+	if size := consoleSize(p); size != nil {
 		// Old engines (API < 1.42) ignore ConsoleSize: set it before any
 		// input goes in.
-		_ = resize(cmd.Cols, cmd.Rows)
+		_ = resize(p.Cols, p.Rows)
 	}
-	if !cmd.TTY {
+	if !p.TTY {
 		resize = nil
 	}
 	pump := &inputPump{w: resp.Conn, closeW: resp.CloseWrite, resize: resize, acceptIn: true}
-	res, err := e.runSession(ctx, &resp, cmd.TTY, in, out, pump, func() {
+	res, err := e.runSession(ctx, &resp, p.TTY, in, out, pump, func() {
 		// Detach: close stdin; a terminal's process also gets the hangup
 		// it would get when its terminal goes away.
 		_ = resp.CloseWrite()
-		if cmd.TTY {
-			e.hangUp(c.ID, execID, cmd.ContainerID)
+		if p.TTY {
+			e.hangUp(c.ID, execID, p.ContainerID)
 		}
 	})
 	if err != nil || res.Detached {
@@ -179,7 +179,7 @@ func (e *Engine) ExecSession(ctx context.Context, cmd *protocol.Command, in <-ch
 	}
 	code, err := e.execExitCode(context.Background(), execID)
 	if err != nil {
-		return res, dockerError(err, "exit code of exec in container %s", cmd.ContainerID)
+		return res, dockerError(err, "exit code of exec in container %s", p.ContainerID)
 	}
 	res.ExitCode = &code
 	return res, nil

@@ -89,12 +89,12 @@ func TestHungDaemonTimesOut(t *testing.T) {
 		"restart": func() error { return e.Restart(ctx, "web-1", intp(0)) },
 		"kill":    func() error { return e.Kill(ctx, "web-1", "") },
 		"delete":  func() error { _, err := e.Delete(ctx, "web-1"); return err },
-		"logs":    func() error { _, err := e.Logs(ctx, &protocol.Command{ContainerID: "web-1"}); return err },
+		"logs":    func() error { _, err := e.Logs(ctx, logsOf(t, &protocol.Command{ContainerID: "web-1"})); return err },
 		"follow": func() error {
-			return e.FollowLogs(ctx, &protocol.Command{ContainerID: "web-1"}, func(string, string) error { return nil })
+			return e.FollowLogs(ctx, logsOf(t, &protocol.Command{ContainerID: "web-1"}), func(string, string) error { return nil })
 		},
 		"stats":  func() error { _, err := e.Stats(ctx, "web-1"); return err },
-		"update": func() error { _, err := e.Update(ctx, "web-1", &protocol.Resources{CPU: 1}); return err },
+		"update": func() error { _, err := e.Update(ctx, "web-1", protocol.Limits{CPU: 1}); return err },
 		"list":   func() error { _, err := e.List(ctx); return err },
 		"info":   func() error { _, err := e.Info(ctx); return err },
 	}
@@ -264,7 +264,7 @@ func testPullStreamError(t *testing.T, form string, errMsg map[string]any, local
 		var progress []string
 		cmd := &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1",
 			EggConfig: &protocol.EggConfig{Image: "app:1", PullPolicy: protocol.PullAlways}}
-		res, warnings, err := e.Create(context.Background(), cmd, func(stage, detail string) { progress = append(progress, stage+": "+detail) })
+		res, warnings, err := e.Create(context.Background(), createOf(t, cmd), func(stage, detail string) { progress = append(progress, stage+": "+detail) })
 		if want := []string{"pull: 1: Pulling from library/app", "pull: l1: Downloading 1/10 bytes"}; !slices.Equal(progress, want) {
 			t.Errorf("progress %q, want %q", progress, want)
 		}

@@ -40,7 +40,7 @@ func TestIndexAgainstDocker(t *testing.T) {
 	if c := it.inspect(name); entry.id != c.ID {
 		t.Fatalf("indexed id %s, Docker's %s", entry.id, c.ID)
 	}
-	if lines, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name}); err != nil || len(lines) != 3 {
+	if lines, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name})); err != nil || len(lines) != 3 {
 		t.Fatalf("Logs: %q, %v", lines, err)
 	}
 
@@ -58,7 +58,7 @@ func TestIndexAgainstDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name})
+	_, err = it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name}))
 	wantCode(t, "logs of the unmanaged replacement", err, protocol.CodeForbidden)
 	err = it.eng.Start(it.ctx, name)
 	wantCode(t, "start of the unmanaged replacement", err, protocol.CodeForbidden)

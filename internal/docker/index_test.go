@@ -184,8 +184,8 @@ func indexEngine(t *testing.T, s *fakeEngineState, allowUnmanaged bool) *Engine 
 	return fakeDaemonWith(t, Options{NodeID: "node-1", CallTimeout: 5 * time.Second, AllowUnmanaged: allowUnmanaged}, s.serve)
 }
 
-func logsOf(ctx context.Context, e *Engine, name string) ([]string, error) {
-	return e.Logs(ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name})
+func logsOfName(ctx context.Context, e *Engine, name string) ([]string, error) {
+	return e.Logs(ctx, protocol.LogsParams{ContainerID: name, Lines: protocol.DefaultLogLines})
 }
 
 func wantCalls(t *testing.T, what string, got []string, want ...string) {
@@ -210,12 +210,12 @@ func TestIndexOneCallPerCommand(t *testing.T) {
 	s.watch(t, e)
 	ctx := context.Background()
 
-	lines, err := logsOf(ctx, e, "web")
+	lines, err := logsOfName(ctx, e, "web")
 	if err != nil || !slices.Equal(lines, []string{"a line of web"}) {
 		t.Fatalf("Logs: %q, %v", lines, err)
 	}
 	wantCalls(t, "first logs", s.takeCalls(), "GET /containers/web/json", "GET /containers/"+idA+"/logs")
-	if _, err := logsOf(ctx, e, "web"); err != nil {
+	if _, err := logsOfName(ctx, e, "web"); err != nil {
 		t.Fatal(err)
 	}
 	wantCalls(t, "second logs", s.takeCalls(), "GET /containers/"+idA+"/logs")
@@ -226,7 +226,7 @@ func TestIndexOneCallPerCommand(t *testing.T) {
 		"restart": func() error { return e.Restart(ctx, "web", intp(1)) },
 		"kill":    func() error { return e.Kill(ctx, "web", "SIGHUP") },
 		"stats":   func() error { _, err := e.Stats(ctx, "web"); return err },
-		"update":  func() error { _, err := e.Update(ctx, "web", &protocol.Resources{CPU: 1}); return err },
+		"update":  func() error { _, err := e.Update(ctx, "web", protocol.Limits{CPU: 1}); return err },
 	} {
 		if err := call(); err != nil {
 			t.Fatalf("%s: %v", action, err)
@@ -253,7 +253,7 @@ func TestIndexMissFallsBack(t *testing.T) {
 	e := indexEngine(t, s, false)
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
-		if _, err := logsOf(ctx, e, "web"); err != nil {
+		if _, err := logsOfName(ctx, e, "web"); err != nil {
 			t.Fatal(err)
 		}
 		wantCalls(t, fmt.Sprintf("logs %d", i+1), s.takeCalls(), "GET /containers/web/json", "GET /containers/"+idA+"/logs")
@@ -271,21 +271,21 @@ func TestIndexMissFallsBack(t *testing.T) {
 func TestIndexReplacedContainerIsRechecked(t *testing.T) {
 	ctx := context.Background()
 	for action, call := range map[string]func(e *Engine) error{
-		"logs":    func(e *Engine) error { _, err := logsOf(ctx, e, "web"); return err },
+		"logs":    func(e *Engine) error { _, err := logsOfName(ctx, e, "web"); return err },
 		"start":   func(e *Engine) error { return e.Start(ctx, "web") },
 		"stop":    func(e *Engine) error { return e.Stop(ctx, "web", intp(1)) },
 		"restart": func(e *Engine) error { return e.Restart(ctx, "web", intp(1)) },
 		"kill":    func(e *Engine) error { return e.Kill(ctx, "web", "") },
 		"delete":  func(e *Engine) error { _, err := e.Delete(ctx, "web"); return err },
 		"stats":   func(e *Engine) error { _, err := e.Stats(ctx, "web"); return err },
-		"update":  func(e *Engine) error { _, err := e.Update(ctx, "web", &protocol.Resources{CPU: 1}); return err },
+		"update":  func(e *Engine) error { _, err := e.Update(ctx, "web", protocol.Limits{CPU: 1}); return err },
 	} {
 		t.Run(action, func(t *testing.T) {
 			s := newFakeEngineState(t)
 			s.add(idA, "web", managedLabels("web"))
 			e := indexEngine(t, s, false)
 			s.watch(t, e)
-			if _, err := logsOf(ctx, e, "web"); err != nil { // indexes web -> idA
+			if _, err := logsOfName(ctx, e, "web"); err != nil { // indexes web -> idA
 				t.Fatal(err)
 			}
 			s.remove(idA)
@@ -314,13 +314,13 @@ func TestIndexRecreatedManagedContainer(t *testing.T) {
 	e := indexEngine(t, s, false)
 	s.watch(t, e)
 	ctx := context.Background()
-	if _, err := logsOf(ctx, e, "web"); err != nil {
+	if _, err := logsOfName(ctx, e, "web"); err != nil {
 		t.Fatal(err)
 	}
 	s.remove(idA)
 	s.add(idB, "web", managedLabels("web"))
 	s.takeCalls()
-	if _, err := logsOf(ctx, e, "web"); err != nil {
+	if _, err := logsOfName(ctx, e, "web"); err != nil {
 		t.Fatalf("logs after recreation: %v", err)
 	}
 	wantCalls(t, "stale entry", s.takeCalls(),
@@ -345,7 +345,7 @@ func TestIndexFollowsEvents(t *testing.T) {
 	index := func(id, name string) {
 		t.Helper()
 		s.add(id, name, managedLabels(name))
-		if _, err := logsOf(ctx, e, name); err != nil {
+		if _, err := logsOfName(ctx, e, name); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := e.index.get(name); !ok {
@@ -405,7 +405,7 @@ func TestIndexNeverHoldsForeignContainers(t *testing.T) {
 			s.watch(t, e)
 			for _, name := range []string{"plain", "other-node"} {
 				for i := 0; i < 2; i++ {
-					_, err := logsOf(ctx, e, name)
+					_, err := logsOfName(ctx, e, name)
 					if allow {
 						if err != nil {
 							t.Errorf("logs %s with ALLOW_UNMANAGED: %v", name, err)

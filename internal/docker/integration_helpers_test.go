@@ -98,7 +98,7 @@ func (it *itEnv) createCmd(name string, egg *protocol.EggConfig) *protocol.Comma
 // create creates a container through the Engine and fails the test on error.
 func (it *itEnv) create(cmd *protocol.Command) (dockerID string, warnings []string) {
 	it.t.Helper()
-	res, warnings, err := it.eng.Create(it.ctx, cmd, nil)
+	res, warnings, err := it.eng.Create(it.ctx, createOf(it.t, cmd), nil)
 	if err != nil {
 		it.t.Fatalf("Create %s: %v", cmd.ContainerID, err)
 	}

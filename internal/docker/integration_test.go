@@ -174,7 +174,7 @@ func TestCreateRefusesVolumes(t *testing.T) {
 		name := it.name("vol")
 		egg := it.egg()
 		egg.Volumes = []protocol.Volume{{Host: tt.host, Container: "/x"}}
-		_, _, err := it.eng.Create(it.ctx, it.createCmd(name, egg), nil)
+		_, _, err := it.eng.Create(it.ctx, createOf(t, it.createCmd(name, egg)), nil)
 		wantCode(t, "create with volume "+tt.host, err, tt.code)
 		if tt.code == protocol.CodeForbidden && !strings.Contains(err.Error(), it.root) {
 			t.Errorf("error %q does not name the allowed root", err)
@@ -193,7 +193,7 @@ func TestCreateRefusesVolumes(t *testing.T) {
 	name := it.name("foreignvol")
 	egg := it.egg()
 	egg.Volumes = []protocol.Volume{{Host: foreign, Container: "/data"}}
-	_, _, err := it.eng.Create(it.ctx, it.createCmd(name, egg), nil)
+	_, _, err := it.eng.Create(it.ctx, createOf(t, it.createCmd(name, egg)), nil)
 	wantCode(t, "create with a foreign named volume", err, protocol.CodeForbidden)
 	if _, err := it.cli.ContainerInspect(it.ctx, name); err == nil {
 		t.Errorf("container %s exists after a refused create", name)
@@ -207,7 +207,7 @@ func TestLogsNonTTY(t *testing.T) {
 	if code := it.waitExit(name); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	lines, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name})
+	lines, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name}))
 	if err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
@@ -232,7 +232,7 @@ func TestLogsNonTTY(t *testing.T) {
 		t.Errorf("stderr lines %q, want %q", errs, want)
 	}
 
-	tail, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: intp(2)})
+	tail, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: intp(2)}))
 	if err != nil {
 		t.Fatalf("Logs tail 2: %v", err)
 	}
@@ -240,7 +240,7 @@ func TestLogsNonTTY(t *testing.T) {
 		t.Errorf("tail 2 = %q, want the last two of %q", tail, lines)
 	}
 
-	stamped, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: intp(1), Timestamps: true})
+	stamped, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: intp(1), Timestamps: true}))
 	if err != nil || len(stamped) != 1 {
 		t.Fatalf("Logs with timestamps: %q, %v", stamped, err)
 	}
@@ -249,12 +249,12 @@ func TestLogsNonTTY(t *testing.T) {
 		t.Errorf("timestamped line %q: want an RFC 3339 time and %q", stamped[0], lines[len(lines)-1])
 	}
 	future := protocol.Timestamp(time.Now().Add(time.Hour))
-	none, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Since: future})
+	none, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Since: future}))
 	if err != nil || len(none) != 0 {
 		t.Errorf("Logs since the future: %q, %v; want none", none, err)
 	}
-	_, err = it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Since: "yesterday"})
-	wantCode(t, "Logs with a bad since", err, protocol.CodeInvalid)
+	// A since that is no time never reaches the Engine: the agent refuses
+	// the command when it arrives (protocol.ParseSince).
 }
 
 func numbered(stream string, from, to int) []string {
@@ -271,7 +271,7 @@ func TestLogsTTY(t *testing.T) {
 	it := newIT(t)
 	name := it.run("tty", true, "-lines", "5", "-stderr-lines", "2", "-interval", "5ms", "-exit", "0")
 	it.waitExit(name)
-	lines, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name})
+	lines, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name}))
 	if err != nil {
 		t.Fatalf("Logs: %v", err)
 	}
@@ -290,7 +290,7 @@ func TestLogsTTY(t *testing.T) {
 	if want := numbered("stdout", 1, 5); !slices.Equal(out, want) {
 		t.Errorf("stdout lines %q, want %q", out, want)
 	}
-	tail, err := it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: intp(3)})
+	tail, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: intp(3)}))
 	if err != nil || !slices.Equal(tail, lines[len(lines)-3:]) {
 		t.Errorf("tail 3 = %q, %v; want the last three of %q", tail, err, lines)
 	}
@@ -302,7 +302,7 @@ func TestFollowLogs(t *testing.T) {
 	it := newIT(t)
 	name := it.run("follow", false, "-lines", "30", "-interval", "20ms", "-exit", "0")
 	var got []string
-	err := it.eng.FollowLogs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Follow: true, Lines: intp(1000)},
+	err := it.eng.FollowLogs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Follow: true, Lines: intp(1000)}),
 		func(stream, line string) error {
 			if stream != StreamStdout {
 				t.Errorf("stream %q for %q", stream, line)
@@ -322,7 +322,7 @@ func TestFollowLogs(t *testing.T) {
 	done := make(chan error, 1)
 	first := make(chan string, 1)
 	go func() {
-		done <- it.eng.FollowLogs(ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: sleeper, Follow: true},
+		done <- it.eng.FollowLogs(ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: sleeper, Follow: true}),
 			func(_, line string) error {
 				select {
 				case first <- line:
@@ -358,7 +358,7 @@ func TestFollowLogsSlowReader(t *testing.T) {
 	// The delay lets the follow stream open before the flood, most of the time.
 	name := it.run("flood", false, "-delay", "300ms", "-flood", "-lines", fmt.Sprint(n), "-exit", "0")
 	first, next := 0, 0
-	err := it.eng.FollowLogs(it.ctx, &protocol.Command{ContainerID: name, Follow: true, Lines: intp(protocol.MaxLogLines)},
+	err := it.eng.FollowLogs(it.ctx, logsOf(t, &protocol.Command{ContainerID: name, Follow: true, Lines: intp(protocol.MaxLogLines)}),
 		func(_, line string) error {
 			var i int
 			if _, err := fmt.Sscanf(line, "flood line %d", &i); err != nil {
@@ -403,7 +403,7 @@ func TestIdempotence(t *testing.T) {
 	}
 	different := it.createCmd(name, it.egg())
 	different.Environment = map[string]string{"A": "2"}
-	_, _, err := it.eng.Create(it.ctx, different, nil)
+	_, _, err := it.eng.Create(it.ctx, createOf(t, different), nil)
 	wantCode(t, "different create", err, protocol.CodeConflict)
 	if strings.Contains(err.Error(), "A=2") || strings.Contains(err.Error(), "=2") {
 		t.Errorf("error %q leaks an environment value", err)
@@ -451,7 +451,7 @@ func TestUnmanagedRefused(t *testing.T) {
 	}
 	otherNode := it.name("othernode")
 	other := it.engine(Options{NodeID: "someone-else", VolumeRoots: []string{it.root}})
-	if _, _, err := other.Create(it.ctx, it.createCmd(otherNode, it.egg()), nil); err != nil {
+	if _, _, err := other.Create(it.ctx, createOf(t, it.createCmd(otherNode, it.egg())), nil); err != nil {
 		t.Fatalf("create for another node: %v", err)
 	}
 
@@ -463,15 +463,15 @@ func TestUnmanagedRefused(t *testing.T) {
 			"kill":    it.eng.Kill(it.ctx, name, ""),
 		}
 		_, checks["delete"] = it.eng.Delete(it.ctx, name)
-		_, checks["logs"] = it.eng.Logs(it.ctx, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name})
+		_, checks["logs"] = it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name}))
 		_, checks["inspect"] = it.eng.Inspect(it.ctx, name)
 		_, checks["stats"] = it.eng.Stats(it.ctx, name)
-		_, checks["update"] = it.eng.Update(it.ctx, name, &protocol.Resources{CPU: 1})
-		checks["follow"] = it.eng.FollowLogs(it.ctx, &protocol.Command{ContainerID: name}, func(string, string) error { return nil })
+		_, checks["update"] = it.eng.Update(it.ctx, name, protocol.Limits{CPU: 1})
+		checks["follow"] = it.eng.FollowLogs(it.ctx, logsOf(t, &protocol.Command{ContainerID: name}), func(string, string) error { return nil })
 		for action, err := range checks {
 			wantCode(t, action+" "+name, err, protocol.CodeForbidden)
 		}
-		_, _, err := it.eng.Create(it.ctx, it.createCmd(name, it.egg()), nil)
+		_, _, err := it.eng.Create(it.ctx, createOf(t, it.createCmd(name, it.egg())), nil)
 		wantCode(t, "create over "+name, err, protocol.CodeConflict)
 		if _, err := it.cli.ContainerInspect(it.ctx, name); err != nil {
 			t.Errorf("%s is gone after refused actions: %v", name, err)
@@ -538,7 +538,7 @@ func TestDiskLimit(t *testing.T) {
 		name := it.name("strict")
 		cmd := it.createCmd(name, it.egg())
 		cmd.Resources = &protocol.Resources{Disk: "1g"}
-		_, _, err := strict.Create(it.ctx, cmd, nil)
+		_, _, err := strict.Create(it.ctx, createOf(t, cmd), nil)
 		wantCode(t, "strict create", err, protocol.CodeInvalid)
 		if _, err := it.cli.ContainerInspect(it.ctx, name); err == nil {
 			t.Error("strict mode created the container anyway")
@@ -559,7 +559,7 @@ func TestStopGracePeriod(t *testing.T) {
 	if c.State.Running || c.State.ExitCode != 137 {
 		t.Errorf("after Stop: running %t exit code %d, want stopped with 137 (SIGKILL)", c.State.Running, c.State.ExitCode)
 	}
-	lines, err := it.eng.Logs(it.ctx, &protocol.Command{ContainerID: name})
+	lines, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{ContainerID: name}))
 	if err != nil || !slices.Contains(lines, "ignoring SIGTERM") {
 		t.Errorf("logs %q (%v): SIGTERM was not sent before the kill", lines, err)
 	}
@@ -570,7 +570,7 @@ func TestStopGracePeriod(t *testing.T) {
 func waitForLine(it *itEnv, name, line string) {
 	it.t.Helper()
 	for {
-		lines, err := it.eng.Logs(it.ctx, &protocol.Command{ContainerID: name})
+		lines, err := it.eng.Logs(it.ctx, logsOf(it.t, &protocol.Command{ContainerID: name}))
 		if err != nil {
 			it.t.Fatalf("Logs: %v", err)
 		}
@@ -676,7 +676,7 @@ func TestListStatsUpdate(t *testing.T) {
 		t.Errorf("Stats = %+v, want ~32 MiB used of a 128 MiB limit", s)
 	}
 
-	warnings, err := it.eng.Update(it.ctx, running, &protocol.Resources{CPU: 0.5, Memory: "256m", Pids: 50})
+	warnings, err := it.eng.Update(it.ctx, running, limitsOf(t, &protocol.Resources{CPU: 0.5, Memory: "256m", Pids: 50}))
 	if err != nil {
 		t.Fatalf("Update: %v (warnings %q)", err, warnings)
 	}
@@ -684,13 +684,13 @@ func TestListStatsUpdate(t *testing.T) {
 	if h.NanoCPUs != 500_000_000 || h.Memory != 256<<20 || h.MemorySwap != 256<<20 || h.PidsLimit == nil || *h.PidsLimit != 50 {
 		t.Errorf("after Update: NanoCpus %d Memory %d MemorySwap %d PidsLimit %v", h.NanoCPUs, h.Memory, h.MemorySwap, h.PidsLimit)
 	}
-	warnings, err = it.eng.Update(it.ctx, running, &protocol.Resources{Disk: "1g"})
+	warnings, err = it.eng.Update(it.ctx, running, limitsOf(t, &protocol.Resources{Disk: "1g"}))
 	if err != nil || len(warnings) != 1 {
 		t.Errorf("Update of disk: warnings %q, %v; want one warning", warnings, err)
 	}
-	_, err = it.eng.Update(it.ctx, running, &protocol.Resources{})
+	_, err = it.eng.Update(it.ctx, running, limitsOf(t, &protocol.Resources{}))
 	wantCode(t, "empty Update", err, protocol.CodeInvalid)
-	_, err = it.eng.Update(it.ctx, running, &protocol.Resources{Memory: "8m"})
+	_, err = it.eng.Update(it.ctx, running, limitsOf(t, &protocol.Resources{Memory: "8m"}))
 	if err == nil {
 		t.Fatal("Update to 8m below the 32 MiB in use: no error")
 	}
@@ -753,7 +753,7 @@ func TestPullPolicies(t *testing.T) {
 	egg := it.egg()
 	egg.PullPolicy = ""
 	var stages []string
-	_, warnings, err := it.eng.Create(it.ctx, it.createCmd(tagged, egg), func(stage, detail string) { stages = append(stages, stage) })
+	_, warnings, err := it.eng.Create(it.ctx, createOf(t, it.createCmd(tagged, egg)), func(stage, detail string) { stages = append(stages, stage) })
 	if err != nil || len(warnings) != 0 || len(stages) != 0 {
 		t.Errorf("default policy, tagged local image: %v, warnings %q, stages %q; want no pull", err, warnings, stages)
 	}
@@ -765,7 +765,7 @@ func TestPullPolicies(t *testing.T) {
 	t.Cleanup(func() { _, _ = it.cli.ImageRemove(context.Background(), latest, image.RemoveOptions{}) })
 	egg = it.egg()
 	egg.Image, egg.PullPolicy = latest, ""
-	_, warnings, err = it.eng.Create(it.ctx, it.createCmd(it.name("default-latest"), egg), nil)
+	_, warnings, err = it.eng.Create(it.ctx, createOf(t, it.createCmd(it.name("default-latest"), egg)), nil)
 	if err != nil {
 		t.Fatalf("create with a failing pull and a local image: %v", err)
 	}
@@ -774,7 +774,7 @@ func TestPullPolicies(t *testing.T) {
 	}
 	egg = it.egg()
 	egg.PullPolicy = protocol.PullAlways
-	_, warnings, err = it.eng.Create(it.ctx, it.createCmd(it.name("always"), egg), nil)
+	_, warnings, err = it.eng.Create(it.ctx, createOf(t, it.createCmd(it.name("always"), egg)), nil)
 	if err != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "using the local copy") {
 		t.Errorf("pullPolicy always, tagged local image: %v, warnings %q; want a failed pull and the local copy", err, warnings)
 	}
@@ -783,7 +783,7 @@ func TestPullPolicies(t *testing.T) {
 	name := it.name("nolocal")
 	egg = it.egg()
 	egg.Image, egg.PullPolicy = missing, protocol.PullAlways
-	_, _, err = it.eng.Create(it.ctx, it.createCmd(name, egg), nil)
+	_, _, err = it.eng.Create(it.ctx, createOf(t, it.createCmd(name, egg)), nil)
 	if err == nil || !strings.Contains(err.Error(), "no local copy") || !strings.Contains(err.Error(), "pull image "+missing) {
 		t.Errorf("create with a failing pull and no image: %v, want it to say the pull failed and no local copy exists", err)
 	}
@@ -792,23 +792,23 @@ func TestPullPolicies(t *testing.T) {
 	}
 
 	egg.PullPolicy = protocol.PullNever
-	_, _, err = it.eng.Create(it.ctx, it.createCmd(name, egg), nil)
+	_, _, err = it.eng.Create(it.ctx, createOf(t, it.createCmd(name, egg)), nil)
 	wantCode(t, "pullPolicy never with a missing image", err, protocol.CodeNotFound)
 
 	egg.PullPolicy = protocol.PullMissing
-	_, _, err = it.eng.Create(it.ctx, it.createCmd(name, egg), nil)
+	_, _, err = it.eng.Create(it.ctx, createOf(t, it.createCmd(name, egg)), nil)
 	if err == nil || !strings.Contains(err.Error(), "no local copy") {
 		t.Errorf("pullPolicy missing with a missing image: %v", err)
 	}
 	present := it.name("missing-present")
 	egg = it.egg()
 	egg.PullPolicy = protocol.PullMissing
-	if _, warnings, err := it.eng.Create(it.ctx, it.createCmd(present, egg), nil); err != nil || len(warnings) != 0 {
+	if _, warnings, err := it.eng.Create(it.ctx, createOf(t, it.createCmd(present, egg)), nil); err != nil || len(warnings) != 0 {
 		t.Errorf("pullPolicy missing with a local image: %q, %v; want no pull and no warning", warnings, err)
 	}
 
 	egg.Image = "Not A Valid/Reference"
-	_, _, err = it.eng.Create(it.ctx, it.createCmd(it.name("badref"), egg), nil)
+	_, _, err = it.eng.Create(it.ctx, createOf(t, it.createCmd(it.name("badref"), egg)), nil)
 	wantCode(t, "invalid image reference", err, protocol.CodeInvalid)
 }
 
@@ -830,7 +830,7 @@ func TestUnreachableDaemon(t *testing.T) {
 	}
 	_, err = e.List(ctx)
 	wantCode(t, "List", err, protocol.CodeUnavailable)
-	_, _, err = e.Create(ctx, &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1", EggConfig: &protocol.EggConfig{Image: "nginx"}}, nil)
+	_, _, err = e.Create(ctx, createOf(t, &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1", EggConfig: &protocol.EggConfig{Image: "nginx"}}), nil)
 	wantCode(t, "Create", err, protocol.CodeUnavailable)
 
 	evCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)

@@ -28,7 +28,7 @@ const (
 )
 
 // FollowLogs streams the container's log lines to emit, starting with the
-// last cmd.LogLines() lines (and cmd.Since), until the container stops or
+// last p.Lines lines (and p.Since), until the container stops or
 // ctx ends (nil then: the caller ended it). Only those end it: when the
 // engine ends its stream while the container still runs (Docker's json-file
 // follower does when it falls behind a log rotation), or the container
@@ -40,21 +40,17 @@ const (
 // emit runs on the reading goroutine: it must not block for long, or the
 // engine's log files rotate past the reader (the agent buffers, so it does
 // not). Its error ends the stream and is returned.
-func (e *Engine) FollowLogs(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
-	c, err := e.lookup(ctx, "logs", cmd.ContainerID)
-	if err != nil {
-		return err
-	}
-	since, err := parseSince(cmd.Since)
+func (e *Engine) FollowLogs(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
+	c, err := e.lookup(ctx, "logs", p.ContainerID)
 	if err != nil {
 		return err
 	}
 	f := &follower{
-		e: e, id: c.ID, name: cmd.ContainerID, tty: isTTY(c), stamps: cmd.Timestamps, emit: emit,
-		since: since, opened: time.Now(),
+		e: e, id: c.ID, name: p.ContainerID, tty: isTTY(c), stamps: p.Timestamps, emit: emit,
+		since: dockerSince(p.Since), opened: time.Now(),
 	}
 	running := c.State != nil && c.State.Running
-	return f.run(ctx, strconv.Itoa(cmd.LogLines()), running)
+	return f.run(ctx, strconv.Itoa(p.Lines), running)
 }
 
 // follower is one FollowLogs call: where the stream stands and how to open

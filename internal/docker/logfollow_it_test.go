@@ -34,7 +34,7 @@ func TestFollowLogsThroughRotation(t *testing.T) {
 	name := it.run("rotate", false, "-delay", "1s", "-flood", "-lines", fmt.Sprint(n), "-pad", "100", "-exit", "0")
 	prev, got, skipped := 0, 0, 0
 	var last []string
-	err := it.eng.FollowLogs(it.ctx, &protocol.Command{ContainerID: name, Follow: true, Timestamps: true}, func(_, line string) error {
+	err := it.eng.FollowLogs(it.ctx, logsOf(t, &protocol.Command{ContainerID: name, Follow: true, Timestamps: true}), func(_, line string) error {
 		var i int
 		var stamp string
 		if _, err := fmt.Sscanf(line, "%s flood line %d", &stamp, &i); err != nil {
@@ -94,7 +94,7 @@ func TestFollowLogsAcrossRealRestart(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- it.eng.FollowLogs(it.ctx, &protocol.Command{ContainerID: name, Follow: true}, func(_, text string) error {
+		done <- it.eng.FollowLogs(it.ctx, logsOf(t, &protocol.Command{ContainerID: name, Follow: true}), func(_, text string) error {
 			var run string
 			var n int
 			if _, err := fmt.Sscanf(text, "run %s stdout line %d", &run, &n); err != nil {

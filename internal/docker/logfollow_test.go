@@ -119,7 +119,7 @@ func followAll(t *testing.T, e *Engine, cmd *protocol.Command) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var got []string
-	err := e.FollowLogs(ctx, cmd, func(stream, line string) error {
+	err := e.FollowLogs(ctx, logsOf(t, cmd), func(stream, line string) error {
 		got = append(got, stream+":"+line)
 		return nil
 	})
@@ -197,8 +197,8 @@ func TestFollowLogsKeepsTimestampsWhenAsked(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("followed %q, want %q", got, want)
 	}
-	if r := l.reqs(); len(r) < 1 || r[0].since != "1772600000" {
-		t.Errorf("first request %+v, want the command's since", r)
+	if r := l.reqs(); len(r) < 1 || r[0].since != "1772600000.000000000" {
+		t.Errorf("first request %+v, want the command's since in Docker's seconds.nanoseconds form", r)
 	}
 }
 
@@ -247,7 +247,7 @@ func TestFollowLogsEngineEndsAtOnceDoesNotSpin(t *testing.T) {
 	e := fakeDaemon(t, l.handler)
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
 	defer cancel()
-	if err := e.FollowLogs(ctx, &protocol.Command{ContainerID: "web-1", Follow: true}, func(string, string) error { return nil }); err != nil {
+	if err := e.FollowLogs(ctx, logsOf(t, &protocol.Command{ContainerID: "web-1", Follow: true}), func(string, string) error { return nil }); err != nil {
 		t.Fatalf("FollowLogs: %v", err)
 	}
 	// 50+100+200+400 ms of pauses fit in 600 ms: about five requests; a
@@ -270,7 +270,7 @@ func TestFollowLogsOpenErrorIsReturned(t *testing.T) {
 		}
 		l.handler(w, r)
 	})
-	err := e.FollowLogs(context.Background(), &protocol.Command{ContainerID: "web-1", Follow: true}, func(string, string) error { return nil })
+	err := e.FollowLogs(context.Background(), logsOf(t, &protocol.Command{ContainerID: "web-1", Follow: true}), func(string, string) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "does not support reading") {
 		t.Errorf("FollowLogs: %v, want the engine's refusal", err)
 	}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -18,28 +16,24 @@ import (
 // oldest lines are left out beyond it.
 const maxLogsBytes = 8 << 20
 
-// Logs returns the last cmd.LogLines() lines of the container's stdout and
-// stderr, in the order Docker returns them, optionally since cmd.Since and
+// Logs returns the last p.Lines lines of the container's stdout and
+// stderr, in the order Docker returns them, optionally since p.Since and
 // with Docker's timestamps.
-func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, error) {
-	since, err := parseSince(cmd.Since)
-	if err != nil {
-		return nil, err
-	}
-	n := cmd.LogLines()
+func (e *Engine) Logs(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+	n := p.Lines
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()
 	var (
 		c  container.InspectResponse
 		rc io.ReadCloser
 	)
-	err = e.withContainer(ctx, "logs", cmd.ContainerID, func(target container.InspectResponse) (err error) {
+	err := e.withContainer(ctx, "logs", p.ContainerID, func(target container.InspectResponse) (err error) {
 		c = target
 		rc, err = e.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{
-			ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n), Since: since, Timestamps: cmd.Timestamps,
+			ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n), Since: dockerSince(p.Since), Timestamps: p.Timestamps,
 		})
 		if err != nil {
-			return dockerError(err, "read logs of container %s", cmd.ContainerID)
+			return dockerError(err, "read logs of container %s", p.ContainerID)
 		}
 		return nil
 	})
@@ -49,13 +43,13 @@ func (e *Engine) Logs(ctx context.Context, cmd *protocol.Command) ([]string, err
 	defer rc.Close()
 	ring := newLineRing(n, maxLogsBytes)
 	var scratch []byte
-	err = readLogs(rc, isTTY(c), cmd.Timestamps, func(_ string, stamp, text []byte) error {
+	err = readLogs(rc, isTTY(c), p.Timestamps, func(_ string, stamp, text []byte) error {
 		scratch = appendLine(scratch[:0], stamp, text)
 		ring.add(string(scratch))
 		return nil
 	})
 	if err != nil {
-		return nil, dockerError(err, "read logs of container %s", cmd.ContainerID)
+		return nil, dockerError(err, "read logs of container %s", p.ContainerID)
 	}
 	return ring.lines(), nil
 }
@@ -73,19 +67,13 @@ func appendLine(dst, stamp, text []byte) []byte {
 // raw instead of multiplexed.
 func isTTY(c container.InspectResponse) bool { return c.Config != nil && c.Config.Tty }
 
-// parseSince turns the since field (RFC 3339 time or Unix seconds, possibly
-// fractional) into Docker's form, seconds.nanoseconds.
-func parseSince(s string) (string, error) {
-	if s == "" {
-		return "", nil
+// dockerSince renders a since time in Docker's form, seconds.nanoseconds;
+// the zero time is "" (no since).
+func dockerSince(t time.Time) string {
+	if t.IsZero() {
+		return ""
 	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return unixNano(t), nil
-	}
-	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < math.MaxInt32*4 && !strings.ContainsAny(s, "eE+-") {
-		return s, nil
-	}
-	return "", protocol.Errorf(protocol.CodeInvalid, "since %q is neither an RFC 3339 time nor Unix seconds", s)
+	return unixNano(t)
 }
 
 // unixNano renders t as Docker's seconds.nanoseconds time filter.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // frame builds one multiplexed log frame.
@@ -193,27 +194,19 @@ func TestLineRing(t *testing.T) {
 	}
 }
 
-func TestParseSince(t *testing.T) {
-	for _, tt := range []struct{ in, want string }{
-		{"", ""},
-		{"1700000000", "1700000000"},
-		{"1700000000.5", "1700000000.5"},
-		{"2026-01-02T03:04:05Z", "1767323045.000000000"},
-		{"2026-01-02T03:04:05.25+01:00", "1767319445.250000000"},
-		{"2026-01-02T03:04:05.000000005Z", "1767323045.000000005"},
+func TestDockerSince(t *testing.T) {
+	for _, tt := range []struct {
+		in   time.Time
+		want string
+	}{
+		{time.Time{}, ""},
+		{time.Unix(0, 0), "0.000000000"},
+		{time.Unix(1700000000, 500000000), "1700000000.500000000"},
+		{time.Date(2026, 1, 2, 3, 4, 5, 250000000, time.FixedZone("", 3600)), "1767319445.250000000"},
+		{time.Date(2026, 1, 2, 3, 4, 5, 5, time.UTC), "1767323045.000000005"},
 	} {
-		got, err := parseSince(tt.in)
-		if err != nil {
-			t.Errorf("parseSince(%q): %v", tt.in, err)
-			continue
-		}
-		if got != tt.want {
-			t.Errorf("parseSince(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-	for _, in := range []string{"yesterday", "-5", "1e9", "2026-01-02", "12:00"} {
-		if _, err := parseSince(in); err == nil {
-			t.Errorf("parseSince(%q): no error", in)
+		if got := dockerSince(tt.in); got != tt.want {
+			t.Errorf("dockerSince(%v) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

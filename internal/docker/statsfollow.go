@@ -11,7 +11,7 @@ import (
 )
 
 // FollowStats samples a managed, running container's resource usage every
-// cmd.StatsInterval() seconds and hands each sample to emit (which blocks
+// p.Interval and hands each sample (without its command id) to emit (which blocks
 // while the server is slow), until the container stops (nil) or ctx ends
 // (nil) or emit fails (its error). It returns the number of samples sent.
 //
@@ -19,14 +19,13 @@ import (
 // container's CPU time over the interval between two readings, in CPUs
 // (the first sample has no earlier reading: 0). Memory is usage without
 // the page cache; its limit is the container's, or the host's memory.
-func (e *Engine) FollowStats(ctx context.Context, cmd *protocol.Command, emit func(protocol.StatsSample) error) (int, error) {
-	c, err := e.consoleTarget(ctx, "stats of", cmd.ContainerID)
+func (e *Engine) FollowStats(ctx context.Context, p protocol.StatsParams, emit func(protocol.StatsSample) error) (int, error) {
+	c, err := e.consoleTarget(ctx, "stats of", p.ContainerID)
 	if err != nil {
 		return 0, err
 	}
 	hostMem := e.hostMemory(ctx)
-	interval := time.Duration(cmd.StatsInterval() * float64(time.Second))
-	ticks, stopTicks := e.newStatsTicker(interval)
+	ticks, stopTicks := e.newStatsTicker(p.Interval)
 	defer stopTicks()
 	var prev *container.StatsResponse
 	sent := 0
@@ -39,11 +38,11 @@ func (e *Engine) FollowStats(ctx context.Context, cmd *protocol.Command, emit fu
 			if !e.stillRunning(ctx, c.ID) {
 				return sent, nil
 			}
-			return sent, dockerError(err, "read stats of container %s", cmd.ContainerID)
+			return sent, dockerError(err, "read stats of container %s", p.ContainerID)
 		case !running:
 			return sent, nil
 		}
-		sample := statsSample(cmd, s, prev, hostMem)
+		sample := statsSample(p.ContainerID, s, prev, hostMem)
 		if err := emit(sample); err != nil {
 			return sent, err
 		}
@@ -104,11 +103,10 @@ func (e *Engine) hostMemory(ctx context.Context) uint64 {
 	return uint64(info.MemTotal)
 }
 
-func statsSample(cmd *protocol.Command, s container.StatsResponse, prev *container.StatsResponse, hostMem uint64) protocol.StatsSample {
-	r := statsResult(cmd.ContainerID, s)
+func statsSample(containerID string, s container.StatsResponse, prev *container.StatsResponse, hostMem uint64) protocol.StatsSample {
+	r := statsResult(containerID, s)
 	out := protocol.StatsSample{
-		CommandID:        cmd.ID,
-		ContainerID:      cmd.ContainerID,
+		ContainerID:      containerID,
 		MemoryBytes:      r.MemoryUsageBytes,
 		MemoryLimitBytes: r.MemoryLimitBytes,
 		NetRxBytes:       r.NetworkRxBytes,

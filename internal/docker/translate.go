@@ -38,37 +38,21 @@ type translateOptions struct {
 	LogOpts   map[string]string // json-file options
 }
 
-// translate turns a validated create command into the container's Docker
+// translate turns a create command's arguments into the container's Docker
 // configuration. It decides everything the server may ask for and enforces
 // what it may not: the container never runs privileged, never joins a host
 // namespace, gets no devices and no added capabilities, cannot gain
 // privileges, has bounded processes and rotated logs, and mounts only what the
 // volume policy approves.
-func translate(cmd *protocol.Command, o translateOptions) (*createSpec, error) {
-	egg := cmd.EggConfig
-	if egg == nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "eggConfig is required for create")
-	}
-	var res protocol.Resources
-	if cmd.Resources != nil {
-		res = *cmd.Resources
-	}
-	memory, err := res.Memory.Bytes()
-	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "resources.memory: %w", err)
-	}
-	disk, err := res.Disk.Bytes()
-	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "resources.disk: %w", err)
-	}
-
-	spec := &createSpec{Name: cmd.ContainerID, Disk: disk, Hash: requestHash(cmd)}
+func translate(p protocol.CreateParams, o translateOptions) (*createSpec, error) {
+	egg, res := &p.Egg, p.Limits
+	spec := &createSpec{Name: p.ContainerID, Disk: res.Disk, Hash: requestHash(p)}
 	labels := make(map[string]string, len(egg.Labels)+4)
 	for k, v := range egg.Labels {
 		labels[k] = v
 	}
 	// The agent's labels are written last: they win over anything in the egg.
-	for k, v := range o.Owner.Labels(cmd.ContainerID) {
+	for k, v := range o.Owner.Labels(p.ContainerID) {
 		labels[k] = v
 	}
 	labels[policy.LabelSpec] = spec.Hash
@@ -76,7 +60,7 @@ func translate(cmd *protocol.Command, o translateOptions) (*createSpec, error) {
 	cfg := &container.Config{
 		Image:        egg.Image,
 		Labels:       labels,
-		Env:          envList(cmd.Environment),
+		Env:          envList(p.Environment),
 		Tty:          egg.UseTTY(),
 		Cmd:          slices.Clone(egg.Command),
 		Entrypoint:   slices.Clone(egg.Entrypoint),
@@ -104,9 +88,9 @@ func translate(cmd *protocol.Command, o translateOptions) (*createSpec, error) {
 	if res.CPU > 0 {
 		host.NanoCPUs = int64(math.Round(res.CPU * 1e9))
 	}
-	if memory > 0 {
-		host.Memory = memory
-		host.MemorySwap = memory // memory+swap equal to memory: no swap
+	if res.Memory > 0 {
+		host.Memory = res.Memory
+		host.MemorySwap = res.Memory // memory+swap equal to memory: no swap
 	}
 	pids := o.PidsLimit
 	if res.Pids > 0 {
@@ -218,8 +202,8 @@ type normalRequest struct {
 // requestHash returns the hex SHA-256 of the normalised create request. The
 // pull policy is left out: it decides how the image is fetched, not what the
 // container is. Environment values enter only through the hash.
-func requestHash(cmd *protocol.Command) string {
-	egg := cmd.EggConfig
+func requestHash(p protocol.CreateParams) string {
+	egg := &p.Egg
 	n := normalRequest{
 		Image:         egg.Image,
 		Command:       egg.Command,
@@ -230,7 +214,7 @@ func requestHash(cmd *protocol.Command) string {
 		StopSignal:    egg.StopSignal,
 		RestartPolicy: egg.RestartPolicy,
 		Labels:        egg.Labels,
-		Environment:   cmd.Environment,
+		Environment:   p.Environment,
 		OpenStdin:     egg.OpenStdin,
 	}
 	if n.RestartPolicy == "" {
@@ -241,11 +225,7 @@ func requestHash(cmd *protocol.Command) string {
 		n.Ports = append(n.Ports, p)
 	}
 	n.Volumes = egg.Volumes
-	if r := cmd.Resources; r != nil {
-		n.CPU, n.Pids = r.CPU, r.Pids
-		n.Memory, _ = r.Memory.Bytes()
-		n.Disk, _ = r.Disk.Bytes()
-	}
+	n.CPU, n.Memory, n.Disk, n.Pids = p.Limits.CPU, p.Limits.Memory, p.Limits.Disk, p.Limits.Pids
 	// Absent and empty mean the same.
 	if len(n.Command) == 0 {
 		n.Command = nil

@@ -41,6 +41,18 @@ func createCmd(egg *protocol.EggConfig, res *protocol.Resources, env map[string]
 	return &protocol.Command{Action: protocol.ActionCreate, ContainerID: "web-1", EggConfig: egg, Resources: res, Environment: env}
 }
 
+// paramsOf is what the agent passes the Engine for cmd, here without
+// validating cmd first: translate must hold its ground for a command that
+// skipped validation.
+func paramsOf(t testing.TB, cmd *protocol.Command) protocol.CreateParams {
+	t.Helper()
+	p, err := cmd.CreateParams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func boolp(b bool) *bool { return &b }
 
 func TestTranslateResources(t *testing.T) {
@@ -65,7 +77,7 @@ func TestTranslateResources(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec, err := translate(createCmd(&protocol.EggConfig{Image: "nginx"}, tt.res, nil), o)
+			spec, err := translate(paramsOf(t, createCmd(&protocol.EggConfig{Image: "nginx"}, tt.res, nil)), o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +101,7 @@ func TestTranslateResources(t *testing.T) {
 func TestTranslateUnlimitedPids(t *testing.T) {
 	o, _ := testTranslateOptions(t)
 	o.PidsLimit = 0
-	spec, err := translate(createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil), o)
+	spec, err := translate(paramsOf(t, createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +119,7 @@ func TestTranslatePorts(t *testing.T) {
 		{Host: 5354, Container: 53, Protocol: "udp", HostIP: "127.0.0.1"},
 		{Host: 0, Container: 9000},
 	}}
-	spec, err := translate(createCmd(egg, nil, nil), o)
+	spec, err := translate(paramsOf(t, createCmd(egg, nil, nil)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +141,7 @@ func TestTranslatePorts(t *testing.T) {
 func TestTranslateEnvAndLabels(t *testing.T) {
 	o, _ := testTranslateOptions(t)
 	egg := &protocol.EggConfig{Image: "nginx", Labels: map[string]string{"team": "web", "tier": "front"}}
-	spec, err := translate(createCmd(egg, nil, map[string]string{"B": "2", "A": "1=x", "EMPTY": ""}), o)
+	spec, err := translate(paramsOf(t, createCmd(egg, nil, map[string]string{"B": "2", "A": "1=x", "EMPTY": ""})), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +172,7 @@ func TestTranslateReservedLabels(t *testing.T) {
 	if err := cmd.Validate(); protocol.CodeOf(err) != protocol.CodeInvalid {
 		t.Errorf("Validate = %v, want invalid for reserved labels", err)
 	}
-	spec, err := translate(cmd, o)
+	spec, err := translate(paramsOf(t, cmd), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +190,7 @@ func TestTranslateVolumes(t *testing.T) {
 		{Host: "pgdata", Container: "/var/lib/postgresql"},
 		{Host: "pgdata", Container: "/backup", ReadOnly: true},
 	}}
-	spec, err := translate(createCmd(egg, nil, nil), o)
+	spec, err := translate(paramsOf(t, createCmd(egg, nil, nil)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +235,7 @@ func TestTranslateVolumeRefused(t *testing.T) {
 		{"relative/dir", protocol.CodeInvalid},
 	} {
 		egg := &protocol.EggConfig{Image: "nginx", Volumes: []protocol.Volume{{Host: root + "/ok", Container: "/ok"}, {Host: tt.host, Container: "/x"}}}
-		_, err := translate(createCmd(egg, nil, nil), o)
+		_, err := translate(paramsOf(t, createCmd(egg, nil, nil)), o)
 		if got := protocol.CodeOf(err); got != tt.code {
 			t.Errorf("volume %q: code %s (%v), want %s", tt.host, got, err, tt.code)
 			continue
@@ -236,7 +248,7 @@ func TestTranslateVolumeRefused(t *testing.T) {
 
 func TestTranslateHardening(t *testing.T) {
 	o, _ := testTranslateOptions(t)
-	spec, err := translate(createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil), o)
+	spec, err := translate(paramsOf(t, createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +276,7 @@ func TestTranslateHardening(t *testing.T) {
 
 func TestTranslateContainerOptions(t *testing.T) {
 	o, _ := testTranslateOptions(t)
-	spec, err := translate(createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil), o)
+	spec, err := translate(paramsOf(t, createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +292,7 @@ func TestTranslateContainerOptions(t *testing.T) {
 		Command: []string{"serve", "--port", "80"}, Entrypoint: []string{"/bin/app"},
 		WorkingDir: "/srv", User: "1000:1000", StopSignal: "SIGINT", RestartPolicy: "unless-stopped",
 	}
-	spec, err = translate(createCmd(egg, nil, nil), o)
+	spec, err = translate(paramsOf(t, createCmd(egg, nil, nil)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +309,7 @@ func TestTranslateContainerOptions(t *testing.T) {
 func TestLimitDisk(t *testing.T) {
 	o, _ := testTranslateOptions(t)
 	newSpec := func() *createSpec {
-		spec, err := translate(createCmd(&protocol.EggConfig{Image: "nginx"}, &protocol.Resources{Disk: "10g"}, nil), o)
+		spec, err := translate(paramsOf(t, createCmd(&protocol.EggConfig{Image: "nginx"}, &protocol.Resources{Disk: "10g"}, nil)), o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,7 +338,7 @@ func TestLimitDisk(t *testing.T) {
 		t.Errorf("strict mode: %v, want invalid naming DISK_LIMIT_MODE", err)
 	}
 
-	spec, err = translate(createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil), o)
+	spec, err = translate(paramsOf(t, createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil)), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +354,7 @@ func TestRequestHash(t *testing.T) {
 			Labels: map[string]string{"a": "1", "b": "2"},
 		}, &protocol.Resources{CPU: 1, Memory: "512m"}, map[string]string{"K": "v", "L": "w"})
 	}
-	h := requestHash(base())
+	h := requestHash(paramsOf(t, base()))
 	same := []func(*protocol.Command){
 		func(c *protocol.Command) { c.Resources.Memory = "512MB" },
 		func(c *protocol.Command) { c.Resources.Memory = "536870912" },
@@ -357,7 +369,7 @@ func TestRequestHash(t *testing.T) {
 	for i, f := range same {
 		c := base()
 		f(c)
-		if got := requestHash(c); got != h {
+		if got := requestHash(paramsOf(t, c)); got != h {
 			t.Errorf("equivalent request %d hashes differently", i)
 		}
 	}
@@ -374,8 +386,32 @@ func TestRequestHash(t *testing.T) {
 	for i, f := range different {
 		c := base()
 		f(c)
-		if got := requestHash(c); got == h {
+		if got := requestHash(paramsOf(t, c)); got == h {
 			t.Errorf("different request %d hashes the same", i)
+		}
+	}
+}
+
+// TestRequestHashStable pins the hash of two requests: the hash is in the
+// LabelSpec label of every container created, so a change would turn an
+// identical create of an existing container into a conflict.
+func TestRequestHashStable(t *testing.T) {
+	tty := false
+	for _, tt := range []struct {
+		cmd  *protocol.Command
+		want string
+	}{
+		{createCmd(&protocol.EggConfig{Image: "nginx"}, nil, nil), "c605a577d11ebddb0994fb859dbe02ba8dc6d1f5d1ece177fe40bd1ca540585f"},
+		{createCmd(&protocol.EggConfig{
+			Image: "nginx:1.27", Ports: []protocol.Port{{Host: 8080, Container: 80}, {Container: 53, Protocol: "udp"}},
+			Volumes: []protocol.Volume{{Host: "data", Container: "/data"}}, Command: []string{"a", "b"}, Entrypoint: []string{"sh"},
+			WorkingDir: "/w", User: "1000", TTY: &tty, StopSignal: "SIGINT", RestartPolicy: "always",
+			Labels: map[string]string{"a": "1"}, PullPolicy: "never", OpenStdin: true,
+		}, &protocol.Resources{CPU: 1.5, Memory: "512m", Disk: "1g", Pids: 64}, map[string]string{"K": "v"}),
+			"dae92346168e3c8f2c2052e4ab5b76bc629d71f99d2d1d1f436dc07522cf1222"},
+	} {
+		if got := requestHash(paramsOf(t, tt.cmd)); got != tt.want {
+			t.Errorf("requestHash(%+v) = %s, want %s", tt.cmd.EggConfig, got, tt.want)
 		}
 	}
 }

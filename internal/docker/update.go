@@ -15,46 +15,36 @@ import (
 // create does. A disk limit cannot change on an existing container: it is
 // reported as a warning. Docker's refusals (a memory limit below current
 // usage, for one) come back with Docker's message.
-func (e *Engine) Update(ctx context.Context, containerID string, res *protocol.Resources) ([]string, error) {
+func (e *Engine) Update(ctx context.Context, containerID string, l protocol.Limits) ([]string, error) {
 	var warnings []string
 	err := e.withContainer(ctx, "update", containerID, func(c container.InspectResponse) error {
 		var err error
-		warnings, err = e.update(ctx, c, containerID, res)
+		warnings, err = e.update(ctx, c, containerID, l)
 		return err
 	})
 	return warnings, err
 }
 
-func (e *Engine) update(ctx context.Context, c container.InspectResponse, containerID string, res *protocol.Resources) ([]string, error) {
-	if res == nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "update container %s: resources is required", containerID)
-	}
+func (e *Engine) update(ctx context.Context, c container.InspectResponse, containerID string, l protocol.Limits) ([]string, error) {
 	var (
 		upd      container.UpdateConfig
 		warnings []string
 		changed  bool
 	)
-	if res.CPU < 0 || math.IsNaN(res.CPU) {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "update container %s: resources.cpu must be positive", containerID)
-	}
-	if res.CPU > 0 {
-		upd.NanoCPUs = int64(math.Round(res.CPU * 1e9))
+	if l.CPU > 0 {
+		upd.NanoCPUs = int64(math.Round(l.CPU * 1e9))
 		changed = true
 	}
-	mem, err := res.Memory.Bytes()
-	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeInvalid, "update container %s: resources.memory: %w", containerID, err)
-	}
-	if mem > 0 {
-		upd.Memory, upd.MemorySwap = mem, mem
+	if l.Memory > 0 {
+		upd.Memory, upd.MemorySwap = l.Memory, l.Memory
 		changed = true
 	}
-	if res.Pids > 0 {
-		pids := res.Pids
+	if l.Pids > 0 {
+		pids := l.Pids
 		upd.PidsLimit = &pids
 		changed = true
 	}
-	if disk, err := res.Disk.Bytes(); err == nil && disk > 0 {
+	if l.Disk > 0 {
 		warnings = append(warnings, "disk limit not changed: Docker cannot change the disk limit of an existing container")
 	}
 	if !changed {

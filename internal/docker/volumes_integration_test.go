@@ -66,7 +66,7 @@ func (it *itEnv) waitOutput(name, want string, n int) string {
 // want, with no container left behind.
 func (it *itEnv) refused(name, host, want string) {
 	it.t.Helper()
-	_, _, err := it.eng.Create(it.ctx, it.createCmd(name, it.bindEgg(host)), nil)
+	_, _, err := it.eng.Create(it.ctx, createOf(it.t, it.createCmd(name, it.bindEgg(host))), nil)
 	wantCode(it.t, "create binding "+host, err, protocol.CodeForbidden)
 	if !strings.Contains(err.Error(), want) {
 		it.t.Errorf("create binding %s: %q, want it to contain %q", host, err, want)

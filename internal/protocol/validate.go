@@ -5,7 +5,6 @@ import (
 	"math"
 	"regexp"
 	"strings"
-	"time"
 )
 
 // MaxContainerIDLength is the longest containerId accepted (Docker's limit).
@@ -60,8 +59,8 @@ func (c *Command) Validate() error {
 	if c.Timeout != nil && (*c.Timeout < 0 || *c.Timeout > 3600) {
 		return Errorf(CodeInvalid, "timeout must be between 0 and 3600 seconds, got %d", *c.Timeout)
 	}
-	if c.Since != "" && !validSince(c.Since) {
-		return Errorf(CodeInvalid, "since must be an RFC 3339 time or Unix seconds, got %q", truncate(c.Since, 64))
+	if _, err := ParseSince(c.Since); err != nil {
+		return err
 	}
 	if c.Signal != "" && !validSignal(c.Signal) {
 		return Errorf(CodeInvalid, "signal %q is not a signal name (SIGKILL, TERM) or number", c.Signal)
@@ -149,15 +148,12 @@ func (r *Resources) validate() error {
 	if r.CPU > 0 && r.CPU < 0.01 {
 		return Errorf(CodeInvalid, "resources.cpu must be at least 0.01, got %v", r.CPU)
 	}
-	mem, err := r.Memory.Bytes()
+	l, err := r.Limits()
 	if err != nil {
-		return Errorf(CodeInvalid, "resources.memory: %w", err)
+		return err
 	}
-	if mem > 0 && mem < MinMemoryBytes {
+	if l.Memory > 0 && l.Memory < MinMemoryBytes {
 		return Errorf(CodeInvalid, "resources.memory %q is below Docker's minimum of 6 MiB", r.Memory)
-	}
-	if _, err := r.Disk.Bytes(); err != nil {
-		return Errorf(CodeInvalid, "resources.disk: %w", err)
 	}
 	if r.Pids < 0 {
 		return Errorf(CodeInvalid, "resources.pids must be positive, got %d", r.Pids)
@@ -169,20 +165,8 @@ var signalRE = regexp.MustCompile(`^(SIG)?[A-Z][A-Z0-9+-]*$|^[0-9]{1,2}$`)
 
 func validSignal(s string) bool { return len(s) <= 16 && signalRE.MatchString(s) }
 
+// unixSecondsRE is since in Unix seconds (ParseSince).
 var unixSecondsRE = regexp.MustCompile(`^[0-9]{1,12}(\.[0-9]{1,9})?$`)
-
-// validSince accepts the forms Docker's logs "since" takes from us: an RFC
-// 3339 time or Unix seconds (optionally with a fraction).
-func validSince(s string) bool {
-	if len(s) > 64 {
-		return false
-	}
-	if unixSecondsRE.MatchString(s) {
-		return true
-	}
-	_, err := time.Parse(time.RFC3339Nano, s)
-	return err == nil
-}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -19,28 +19,28 @@ import (
 // is recorded (Calls).
 type Runtime struct {
 	InfoFunc       func(ctx context.Context) (protocol.EngineInfo, error)
-	CreateFunc     func(ctx context.Context, cmd *protocol.Command, progress agent.ProgressFunc) (protocol.CreateResult, []string, error)
+	CreateFunc     func(ctx context.Context, p protocol.CreateParams, progress agent.ProgressFunc) (protocol.CreateResult, []string, error)
 	StartFunc      func(ctx context.Context, containerID string) error
 	StopFunc       func(ctx context.Context, containerID string, timeout *int) error
 	RestartFunc    func(ctx context.Context, containerID string, timeout *int) error
 	KillFunc       func(ctx context.Context, containerID, signal string) error
 	DeleteFunc     func(ctx context.Context, containerID string) (bool, error)
-	LogsFunc       func(ctx context.Context, cmd *protocol.Command) ([]string, error)
-	FollowLogsFunc func(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error
+	LogsFunc       func(ctx context.Context, p protocol.LogsParams) ([]string, error)
+	FollowLogsFunc func(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error
 	InspectFunc    func(ctx context.Context, containerID string) (protocol.InspectResult, error)
 	ListFunc       func(ctx context.Context) ([]protocol.InventoryItem, error)
 	StatsFunc      func(ctx context.Context, containerID string) (protocol.StatsResult, error)
-	UpdateFunc     func(ctx context.Context, containerID string, res *protocol.Resources) ([]string, error)
+	UpdateFunc     func(ctx context.Context, containerID string, l protocol.Limits) ([]string, error)
 	EventsFunc     func(ctx context.Context, emit func(protocol.ContainerEvent)) error
 	// WatchEventsFunc, when set, serves WatchEvents (agent.EventWatcher):
 	// it may call missed as the Docker engine does after a broken stream.
 	WatchEventsFunc func(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error
 
 	// Console sessions (console.go).
-	ExecFunc        func(ctx context.Context, cmd *protocol.Command) (protocol.ExecResult, error)
-	ExecSessionFunc func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error)
-	AttachFunc      func(ctx context.Context, cmd *protocol.Command, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, []string, error)
-	FollowStatsFunc func(ctx context.Context, cmd *protocol.Command, emit func(protocol.StatsSample) error) (int, error)
+	ExecFunc        func(ctx context.Context, p protocol.ExecParams) (protocol.ExecResult, error)
+	ExecSessionFunc func(ctx context.Context, p protocol.ExecParams, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, error)
+	AttachFunc      func(ctx context.Context, p protocol.AttachParams, in <-chan protocol.Message, out agent.OutputFunc) (protocol.SessionResult, []string, error)
+	FollowStatsFunc func(ctx context.Context, p protocol.StatsParams, emit func(protocol.StatsSample) error) (int, error)
 
 	mu    sync.Mutex
 	calls []Call
@@ -50,7 +50,6 @@ type Runtime struct {
 type Call struct {
 	Method      string // "Create", "Start", ...
 	ContainerID string
-	CommandID   string // for methods given the command
 }
 
 var _ agent.Runtime = (*Runtime)(nil)
@@ -73,11 +72,8 @@ func (r *Runtime) CallCount(method string) int {
 	return n
 }
 
-func (r *Runtime) record(method, containerID string, cmd *protocol.Command) {
+func (r *Runtime) record(method, containerID string) {
 	c := Call{Method: method, ContainerID: containerID}
-	if cmd != nil {
-		c.CommandID = cmd.ID
-	}
 	r.mu.Lock()
 	r.calls = append(r.calls, c)
 	r.mu.Unlock()
@@ -85,7 +81,7 @@ func (r *Runtime) record(method, containerID string, cmd *protocol.Command) {
 
 // Info implements agent.Runtime.
 func (r *Runtime) Info(ctx context.Context) (protocol.EngineInfo, error) {
-	r.record("Info", "", nil)
+	r.record("Info", "")
 	if r.InfoFunc != nil {
 		return r.InfoFunc(ctx)
 	}
@@ -93,17 +89,17 @@ func (r *Runtime) Info(ctx context.Context) (protocol.EngineInfo, error) {
 }
 
 // Create implements agent.Runtime.
-func (r *Runtime) Create(ctx context.Context, cmd *protocol.Command, progress agent.ProgressFunc) (protocol.CreateResult, []string, error) {
-	r.record("Create", cmd.ContainerID, cmd)
+func (r *Runtime) Create(ctx context.Context, p protocol.CreateParams, progress agent.ProgressFunc) (protocol.CreateResult, []string, error) {
+	r.record("Create", p.ContainerID)
 	if r.CreateFunc != nil {
-		return r.CreateFunc(ctx, cmd, progress)
+		return r.CreateFunc(ctx, p, progress)
 	}
-	return protocol.CreateResult{ContainerID: "docker-" + cmd.ContainerID}, nil, nil
+	return protocol.CreateResult{ContainerID: "docker-" + p.ContainerID}, nil, nil
 }
 
 // Start implements agent.Runtime.
 func (r *Runtime) Start(ctx context.Context, containerID string) error {
-	r.record("Start", containerID, nil)
+	r.record("Start", containerID)
 	if r.StartFunc != nil {
 		return r.StartFunc(ctx, containerID)
 	}
@@ -112,7 +108,7 @@ func (r *Runtime) Start(ctx context.Context, containerID string) error {
 
 // Stop implements agent.Runtime.
 func (r *Runtime) Stop(ctx context.Context, containerID string, timeout *int) error {
-	r.record("Stop", containerID, nil)
+	r.record("Stop", containerID)
 	if r.StopFunc != nil {
 		return r.StopFunc(ctx, containerID, timeout)
 	}
@@ -121,7 +117,7 @@ func (r *Runtime) Stop(ctx context.Context, containerID string, timeout *int) er
 
 // Restart implements agent.Runtime.
 func (r *Runtime) Restart(ctx context.Context, containerID string, timeout *int) error {
-	r.record("Restart", containerID, nil)
+	r.record("Restart", containerID)
 	if r.RestartFunc != nil {
 		return r.RestartFunc(ctx, containerID, timeout)
 	}
@@ -130,7 +126,7 @@ func (r *Runtime) Restart(ctx context.Context, containerID string, timeout *int)
 
 // Kill implements agent.Runtime.
 func (r *Runtime) Kill(ctx context.Context, containerID, signal string) error {
-	r.record("Kill", containerID, nil)
+	r.record("Kill", containerID)
 	if r.KillFunc != nil {
 		return r.KillFunc(ctx, containerID, signal)
 	}
@@ -139,7 +135,7 @@ func (r *Runtime) Kill(ctx context.Context, containerID, signal string) error {
 
 // Delete implements agent.Runtime.
 func (r *Runtime) Delete(ctx context.Context, containerID string) (bool, error) {
-	r.record("Delete", containerID, nil)
+	r.record("Delete", containerID)
 	if r.DeleteFunc != nil {
 		return r.DeleteFunc(ctx, containerID)
 	}
@@ -147,26 +143,26 @@ func (r *Runtime) Delete(ctx context.Context, containerID string) (bool, error) 
 }
 
 // Logs implements agent.Runtime.
-func (r *Runtime) Logs(ctx context.Context, cmd *protocol.Command) ([]string, error) {
-	r.record("Logs", cmd.ContainerID, cmd)
+func (r *Runtime) Logs(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+	r.record("Logs", p.ContainerID)
 	if r.LogsFunc != nil {
-		return r.LogsFunc(ctx, cmd)
+		return r.LogsFunc(ctx, p)
 	}
 	return []string{}, nil
 }
 
 // FollowLogs implements agent.Runtime.
-func (r *Runtime) FollowLogs(ctx context.Context, cmd *protocol.Command, emit func(stream, line string) error) error {
-	r.record("FollowLogs", cmd.ContainerID, cmd)
+func (r *Runtime) FollowLogs(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
+	r.record("FollowLogs", p.ContainerID)
 	if r.FollowLogsFunc != nil {
-		return r.FollowLogsFunc(ctx, cmd, emit)
+		return r.FollowLogsFunc(ctx, p, emit)
 	}
 	return nil
 }
 
 // Inspect implements agent.Runtime.
 func (r *Runtime) Inspect(ctx context.Context, containerID string) (protocol.InspectResult, error) {
-	r.record("Inspect", containerID, nil)
+	r.record("Inspect", containerID)
 	if r.InspectFunc != nil {
 		return r.InspectFunc(ctx, containerID)
 	}
@@ -175,7 +171,7 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (protocol.Ins
 
 // List implements agent.Runtime.
 func (r *Runtime) List(ctx context.Context) ([]protocol.InventoryItem, error) {
-	r.record("List", "", nil)
+	r.record("List", "")
 	if r.ListFunc != nil {
 		return r.ListFunc(ctx)
 	}
@@ -184,7 +180,7 @@ func (r *Runtime) List(ctx context.Context) ([]protocol.InventoryItem, error) {
 
 // Stats implements agent.Runtime.
 func (r *Runtime) Stats(ctx context.Context, containerID string) (protocol.StatsResult, error) {
-	r.record("Stats", containerID, nil)
+	r.record("Stats", containerID)
 	if r.StatsFunc != nil {
 		return r.StatsFunc(ctx, containerID)
 	}
@@ -192,17 +188,17 @@ func (r *Runtime) Stats(ctx context.Context, containerID string) (protocol.Stats
 }
 
 // Update implements agent.Runtime.
-func (r *Runtime) Update(ctx context.Context, containerID string, res *protocol.Resources) ([]string, error) {
-	r.record("Update", containerID, nil)
+func (r *Runtime) Update(ctx context.Context, containerID string, l protocol.Limits) ([]string, error) {
+	r.record("Update", containerID)
 	if r.UpdateFunc != nil {
-		return r.UpdateFunc(ctx, containerID, res)
+		return r.UpdateFunc(ctx, containerID, l)
 	}
 	return nil, nil
 }
 
 // Events implements agent.Runtime.
 func (r *Runtime) Events(ctx context.Context, emit func(protocol.ContainerEvent)) error {
-	r.record("Events", "", nil)
+	r.record("Events", "")
 	if r.EventsFunc != nil {
 		return r.EventsFunc(ctx, emit)
 	}
@@ -213,7 +209,7 @@ func (r *Runtime) Events(ctx context.Context, emit func(protocol.ContainerEvent)
 // WatchEvents implements agent.EventWatcher: WatchEventsFunc, else Events.
 func (r *Runtime) WatchEvents(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error {
 	if r.WatchEventsFunc != nil {
-		r.record("Events", "", nil)
+		r.record("Events", "")
 		return r.WatchEventsFunc(ctx, emit, missed)
 	}
 	return r.Events(ctx, emit)
