@@ -329,3 +329,48 @@ func TestClip(t *testing.T) {
 		t.Errorf("clipLine length %d", len(got))
 	}
 }
+
+// TestOutboxEmptyChannel: empty is closed exactly while no result waits to
+// be written or confirmed, so shutdown waits on it instead of polling.
+func TestOutboxEmptyChannel(t *testing.T) {
+	closed := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	o := newOutbox(10, 1<<20, discard, nopObserver{})
+	if !closed(o.empty()) {
+		t.Fatal("a new outbox is not empty")
+	}
+	o.push("a", []byte("1"))
+	o.push("b", []byte("2"))
+	wait := o.empty()
+	if closed(wait) {
+		t.Fatal("empty with two results queued")
+	}
+	ep := o.rewind()
+	for pos := uint64(1); pos <= 2; pos++ {
+		it, _ := o.next(ep)
+		o.wrote(ep, it.seq, pos)
+	}
+	o.confirm(ep, 1)
+	if closed(wait) {
+		t.Fatal("empty with one result unconfirmed")
+	}
+	o.confirm(ep, 2)
+	if !closed(wait) {
+		t.Fatal("not empty once every result was confirmed")
+	}
+	o.push("c", []byte("3"))
+	if closed(o.empty()) {
+		t.Fatal("empty after a new push")
+	}
+	it, _ := o.next(ep)
+	o.remove(ep, it.seq) // too large to send
+	if !closed(o.empty()) {
+		t.Fatal("not empty once the last result was removed")
+	}
+}

@@ -32,6 +32,7 @@ type outbox struct {
 	dropped  int
 	resent   int           // results written again on a later connection
 	notify   chan struct{} // one token: something was pushed
+	drained  chan struct{} // closed while the queue is empty (settle)
 	dropLog  *logging.Limiter
 	log      *slog.Logger
 	obs      Observer
@@ -46,7 +47,34 @@ type outItem struct {
 }
 
 func newOutbox(limit, maxBytes int, log *slog.Logger, obs Observer) *outbox {
-	return &outbox{limit: limit, maxBytes: maxBytes, notify: make(chan struct{}, 1), dropLog: logging.Every(time.Second), log: log, obs: obs}
+	drained := make(chan struct{})
+	close(drained)
+	return &outbox{limit: limit, maxBytes: maxBytes, notify: make(chan struct{}, 1), drained: drained,
+		dropLog: logging.Every(time.Second), log: log, obs: obs}
+}
+
+// settle keeps drained in step with the queue: closed while it is empty,
+// open while it holds a result. Call with o.mu held.
+func (o *outbox) settle() {
+	empty := len(o.items) == 0
+	select {
+	case <-o.drained:
+		if !empty {
+			o.drained = make(chan struct{})
+		}
+	default:
+		if empty {
+			close(o.drained)
+		}
+	}
+}
+
+// empty returns a channel that is closed once no result waits to be
+// written or confirmed (at once, when none does now).
+func (o *outbox) empty() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.drained
 }
 
 // push appends a result, dropping the oldest ones beyond the bounds.
@@ -63,6 +91,7 @@ func (o *outbox) push(commandID string, data []byte) {
 				"commandId", old.commandID, "droppedTotal", o.dropped, "suppressedLogs", suppressed, "limit", o.limit)
 		}
 	}
+	o.settle()
 	n := len(o.items)
 	o.mu.Unlock()
 	o.obs.OutboxDepth(n)
@@ -138,6 +167,7 @@ func (o *outbox) confirm(epoch, acked uint64) {
 		o.popFront()
 		removed++
 	}
+	o.settle()
 	n := len(o.items)
 	o.mu.Unlock()
 	if removed > 0 {
@@ -155,6 +185,7 @@ func (o *outbox) remove(epoch, seq uint64) {
 	}
 	o.bytes -= len(o.items[o.written].data)
 	o.items = append(o.items[:o.written], o.items[o.written+1:]...)
+	o.settle()
 	n := len(o.items)
 	o.mu.Unlock()
 	o.obs.OutboxDepth(n)

@@ -120,9 +120,12 @@ func (s *session) shutdown() {
 	a := s.a
 	a.log.Info("shutting down: waiting for in-flight commands", "count", a.disp.count(), "timeout", a.opts.ShutdownTimeout)
 	a.stopCommands()
-	deadline := time.Now().Add(a.tm.flushTimeout)
-	for a.outbox.len() > 0 && s.ctx.Err() == nil && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	flush := time.NewTimer(a.tm.flushTimeout)
+	defer flush.Stop()
+	select {
+	case <-a.outbox.empty(): // every result written and confirmed
+	case <-s.ctx.Done():
+	case <-flush.C:
 	}
 	if n := a.outbox.len(); n > 0 {
 		a.log.Warn("shutdown: results not flushed in time", "count", n)

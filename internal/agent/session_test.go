@@ -441,24 +441,40 @@ func TestNewRejectsBadOptions(t *testing.T) {
 // Container events happening while the inventory is gathered wait for it:
 // the server hears agent_identify, then inventory, then events (docs/protocol.md).
 func TestEventsWaitForInventory(t *testing.T) {
-	listing := make(chan struct{})
+	var (
+		listing = make(chan struct{}) // the first List began
+		flowed  = make(chan struct{}) // events were emitted while it ran
+	)
 	rt := &agenttest.Runtime{
 		EventsFunc: func(ctx context.Context, emit func(protocol.ContainerEvent)) error {
-			for {
+			for n := 0; ; n++ {
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-time.After(2 * time.Millisecond):
 				}
 				emit(protocol.ContainerEvent{ContainerID: "web", Action: "start", Timestamp: protocol.Timestamp(time.Now())})
+				switch n {
+				case 5: // from here on, the inventory is being gathered
+					select {
+					case <-listing:
+					case <-ctx.Done():
+						return nil
+					}
+				case 10:
+					close(flowed)
+				}
 			}
 		},
-		ListFunc: func(context.Context) ([]protocol.InventoryItem, error) {
+		ListFunc: func(ctx context.Context) ([]protocol.InventoryItem, error) {
 			select {
 			case <-listing:
 			default:
 				close(listing)
-				time.Sleep(200 * time.Millisecond) // events flow meanwhile
+				select { // events flow meanwhile
+				case <-flowed:
+				case <-ctx.Done():
+				}
 			}
 			return []protocol.InventoryItem{{ContainerID: "web", DockerID: "d1", State: "running"}}, nil
 		},

@@ -82,7 +82,10 @@ func TestSessionInputBeforeStart(t *testing.T) {
 	h.send(protocol.Stdin{CommandID: "sh", Data: []byte("one\n")})
 	h.send(protocol.Resize{CommandID: "sh", Cols: 80, Rows: 24})
 	h.send(protocol.Stdin{CommandID: "sh", Data: []byte("two\n")})
-	time.Sleep(50 * time.Millisecond) // the input is in before the session starts
+	// Frames are handled in order: once the pong is back, the input is in,
+	// before the session starts.
+	h.send(protocol.Ping{})
+	h.srv.Expect(protocol.TypePong)
 	if n := rt.CallCount("ExecSession"); n != 0 {
 		t.Fatalf("the session started before the container's earlier command ended (%d calls)", n)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/dockertest"
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // agentImage builds the real lormas-agent (static) into a FROM-scratch image
@@ -241,23 +242,17 @@ func TestAgentInContainer(t *testing.T) {
 		if err := cli.ContainerStart(ctx, web, container.StartOptions{}); err != nil {
 			t.Fatalf("start %s: %v", web, err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		var out bytes.Buffer
+		testsupport.WaitFor(t, "the workload to see its bind", func() bool {
 			rc, err := cli.ContainerLogs(ctx, web, container.LogsOptions{ShowStdout: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			var out bytes.Buffer
+			out.Reset()
 			_, _ = stdcopy.StdCopy(&out, &out, rc)
 			rc.Close()
-			if strings.Contains(out.String(), "ls /data: escape marker\n") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the workload does not see its bind: %q", out.String())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return strings.Contains(out.String(), "ls /data: escape marker\n")
+		})
 		r = create("lormas-it-ic-victim-"+randHex(3), root+"/web/escape", "-ls", "/data")
 		refused(r, "is nested deeper than one directory below the volume root "+root)
 		if log := agentLog(agent); strings.Contains(log, "bind mounts under this volume root are refused") || !strings.Contains(log, "volume root checked") {

@@ -363,13 +363,14 @@ func TestExecSessionHangupWaitsForPid(t *testing.T) {
 			t.Errorf("result %+v, want detached", res)
 		}
 		var line string
-		for end := time.Now().Add(20 * time.Second); line == "" && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		testsupport.WaitFor(t, "the hangup failure to be logged", func() bool {
 			for _, l := range strings.Split(logs.String(), "\n") {
 				if strings.Contains(l, "could not be sent the hangup") {
 					line = l
 				}
 			}
-		}
+			return line != ""
+		})
 		if line == "" {
 			t.Fatalf("no debug line about the failed hangup; logs:\n%s", logs.String())
 		}
@@ -478,17 +479,13 @@ func tamperedEngine(t *testing.T, it *itEnv, tp *execInspectTamper, log *slog.Lo
 // the engine reports exits late on a loaded host).
 func waitProcesses(t *testing.T, it *itEnv, name string, n int) {
 	t.Helper()
-	var top container.TopResponse
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		var err error
-		if top, err = it.cli.ContainerTop(it.ctx, name, nil); err != nil {
+	testsupport.WaitFor(t, fmt.Sprintf("%s to run %d processes", name, n), func() bool {
+		top, err := it.cli.ContainerTop(it.ctx, name, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if len(top.Processes) == n {
-			return
-		}
-	}
-	t.Fatalf("container runs %v, want %d processes", top.Processes, n)
+		return len(top.Processes) == n
+	})
 }
 
 // TestExecSessionBackpressure: a reader that does not read blocks the
@@ -624,13 +621,21 @@ func TestAttachWithoutStdin(t *testing.T) {
 		{noInput, name, "ALLOW_CONSOLE_INPUT=false"},
 	} {
 		ctx, cancel := context.WithCancel(it.ctx)
-		in := make(chan protocol.Message, 1)
-		in <- stdin("exit 9\n")
+		in := make(chan protocol.Message)
 		go func() {
-			time.Sleep(500 * time.Millisecond)
+			// Input is handled in order: once the empty message is taken,
+			// the first one has been dropped, and the session is detached.
+			for _, m := range []protocol.Message{stdin("exit 9\n"), protocol.Stdin{}} {
+				select {
+				case in <- m:
+				case <-ctx.Done():
+					return
+				}
+			}
 			cancel()
 		}()
 		res, warnings, err := tc.eng.Attach(ctx, attachOf(t, &protocol.Command{Action: protocol.ActionAttach, ContainerID: tc.container}), in, newCollector().out)
+		cancel()
 		if err != nil || !res.Detached || res.InputDroppedBytes != 7 || len(warnings) != 1 || !strings.Contains(warnings[0], tc.want) {
 			t.Errorf("%s: %+v %q %v, want detached with 7 bytes dropped and a warning naming %s", tc.container, res, warnings, err, tc.want)
 		}
@@ -682,16 +687,13 @@ func TestAttachReplayJoin(t *testing.T) {
 func waitLogLines(t *testing.T, it *itEnv, name string, n int) {
 	t.Helper()
 	all := protocol.MaxLogLines
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	testsupport.WaitFor(t, fmt.Sprintf("container %s to write %d log lines", name, n), func() bool {
 		got, err := it.eng.Logs(it.ctx, logsOf(t, &protocol.Command{Action: protocol.ActionLogs, ContainerID: name, Lines: &all}))
 		if err != nil {
 			t.Fatalf("Logs: %v", err)
 		}
-		if len(got) >= n {
-			return
-		}
-	}
-	t.Fatalf("container %s wrote fewer than %d log lines in 30 s", name, n)
+		return len(got) >= n
+	})
 }
 
 // TestFollowStats samples a CPU-burning container: a sample at the start
@@ -753,7 +755,9 @@ func TestFollowStats(t *testing.T) {
 		t.Errorf("ticker interval %s, want the default 1 s", d)
 	}
 	for range 3 {
-		time.Sleep(2 * time.Second) // a window of a few of the engine's readings
+		// A window of a few of the engine's readings (one a second).
+		seen := readings.count()
+		testsupport.WaitFor(t, "two more readings of the engine", func() bool { return readings.count() >= seen+2 })
 		ticks <- time.Now()
 		got = append(got, next())
 	}
@@ -779,7 +783,8 @@ func TestFollowStats(t *testing.T) {
 	}
 	for i, s := range got {
 		t.Logf("sample %d: cpu %.3f memory %d/%d pids %d at %s", i, s.CPU, s.MemoryBytes, s.MemoryLimitBytes, s.Pids, s.Timestamp)
-		if s.CommandID != "s1" || s.ContainerID != name || s.MemoryLimitBytes != 64<<20 || s.MemoryBytes == 0 || s.Pids == 0 {
+		// The agent stamps the command id (protocol.StatsParams has none).
+		if s.CommandID != "" || s.ContainerID != name || s.MemoryLimitBytes != 64<<20 || s.MemoryBytes == 0 || s.Pids == 0 {
 			t.Errorf("sample %d = %+v", i, s)
 		}
 		if i == 0 {
@@ -838,18 +843,22 @@ func followEngineStats(t *testing.T, it *itEnv, dockerID string) *engineStats {
 // at is the engine's reading taken at ts (a sample's timestamp).
 func (es *engineStats) at(t *testing.T, ts string) container.StatsResponse {
 	t.Helper()
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	var s container.StatsResponse
+	testsupport.WaitFor(t, "a reading of the engine's stats stream at "+ts, func() bool {
 		es.mu.Lock()
-		s, ok := es.byTS[ts]
-		n := len(es.byTS)
-		es.mu.Unlock()
-		if ok {
-			return s
-		}
-		if time.Now().After(end) {
-			t.Fatalf("the engine's stats stream has no reading at %s (%d readings)", ts, n)
-		}
-	}
+		defer es.mu.Unlock()
+		var ok bool
+		s, ok = es.byTS[ts]
+		return ok
+	})
+	return s
+}
+
+// count is the number of readings so far.
+func (es *engineStats) count() int {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	return len(es.byTS)
 }
 
 // encodedLen is the size of s as a JSON string, without its quotes.

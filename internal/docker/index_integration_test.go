@@ -3,7 +3,6 @@ package docker
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/docker/docker/api/types/container"
 
@@ -78,16 +77,10 @@ func TestIndexAgainstDocker(t *testing.T) {
 	if err := it.cli.ContainerRemove(it.ctx, e2.id, container.RemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, ok := it.eng.index.get(second); !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the destroy event did not drop the entry")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsupport.WaitFor(t, "the destroy event to drop the entry", func() bool {
+		_, ok := it.eng.index.get(second)
+		return !ok
+	})
 	if absent, err := it.eng.Delete(it.ctx, second); err != nil || !absent {
 		t.Errorf("Delete of the removed container: %v, %v; want alreadyAbsent", absent, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // fakeEngineState is the containers of a fake Docker daemon for the index
@@ -354,16 +355,10 @@ func TestIndexFollowsEvents(t *testing.T) {
 	}
 	waitDropped := func(what, name string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if _, ok := e.index.get(name); !ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: entry %s still indexed", what, name)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testsupport.WaitFor(t, what+": entry "+name+" dropped", func() bool {
+			_, ok := e.index.get(name)
+			return !ok
+		})
 	}
 
 	index(idA, "web")
@@ -378,16 +373,16 @@ func TestIndexFollowsEvents(t *testing.T) {
 	s.event(events.ActionCreate, idA, "cache", managedLabels("cache")) // the name now names idA
 	waitDropped("create under an indexed name", "cache")
 
-	// An unrelated event keeps the entry.
+	// An unrelated event keeps the entry. Events are handled in order: once
+	// a later destroy has dropped its entry, the unrelated ones were handled.
 	index(idA, "api")
+	index(idC, "marker")
 	s.event(events.ActionStart, idA, "api", managedLabels("api"))
 	s.event(events.ActionDestroy, idB, "other", managedLabels("other"))
-	deadline := time.Now().Add(200 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		if _, ok := e.index.get("api"); !ok {
-			t.Fatal("a start event or another container's destroy dropped the entry")
-		}
-		time.Sleep(10 * time.Millisecond)
+	s.event(events.ActionDestroy, idC, "marker", managedLabels("marker"))
+	waitDropped("destroy after the unrelated events", "marker")
+	if _, ok := e.index.get("api"); !ok {
+		t.Fatal("a start event or another container's destroy dropped the entry")
 	}
 }
 

@@ -11,12 +11,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/lormas/lormas-agent/internal/protocol"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // The volume attacks of issue 7, with the agent on the host (the Engine in
@@ -49,17 +49,12 @@ func (it *itEnv) output(name string) string {
 // waitOutput waits until a container has printed want n times.
 func (it *itEnv) waitOutput(name, want string, n int) string {
 	it.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out := it.output(name)
-		if strings.Count(out, want) >= n {
-			return out
-		}
-		if time.Now().After(deadline) {
-			it.t.Fatalf("%s printed %q %d times, want %d; output:\n%s", name, want, strings.Count(out, want), n, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var out string
+	testsupport.WaitFor(it.t, fmt.Sprintf("%s to print %q %d times", name, want, n), func() bool {
+		out = it.output(name)
+		return strings.Count(out, want) >= n
+	})
+	return out
 }
 
 // refused creates name binding host and wants a forbidden answer containing
