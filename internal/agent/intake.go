@@ -120,8 +120,8 @@ func (a *Agent) refuse(id string, action protocol.Action, err error) {
 	if errors.As(err, &r) {
 		reason = r.reason
 	}
-	if r, ok := a.obs.(RefusalObserver); ok {
-		r.CommandRefused(reason)
+	if ro, ok := a.obs.(RefusalObserver); ok {
+		ro.CommandRefused(reason)
 	}
 	if ok, suppressed := a.refuseLog.Allow(); ok {
 		a.log.Warn("command refused: no room for it among the pending commands", "commandId", id, "action", action,
