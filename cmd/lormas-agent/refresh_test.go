@@ -10,23 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/lormas/lormas-agent/internal/agent/agenttest"
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/testsupport"
 )
-
-// signNode signs a node token of node with iat and exp.
-func signNode(t *testing.T, node, jti string, iat, exp time.Time) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"nodeId": node, "jti": jti, "iat": iat.Unix(), "exp": exp.Unix()}).SignedString([]byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // Review M4, against the whole program: a token a hostile server (or a man
 // in the middle of ws://) planted through token_refresh, plausible enough
@@ -36,8 +24,8 @@ func signNode(t *testing.T, node, jti string, iat, exp time.Time) string {
 func TestPlantedRefreshedTokenIsDropped(t *testing.T) {
 	t.Chdir(t.TempDir())
 	now := time.Now()
-	planted := signNode(t, "node-7", "planted", now.Add(2*time.Minute), now.Add(time.Hour))
-	rotated := signNode(t, "node-7", "rotated", now, now.Add(time.Hour))
+	planted := testsupport.SignNodeToken(t, "node-7", "planted", now.Add(2*time.Minute), now.Add(time.Hour))
+	rotated := testsupport.SignNodeToken(t, "node-7", "rotated", now, now.Add(time.Hour))
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: rotated})
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")

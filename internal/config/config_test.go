@@ -15,6 +15,7 @@ import (
 	"github.com/lormas/lormas-agent/internal/enroll"
 	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/secret"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // testToken looks like a JWT; tests assert it never appears in error text.
@@ -100,9 +101,9 @@ func TestDefaults(t *testing.T) {
 
 func TestEveryVariableParsed(t *testing.T) {
 	dir := t.TempDir()
-	ca := writeFile(t, dir, "ca.pem", "ca")
-	cert := writeFile(t, dir, "cert.pem", "cert")
-	key := writeFile(t, dir, "key.pem", "key")
+	ca := testsupport.WriteFile(t, dir, "ca.pem", "ca")
+	cert := testsupport.WriteFile(t, dir, "cert.pem", "cert")
+	key := testsupport.WriteFile(t, dir, "key.pem", "key")
 	environ := []string{
 		"SERVER_URL=https://lormas.example.com/base/",
 		"NODE_TOKEN=" + testToken,
@@ -286,7 +287,7 @@ func TestDotEnvMissingIsFine(t *testing.T) {
 
 func TestLoadReadsDotEnvInWorkingDirectory(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, dir, ".env", "NODE_TOKEN="+testToken+"\nNODE_NAME=wd\n")
+	testsupport.WriteFile(t, dir, ".env", "NODE_TOKEN="+testToken+"\nNODE_NAME=wd\n")
 	t.Chdir(dir)
 	cfg, err := Load([]string{"STATE_DIR=" + filepath.Join(dir, "state")})
 	if err != nil {
@@ -349,8 +350,8 @@ func TestInvalidValues(t *testing.T) {
 		{"LOG_STREAM_BUFFER=64k", "LOG_STREAM_BUFFER: 65536 is out of range"},
 		{"LOG_STREAM_BUFFER=2g", "LOG_STREAM_BUFFER: 2147483648 is out of range"},
 		{"LOG_STREAM_BUFFER=lots", "LOG_STREAM_BUFFER: invalid size"},
-		{"TLS_CERT_FILE=" + writeFile(t, dir, "c.pem", "x"), "TLS_KEY_FILE: must be set together with TLS_CERT_FILE"},
-		{"TLS_KEY_FILE=" + writeFile(t, dir, "k.pem", "x"), "TLS_CERT_FILE: must be set together with TLS_KEY_FILE"},
+		{"TLS_CERT_FILE=" + testsupport.WriteFile(t, dir, "c.pem", "x"), "TLS_KEY_FILE: must be set together with TLS_CERT_FILE"},
+		{"TLS_KEY_FILE=" + testsupport.WriteFile(t, dir, "k.pem", "x"), "TLS_CERT_FILE: must be set together with TLS_KEY_FILE"},
 		{"TLS_CA_FILE=" + missing, "TLS_CA_FILE: open " + missing},
 		{"TLS_INSECURE_SKIP_VERIFY=yes", "TLS_INSECURE_SKIP_VERIFY: "},
 		{"HEALTH_ADDR=8080", "HEALTH_ADDR: want host:port"},
@@ -406,7 +407,7 @@ func TestMultipleProblemsAtOnce(t *testing.T) {
 
 func TestTokenSourceRules(t *testing.T) {
 	dir := t.TempDir()
-	file := writeFile(t, dir, "tok", testToken+"\n")
+	file := testsupport.WriteFile(t, dir, "tok", testToken+"\n")
 	cases := []struct {
 		name    string
 		environ []string
@@ -418,7 +419,7 @@ func TestTokenSourceRules(t *testing.T) {
 		{"token with inner space", []string{"NODE_TOKEN=abc " + testToken}, "NODE_TOKEN: contains whitespace"},
 		{"file", []string{"NODE_TOKEN_FILE=" + file}, ""},
 		{"missing file", []string{"NODE_TOKEN_FILE=" + dir + "/nope"}, "NODE_TOKEN_FILE: open " + dir + "/nope: no such file"},
-		{"empty file", []string{"NODE_TOKEN_FILE=" + writeFile(t, dir, "empty", " \n")}, "NODE_TOKEN_FILE: " + dir + "/empty: file is empty"},
+		{"empty file", []string{"NODE_TOKEN_FILE=" + testsupport.WriteFile(t, dir, "empty", " \n")}, "NODE_TOKEN_FILE: " + dir + "/empty: file is empty"},
 		{"enrollment", []string{"ENROLLMENT_TOKEN=" + testToken}, ""},
 		{"enrollment file", []string{"ENROLLMENT_TOKEN_FILE=" + file}, ""},
 		// Not there yet: awaited at enrollment (the server writes it).
@@ -461,18 +462,9 @@ func TestMalformedDotEnvNeverEchoesSecret(t *testing.T) {
 	}
 }
 
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestLookupEnv(t *testing.T) {
 	dir := t.TempDir()
-	path := writeFile(t, dir, ".env", "HEALTH_ADDR=:9000\nbroken line\nLOG_LEVEL=debug\n")
+	path := testsupport.WriteFile(t, dir, ".env", "HEALTH_ADDR=:9000\nbroken line\nLOG_LEVEL=debug\n")
 	cases := []struct {
 		environ []string
 		key     string

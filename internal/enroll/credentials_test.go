@@ -11,19 +11,11 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/secret"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
 // testToken looks like a JWT; tests assert it never appears in error text.
 const testToken = "eyJhbGciOiJIUzI1NiJ9.eyJub2RlSWQiOiJuMSJ9.c2VjcmV0LXNpZ25hdHVyZQ"
-
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // inState returns credentials whose state directory is a fresh one.
 func inState(t *testing.T, c Credentials) Credentials {
@@ -34,12 +26,12 @@ func inState(t *testing.T, c Credentials) Credentials {
 
 func TestTokenFileTrimmedAndReRead(t *testing.T) {
 	dir := t.TempDir()
-	file := writeFile(t, dir, "token", "  first-token\n")
+	file := testsupport.WriteFile(t, dir, "token", "  first-token\n")
 	next := inState(t, Credentials{NodeTokenFile: file}).Token
 	if got, err := next(); err != nil || got != "first-token" {
 		t.Fatalf("token = %q, %v; want first-token (trimmed)", got, err)
 	}
-	writeFile(t, dir, "token", "rotated-token\r\n")
+	testsupport.WriteFile(t, dir, "token", "rotated-token\r\n")
 	if got, err := next(); err != nil || got != "rotated-token" {
 		t.Fatalf("after rotation token = %q, %v; want rotated-token", got, err)
 	}
@@ -50,7 +42,7 @@ func TestTokenFileTrimmedAndReRead(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "NODE_TOKEN_FILE: open ") {
 		t.Errorf("removed file: err = %v", err)
 	}
-	writeFile(t, dir, "token", "two words\n")
+	testsupport.WriteFile(t, dir, "token", "two words\n")
 	if _, err := next(); err == nil || strings.Contains(err.Error(), "two words") {
 		t.Errorf("token with whitespace: err = %v (must fail without echoing)", err)
 	}
@@ -109,9 +101,9 @@ func TestTokenEnvAndStored(t *testing.T) {
 
 func TestEnrollmentTokenFileReadFresh(t *testing.T) {
 	dir := t.TempDir()
-	file := writeFile(t, dir, "enroll", "one\n")
+	file := testsupport.WriteFile(t, dir, "enroll", "one\n")
 	cfg := inState(t, Credentials{EnrollmentTokenFile: file})
-	writeFile(t, dir, "enroll", "two\n")
+	testsupport.WriteFile(t, dir, "enroll", "two\n")
 	if got, err := cfg.EnrollmentTokenValue(); err != nil || got != "two" {
 		t.Errorf("EnrollmentTokenValue = %q, %v; want two", got, err)
 	}
@@ -134,7 +126,7 @@ func TestTokenIsTheCredential(t *testing.T) {
 	}
 	configured := claims("n1", now-100, now+60)
 	dir := t.TempDir()
-	file := writeFile(t, dir, "token", configured+"\n")
+	file := testsupport.WriteFile(t, dir, "token", configured+"\n")
 	state := State{Dir: filepath.Join(dir, "state")}
 	cfg := Credentials{NodeTokenFile: file, State: state}
 	if err := cfg.State.StoreToken(claims("n1", now, now+60)); err != nil {
@@ -210,7 +202,7 @@ func TestRefreshedTokenFile(t *testing.T) {
 	})
 	t.Run("token file", func(t *testing.T) {
 		dir := t.TempDir()
-		file := writeFile(t, dir, "token", enrolledTok+"\n")
+		file := testsupport.WriteFile(t, dir, "token", enrolledTok+"\n")
 		cfg := Credentials{NodeTokenFile: file, State: State{Dir: filepath.Join(dir, "state")}}
 		rt := cfg.Refreshed()
 		if err := rt.Save(refreshed); err != nil {
@@ -233,7 +225,7 @@ func TestRefreshedTokenFile(t *testing.T) {
 
 func TestCredentialHint(t *testing.T) {
 	dir := t.TempDir()
-	file := writeFile(t, dir, "token", testToken+"\n")
+	file := testsupport.WriteFile(t, dir, "token", testToken+"\n")
 	state := State{Dir: "/s"}
 	for _, c := range []struct {
 		creds Credentials

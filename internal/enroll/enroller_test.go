@@ -12,21 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/lormas/lormas-agent/internal/protocol"
 	"github.com/lormas/lormas-agent/internal/secret"
+	"github.com/lormas/lormas-agent/internal/testsupport"
 )
-
-// signNode signs a node token of node with iat and exp.
-func signNode(t *testing.T, node, jti string, iat, exp time.Time) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"nodeId": node, "jti": jti, "iat": iat.Unix(), "exp": exp.Unix()}).SignedString([]byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // fakeRenewals answers renewals: 200 with a new token for the tokens in
 // ok, 400 (not a token of this server) for others, 503 while busy.
@@ -63,9 +52,9 @@ func (f *fakeRenewals) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // a planted one only costs that attempt.
 func TestRenewPresentsTheNewestToken(t *testing.T) {
 	now := time.Now()
-	stale := signNode(t, "node-7", "stale", now.Add(-3*time.Hour), now.Add(-2*time.Hour))
-	newest := signNode(t, "node-7", "newest", now.Add(-90*time.Minute), now.Add(-30*time.Minute))
-	planted := signNode(t, "node-7", "planted", now.Add(-time.Hour), now.Add(-time.Minute))
+	stale := testsupport.SignNodeToken(t, "node-7", "stale", now.Add(-3*time.Hour), now.Add(-2*time.Hour))
+	newest := testsupport.SignNodeToken(t, "node-7", "newest", now.Add(-90*time.Minute), now.Add(-30*time.Minute))
+	planted := testsupport.SignNodeToken(t, "node-7", "planted", now.Add(-time.Hour), now.Add(-time.Minute))
 	for _, c := range []struct {
 		name      string
 		stored    string
@@ -78,7 +67,7 @@ func TestRenewPresentsTheNewestToken(t *testing.T) {
 	}{
 		{"refreshed is the server's", stale, newest, []string{newest}, false, []string{newest}, false, false},
 		{"refreshed was planted", newest, planted, []string{newest}, false, []string{planted, newest}, false, false},
-		{"implausible refreshed is not presented", newest, signNode(t, "node-7", "y30k", time.Date(30000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(30000, 1, 2, 0, 0, 0, 0, time.UTC)), []string{newest}, false, []string{newest}, false, false},
+		{"implausible refreshed is not presented", newest, testsupport.SignNodeToken(t, "node-7", "y30k", time.Date(30000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(30000, 1, 2, 0, 0, 0, 0, time.UTC)), []string{newest}, false, []string{newest}, false, false},
 		{"server busy: stop, keep the token", stale, newest, []string{newest}, true, []string{newest}, true, true},
 		{"both refused: keep the token", stale, planted, nil, false, []string{planted, stale}, true, true},
 	} {
