@@ -66,7 +66,6 @@ type timing struct {
 	writeTimeout time.Duration // one frame write
 	stableAfter  time.Duration // up this long: backoff resets
 	flushTimeout time.Duration // shutdown: writing the last results
-	eventsRetry  time.Duration // first delay before resubscribing to events
 	proxy        transport.ProxyFunc
 }
 
@@ -77,7 +76,6 @@ func defaultTiming() timing {
 		writeTimeout: transport.DefaultWriteTimeout,
 		stableAfter:  backoff.DefaultStableAfter,
 		flushTimeout: 5 * time.Second,
-		eventsRetry:  time.Second,
 	}
 }
 

@@ -449,29 +449,36 @@ func TestContainerEventsOnlyWhileConnected(t *testing.T) {
 	}
 }
 
-func TestEventsLoopResubscribes(t *testing.T) {
-	var mu sync.Mutex
-	calls := 0
+// TestEventsStreamEndIsReported: the runtime resubscribes by itself
+// (internal/docker); the agent does not retry on top of it. A stream that
+// ends while the agent runs is one the runtime gave up on: logged as an
+// error, followed by an inventory, and the agent reports itself not alive
+// so that it is restarted.
+func TestEventsStreamEndIsReported(t *testing.T) {
+	end := make(chan struct{})
 	rt := &agenttest.Runtime{EventsFunc: func(ctx context.Context, emit func(protocol.ContainerEvent)) error {
-		mu.Lock()
-		calls++
-		n := calls
-		mu.Unlock()
-		if n < 3 {
-			return errors.New("EOF")
+		select {
+		case <-end:
+			return errors.New("engine gone for good")
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		<-ctx.Done()
-		return ctx.Err()
 	}}
-	h := start(t, rt, setup{timing: agent.Timing{EventsRetry: time.Millisecond}})
+	h := start(t, rt, setup{})
 	h.identified()
-	testsupport.WaitFor(t, "three subscriptions", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return calls == 3
-	})
+	h.srv.Expect(protocol.TypeInventory)
+	testsupport.WaitFor(t, "Ready", func() bool { return h.agent.Ready() == nil })
 	if err := h.agent.Alive(); err != nil {
-		t.Errorf("Alive = %v while the events loop retries", err)
+		t.Fatalf("Alive = %v while the events stream runs", err)
+	}
+	close(end)
+	h.srv.Expect(protocol.TypeInventory)
+	testsupport.WaitFor(t, "the agent not alive", func() bool { return h.agent.Alive() != nil })
+	if len(h.logs.entries("container event stream ended: container events are no longer relayed (inventories still are); restart the agent")) != 1 {
+		t.Error("the end of the stream was not logged once")
+	}
+	if n := rt.CallCount("Events"); n != 1 {
+		t.Errorf("Events called %d times, want once: the runtime resubscribes, not the agent", n)
 	}
 }
 

@@ -3,16 +3,14 @@ package agent
 import (
 	"context"
 	"sync"
-	"time"
 
-	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 // EventWatcher is implemented by a Runtime whose event stream can tell
 // when events may have been missed (internal/docker: its stream broke and
-// is back). WatchEvents is Events that also calls missed then; the agent
-// answers with a fresh inventory.
+// the daemon's replay did not cover the gap). WatchEvents is Events that
+// also calls missed then; the agent answers with a fresh inventory.
 type EventWatcher interface {
 	WatchEvents(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error
 }
@@ -53,8 +51,14 @@ func (q *eventQueue) wake() {
 // eventsLoop relays the engine's container events for the agent's whole
 // life (docs/protocol.md). Events go out only while connected: they describe the
 // present, and the inventory after each identify covers what was missed;
-// so does an inventory after the engine's stream was broken, or after
-// events were dropped for a slow server.
+// so does an inventory after the engine's stream had a gap it could not
+// replay, or after events were dropped for a slow server.
+//
+// The runtime resubscribes by itself when its stream breaks (Runtime.Events:
+// internal/docker, with the daemon's replay); the agent does not retry on
+// top of it. A stream that ends while ctx lasts is one the runtime gave up
+// on: the agent says so, sends an inventory, and reports itself not alive
+// (/healthz), so that it is restarted.
 func (a *Agent) eventsLoop(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -64,31 +68,19 @@ func (a *Agent) eventsLoop(ctx context.Context) {
 	}()
 	defer wg.Wait()
 
-	b := backoff.New(a.tm.eventsRetry, 30*time.Second)
-	fail := newEvery(time.Minute)
-	watcher, _ := a.opts.Runtime.(EventWatcher)
-	for {
-		start := time.Now()
-		var err error
-		if watcher != nil {
-			err = watcher.WatchEvents(ctx, a.queueEvent, a.eventsMissed)
-		} else {
-			err = a.opts.Runtime.Events(ctx, a.queueEvent)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > time.Minute {
-			b.Reset()
-		}
-		if ok, n := fail.allow(); ok {
-			a.log.Warn("container event stream ended; resubscribing", "err", err, "suppressedLogs", n)
-		}
-		a.eventsMissed()
-		if !backoff.Sleep(ctx, b.Next()) {
-			return
-		}
+	var err error
+	if watcher, ok := a.opts.Runtime.(EventWatcher); ok {
+		err = watcher.WatchEvents(ctx, a.queueEvent, a.eventsMissed)
+	} else {
+		err = a.opts.Runtime.Events(ctx, a.queueEvent)
 	}
+	if ctx.Err() != nil {
+		return
+	}
+	a.eventsUp.Store(false)
+	a.log.Error("container event stream ended: container events are no longer relayed (inventories still are); restart the agent",
+		"err", err)
+	a.eventsMissed()
 }
 
 // queueEvent queues an event for the connected server, never waiting.

@@ -14,7 +14,6 @@ type Timing struct {
 	WriteTimeout time.Duration
 	StableAfter  time.Duration
 	FlushTimeout time.Duration
-	EventsRetry  time.Duration
 	Proxy        transport.ProxyFunc
 }
 
@@ -30,7 +29,6 @@ func SetTiming(a *Agent, t Timing) {
 	set(&a.tm.writeTimeout, t.WriteTimeout)
 	set(&a.tm.stableAfter, t.StableAfter)
 	set(&a.tm.flushTimeout, t.FlushTimeout)
-	set(&a.tm.eventsRetry, t.EventsRetry)
 	if t.Proxy != nil {
 		a.tm.proxy = t.Proxy
 	}

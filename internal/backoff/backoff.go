@@ -3,8 +3,8 @@
 // proved stable by staying up long enough.
 //
 // Backoff has no clock of its own: callers pass the times at which a
-// connection came up and went down, and the random source is injectable, so
-// tests are deterministic and run in microseconds.
+// connection came up and went down, and the random source and the sleep of
+// Wait are injectable, so tests are deterministic and run in microseconds.
 package backoff
 
 import (
@@ -24,6 +24,7 @@ type Backoff struct {
 	base, max   time.Duration
 	stableAfter time.Duration
 	randN       func(n int64) int64
+	sleep       func(ctx context.Context, d time.Duration) bool
 
 	attempt int
 	upSince time.Time
@@ -34,6 +35,13 @@ type Option func(*Backoff)
 
 // WithRand replaces the random source. f(n) must return a value in [0, n).
 func WithRand(f func(n int64) int64) Option { return func(b *Backoff) { b.randN = f } }
+
+// WithSleep replaces the wait of Wait (Sleep: the real clock). f waits d
+// or until ctx ends and reports whether the full time passed; tests pass
+// one that records d and returns at once.
+func WithSleep(f func(ctx context.Context, d time.Duration) bool) Option {
+	return func(b *Backoff) { b.sleep = f }
+}
 
 // WithStableAfter sets how long a connection must stay up before
 // MarkDisconnected resets the backoff.
@@ -49,7 +57,7 @@ func New(base, max time.Duration, opts ...Option) *Backoff {
 	if max < base {
 		max = base
 	}
-	b := &Backoff{base: base, max: max, stableAfter: DefaultStableAfter, randN: rand.Int64N}
+	b := &Backoff{base: base, max: max, stableAfter: DefaultStableAfter, randN: rand.Int64N, sleep: Sleep}
 	for _, o := range opts {
 		o(b)
 	}
@@ -75,6 +83,12 @@ func (b *Backoff) Next() time.Duration {
 	ceil := b.Ceiling()
 	b.attempt++
 	return time.Duration(b.randN(int64(ceil) + 1))
+}
+
+// Wait waits the next delay (Next) or until ctx ends, and reports whether
+// the full delay passed: the wait of a retry loop.
+func (b *Backoff) Wait(ctx context.Context) bool {
+	return b.sleep(ctx, b.Next())
 }
 
 // Attempt is the number of delays handed out since the last reset.

@@ -1,6 +1,8 @@
 package backoff
 
 import (
+	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -138,5 +140,29 @@ func TestNonPositiveBase(t *testing.T) {
 	b := New(0, 0, WithRand(maxRand))
 	if got := b.Next(); got != time.Second {
 		t.Errorf("Next with zero base = %v, want 1s", got)
+	}
+}
+
+func TestWaitSleepsTheNextDelay(t *testing.T) {
+	var slept []time.Duration
+	b := New(time.Second, 4*time.Second, WithRand(maxRand), WithSleep(func(ctx context.Context, d time.Duration) bool {
+		slept = append(slept, d)
+		return ctx.Err() == nil
+	}))
+	for range 4 {
+		if !b.Wait(context.Background()) {
+			t.Fatal("Wait reported an ended context")
+		}
+	}
+	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second}; !slices.Equal(slept, want) {
+		t.Errorf("slept %v, want %v", slept, want)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if b.Wait(ctx) {
+		t.Error("Wait on an ended context reported the full delay")
+	}
+	if b.Attempt() != 5 {
+		t.Errorf("Attempt() = %d, want 5", b.Attempt())
 	}
 }

@@ -129,7 +129,7 @@ type soak struct {
 	node   string
 	srv    *server
 	net    *netProxy
-	docker *dockerProxy
+	docker *dockertest.SocketProxy
 	names  []string
 	probe  string
 	seq    int
@@ -191,10 +191,10 @@ func run(o options) error {
 		return err
 	}
 	defer s.net.close()
-	if s.docker, err = newDockerProxy(filepath.Join(work, "docker.sock"), sock); err != nil {
+	if s.docker, err = dockertest.NewSocketProxy(filepath.Join(work, "docker.sock"), sock, "/events?"); err != nil {
 		return err
 	}
-	defer s.docker.close()
+	defer s.docker.Close()
 
 	// The reference: the daemon's own events of this node's containers.
 	refCtx, stopRef := context.WithCancel(ctx)
@@ -214,7 +214,7 @@ func run(o options) error {
 	env := []string{
 		"SERVER_URL=ws://" + s.net.addr(), "NODE_TOKEN=soak", "NODE_ID=" + s.node, "NODE_NAME=" + s.node,
 		"STATE_DIR=" + filepath.Join(work, "state"), "HEALTH_ADDR=" + healthAddr, "LOG_FORMAT=json", "LOG_LEVEL=info",
-		"VOLUME_ROOTS=" + filepath.Join(work, "volumes"), "DOCKER_HOST=unix://" + s.docker.path,
+		"VOLUME_ROOTS=" + filepath.Join(work, "volumes"), "DOCKER_HOST=unix://" + s.docker.Path,
 		"RECONNECT_MAX_DELAY=5s", "PATH=" + os.Getenv("PATH"),
 	}
 	if o.resultStore != "" {
@@ -560,9 +560,9 @@ func (s *soak) faultUnmanaged(ctx context.Context) {
 
 func (s *soak) faultDocker(context.Context) {
 	from := time.Now()
-	s.docker.cut()
+	s.docker.Cut()
 	time.Sleep(s.o.dockerDown)
-	if err := s.docker.restore(); err != nil {
+	if err := s.docker.Restore(); err != nil {
 		s.log("docker restore: %v", err)
 	}
 	s.mu.Lock()

@@ -187,7 +187,7 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 		if !firstOK.IsZero() {
 			o.firstSuccess = firstOK.Sub(c.to)
 		}
-		if at, err := s.docker.eventsSubscribedAfter(c.to); err == nil {
+		if at, err := s.docker.SeenAfter("/events?", c.to); err == nil {
 			o.resubscribed = at.Sub(c.to)
 		}
 		outages = append(outages, o)
