@@ -192,6 +192,7 @@ func New(opts Options) (*Agent, error) {
 		nodeID:     opts.NodeID,
 	}
 	a.tm.proxy = opts.Proxy
+	a.seen.obs = obs
 	return a, nil
 }
 

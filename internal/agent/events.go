@@ -27,7 +27,8 @@ const eventQueueMax = 4096
 type eventQueue struct {
 	mu      sync.Mutex
 	items   []queuedEvent
-	resync  bool // an inventory is due once the queue is sent
+	resync  bool   // an inventory is due once the queue is sent
+	why     string // why it is due (Inventory*)
 	dropped int
 	notify  chan struct{}
 }
@@ -88,6 +89,7 @@ func (a *Agent) queueEvent(ev protocol.ContainerEvent) {
 	s := a.current()
 	if s == nil {
 		a.log.Debug("container event not sent: disconnected", "containerId", ev.ContainerID, "event", ev.Action)
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
 		return
 	}
 	q := a.events
@@ -101,11 +103,12 @@ func (a *Agent) queueEvent(ev protocol.ContainerEvent) {
 	q.items = append(q.items, queuedEvent{ev: ev, sess: s})
 	if dropped > 0 {
 		q.dropped += dropped
-		q.resync = true
+		q.resync, q.why = true, InventoryEventsDropped
 	}
 	total := q.dropped
 	q.mu.Unlock()
 	if dropped > 0 {
+		a.obs.ContainerEventsDropped(EventsDroppedQueueFull, dropped)
 		if ok, n := a.eventDrop.allow(); ok {
 			a.log.Warn("container events dropped: the server reads slower than they happen; an inventory follows",
 				"droppedTotal", total, "suppressedLogs", n, "queue", eventQueueMax)
@@ -119,7 +122,9 @@ func (a *Agent) queueEvent(ev protocol.ContainerEvent) {
 func (a *Agent) eventsMissed() {
 	q := a.events
 	q.mu.Lock()
-	q.resync = true
+	if !q.resync {
+		q.resync, q.why = true, InventoryEventsMissed
+	}
 	q.mu.Unlock()
 	q.wake()
 }
@@ -134,13 +139,14 @@ func (a *Agent) relayEvents(ctx context.Context) {
 			item   queuedEvent
 			ok     bool
 			resync bool
+			why    string
 		)
 		if len(q.items) > 0 {
 			item, ok = q.items[0], true
 			q.items[0] = queuedEvent{}
 			q.items = q.items[1:]
 		} else if q.resync {
-			resync, q.resync = true, false
+			resync, why, q.resync = true, q.why, false
 		}
 		q.mu.Unlock()
 		switch {
@@ -150,7 +156,7 @@ func (a *Agent) relayEvents(ctx context.Context) {
 			// Disconnected: the next identify sends an inventory anyway.
 			if s := a.current(); s != nil && s.waitOpen(ctx) {
 				a.log.Info("container events may have been missed: sending an inventory")
-				s.sendInventory()
+				s.sendInventory(why)
 			}
 		default:
 			select {
@@ -168,14 +174,19 @@ func (a *Agent) sendEvent(item queuedEvent) {
 	s, ev := item.sess, item.ev
 	if s != a.current() {
 		a.log.Debug("container event not sent: its connection ended", "containerId", ev.ContainerID, "event", ev.Action)
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
 		return
 	}
 	if !s.waitOpen(s.ctx) {
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, a.tm.writeTimeout)
 	defer cancel()
 	if err := s.send(ctx, ev); err != nil {
 		a.log.Debug("container event not sent", "containerId", ev.ContainerID, "event", ev.Action, "err", err)
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
+		return
 	}
+	a.obs.ContainerEventsRelayed(1)
 }

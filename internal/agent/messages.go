@@ -110,16 +110,20 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 			// The server resent a command after a reconnect, before the
 			// agent sent its result again: that result goes out anyway.
 			log().Info("duplicate command id: its result is about to be sent")
+			a.obs.RepeatedCommand(RepeatUnsent)
 			return
 		}
 		log().Info("duplicate command id: replaying the stored result")
+		a.obs.RepeatedCommand(RepeatStored)
 		a.outbox.push(cmd.ID, stored)
 		return
 	case seenRunning:
 		log().Info("duplicate command id: already accepted; its result follows when it finishes")
+		a.obs.RepeatedCommand(RepeatRunning)
 		return
 	case seenEvicted:
 		log().Info("duplicate command id: already executed, its result no longer stored; answering conflict")
+		a.obs.RepeatedCommand(RepeatConflict)
 		a.deliver(cmd.ID, protocol.Failure(cmd.ID, protocol.Errorf(protocol.CodeConflict,
 			"command %s was already executed within the last hour and is not executed again; its result is no longer stored (the stored results exceeded RESULT_STORE_BYTES)",
 			cmd.ID), nil))

@@ -56,6 +56,7 @@ func (o *outbox) push(commandID string, data []byte) {
 	for len(o.items) > 1 && (len(o.items) > o.limit || o.bytes > o.maxBytes) {
 		old := o.popFront()
 		o.dropped++
+		o.obs.ResultsDropped(1)
 		if ok, suppressed := o.dropLog.allow(); ok {
 			o.log.Warn("outbox full: dropped the oldest undelivered result",
 				"commandId", old.commandID, "droppedTotal", o.dropped, "suppressedLogs", suppressed, "limit", o.limit)
