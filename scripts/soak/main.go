@@ -33,9 +33,13 @@
 // same result sent again after a reconnect: tolerated), re-executed (a
 // command id run twice, from the agent's own log, and replays that started
 // the probe container), container events missing (published by the daemon
-// for a managed container while the agent was connected, read directly
-// from the Docker API, and not relayed), and the agent's RSS, open file
-// descriptors and goroutines with their slopes after warm-up.
+// for a managed container, read directly from the Docker API, while the
+// agent was connected and could read it, and never relayed by the end of
+// the run: an event relayed late, after a reconnect or once the events
+// stream is back after a Docker outage, counts as delivered), the agent's
+// own counters (ids forgotten, results evicted and sent again, events
+// dropped, inventories), and the agent's RSS, open file descriptors and
+// goroutines with their slopes after warm-up.
 package main
 
 import (
@@ -252,7 +256,6 @@ func run(o options) error {
 		wg.Go(func() { s.faultLoop(loadCtx) })
 	}
 	wg.Wait()
-	loadEnd := time.Now()
 	s.log("load done; waiting up to %s for the last results", o.drain)
 	deadline := time.Now().Add(o.drain)
 	for time.Now().Before(deadline) && s.unanswered() > 0 {
@@ -260,6 +263,7 @@ func run(o options) error {
 	}
 	time.Sleep(3 * time.Second) // the last events
 	sampler.stop()
+	agentMetrics := sampler.agentMetrics()
 
 	// SIGTERM: a clean exit.
 	termAt := time.Now()
@@ -273,8 +277,11 @@ func run(o options) error {
 	exitTook := time.Since(termAt)
 	stopRef()
 	end := time.Now()
-	snap := s.srv.snapshot(loadEnd)
-	return s.report(snap, ref.take(), sampler, logPath, exitErr, exitTook, end)
+	// Every connection interval, to the end: an event relayed late (after a
+	// reconnect, or once the events stream is back after a Docker outage)
+	// is delivered like any other.
+	snap := s.srv.snapshot(end)
+	return s.report(snap, ref.take(), sampler, agentMetrics, logPath, exitErr, exitTook, end)
 }
 
 func waitFor(d time.Duration, cond func() bool) bool {
@@ -710,6 +717,30 @@ func (p *sampler) run() {
 			return
 		}
 	}
+}
+
+// agentMetrics reads the agent's own lormas_agent_* series from its
+// /metrics (series name with labels -> value); nil when it does not answer.
+func (p *sampler) agentMetrics() map[string]float64 {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(p.metrics)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "lormas_agent_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
 
 // metricValues reads the named metrics (without labels) from the
