@@ -133,17 +133,7 @@ var _ agent.DeliveryObserver = (*deliveries)(nil)
 // in the engine's event stream.
 func TestDeliveryObserverCounts(t *testing.T) {
 	obs := &deliveries{}
-	emits := make(chan func(emit func(protocol.ContainerEvent), missed func()))
-	rt := &agenttest.Runtime{WatchEventsFunc: func(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error {
-		for {
-			select {
-			case f := <-emits:
-				f(emit, missed)
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}}
+	rt, emits := eventsOnDemand()
 	h := start(t, rt, setup{opts: func(o *agent.Options) {
 		o.Observer = obs
 		o.ResultStoreBytes = 1 // every stored result is evicted at once

@@ -1,14 +1,10 @@
 package transport_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/base64"
 	"errors"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
@@ -40,14 +36,10 @@ func deafServer(t *testing.T) string {
 			return
 		}
 		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			t.Errorf("read the upgrade request: %v", err)
+		resp, ok := upgradeResponse(t, c)
+		if !ok {
 			return
 		}
-		sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-		resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-			base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n"
 		if _, err := c.Write([]byte(resp)); err != nil {
 			t.Errorf("write the upgrade response: %v", err)
 			return
