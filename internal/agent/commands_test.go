@@ -250,6 +250,7 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 	t.Run("finished", func(t *testing.T) {
 		h.send(protocol.Command{ID: "dup-done", Action: protocol.ActionStart, ContainerID: "web"})
 		first := h.srv.ExpectResult("dup-done")
+		testsupport.WaitFor(t, "the result confirmed", func() bool { return agent.OutboxLen(h.agent) == 0 })
 		h.send(protocol.Command{ID: "dup-done", Action: protocol.ActionStart, ContainerID: "web"})
 		second := h.srv.ExpectResult("dup-done")
 		if first.Status != second.Status || fmt.Sprint(first.Result) != fmt.Sprint(second.Result) {
@@ -258,6 +259,31 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 		if n := h.rt.CallCount("Start"); n != 1 {
 			t.Errorf("Start ran %d times, want 1", n)
 		}
+	})
+	t.Run("result on its way", func(t *testing.T) {
+		// The server has read the result but not yet confirmed it (no
+		// pong): a repeat of the id (a server resending what it sent before
+		// a reconnect) gets no second copy; the result reaches the server
+		// anyway, confirmed, or sent again on the next connection.
+		h.srv.SwallowPings(true)
+		h.send(protocol.Command{ID: "dup-flight", Action: protocol.ActionStart, ContainerID: "web"})
+		h.srv.ExpectResult("dup-flight")
+		h.send(protocol.Command{ID: "dup-flight", Action: protocol.ActionStart, ContainerID: "web"})
+		h.send(protocol.Command{ID: "marker-flight", Action: protocol.ActionStart, ContainerID: "web"})
+		h.srv.ExpectResult("marker-flight") // results go out in order: a second copy would come first
+		if n := len(h.logs.entries("duplicate command id: its result is on its way")); n != 1 {
+			t.Errorf("the repeat logged %d times as on its way, want once", n)
+		}
+		n := 0
+		for _, r := range h.srv.Received() {
+			if res, ok := r.Msg.(protocol.CommandResult); ok && res.CommandID == "dup-flight" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("got %d results for the repeated id, want 1", n)
+		}
+		h.srv.SwallowPings(false)
 	})
 	t.Run("still running", func(t *testing.T) {
 		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db"})

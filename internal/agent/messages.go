@@ -106,11 +106,13 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	}
 	switch state, stored := a.seen.lookup(cmd.ID); state {
 	case seenDone:
-		if a.outbox.unsent(cmd.ID) {
-			// The server resent a command after a reconnect, before the
-			// agent sent its result again: that result goes out anyway.
-			log().Info("duplicate command id: its result is about to be sent")
-			a.obs.RepeatedCommand(RepeatUnsent)
+		if a.outbox.holds(cmd.ID) {
+			// The server resent a command after a reconnect, before it
+			// read the result the agent sends again (or is sending): that
+			// result reaches it anyway, confirmed or sent again on the
+			// next connection. Another copy would be a duplicate.
+			log().Info("duplicate command id: its result is on its way")
+			a.obs.RepeatedCommand(RepeatInFlight)
 			return
 		}
 		log().Info("duplicate command id: replaying the stored result")

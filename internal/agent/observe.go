@@ -37,10 +37,10 @@ const (
 	ForgotExpired = "expired" // an hour after the id was seen
 	ForgotLimit   = "limit"   // before the hour: more ids than maxCommandIDs
 
-	RepeatStored   = "stored"   // answered with the stored result
-	RepeatUnsent   = "unsent"   // its result was about to be sent anyway
-	RepeatRunning  = "running"  // still running: its result follows
-	RepeatConflict = "conflict" // its result was evicted: answered conflict, not run again
+	RepeatStored   = "stored"    // answered with the stored result
+	RepeatInFlight = "in_flight" // its result is on its way (queued, or written and not confirmed)
+	RepeatRunning  = "running"   // still running: its result follows
+	RepeatConflict = "conflict"  // its result was evicted: answered conflict, not run again
 
 	EventsDroppedDisconnected = "disconnected" // no connection, or it ended (or its write failed) before the event went out
 	EventsDroppedQueueFull    = "queue_full"   // the server read slower than events happened

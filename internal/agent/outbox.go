@@ -169,12 +169,14 @@ func (o *outbox) peek() (outItem, bool) {
 	return o.items[0], true
 }
 
-// unsent reports whether a result of command id waits to be written on
-// the current connection: it goes out without being queued again.
-func (o *outbox) unsent(id string) bool {
+// holds reports whether a result of command id is on its way: waiting to
+// be written, or written on the current connection and not confirmed yet.
+// Either way it reaches the server (confirmed, or sent again on the next
+// connection) without being queued again.
+func (o *outbox) holds(id string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, it := range o.items[o.written:] {
+	for _, it := range o.items {
 		if it.commandID == id {
 			return true
 		}

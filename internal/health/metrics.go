@@ -53,7 +53,7 @@ var refusalReasons = []string{
 // The label values of the delivery metrics, each series created at 0.
 var (
 	forgetReasons    = []string{agent.ForgotExpired, agent.ForgotLimit}
-	repeatAnswers    = []string{agent.RepeatStored, agent.RepeatUnsent, agent.RepeatRunning, agent.RepeatConflict}
+	repeatAnswers    = []string{agent.RepeatStored, agent.RepeatInFlight, agent.RepeatRunning, agent.RepeatConflict}
 	eventDropReasons = []string{agent.EventsDroppedDisconnected, agent.EventsDroppedQueueFull}
 	inventoryReasons = []string{agent.InventoryIdentify, agent.InventoryEventsMissed, agent.InventoryEventsDropped}
 )
@@ -106,7 +106,7 @@ func NewMetrics(version, commit string) *Metrics {
 		}),
 		repeated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "repeated_commands_total",
-			Help: "Commands whose id the agent had seen within the hour, never run again, by answer: stored (the stored result), unsent (its result was about to be sent), running (its result follows), conflict (its result was evicted).",
+			Help: "Commands whose id the agent had seen within the hour, never run again, by answer: stored (the stored result), in_flight (its result was on its way, not confirmed yet), running (its result follows), conflict (its result was evicted).",
 		}, []string{"answer"}),
 		resultsResent: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "results_resent_total",

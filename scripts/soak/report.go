@@ -265,9 +265,9 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, metrics map[s
 		snap.upgrades, snap.refused, len(snap.identifies), len(snap.inventories), agentLog.resyncs)
 	if metrics != nil {
 		mv := func(k string) float64 { return metrics["lormas_agent_"+k] }
-		row("agent metrics", "ids forgotten: %.0f expired, %.0f early (limit); results evicted %.0f; repeats answered: %.0f stored, %.0f unsent, %.0f running, %.0f conflict; results re-sent %.0f, dropped %.0f",
+		row("agent metrics", "ids forgotten: %.0f expired, %.0f early (limit); results evicted %.0f; repeats answered: %.0f stored, %.0f in flight, %.0f running, %.0f conflict; results re-sent %.0f, dropped %.0f",
 			mv(`command_ids_forgotten_total{reason="expired"}`), mv(`command_ids_forgotten_total{reason="limit"}`), mv("results_evicted_total"),
-			mv(`repeated_commands_total{answer="stored"}`), mv(`repeated_commands_total{answer="unsent"}`), mv(`repeated_commands_total{answer="running"}`),
+			mv(`repeated_commands_total{answer="stored"}`), mv(`repeated_commands_total{answer="in_flight"}`), mv(`repeated_commands_total{answer="running"}`),
 			mv(`repeated_commands_total{answer="conflict"}`), mv("results_resent_total"), mv("results_dropped_total"))
 		row("", "container events relayed %.0f, dropped %.0f disconnected, %.0f queue full; inventories %.0f identify, %.0f events missed, %.0f events dropped",
 			mv("container_events_relayed_total"), mv(`container_events_dropped_total{reason="disconnected"}`), mv(`container_events_dropped_total{reason="queue_full"}`),
