@@ -14,11 +14,13 @@ import (
 // so the daemon can be made unreachable for one client alone while it
 // keeps running (and publishing events): Cut closes the socket and every
 // connection through it, Restore listens again. It notes when a request
-// containing one of the watched strings went through (Seen).
+// containing one of the watched strings went through (Seen). Close cuts
+// and waits for its goroutines.
 type SocketProxy struct {
 	Path   string // the socket to point a client at
 	target string
 	watch  [][]byte
+	wg     sync.WaitGroup
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -45,7 +47,7 @@ func (p *SocketProxy) Restore() error {
 	p.mu.Lock()
 	p.ln = ln
 	p.mu.Unlock()
-	go p.serve(ln)
+	p.wg.Go(func() { p.serve(ln) })
 	return nil
 }
 
@@ -65,8 +67,11 @@ func (p *SocketProxy) Cut() {
 	_ = os.Remove(p.Path)
 }
 
-// Close is Cut.
-func (p *SocketProxy) Close() { p.Cut() }
+// Close is Cut that also waits for the proxy's goroutines to end.
+func (p *SocketProxy) Close() {
+	p.Cut()
+	p.wg.Wait()
+}
 
 // Seen returns when requests containing the watched string w went through.
 func (p *SocketProxy) Seen(w string) []time.Time {
@@ -105,14 +110,14 @@ func (p *SocketProxy) serve(ln net.Listener) {
 		}
 		p.conns[a], p.conns[b] = true, true
 		p.mu.Unlock()
-		go func() {
+		p.wg.Go(func() {
 			p.copyNoting(b, a)
 			p.drop(a, b)
-		}()
-		go func() {
+		})
+		p.wg.Go(func() {
 			_, _ = io.Copy(a, b)
 			p.drop(a, b)
-		}()
+		})
 	}
 }
 
