@@ -163,6 +163,8 @@ func TestMetrics(t *testing.T) {
 		`lormas_agent_inventories_sent_total{reason="identify"} 0`,
 		`lormas_agent_build_info{commit="abc123",goversion="` + runtime.Version() + `",version="1.2.3"} 1`,
 		`go_goroutines `,
+		`go_gc_heap_live_bytes `,
+		`go_gc_gogc_percent `,
 		`process_resident_memory_bytes `,
 	} {
 		if !strings.Contains(body, want) {

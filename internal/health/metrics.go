@@ -1,6 +1,7 @@
 package health
 
 import (
+	"regexp"
 	"runtime"
 	"time"
 
@@ -140,7 +141,11 @@ func NewMetrics(version, commit string) *Metrics {
 		m.logLines, m.runtimeErrors, m.refused, buildInfo,
 		m.idsForgotten, m.resultsEvicted, m.repeated, m.resultsResent, m.resultsDropped,
 		m.eventsRelayed, m.eventsDropped, m.inventories,
-		collectors.NewGoCollector(),
+		// With the Go heap live after the last collection
+		// (go_gc_heap_live_bytes): what the agent holds, without the
+		// garbage that heap and RSS figures swing with.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	// Every known series exists from the start (at 0), so rate() and

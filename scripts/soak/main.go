@@ -693,7 +693,7 @@ type sample struct {
 	at                      time.Time
 	rssKiB, fds, goroutines float64
 	heapKiB                 float64 // Go heap in use
-	liveKiB                 float64 // Go heap live after the last GC (from the next GC's goal)
+	liveKiB                 float64 // Go heap live after the last collection
 }
 
 func newSampler(pid int, healthAddr string, every time.Duration) *sampler {
@@ -707,14 +707,8 @@ func (p *sampler) run() {
 	defer tick.Stop()
 	for {
 		smp := sample{at: time.Now(), rssKiB: float64(benchkit.RSSKiB(p.pid)), fds: float64(fdCount(p.pid))}
-		m := p.metricValues("go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_next_gc_bytes", "go_gc_gogc_percent")
-		smp.goroutines, smp.heapKiB = m[0], m[1]/1024
-		if gogc := m[3]; gogc > 0 {
-			// The goal is the live heap grown by GOGC percent: what the
-			// heap holds after a collection, without the garbage that
-			// heap in use swings with.
-			smp.liveKiB = m[2] / (1 + gogc/100) / 1024
-		}
+		m := p.metricValues("go_goroutines", "go_memstats_heap_inuse_bytes", "go_gc_heap_live_bytes")
+		smp.goroutines, smp.heapKiB, smp.liveKiB = m[0], m[1]/1024, m[2]/1024
 		p.mu.Lock()
 		p.samples = append(p.samples, smp)
 		p.mu.Unlock()

@@ -288,7 +288,7 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, metrics map[s
 		row("Go heap in use", "%.1f MiB at start, %.1f MiB at end, max %.1f MiB; slope after %s: %+.1f KiB/min",
 			samples[0].heapKiB/1024, last.heapKiB/1024, maxOf(samples, func(x sample) float64 { return x.heapKiB })/1024, s.o.warmup, heap)
 		live := slope(warm, func(x sample) float64 { return x.liveKiB })
-		row("Go heap live", "%.1f MiB at start, %.1f MiB at end, max %.1f MiB (after a collection: the next GC goal less GOGC); slope after %s: %+.1f KiB/min",
+		row("Go heap live", "%.1f MiB at start, %.1f MiB at end, max %.1f MiB (after the last collection: what the agent holds); slope after %s: %+.1f KiB/min",
 			samples[0].liveKiB/1024, last.liveKiB/1024, maxOf(samples, func(x sample) float64 { return x.liveKiB })/1024, s.o.warmup, live)
 		row("open files", "%.0f at start, %.0f at end, max %.0f; slope %+.2f/min", samples[0].fds, last.fds, maxOf(samples, func(x sample) float64 { return x.fds }), fds)
 		row("goroutines", "%.0f at start, %.0f at end, max %.0f; slope %+.2f/min", samples[0].goroutines, last.goroutines, maxOf(samples, func(x sample) float64 { return x.goroutines }), gor)
