@@ -67,7 +67,6 @@ type timing struct {
 	writeTimeout time.Duration // one frame write
 	stableAfter  time.Duration // up this long: backoff resets
 	flushTimeout time.Duration // shutdown: writing the last results
-	eventsRetry  time.Duration // first delay before resubscribing to events
 	clock        backoff.Clock // reconnect waits and how long a connection stayed up
 	proxy        transport.ProxyFunc
 }
@@ -79,7 +78,6 @@ func defaultTiming() timing {
 		writeTimeout: transport.DefaultWriteTimeout,
 		stableAfter:  backoff.DefaultStableAfter,
 		flushTimeout: 5 * time.Second,
-		eventsRetry:  time.Second,
 		clock:        backoff.RealClock{},
 	}
 }
@@ -88,7 +86,7 @@ func defaultTiming() timing {
 type Agent struct {
 	opts   Options
 	log    *slog.Logger
-	obs    Observer
+	obs    observer
 	server *url.URL
 	tm     timing
 
@@ -118,7 +116,7 @@ type Agent struct {
 	refuseLog  *logging.Limiter // commands refused for room, at most once a second
 	cancelLog  *logging.Limiter // cancels for unknown ids, at most once a second
 	refreshLog *logging.Limiter // ignored token_refresh messages
-	eventDrop  *every           // container events dropped for a slow server
+	eventDrop  *logging.Limiter // container events dropped for a slow server
 
 	started  atomic.Bool
 	running  atomic.Bool
@@ -170,9 +168,9 @@ func New(opts Options) (*Agent, error) {
 	}
 
 	log := opts.Logger.With("component", "agent")
-	var obs Observer = nopObserver{}
+	obs := observer{nopObserver{}}
 	if opts.Observer != nil {
-		obs = opts.Observer
+		obs = observer{opts.Observer}
 	}
 	cmdCtx, cmdCancel := context.WithCancel(context.Background())
 	a := &Agent{
@@ -196,10 +194,11 @@ func New(opts Options) (*Agent, error) {
 		cancelLog:  logging.Every(time.Second),
 		refreshLog: logging.Every(time.Minute),
 		events:     newEventQueue(),
-		eventDrop:  newEvery(time.Minute),
+		eventDrop:  logging.Every(time.Minute),
 		nodeID:     opts.NodeID,
 	}
 	a.tm.proxy = opts.Proxy
+	a.seen.obs = obs
 	return a, nil
 }
 

@@ -255,9 +255,9 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 	t.Run("finished", func(t *testing.T) {
 		h.send(protocol.Command{ID: "dup-done", Action: protocol.ActionStart, ContainerID: "web"})
 		first := h.srv.ExpectResult("dup-done")
-		// The server has the result; until the agent's writer has marked it
-		// written, a duplicate finds it still on its way and sends nothing more.
-		testsupport.WaitFor(t, "the result to be marked written", func() bool { return agent.OutboxUnwritten(h.agent) == 0 })
+		// The server has the result; until the server has confirmed it, a
+		// duplicate finds it still on its way and sends nothing more.
+		testsupport.WaitFor(t, "the result confirmed", func() bool { return agent.OutboxLen(h.agent) == 0 })
 		h.send(protocol.Command{ID: "dup-done", Action: protocol.ActionStart, ContainerID: "web"})
 		second := h.srv.ExpectResult("dup-done")
 		if first.Status != second.Status || fmt.Sprint(first.Result) != fmt.Sprint(second.Result) {
@@ -266,6 +266,31 @@ func TestDuplicateCommandIDNotExecutedTwice(t *testing.T) {
 		if n := h.rt.CallCount("Start"); n != 1 {
 			t.Errorf("Start ran %d times, want 1", n)
 		}
+	})
+	t.Run("result on its way", func(t *testing.T) {
+		// The server has read the result but not yet confirmed it (no
+		// pong): a repeat of the id (a server resending what it sent before
+		// a reconnect) gets no second copy; the result reaches the server
+		// anyway, confirmed, or sent again on the next connection.
+		h.srv.SwallowPings(true)
+		h.send(protocol.Command{ID: "dup-flight", Action: protocol.ActionStart, ContainerID: "web"})
+		h.srv.ExpectResult("dup-flight")
+		h.send(protocol.Command{ID: "dup-flight", Action: protocol.ActionStart, ContainerID: "web"})
+		h.send(protocol.Command{ID: "marker-flight", Action: protocol.ActionStart, ContainerID: "web"})
+		h.srv.ExpectResult("marker-flight") // results go out in order: a second copy would come first
+		if n := len(h.logs.entries("duplicate command id: its result is on its way")); n != 1 {
+			t.Errorf("the repeat logged %d times as on its way, want once", n)
+		}
+		n := 0
+		for _, r := range h.srv.Received() {
+			if res, ok := r.Msg.(protocol.CommandResult); ok && res.CommandID == "dup-flight" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("got %d results for the repeated id, want 1", n)
+		}
+		h.srv.SwallowPings(false)
 	})
 	t.Run("still running", func(t *testing.T) {
 		h.send(protocol.Command{ID: "dup-running", Action: protocol.ActionLogs, ContainerID: "db", Lines: intp(1)})
@@ -457,29 +482,36 @@ func TestContainerEventsOnlyWhileConnected(t *testing.T) {
 	}
 }
 
-func TestEventsLoopResubscribes(t *testing.T) {
-	var mu sync.Mutex
-	calls := 0
+// TestEventsStreamEndIsReported: the runtime resubscribes by itself
+// (internal/docker); the agent does not retry on top of it. A stream that
+// ends while the agent runs is one the runtime gave up on: logged as an
+// error, followed by an inventory, and the agent reports itself not alive
+// so that it is restarted.
+func TestEventsStreamEndIsReported(t *testing.T) {
+	end := make(chan struct{})
 	rt := &agenttest.Runtime{EventsFunc: func(ctx context.Context, emit func(protocol.ContainerEvent)) error {
-		mu.Lock()
-		calls++
-		n := calls
-		mu.Unlock()
-		if n < 3 {
-			return errors.New("EOF")
+		select {
+		case <-end:
+			return errors.New("engine gone for good")
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		<-ctx.Done()
-		return ctx.Err()
 	}}
-	h := start(t, rt, setup{timing: agent.Timing{EventsRetry: time.Millisecond}})
+	h := start(t, rt, setup{})
 	h.identified()
-	testsupport.WaitFor(t, "three subscriptions", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return calls == 3
-	})
+	h.srv.Expect(protocol.TypeInventory)
+	testsupport.WaitFor(t, "Ready", func() bool { return h.agent.Ready() == nil })
 	if err := h.agent.Alive(); err != nil {
-		t.Errorf("Alive = %v while the events loop retries", err)
+		t.Fatalf("Alive = %v while the events stream runs", err)
+	}
+	close(end)
+	h.srv.Expect(protocol.TypeInventory)
+	testsupport.WaitFor(t, "the agent not alive", func() bool { return h.agent.Alive() != nil })
+	if len(h.logs.entries("container event stream ended: container events are no longer relayed (inventories still are); restart the agent")) != 1 {
+		t.Error("the end of the stream was not logged once")
+	}
+	if n := rt.CallCount("Events"); n != 1 {
+		t.Errorf("Events called %d times, want once: the runtime resubscribes, not the agent", n)
 	}
 }
 

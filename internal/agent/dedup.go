@@ -84,6 +84,7 @@ type dedup struct {
 	now         func() time.Time
 	log         *slog.Logger
 	warn        *logging.Limiter
+	obs         observer // counts ids forgotten and results evicted
 
 	open    map[idHash]struct{} // ids first seen since the last bucket sealed
 	openEnd time.Time           // the open bucket seals then
@@ -242,6 +243,7 @@ func (d *dedup) prune(now time.Time) {
 	}
 	for len(d.sealed) > 0 && !now.Before(d.sealed[0].end.Add(d.ttl)) {
 		d.ids -= len(d.sealed[0].ids)
+		d.obs.CommandIDsForgotten(ForgotExpired, len(d.sealed[0].ids))
 		d.sealed[0] = idBucket{}
 		d.sealed = d.sealed[1:]
 	}
@@ -267,6 +269,7 @@ func (d *dedup) bound() {
 		n := len(d.sealed[0].ids)
 		d.ids -= n
 		d.forgotten += int64(n)
+		d.obs.CommandIDsForgotten(ForgotLimit, n)
 		if ok, suppressed := d.warn.Allow(); ok {
 			d.log.Warn("command ids forgotten before the hour: the server sent more commands than the agent remembers; a repeat of one of them would run again",
 				"forgotten", n, "forgottenTotal", d.forgotten, "limit", d.maxIDs, "suppressedLogs", suppressed,
@@ -289,6 +292,7 @@ func (d *dedup) evict(now time.Time) {
 			}
 			if !expired {
 				d.evicted++
+				d.obs.ResultsEvicted(1)
 			}
 			d.drop(r)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +48,11 @@ func testRedelivery(t *testing.T, keepalive bool) {
 	if keepalive {
 		timing = agent.Timing{PingInterval: 50 * time.Millisecond, ReadTimeout: 400 * time.Millisecond}
 	}
-	h := start(t, rt, setup{timing: timing, opts: func(o *agent.Options) { o.MaxConcurrentCommands = n }})
+	obs := &deliveries{}
+	h := start(t, rt, setup{timing: timing, opts: func(o *agent.Options) {
+		o.MaxConcurrentCommands = n
+		o.Observer = obs
+	}})
 	h.identified()
 	var ids []string
 	for i := range n {
@@ -103,8 +106,16 @@ func testRedelivery(t *testing.T, keepalive bool) {
 		t.Errorf("%d duplicates: only the result read before the stall should come twice", dups)
 	}
 	testsupport.WaitFor(t, "the outbox emptied by the server's confirmation", func() bool { return agent.OutboxLen(h.agent) == 0 })
-	if !strings.Contains(h.logs.String(), "results sent again") {
+	logged := 0
+	for _, e := range h.logs.entries("results sent again: the previous connection ended before the server confirmed reading them") {
+		c, _ := e["count"].(float64)
+		logged += int(c)
+	}
+	if logged == 0 {
 		t.Error("the re-sent results were not logged")
+	}
+	if got := obs.get("resent"); got != logged {
+		t.Errorf("%d results re-sent by the log, %d counted for the metrics", logged, got)
 	}
 }
 

@@ -3,16 +3,14 @@ package agent
 import (
 	"context"
 	"sync"
-	"time"
 
-	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
 // EventWatcher is implemented by a Runtime whose event stream can tell
 // when events may have been missed (internal/docker: its stream broke and
-// is back). WatchEvents is Events that also calls missed then; the agent
-// answers with a fresh inventory.
+// the daemon's replay did not cover the gap). WatchEvents is Events that
+// also calls missed then; the agent answers with a fresh inventory.
 type EventWatcher interface {
 	WatchEvents(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error
 }
@@ -29,7 +27,8 @@ const eventQueueMax = 4096
 type eventQueue struct {
 	mu      sync.Mutex
 	items   []queuedEvent
-	resync  bool // an inventory is due once the queue is sent
+	resync  bool   // an inventory is due once the queue is sent
+	why     string // why it is due (Inventory*)
 	dropped int
 	notify  chan struct{}
 }
@@ -53,8 +52,14 @@ func (q *eventQueue) wake() {
 // eventsLoop relays the engine's container events for the agent's whole
 // life (docs/protocol.md). Events go out only while connected: they describe the
 // present, and the inventory after each identify covers what was missed;
-// so does an inventory after the engine's stream was broken, or after
-// events were dropped for a slow server.
+// so does an inventory after the engine's stream had a gap it could not
+// replay, or after events were dropped for a slow server.
+//
+// The runtime resubscribes by itself when its stream breaks (Runtime.Events:
+// internal/docker, with the daemon's replay); the agent does not retry on
+// top of it. A stream that ends while ctx lasts is one the runtime gave up
+// on: the agent says so, sends an inventory, and reports itself not alive
+// (/healthz), so that it is restarted.
 func (a *Agent) eventsLoop(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -64,31 +69,19 @@ func (a *Agent) eventsLoop(ctx context.Context) {
 	}()
 	defer wg.Wait()
 
-	b := backoff.New(a.tm.eventsRetry, 30*time.Second)
-	fail := newEvery(time.Minute)
-	watcher, _ := a.opts.Runtime.(EventWatcher)
-	for {
-		start := time.Now()
-		var err error
-		if watcher != nil {
-			err = watcher.WatchEvents(ctx, a.queueEvent, a.eventsMissed)
-		} else {
-			err = a.opts.Runtime.Events(ctx, a.queueEvent)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > time.Minute {
-			b.Reset()
-		}
-		if ok, n := fail.allow(); ok {
-			a.log.Warn("container event stream ended; resubscribing", "err", err, "suppressedLogs", n)
-		}
-		a.eventsMissed()
-		if !backoff.Sleep(ctx, b.Next()) {
-			return
-		}
+	var err error
+	if watcher, ok := a.opts.Runtime.(EventWatcher); ok {
+		err = watcher.WatchEvents(ctx, a.queueEvent, a.eventsMissed)
+	} else {
+		err = a.opts.Runtime.Events(ctx, a.queueEvent)
 	}
+	if ctx.Err() != nil {
+		return
+	}
+	a.eventsUp.Store(false)
+	a.log.Error("container event stream ended: container events are no longer relayed (inventories still are); restart the agent",
+		"err", err)
+	a.eventsMissed()
 }
 
 // queueEvent queues an event for the connected server, never waiting.
@@ -96,6 +89,7 @@ func (a *Agent) queueEvent(ev protocol.ContainerEvent) {
 	s := a.current()
 	if s == nil {
 		a.log.Debug("container event not sent: disconnected", "containerId", ev.ContainerID, "event", ev.Action)
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
 		return
 	}
 	q := a.events
@@ -109,12 +103,13 @@ func (a *Agent) queueEvent(ev protocol.ContainerEvent) {
 	q.items = append(q.items, queuedEvent{ev: ev, sess: s})
 	if dropped > 0 {
 		q.dropped += dropped
-		q.resync = true
+		q.resync, q.why = true, InventoryEventsDropped
 	}
 	total := q.dropped
 	q.mu.Unlock()
 	if dropped > 0 {
-		if ok, n := a.eventDrop.allow(); ok {
+		a.obs.ContainerEventsDropped(EventsDroppedQueueFull, dropped)
+		if ok, n := a.eventDrop.Allow(); ok {
 			a.log.Warn("container events dropped: the server reads slower than they happen; an inventory follows",
 				"droppedTotal", total, "suppressedLogs", n, "queue", eventQueueMax)
 		}
@@ -127,7 +122,9 @@ func (a *Agent) queueEvent(ev protocol.ContainerEvent) {
 func (a *Agent) eventsMissed() {
 	q := a.events
 	q.mu.Lock()
-	q.resync = true
+	if !q.resync {
+		q.resync, q.why = true, InventoryEventsMissed
+	}
 	q.mu.Unlock()
 	q.wake()
 }
@@ -142,13 +139,14 @@ func (a *Agent) relayEvents(ctx context.Context) {
 			item   queuedEvent
 			ok     bool
 			resync bool
+			why    string
 		)
 		if len(q.items) > 0 {
 			item, ok = q.items[0], true
 			q.items[0] = queuedEvent{}
 			q.items = q.items[1:]
 		} else if q.resync {
-			resync, q.resync = true, false
+			resync, why, q.resync = true, q.why, false
 		}
 		q.mu.Unlock()
 		switch {
@@ -158,7 +156,7 @@ func (a *Agent) relayEvents(ctx context.Context) {
 			// Disconnected: the next identify sends an inventory anyway.
 			if s := a.current(); s != nil && s.waitOpen(ctx) {
 				a.log.Info("container events may have been missed: sending an inventory")
-				s.sendInventory()
+				s.sendInventory(why)
 			}
 		default:
 			select {
@@ -176,14 +174,19 @@ func (a *Agent) sendEvent(item queuedEvent) {
 	s, ev := item.sess, item.ev
 	if s != a.current() {
 		a.log.Debug("container event not sent: its connection ended", "containerId", ev.ContainerID, "event", ev.Action)
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
 		return
 	}
 	if !s.waitOpen(s.ctx) {
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, a.tm.writeTimeout)
 	defer cancel()
 	if err := s.send(ctx, ev); err != nil {
 		a.log.Debug("container event not sent", "containerId", ev.ContainerID, "event", ev.Action, "err", err)
+		a.obs.ContainerEventsDropped(EventsDroppedDisconnected, 1)
+		return
 	}
+	a.obs.ContainerEventsRelayed(1)
 }

@@ -13,12 +13,11 @@ import (
 	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
-// TestInventoryAfterMissedEvents: when the engine's event stream was
-// broken (missed), the agent sends an inventory after the events queued
-// before it, so the server can reconcile what it did not see.
-func TestInventoryAfterMissedEvents(t *testing.T) {
-	emits := make(chan func(emit func(protocol.ContainerEvent), missed func()))
-	rt := &agenttest.Runtime{WatchEventsFunc: func(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error {
+// eventsOnDemand is a runtime whose event stream runs, on its own
+// goroutine, each function the test sends on emits.
+func eventsOnDemand() (rt *agenttest.Runtime, emits chan func(emit func(protocol.ContainerEvent), missed func())) {
+	emits = make(chan func(emit func(protocol.ContainerEvent), missed func()))
+	rt = &agenttest.Runtime{WatchEventsFunc: func(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error {
 		for {
 			select {
 			case f := <-emits:
@@ -28,6 +27,14 @@ func TestInventoryAfterMissedEvents(t *testing.T) {
 			}
 		}
 	}}
+	return rt, emits
+}
+
+// TestInventoryAfterMissedEvents: when the engine's event stream had a gap
+// (missed), the agent sends an inventory after the events queued before
+// it, so the server can reconcile what it did not see.
+func TestInventoryAfterMissedEvents(t *testing.T) {
+	rt, emits := eventsOnDemand()
 	h := start(t, rt, setup{})
 	h.identified()
 	h.srv.Expect(protocol.TypeInventory)

@@ -15,7 +15,6 @@ type Timing struct {
 	WriteTimeout time.Duration
 	StableAfter  time.Duration
 	FlushTimeout time.Duration
-	EventsRetry  time.Duration
 	Proxy        transport.ProxyFunc
 	// Clock is what reconnect waits wait on, and what tells how long a
 	// connection stayed up (the stable period).
@@ -34,7 +33,6 @@ func SetTiming(a *Agent, t Timing) {
 	set(&a.tm.writeTimeout, t.WriteTimeout)
 	set(&a.tm.stableAfter, t.StableAfter)
 	set(&a.tm.flushTimeout, t.FlushTimeout)
-	set(&a.tm.eventsRetry, t.EventsRetry)
 	if t.Proxy != nil {
 		a.tm.proxy = t.Proxy
 	}

@@ -120,7 +120,7 @@ func (a *Agent) refuse(id string, action protocol.Action, err error) {
 	if errors.As(err, &r) {
 		reason = r.reason
 	}
-	if ro, ok := a.obs.(RefusalObserver); ok {
+	if ro, ok := a.obs.Observer.(RefusalObserver); ok {
 		ro.CommandRefused(reason)
 	}
 	if ok, suppressed := a.refuseLog.Allow(); ok {

@@ -102,12 +102,13 @@ func TestOutboxRemovesOnlyConfirmed(t *testing.T) {
 	if o.len() != 2 || o.unwritten() != 1 {
 		t.Fatalf("after confirming c1: len %d, unwritten %d; want 2 and 1", o.len(), o.unwritten())
 	}
-	if o.unsent("c2") || !o.unsent("c3") {
-		t.Errorf("unsent c2 %v, c3 %v; want false (written), true", o.unsent("c2"), o.unsent("c3"))
+	if o.holds("c1") || !o.holds("c2") || !o.holds("c3") {
+		t.Errorf("holds c1 %v, c2 %v, c3 %v; want false (confirmed), true (written, not confirmed), true (unwritten)",
+			o.holds("c1"), o.holds("c2"), o.holds("c3"))
 	}
 	// The connection dies with c2 written, not confirmed, and c3 unwritten.
 	ep2 := o.rewind()
-	if !o.unsent("c2") {
+	if !o.holds("c2") {
 		t.Error("after the connection ended, c2 is not to be sent again")
 	}
 	o.confirm(ep, 100) // a late pong of the dead connection

@@ -108,20 +108,26 @@ func (a *Agent) handleCommand(cmd *protocol.Command, hold *reservation) {
 	}
 	switch state, stored := a.seen.lookup(cmd.ID); state {
 	case seenDone:
-		if a.outbox.unsent(cmd.ID) {
-			// The server resent a command after a reconnect, before the
-			// agent sent its result again: that result goes out anyway.
-			log().Info("duplicate command id: its result is about to be sent")
+		if a.outbox.holds(cmd.ID) {
+			// The server resent a command after a reconnect, before it
+			// read the result the agent sends again (or is sending): that
+			// result reaches it anyway, confirmed or sent again on the
+			// next connection. Another copy would be a duplicate.
+			log().Info("duplicate command id: its result is on its way")
+			a.obs.RepeatedCommand(RepeatInFlight)
 			return
 		}
 		log().Info("duplicate command id: replaying the stored result")
+		a.obs.RepeatedCommand(RepeatStored)
 		a.outbox.push(cmd.ID, stored)
 		return
 	case seenRunning:
 		log().Info("duplicate command id: already accepted; its result follows when it finishes")
+		a.obs.RepeatedCommand(RepeatRunning)
 		return
 	case seenEvicted:
 		log().Info("duplicate command id: already executed, its result no longer stored; answering conflict")
+		a.obs.RepeatedCommand(RepeatConflict)
 		a.deliver(cmd.ID, protocol.Failure(cmd.ID, protocol.Errorf(protocol.CodeConflict,
 			"command %s was already executed within the last hour and is not executed again; its result is no longer stored (the stored results exceeded RESULT_STORE_BYTES)",
 			cmd.ID), nil))

@@ -35,7 +35,7 @@ type outbox struct {
 	drained  chan struct{} // closed while the queue is empty (settle)
 	dropLog  *logging.Limiter
 	log      *slog.Logger
-	obs      Observer
+	obs      observer
 }
 
 type outItem struct {
@@ -50,7 +50,7 @@ func newOutbox(limit, maxBytes int, log *slog.Logger, obs Observer) *outbox {
 	drained := make(chan struct{})
 	close(drained)
 	return &outbox{limit: limit, maxBytes: maxBytes, notify: make(chan struct{}, 1), drained: drained,
-		dropLog: logging.Every(time.Second), log: log, obs: obs}
+		dropLog: logging.Every(time.Second), log: log, obs: observer{obs}}
 }
 
 // settle keeps drained in step with the queue: closed while it is empty,
@@ -86,6 +86,7 @@ func (o *outbox) push(commandID string, data []byte) {
 	for len(o.items) > 1 && (len(o.items) > o.limit || o.bytes > o.maxBytes) {
 		old := o.popFront()
 		o.dropped++
+		o.obs.ResultsDropped(1)
 		if ok, suppressed := o.dropLog.Allow(); ok {
 			o.log.Warn("outbox full: dropped the oldest undelivered result",
 				"commandId", old.commandID, "droppedTotal", o.dropped, "suppressedLogs", suppressed, "limit", o.limit)
@@ -201,12 +202,14 @@ func (o *outbox) peek() (outItem, bool) {
 	return o.items[0], true
 }
 
-// unsent reports whether a result of command id waits to be written on
-// the current connection: it goes out without being queued again.
-func (o *outbox) unsent(id string) bool {
+// holds reports whether a result of command id is on its way: waiting to
+// be written, or written on the current connection and not confirmed yet.
+// Either way it reaches the server (confirmed, or sent again on the next
+// connection) without being queued again.
+func (o *outbox) holds(id string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, it := range o.items[o.written:] {
+	for _, it := range o.items {
 		if it.commandID == id {
 			return true
 		}

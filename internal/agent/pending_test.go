@@ -225,7 +225,7 @@ func TestAdmitDoesNotDecodeTheBody(t *testing.T) {
 		log:       discard,
 		pending:   newPendingBudget(pendingLimits{bytes: 8 << 20, shareBytes: 2 << 20, count: 10, shareCount: 10}),
 		seen:      newDedup(dedupTTL, 10, 1<<20, nil),
-		obs:       nopObserver{},
+		obs:       observer{nopObserver{}},
 		outbox:    newOutbox(10, 1<<20, discard, nopObserver{}),
 		refuseLog: logging.Every(0),
 	}
@@ -273,7 +273,7 @@ func BenchmarkRefuseLargeCommand(b *testing.B) {
 		log:       discard,
 		pending:   newPendingBudget(pendingLimits{bytes: 8 << 20, shareBytes: 2 << 20, count: 10, shareCount: 10}),
 		seen:      newDedup(dedupTTL, 10, 1<<20, nil),
-		obs:       nopObserver{},
+		obs:       observer{nopObserver{}},
 		outbox:    newOutbox(10, 1<<20, discard, nopObserver{}),
 		refuseLog: logging.Every(time.Hour),
 	}

@@ -65,7 +65,7 @@ func (a *Agent) runSession(ctx context.Context, conn *transport.Conn) error {
 		a.log.Info("connected", "server", endpoint.Redact(a.server.String()), "nodeId", a.currentNodeID())
 		s.spawn(s.readFrames)
 		if a.opts.StatusEvents {
-			s.sendInventory()
+			s.sendInventory(InventoryIdentify)
 		}
 		close(s.opened)
 		// The start-up work is done (configuration, Docker client,
@@ -224,6 +224,7 @@ func (s *session) drain() bool {
 			s.conn.RequestAck()
 		}
 		if resent > 0 {
+			s.a.obs.ResultsResent(resent)
 			s.a.log.Info("results sent again: the previous connection ended before the server confirmed reading them",
 				"count", resent)
 		}
@@ -302,10 +303,11 @@ func (a *Agent) identifyMessage(ctx context.Context) protocol.AgentIdentify {
 	return msg
 }
 
-// sendInventory lists the managed containers so the server can reconcile.
-// When the engine does not answer no inventory is sent: an empty one would
-// tell the server every container is gone.
-func (s *session) sendInventory() {
+// sendInventory lists the managed containers so the server can reconcile
+// (reason: one of the Inventory* constants, for the metrics). When the
+// engine does not answer no inventory is sent: an empty one would tell the
+// server every container is gone.
+func (s *session) sendInventory(reason string) {
 	ctx, cancel := context.WithTimeout(s.ctx, callTimeout)
 	defer cancel()
 	items, err := s.a.opts.Runtime.List(ctx)
@@ -316,5 +318,7 @@ func (s *session) sendInventory() {
 	}
 	if err := s.send(ctx, protocol.Inventory{Containers: items}); err != nil {
 		s.a.log.Warn("inventory not sent", "err", err, "containers", len(items))
+		return
 	}
+	s.a.obs.InventorySent(reason)
 }

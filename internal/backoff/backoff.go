@@ -157,12 +157,6 @@ func (b *Backoff) WaitFor(ctx context.Context, d time.Duration) error {
 	return wait(ctx, b.clock, d)
 }
 
-// Sleep waits d on the real clock, or until ctx ends, and reports whether
-// the full time passed: Wait for a loop that keeps no Backoff.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	return wait(ctx, RealClock{}, d) == nil
-}
-
 func wait(ctx context.Context, c Clock, d time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err

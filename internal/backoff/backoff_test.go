@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"testing/synctest"
 	"time"
 )
 
@@ -230,25 +229,4 @@ func TestConstantAndWithoutJitter(t *testing.T) {
 			t.Fatalf("doubling draw %d: got %v, want %v", i, got, w*time.Millisecond)
 		}
 	}
-}
-
-func TestSleep(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		if !Sleep(context.Background(), time.Minute) {
-			t.Fatal("Sleep reported an ended context")
-		}
-		if got := time.Since(start); got != time.Minute {
-			t.Errorf("Sleep took %v of fake time, want 1m", got)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(time.Second, cancel)
-		start = time.Now()
-		if Sleep(ctx, time.Hour) {
-			t.Fatal("Sleep outlived its context")
-		}
-		if got := time.Since(start); got != time.Second {
-			t.Errorf("Sleep ended %v after it began, want 1s (when the context ended)", got)
-		}
-	})
 }

@@ -86,8 +86,10 @@ type Engine struct {
 	// Tests set it to tick when they have read the container's counters.
 	statsTicker func(time.Duration) (ticks <-chan time.Time, stop func())
 
-	// Events resubscription backoff (tests shorten it).
+	// Events resubscription backoff, and the wait for a resubscription's
+	// replay to show the last event seen (tests shorten them).
 	eventsMinBackoff, eventsMaxBackoff time.Duration
+	eventsReplayWait                   time.Duration
 
 	// Whether the agent sees the volume roots as Docker does (visibility.go).
 	probe        selfProbe
@@ -155,6 +157,7 @@ func newEngine(cli *client.Client, opts Options) (*Engine, error) {
 		denyConsoleInput: opts.DenyConsoleInput,
 		eventsMinBackoff: 250 * time.Millisecond,
 		eventsMaxBackoff: time.Second, // a ping a second: back within a second of the daemon
+		eventsReplayWait: eventsReplayWait,
 		index:            newContainerIndex(),
 	}
 	switch e.diskMode {

@@ -2,7 +2,6 @@ package docker
 
 import (
 	"context"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 
+	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/policy"
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
@@ -28,6 +28,11 @@ const (
 	// events, so neither its stream nor its buffer is in time order, and
 	// its replay stops at the first event older than since.
 	eventsReplayMargin = time.Second
+	// eventsReplayWait is how long a resubscription waits for the daemon's
+	// replay to show the last event read before the break (the daemon
+	// writes its replay before anything new, so at once): when it does
+	// not, the gap was longer than the daemon's buffer.
+	eventsReplayWait = 2 * time.Second
 	// recentEventsMax bounds the identities of events relayed recently,
 	// which tell a replayed event from a new one (a second's worth of
 	// events of a busy node is a few hundred).
@@ -44,72 +49,67 @@ func (e *Engine) Events(ctx context.Context, emit func(protocol.ContainerEvent))
 }
 
 // WatchEvents calls emit for each relayed event of a container this agent
-// manages, until ctx ends (then it returns nil). Every event is relayed,
-// whatever its time stamp: the daemon publishes events out of time order.
-// emit must not block: while it runs no event is read, and the daemon
-// drops the events of a subscriber that does not keep up.
+// manages, until ctx ends (then it returns nil): it is the one place that
+// resubscribes, so it never returns while ctx lasts. Every event is
+// relayed, whatever its time stamp: the daemon publishes events out of
+// time order. emit must not block: while it runs no event is read, and the
+// daemon drops the events of a subscriber that does not keep up.
 //
 // When the stream breaks (the daemon restarted or is unreachable) it
-// probes the daemon with a ping every second at most (jittered backoff
+// probes the daemon with a ping every second at most (internal/backoff,
 // from eventsMinBackoff, capped at eventsMaxBackoff) and subscribes again
 // as soon as it answers, asking for the events since shortly before the
-// newest one seen; events relayed before are recognised by their identity
-// (container, action, time stamp) and not relayed twice. What happened
-// while the stream was down may still be missing (a restarted daemon keeps
-// no events; a busy one keeps its last 256): missed, when not nil, is
-// called once each new subscription is up after a broken one, so the
-// caller can reconcile (an inventory).
+// newest one seen: the daemon replays what happened meanwhile from its
+// buffer, and events relayed before are recognised by their identity
+// (container, action, time stamp) and not relayed twice. The gap is
+// covered when the replay reaches back to the last event read before the
+// break. When it does not (a restarted daemon keeps no events; a busy one
+// keeps its last 256), missed, when not nil, is called, so the caller can
+// reconcile (an inventory).
 func (e *Engine) WatchEvents(ctx context.Context, emit func(protocol.ContainerEvent), missed func()) error {
-	since := time.Now()
-	recent := newRecentEvents(recentEventsMax)
-	backoff := e.eventsMinBackoff
-	failures := 0
-	resubscribe := false // a subscription was up before: events may have been missed
+	w := &eventsWatch{since: time.Now(), recent: newRecentEvents(recentEventsMax), emit: emit, missed: missed}
+	retry := backoff.New(e.eventsMinBackoff, e.eventsMaxBackoff, backoff.WithStableAfter(eventsStableAfter))
 	for {
-		started := time.Now()
-		from := since
-		if resubscribe {
-			from = since.Add(-eventsReplayMargin)
-		}
-		up := false
-		err := e.subscribe(ctx, from, recent, emit, func() {
-			up = true
-			if resubscribe && missed != nil {
-				missed()
-			}
-		})
+		err := e.subscribe(ctx, w, func() { retry.MarkConnected(time.Now()) })
 		if ctx.Err() != nil {
 			return nil
 		}
-		if up {
-			resubscribe = true
-		}
-		if n := recent.newest; n != 0 { // the daemon's clock, which may differ from ours
-			since = time.Unix(0, n)
-		}
-		if time.Since(started) >= eventsStableAfter {
-			backoff, failures = e.eventsMinBackoff, 0
-		}
-		failures++
+		retry.MarkDisconnected(time.Now()) // a stable subscription starts the backoff over
 		// The first failure of a streak is worth a warning; the retries of a
 		// daemon that stays down only at debug level.
-		if failures == 1 {
+		if retry.Attempt() == 0 {
 			e.log.Warn("docker events stream ended, resubscribing", "err", err)
 		} else {
-			e.log.Debug("docker events resubscribe failed", "err", err, "attempt", failures)
+			e.log.Debug("docker events resubscribe failed", "err", err, "attempt", retry.Attempt())
 		}
 		for {
-			wait := time.Duration(rand.Int64N(int64(backoff) + 1))
-			backoff = min(backoff*2, e.eventsMaxBackoff)
-			select {
-			case <-ctx.Done():
+			if retry.Wait(ctx) != nil {
 				return nil
-			case <-time.After(wait):
 			}
-			if err := e.pingDaemon(ctx); err == nil || ctx.Err() != nil {
+			if e.pingDaemon(ctx) == nil {
 				break
 			}
 		}
+	}
+}
+
+// eventsWatch is what WatchEvents keeps across subscriptions.
+type eventsWatch struct {
+	since   time.Time // the newest event seen (the daemon's clock), or the start
+	recent  *recentEvents
+	last    eventID // the last event read, in the stream's order
+	hasLast bool
+	resub   bool // a subscription was up before: the next one has a gap to cover
+	owed    bool // a gap neither shown covered nor reconciled yet
+	emit    func(protocol.ContainerEvent)
+	missed  func()
+}
+
+// gap tells the caller that events may have been missed.
+func (w *eventsWatch) gap() {
+	w.owed = false
+	if w.missed != nil {
+		w.missed()
 	}
 }
 
@@ -124,7 +124,7 @@ func (e *Engine) pingDaemon(ctx context.Context) error {
 
 // subscribe relays events from one subscription until it fails. up is
 // called once the daemon has answered the subscription.
-func (e *Engine) subscribe(ctx context.Context, since time.Time, recent *recentEvents, emit func(protocol.ContainerEvent), up func()) error {
+func (e *Engine) subscribe(ctx context.Context, w *eventsWatch, up func()) error {
 	if err := e.ready(ctx, "subscribe to docker events"); err != nil {
 		return err
 	}
@@ -135,6 +135,10 @@ func (e *Engine) subscribe(ctx context.Context, since time.Time, recent *recentE
 	// so none that could make an entry stale is missed from here on.
 	e.index.subscribed(true)
 	defer e.index.subscribed(false)
+	since := w.since
+	if w.resub {
+		since = since.Add(-eventsReplayMargin)
+	}
 	// The client waits for the daemon's answer without a deadline: a hung
 	// daemon must not hold the events loop forever.
 	timer := time.AfterFunc(e.callTimeout, cancel)
@@ -155,17 +159,56 @@ func (e *Engine) subscribe(ctx context.Context, since time.Time, recent *recentE
 	case <-time.After(10 * time.Millisecond):
 	}
 	up()
+
+	// After a break, the replay covers the gap if it holds the last event
+	// read before it: the daemon's buffer then reached back that far.
+	var (
+		checking bool
+		marker   eventID
+		replayed <-chan time.Time
+	)
+	if w.resub {
+		if !w.hasLast || w.owed {
+			w.gap() // nothing to recognise the replay by, or an earlier gap still open
+		} else {
+			checking, marker = true, w.last
+			t := time.NewTimer(e.eventsReplayWait)
+			defer t.Stop()
+			replayed = t.C
+		}
+	}
+	w.resub = true
+	defer func() {
+		if checking { // broke again before the replay showed: still open
+			w.owed = true
+		}
+		if n := w.recent.newest; n != 0 {
+			w.since = time.Unix(0, n)
+		}
+	}()
 	for {
 		select {
 		case err := <-errs:
 			return err
+		case <-replayed:
+			if checking {
+				checking = false
+				e.log.Info("docker events: the daemon's replay did not reach back to the last event seen (it restarted, or more happened than it keeps); events may have been missed")
+				w.gap()
+			}
 		case m := <-msgs:
+			k := idOf(m)
+			if checking && k == marker {
+				checking = false
+				e.log.Debug("docker events: the daemon's replay covered the gap")
+			}
+			w.last, w.hasLast = k, true
 			e.index.apply(m)
-			if !recent.add(m) {
+			if !w.recent.add(m) {
 				continue // replayed after a resubscription: relayed before
 			}
 			if ev, ok := e.containerEvent(m); ok {
-				emit(ev)
+				w.emit(ev)
 			}
 		}
 	}
@@ -190,9 +233,14 @@ func newRecentEvents(n int) *recentEvents {
 	return &recentEvents{seen: make(map[eventID]struct{}, n), ring: make([]eventID, 0, n)}
 }
 
+// idOf is the identity of a Docker event.
+func idOf(m events.Message) eventID {
+	return eventID{id: m.Actor.ID, action: string(m.Action), nano: m.TimeNano}
+}
+
 // add records m and reports whether it is new.
 func (r *recentEvents) add(m events.Message) bool {
-	k := eventID{id: m.Actor.ID, action: string(m.Action), nano: m.TimeNano}
+	k := idOf(m)
 	if _, ok := r.seen[k]; ok {
 		return false
 	}

@@ -3,12 +3,9 @@ package e2e
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,94 +15,6 @@ import (
 	"github.com/lormas/lormas-agent/internal/testsupport"
 )
 
-// socketProxy stands between the agent and the real Docker socket, so a test
-// can "stop" and "restart" the daemon as the agent sees it without touching
-// the machine's daemon: stop closes the listener and every connection (as a
-// daemon exit does), start listens again on the same path.
-type socketProxy struct {
-	t      testing.TB
-	path   string
-	target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
-}
-
-func newSocketProxy(t testing.TB, target string) *socketProxy {
-	p := &socketProxy{t: t, path: filepath.Join(t.TempDir(), "docker.sock"), target: target, conns: map[net.Conn]bool{}}
-	p.start()
-	t.Cleanup(p.stop)
-	return p
-}
-
-func (p *socketProxy) start() {
-	ln, err := net.Listen("unix", p.path)
-	if err != nil {
-		p.t.Fatalf("proxy listen: %v", err)
-	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				p.serve(c)
-			}()
-		}
-	}()
-}
-
-func (p *socketProxy) serve(c net.Conn) {
-	up, err := net.Dial("unix", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil { // stopped meanwhile
-		p.mu.Unlock()
-		c.Close()
-		up.Close()
-		return
-	}
-	p.conns[c], p.conns[up] = true, true
-	p.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
-	<-done
-	c.Close()
-	up.Close()
-	<-done
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, up)
-	p.mu.Unlock()
-}
-
-func (p *socketProxy) stop() {
-	p.mu.Lock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // TestDockerDaemonRestart: the Docker daemon goes away while the agent runs
 // and comes back. Commands meanwhile fail fast with "unavailable", readiness
 // fails, the connection to the server stays up, and everything works again
@@ -114,7 +23,15 @@ func TestDockerDaemonRestart(t *testing.T) {
 	dockertest.Require(t)
 	image := dockertest.WorkloadImage(t)
 	cli := dockertest.Require(t)
-	proxy := newSocketProxy(t, "/var/run/docker.sock")
+	// Between the agent and the real Docker socket, so the daemon can
+	// "stop" and "restart" as the agent sees it (closing the socket and
+	// every connection, as a daemon exit does) without touching the
+	// machine's daemon.
+	proxy, err := dockertest.NewSocketProxy(filepath.Join(t.TempDir(), "docker.sock"), "/var/run/docker.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
 
 	token := nodeToken(t, "node-"+randomHex(t, 6))
 	srv := agenttest.NewServer(t, agenttest.ServerOptions{Token: token})
@@ -122,7 +39,7 @@ func TestDockerDaemonRestart(t *testing.T) {
 	healthAddr := testsupport.FreeAddr(t)
 	start(t, "lormas-agent", dir,
 		"SERVER_URL="+srv.URL(), "NODE_TOKEN="+token, "NODE_NAME=e2e-daemon", "STATE_DIR="+dir+"/state",
-		"HEALTH_ADDR="+healthAddr, "DOCKER_HOST=unix://"+proxy.path, "DOCKER_TIMEOUT=5s",
+		"HEALTH_ADDR="+healthAddr, "DOCKER_HOST=unix://"+proxy.Path, "DOCKER_TIMEOUT=5s",
 		"HEARTBEAT_INTERVAL=1s", "RECONNECT_DELAY=100ms", "RECONNECT_MAX_DELAY=500ms",
 	)
 	srv.Expect(protocol.TypeAgentIdentify)
@@ -146,7 +63,7 @@ func TestDockerDaemonRestart(t *testing.T) {
 		return nil
 	})
 
-	proxy.stop()
+	proxy.Cut()
 	send(t, srv, fmt.Sprintf(`{"type":"command","id":"start-down","action":"start","containerId":%q}`, name))
 	r := resultWithin(t, srv, "start-down", 30*time.Second)
 	if r.Status != protocol.StatusError || r.Code != protocol.CodeUnavailable {
@@ -165,7 +82,9 @@ func TestDockerDaemonRestart(t *testing.T) {
 	}
 	srv.Expect(protocol.TypePong)
 
-	proxy.start()
+	if err := proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
 	testsupport.Eventually(t, 15*time.Second, func() error {
 		if c := ready(); c != 200 {
 			return fmt.Errorf("/readyz = %d after the daemon came back", c)

@@ -96,6 +96,14 @@ func TestMetrics(t *testing.T) {
 	m.RuntimeError("bogus")
 	m.CommandRefused("container_bytes")
 	m.CommandRefused("container_bytes")
+	m.CommandIDsForgotten("expired", 5)
+	m.ResultsEvicted(3)
+	m.RepeatedCommand("conflict")
+	m.ResultsResent(4)
+	m.ResultsDropped(1)
+	m.ContainerEventsRelayed(9)
+	m.ContainerEventsDropped("queue_full", 2)
+	m.InventorySent("events_missed")
 
 	checks := []struct {
 		name string
@@ -141,8 +149,22 @@ func TestMetrics(t *testing.T) {
 		`lormas_agent_commands_refused_total{reason="container_bytes"} 2`,
 		`lormas_agent_commands_refused_total{reason="node_bytes"} 0`,
 		`lormas_agent_commands_refused_total{reason="container_commands"} 0`,
+		`lormas_agent_command_ids_forgotten_total{reason="expired"} 5`,
+		`lormas_agent_command_ids_forgotten_total{reason="limit"} 0`,
+		`lormas_agent_results_evicted_total 3`,
+		`lormas_agent_repeated_commands_total{answer="conflict"} 1`,
+		`lormas_agent_repeated_commands_total{answer="stored"} 0`,
+		`lormas_agent_results_resent_total 4`,
+		`lormas_agent_results_dropped_total 1`,
+		`lormas_agent_container_events_relayed_total 9`,
+		`lormas_agent_container_events_dropped_total{reason="queue_full"} 2`,
+		`lormas_agent_container_events_dropped_total{reason="disconnected"} 0`,
+		`lormas_agent_inventories_sent_total{reason="events_missed"} 1`,
+		`lormas_agent_inventories_sent_total{reason="identify"} 0`,
 		`lormas_agent_build_info{commit="abc123",goversion="` + runtime.Version() + `",version="1.2.3"} 1`,
 		`go_goroutines `,
+		`go_gc_heap_live_bytes `,
+		`go_gc_gogc_percent `,
 		`process_resident_memory_bytes `,
 	} {
 		if !strings.Contains(body, want) {

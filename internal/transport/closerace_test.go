@@ -43,14 +43,10 @@ func abruptServer(t *testing.T, tlsCfg *tls.Config, frames int, code uint16, rea
 		if tlsCfg != nil {
 			c = tls.Server(tcp, tlsCfg)
 		}
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			t.Errorf("read the upgrade request: %v", err)
+		resp, ok := upgradeResponse(t, c)
+		if !ok {
 			return
 		}
-		sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-		resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-			base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n"
 		var out []byte
 		out = append(out, resp...)
 		for range frames {
@@ -71,6 +67,19 @@ func abruptServer(t *testing.T, tlsCfg *tls.Config, frames int, code uint16, rea
 		scheme = "wss://"
 	}
 	return scheme + ln.Addr().String(), done
+}
+
+// upgradeResponse reads a WebSocket upgrade request from c and returns
+// the 101 answer that accepts it (not yet written).
+func upgradeResponse(t *testing.T, c net.Conn) (string, bool) {
+	req, err := http.ReadRequest(bufio.NewReader(c))
+	if err != nil {
+		t.Errorf("read the upgrade request: %v", err)
+		return "", false
+	}
+	sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n", true
 }
 
 // TestServerCloseCodeSurvivesFailedWrite: the server sends close 4001 and

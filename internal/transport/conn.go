@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -315,7 +316,11 @@ func (c *Conn) write(op gws.Opcode, data []byte) (uint64, error) {
 			// write succeeded so that its read loop still reads what
 			// the server sent before, up to its close frame; the
 			// connection ends when the read loop does.
-			c.writeErr = gone
+			c.wmu.Lock()
+			if c.writeErr == nil {
+				c.writeErr = gone
+			}
+			c.wmu.Unlock()
 			return 0, gone
 		}
 	}
@@ -327,10 +332,23 @@ func (c *Conn) write(op gws.Opcode, data []byte) (uint64, error) {
 		c.wmu.Unlock()
 		_ = c.socket.NetConn().Close()
 	}
-	if err != nil || op != gws.OpcodeText && op != gws.OpcodeBinary {
-		return 0, err
+	if err != nil {
+		return 0, writeError(err)
+	}
+	if op != gws.OpcodeText && op != gws.OpcodeBinary {
+		return 0, nil
 	}
 	return c.wrote(), nil
+}
+
+// writeError is what a failed write returns to its caller, on whichever
+// goroutine it wrote: a write deadline that passed is ErrWriteTimeout (the
+// server stopped reading), as the connection's end will say too.
+func writeError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w (%w)", ErrWriteTimeout, err)
+	}
+	return err
 }
 
 // peerConn is the agent's end of the socket, under gws (and TLS). A server

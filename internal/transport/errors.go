@@ -26,7 +26,9 @@ var (
 	// ErrKeepalive ends a connection on which nothing was read for the read
 	// timeout (half-open connection).
 	ErrKeepalive = errors.New("keepalive: nothing received from the server")
-	// ErrWriteTimeout ends a connection whose peer stopped reading.
+	// ErrWriteTimeout ends a connection whose peer stopped reading; the
+	// Send whose write timed out (on its caller's goroutine or the
+	// writer's) fails with it too.
 	ErrWriteTimeout = errors.New("write timed out: the server is not reading")
 	// ErrQueueFull is returned by SendPriority when the control lane is full.
 	ErrQueueFull = errors.New("control queue full")
@@ -124,6 +126,13 @@ func classify(readErr, writeErr error, localCode uint16, readLimit int) error {
 		}
 		return &CloseError{Code: ce.Code, Reason: reason}
 	}
+	// gws ends its read loop with the error of a failed write too (the
+	// connection's close reason), so a write error may reach only
+	// readErr: a write's deadline is ErrWriteTimeout, never a keepalive
+	// failure, whether or not its writer has recorded it yet.
+	if writeErr == nil && isWriteError(readErr) {
+		writeErr = readErr
+	}
 	if writeErr != nil {
 		if errors.Is(writeErr, os.ErrDeadlineExceeded) {
 			return ErrWriteTimeout
@@ -148,6 +157,14 @@ func classify(readErr, writeErr error, localCode uint16, readLimit int) error {
 		return ErrClosed
 	}
 	return fmt.Errorf("connection lost: %w", readErr)
+}
+
+// isWriteError reports whether err is the failure of a write on the
+// socket (gws hands a failed write's error to OnClose as the reason the
+// connection ended).
+func isWriteError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "write"
 }
 
 // redactedError hides a secret from an error's text while keeping the chain

@@ -33,9 +33,13 @@
 // same result sent again after a reconnect: tolerated), re-executed (a
 // command id run twice, from the agent's own log, and replays that started
 // the probe container), container events missing (published by the daemon
-// for a managed container while the agent was connected, read directly
-// from the Docker API, and not relayed), and the agent's RSS, open file
-// descriptors and goroutines with their slopes after warm-up.
+// for a managed container, read directly from the Docker API, while the
+// agent was connected and could read it, and never relayed by the end of
+// the run: an event relayed late, after a reconnect or once the events
+// stream is back after a Docker outage, counts as delivered), the agent's
+// own counters (ids forgotten, results evicted and sent again, events
+// dropped, inventories), and the agent's RSS, open file descriptors and
+// goroutines with their slopes after warm-up.
 package main
 
 import (
@@ -129,7 +133,7 @@ type soak struct {
 	node   string
 	srv    *server
 	net    *netProxy
-	docker *dockerProxy
+	docker *dockertest.SocketProxy
 	names  []string
 	probe  string
 	seq    int
@@ -191,10 +195,10 @@ func run(o options) error {
 		return err
 	}
 	defer s.net.close()
-	if s.docker, err = newDockerProxy(filepath.Join(work, "docker.sock"), sock); err != nil {
+	if s.docker, err = dockertest.NewSocketProxy(filepath.Join(work, "docker.sock"), sock, "/events?"); err != nil {
 		return err
 	}
-	defer s.docker.close()
+	defer s.docker.Close()
 
 	// The reference: the daemon's own events of this node's containers.
 	refCtx, stopRef := context.WithCancel(ctx)
@@ -214,7 +218,7 @@ func run(o options) error {
 	env := []string{
 		"SERVER_URL=ws://" + s.net.addr(), "NODE_TOKEN=soak", "NODE_ID=" + s.node, "NODE_NAME=" + s.node,
 		"STATE_DIR=" + filepath.Join(work, "state"), "HEALTH_ADDR=" + healthAddr, "LOG_FORMAT=json", "LOG_LEVEL=info",
-		"VOLUME_ROOTS=" + filepath.Join(work, "volumes"), "DOCKER_HOST=unix://" + s.docker.path,
+		"VOLUME_ROOTS=" + filepath.Join(work, "volumes"), "DOCKER_HOST=unix://" + s.docker.Path,
 		"RECONNECT_MAX_DELAY=5s", "PATH=" + os.Getenv("PATH"),
 	}
 	if o.resultStore != "" {
@@ -252,7 +256,6 @@ func run(o options) error {
 		wg.Go(func() { s.faultLoop(loadCtx) })
 	}
 	wg.Wait()
-	loadEnd := time.Now()
 	s.log("load done; waiting up to %s for the last results", o.drain)
 	deadline := time.Now().Add(o.drain)
 	for time.Now().Before(deadline) && s.unanswered() > 0 {
@@ -260,6 +263,7 @@ func run(o options) error {
 	}
 	time.Sleep(3 * time.Second) // the last events
 	sampler.stop()
+	agentMetrics := sampler.agentMetrics()
 
 	// SIGTERM: a clean exit.
 	termAt := time.Now()
@@ -273,8 +277,11 @@ func run(o options) error {
 	exitTook := time.Since(termAt)
 	stopRef()
 	end := time.Now()
-	snap := s.srv.snapshot(loadEnd)
-	return s.report(snap, ref.take(), sampler, logPath, exitErr, exitTook, end)
+	// Every connection interval, to the end: an event relayed late (after a
+	// reconnect, or once the events stream is back after a Docker outage)
+	// is delivered like any other.
+	snap := s.srv.snapshot(end)
+	return s.report(snap, ref.take(), sampler, agentMetrics, logPath, exitErr, exitTook, end)
 }
 
 func waitFor(d time.Duration, cond func() bool) bool {
@@ -560,9 +567,9 @@ func (s *soak) faultUnmanaged(ctx context.Context) {
 
 func (s *soak) faultDocker(context.Context) {
 	from := time.Now()
-	s.docker.cut()
+	s.docker.Cut()
 	time.Sleep(s.o.dockerDown)
-	if err := s.docker.restore(); err != nil {
+	if err := s.docker.Restore(); err != nil {
 		s.log("docker restore: %v", err)
 	}
 	s.mu.Lock()
@@ -686,6 +693,7 @@ type sample struct {
 	at                      time.Time
 	rssKiB, fds, goroutines float64
 	heapKiB                 float64 // Go heap in use
+	liveKiB                 float64 // Go heap live after the last collection
 }
 
 func newSampler(pid int, healthAddr string, every time.Duration) *sampler {
@@ -699,8 +707,8 @@ func (p *sampler) run() {
 	defer tick.Stop()
 	for {
 		smp := sample{at: time.Now(), rssKiB: float64(benchkit.RSSKiB(p.pid)), fds: float64(fdCount(p.pid))}
-		m := p.metricValues("go_goroutines", "go_memstats_heap_inuse_bytes")
-		smp.goroutines, smp.heapKiB = m[0], m[1]/1024
+		m := p.metricValues("go_goroutines", "go_memstats_heap_inuse_bytes", "go_gc_heap_live_bytes")
+		smp.goroutines, smp.heapKiB, smp.liveKiB = m[0], m[1]/1024, m[2]/1024
 		p.mu.Lock()
 		p.samples = append(p.samples, smp)
 		p.mu.Unlock()
@@ -710,6 +718,30 @@ func (p *sampler) run() {
 			return
 		}
 	}
+}
+
+// agentMetrics reads the agent's own lormas_agent_* series from its
+// /metrics (series name with labels -> value); nil when it does not answer.
+func (p *sampler) agentMetrics() map[string]float64 {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(p.metrics)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "lormas_agent_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
 
 // metricValues reads the named metrics (without labels) from the

@@ -15,7 +15,7 @@ import (
 )
 
 // report prints the table.
-func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath string, exitErr error, exitTook time.Duration, end time.Time) error {
+func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, metrics map[string]float64, logPath string, exitErr error, exitTook time.Duration, end time.Time) error {
 	s.mu.Lock()
 	cuts := append([]interval(nil), s.dockerCuts...)
 	faults := append([]string(nil), s.faults...)
@@ -87,10 +87,18 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 		}
 	}
 
-	// Events: what the daemon published for a managed container while the
-	// agent was connected (and stayed so until it could be relayed),
-	// against what came.
+	// Events. Expected: what the daemon published for a managed container
+	// at a time the agent could read it from Docker and relay it: when it
+	// happened, or, for an event during a Docker outage (or before the
+	// events stream was back after it), when the agent resubscribed and
+	// the daemon replayed it; the agent must have been connected then and
+	// for a grace after (an event whose connection ends first is dropped,
+	// and the inventory after the next identify covers it). Missing: an
+	// expected event never relayed by the end of the run; one relayed late
+	// (after a reconnect, or after the outage) counts as delivered.
+	const grace = 2 * time.Second
 	received := map[string]int{}
+	firstRecv := map[string]time.Time{}
 	managedNames := map[string]bool{s.probe: true}
 	for _, n := range s.names {
 		managedNames[n] = true
@@ -99,6 +107,9 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 	var foreignKeys []string
 	for _, e := range snap.events {
 		received[e.key]++
+		if _, ok := firstRecv[e.key]; !ok {
+			firstRecv[e.key] = e.at
+		}
 		name, _, _ := strings.Cut(e.key, " ")
 		switch {
 		case managedNames[name]:
@@ -109,39 +120,61 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 			othersRelayed++ // lormas.managed without lormas.node: every agent's (policy.Ownership)
 		}
 	}
-	covered := func(t time.Time) bool {
-		due := t.Add(2 * time.Second)
-		for _, c := range cuts {
-			if !t.Before(c.from.Add(-time.Second)) && t.Before(c.to) {
-				due = c.to.Add(3 * time.Second)
+	// When the agent's events stream was back after each outage.
+	type outageWindow struct{ from, back time.Time }
+	var windows []outageWindow
+	for _, c := range cuts {
+		back := c.to
+		if at, err := s.docker.SeenAfter("/events?", c.to); err == nil {
+			back = at
+		}
+		windows = append(windows, outageWindow{from: c.from.Add(-time.Second), back: back})
+	}
+	readable := func(t time.Time) time.Time {
+		for _, w := range windows {
+			if !t.Before(w.from) && t.Before(w.back) {
+				return w.back
 			}
 		}
+		return t
+	}
+	connected := func(from, to time.Time) bool {
 		for _, iv := range snap.intervals {
-			if !iv.from.After(t.Add(-time.Second)) && iv.to.After(due.Add(2*time.Second)) {
+			if !iv.from.After(from) && !iv.to.Before(to) {
 				return true
 			}
 		}
 		return false
 	}
 	want := map[string]int{}
-	refManaged, refForeign := 0, 0
+	wantAt := map[string]time.Time{}
+	refManaged, refForeign, unscored, unscoredRelayed := 0, 0, 0, 0
 	for _, e := range ref {
 		if !e.managed {
 			refForeign++
 			continue
 		}
 		refManaged++
-		if covered(e.at) {
+		ready := readable(e.at)
+		if connected(ready, ready.Add(grace)) {
 			want[e.key]++
+			wantAt[e.key] = ready
+			continue
+		}
+		unscored++
+		if received[e.key] > 0 {
+			unscoredRelayed++
 		}
 	}
-	expected, missing, dupEvents := 0, 0, 0
+	expected, missing, late, dupEvents := 0, 0, 0, 0
 	var missingKeys []string
 	for k, n := range want {
 		expected += n
 		if got := received[k]; got < n {
 			missing += n - got
 			missingKeys = append(missingKeys, k)
+		} else if firstRecv[k].After(wantAt[k].Add(5 * time.Second)) {
+			late++
 		}
 	}
 	refCount := map[string]int{}
@@ -187,7 +220,7 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 		if !firstOK.IsZero() {
 			o.firstSuccess = firstOK.Sub(c.to)
 		}
-		if at, err := s.docker.eventsSubscribedAfter(c.to); err == nil {
+		if at, err := s.docker.SeenAfter("/events?", c.to); err == nil {
 			o.resubscribed = at.Sub(c.to)
 		}
 		outages = append(outages, o)
@@ -220,15 +253,26 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 		reexecuted, sample10(reexecutedIDs), replays, replayRan, statusList(answers))
 	row("unmanaged commands", "%d, %d answered forbidden", foreignCmds, foreignOK)
 	row("invalid commands", "%d, %d answered invalid", bad, badOK)
-	row("events published (managed)", "%d; while connected: %d", refManaged, expected)
-	row("events missing", "%d%s", missing, sample10(missingKeys))
+	row("events published (managed)", "%d; scored (the agent connected when it could read them): %d; not scored (published while disconnected, or the connection ended within %s): %d, of which relayed anyway %d",
+		refManaged, expected, grace, unscored, unscoredRelayed)
+	row("events missing", "%d never relayed by the end%s; %d relayed late (over 5 s after the agent could read them)", missing, sample10(missingKeys), late)
 	row("events relayed twice", "%d", dupEvents)
 	row("events of foreign containers", "%d published, %d relayed%s", refForeign, foreignRelayed, sample10(foreignKeys))
 	if othersRelayed > 0 {
 		row("", "(%d events of other tests' containers labelled lormas.managed without lormas.node, which every agent owns, relayed)", othersRelayed)
 	}
-	row("connections", "%d upgrades (%d refused), %d identifies, %d inventories (%d after a broken events stream)",
+	row("connections", "%d upgrades (%d refused), %d identifies, %d inventories (%d after a gap in the events stream or dropped events)",
 		snap.upgrades, snap.refused, len(snap.identifies), len(snap.inventories), agentLog.resyncs)
+	if metrics != nil {
+		mv := func(k string) float64 { return metrics["lormas_agent_"+k] }
+		row("agent metrics", "ids forgotten: %.0f expired, %.0f early (limit); results evicted %.0f; repeats answered: %.0f stored, %.0f in flight, %.0f running, %.0f conflict; results re-sent %.0f, dropped %.0f",
+			mv(`command_ids_forgotten_total{reason="expired"}`), mv(`command_ids_forgotten_total{reason="limit"}`), mv("results_evicted_total"),
+			mv(`repeated_commands_total{answer="stored"}`), mv(`repeated_commands_total{answer="in_flight"}`), mv(`repeated_commands_total{answer="running"}`),
+			mv(`repeated_commands_total{answer="conflict"}`), mv("results_resent_total"), mv("results_dropped_total"))
+		row("", "container events relayed %.0f, dropped %.0f disconnected, %.0f queue full; inventories %.0f identify, %.0f events missed, %.0f events dropped",
+			mv("container_events_relayed_total"), mv(`container_events_dropped_total{reason="disconnected"}`), mv(`container_events_dropped_total{reason="queue_full"}`),
+			mv(`inventories_sent_total{reason="identify"}`), mv(`inventories_sent_total{reason="events_missed"}`), mv(`inventories_sent_total{reason="events_dropped"}`))
+	}
 	for i, o := range outages {
 		row(fmt.Sprintf("docker outage %d (%s)", i+1, s.o.dockerDown), "%d commands answered during it: %d unavailable/timeout, %d other (slowest answer to one sent during it %s); first success %s after it, events resubscribed %s after it",
 			o.during, o.unavailable, o.other, o.maxAnswer.Round(time.Millisecond), dur(o.firstSuccess), dur(o.resubscribed))
@@ -243,6 +287,9 @@ func (s *soak) report(snap snapshot, ref []refEvent, smp *sampler, logPath strin
 		heap := slope(warm, func(x sample) float64 { return x.heapKiB })
 		row("Go heap in use", "%.1f MiB at start, %.1f MiB at end, max %.1f MiB; slope after %s: %+.1f KiB/min",
 			samples[0].heapKiB/1024, last.heapKiB/1024, maxOf(samples, func(x sample) float64 { return x.heapKiB })/1024, s.o.warmup, heap)
+		live := slope(warm, func(x sample) float64 { return x.liveKiB })
+		row("Go heap live", "%.1f MiB at start, %.1f MiB at end, max %.1f MiB (after the last collection: what the agent holds); slope after %s: %+.1f KiB/min",
+			samples[0].liveKiB/1024, last.liveKiB/1024, maxOf(samples, func(x sample) float64 { return x.liveKiB })/1024, s.o.warmup, live)
 		row("open files", "%.0f at start, %.0f at end, max %.0f; slope %+.2f/min", samples[0].fds, last.fds, maxOf(samples, func(x sample) float64 { return x.fds }), fds)
 		row("goroutines", "%.0f at start, %.0f at end, max %.0f; slope %+.2f/min", samples[0].goroutines, last.goroutines, maxOf(samples, func(x sample) float64 { return x.goroutines }), gor)
 	}

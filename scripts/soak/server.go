@@ -118,7 +118,13 @@ func (p *peer) writer() {
 		if len(f) > 0 && f[0] == 0 { // a binary frame, marked by the soak
 			op, f = gws.OpcodeBinary, f[1:]
 		}
-		if err := p.c.WriteMessage(op, f); err != nil {
+		err := p.c.WriteMessage(op, f)
+		// The deadline must not outlive the write: the pongs the read
+		// loop writes later would fail on it once it passed, and gws
+		// would close the connection (the soak used to see a reconnect
+		// about 10 s into every quiet spell, its own doing).
+		_ = p.c.SetWriteDeadline(time.Time{})
+		if err != nil {
 			_ = p.c.NetConn().Close()
 			for range p.out { // drain until OnClose closes it
 			}
