@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lormas/lormas-agent/internal/agent"
+	"github.com/lormas/lormas-agent/internal/backoff"
 	"github.com/lormas/lormas-agent/internal/config"
 	"github.com/lormas/lormas-agent/internal/docker"
 	"github.com/lormas/lormas-agent/internal/doctor"
@@ -84,8 +85,6 @@ func runAgent(ctx context.Context, args, environ []string, stderr io.Writer) int
 				"dials", endpoint.Redact(transport.SocketURL(u, "", false)), "hint", "unless the server really lives under that path, set SERVER_URL="+fixed)
 		}
 	}
-	checkDockerSocket(ctx, dockerDaemon(cfg), log)
-
 	if err := start(ctx, cfg, tlsConf, log); err != nil {
 		if errors.Is(err, agent.ErrMaxReconnects) {
 			log.Error("giving up: MAX_RECONNECT_ATTEMPTS exhausted", "err", err, "attempts", cfg.MaxReconnectAttempts)
@@ -110,6 +109,14 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer stopHealth()
+	// Nothing Docker does holds up connecting to the server: what the agent
+	// asks the daemon at start is asked in the background, until start
+	// returns.
+	dockerCtx, stopDocker := context.WithCancel(ctx)
+	var dockerWG sync.WaitGroup
+	defer dockerWG.Wait()
+	defer stopDocker()
+	dockerWG.Go(func() { checkDockerSocket(dockerCtx, dockerDaemon(cfg), log) })
 	if cfg.HealthAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HealthAddr)
 		if err != nil {
@@ -188,6 +195,12 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		return fmt.Errorf("docker: %w", err)
 	}
 	defer engine.Close()
+	host := hostmetrics.New(hostmetrics.Options{ProcPath: cfg.HostProc, SysPath: cfg.HostSys, RootPath: cfg.HostRoot})
+	// Ends before the engine is closed (deferred calls run last first).
+	defer dockerWG.Wait()
+	defer stopDocker()
+	dockerWG.Go(func() { engine.CheckRoots(dockerCtx) })
+	dockerWG.Go(func() { learnDockerRoot(dockerCtx, engine, host, log) })
 
 	// Only an enrolled agent renews an EXPIRED token by itself (with its
 	// key); a rotated or revoked token, or a deleted node, waits for the
@@ -225,12 +238,9 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 		RefreshedTokens:       creds.Refreshed(),
 		CredentialHint:        creds.Hint(),
 		Runtime:               engine,
-		Host: hostmetrics.New(hostmetrics.Options{
-			DockerRoot: dockerRoot(ctx, engine, log),
-			ProcPath:   cfg.HostProc, SysPath: cfg.HostSys, RootPath: cfg.HostRoot,
-		}),
-		Observer: metrics,
-		Logger:   log,
+		Host:                  host,
+		Observer:              metrics,
+		Logger:                log,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -243,18 +253,27 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	return a.Run(ctx)
 }
 
-// dockerRoot asks the daemon, through the engine, for its data root, whose
-// file system's usage heartbeats report; "" (the default root) when the
-// daemon does not answer now.
-func dockerRoot(ctx context.Context, engine *docker.Engine, log *slog.Logger) string {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	dir, err := engine.DataRoot(ctx)
-	if err != nil {
-		log.Debug("docker data root unknown; disk usage of the default root", "err", err)
-		return ""
+// learnDockerRoot asks the daemon, through the engine, for its data root,
+// whose file system's usage heartbeats report, until it answers or ctx
+// ends; until then they report the default root's.
+func learnDockerRoot(ctx context.Context, engine *docker.Engine, host *hostmetrics.Sampler, log *slog.Logger) {
+	retry := backoff.New(time.Second, time.Minute)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		dir, err := engine.DataRoot(actx)
+		cancel()
+		if err == nil {
+			host.SetDockerRoot(dir)
+			log.Debug("docker data root known", "dir", dir)
+			return
+		}
+		if retry.Attempt() == 0 {
+			log.Debug("docker data root unknown yet; disk usage of the default root", "err", err)
+		}
+		if retry.Wait(ctx) != nil {
+			return
+		}
 	}
-	return dir
 }
 
 // dockerDaemon is the Docker daemon the configuration names.
@@ -265,7 +284,8 @@ func dockerDaemon(cfg *config.Config) docker.Daemon {
 // checkDockerSocket tells the operator at start, with doctor's fix, when
 // the Docker socket refuses this process (the agent's user lacks the
 // socket's group). The agent runs on: Docker may come up later, and the
-// server learns of the failure from every command's result.
+// server learns of the failure from every command's result. It may wait on
+// the daemon: the agent runs it in the background.
 func checkDockerSocket(ctx context.Context, daemon docker.Daemon, log *slog.Logger) {
 	r := doctor.CheckDockerSocket(ctx, daemon.HostOrDefault(), 5*time.Second)
 	if r.Status != doctor.Fail {

@@ -105,13 +105,13 @@ type Engine struct {
 	pulls pullGroup
 }
 
-// New returns an Engine for the Docker daemon opts.Daemon names.
-// It checks the volume roots: it logs a warning for each root that others
-// may write to, and finds out whether the agent sees each root at the path
-// Docker does (asking the daemon for its data root, which no bind may touch,
-// and about the agent's own container when it runs in one; a daemon that is
-// down then defers the check to the first create with a bind mount). Otherwise a daemon that is down shows up as
-// unavailable errors (and in Info) until it comes back.
+// New returns an Engine for the Docker daemon opts.Daemon names. It logs a
+// warning for each volume root that others may write to, and does not ask
+// the daemon anything: a daemon that is down or hung must not hold up the
+// agent's start. CheckRoots asks it whether the agent sees each root at the
+// path Docker does; until that has succeeded, the first create with a bind
+// mount does it. A daemon that is down shows up as unavailable errors (and
+// in Info) until it comes back.
 func New(opts Options) (*Engine, error) {
 	cli, err := client.NewClientWithOpts(append(opts.Daemon.ClientOpts(), client.WithAPIVersionNegotiation(),
 		// The client wraps every request in OpenTelemetry instrumentation
@@ -210,12 +210,21 @@ func newEngine(cli *client.Client, opts Options) (*Engine, error) {
 	for _, w := range e.volumes.Audit() {
 		e.log.Warn("volume root is not safe", "problem", w)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), min(e.callTimeout, startCheckTimeout))
+	return e, nil
+}
+
+// CheckRoots finds out, bounded by startCheckTimeout, whether the agent sees
+// each volume root at the path Docker does (checkRoots: it asks the daemon
+// for its data root, which no bind may touch, and about the agent's own
+// container when it runs in one), and logs what it found. When the daemon
+// does not answer, the first create with a bind mount tries again. It waits
+// on the daemon: the agent runs it in the background at start.
+func (e *Engine) CheckRoots(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, min(e.callTimeout, startCheckTimeout))
 	defer cancel()
 	if err := e.checkRoots(ctx); err != nil {
 		e.log.Warn("cannot check the volume roots yet: bind mounts wait until the Docker Engine answers", "err", err)
 	}
-	return e, nil
 }
 
 // Close releases the Docker client. Containers are left as they are.

@@ -72,6 +72,7 @@ func TestDataRootAndStateDirProtected(t *testing.T) {
 	}
 	defer e.Close()
 	ctx := context.Background()
+	e.CheckRoots(ctx)
 
 	// The daemon did not answer: no bind is approved before its data root
 	// is known.
@@ -131,6 +132,7 @@ func TestRootInsideProtectedPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
+	e.CheckRoots(context.Background())
 	if _, err := e.volumes.Check(dir + "/docker/volumes/web"); protocol.CodeOf(err) != protocol.CodeForbidden || !strings.Contains(err.Error(), "protected path "+dir+"/docker (Docker's data root)") {
 		t.Errorf("bind under a root inside the data root: %v, want forbidden", err)
 	}
@@ -138,4 +140,33 @@ func TestRootInsideProtectedPath(t *testing.T) {
 		t.Errorf("no warning about the root inside the data root:\n%s", logs.String())
 	}
 	_ = os.Remove(dir + "/none.sock")
+}
+
+// TestNewAsksTheDaemonNothing: a daemon that accepts connections and never
+// answers (a real libnetwork deadlock hangs Info) held up New, and with it
+// the agent's connection to the server. New makes no request; the volume
+// roots are checked by CheckRoots, which the agent runs in the background.
+func TestNewAsksTheDaemonNothing(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		<-r.Context().Done()
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	t.Setenv("DOCKER_TLS_VERIFY", "")
+	t.Setenv("DOCKER_API_VERSION", "")
+	e, err := New(Options{Daemon: Daemon{Host: "unix://" + sock}, VolumeRoots: []string{t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if n := requests.Load(); n != 0 {
+		t.Errorf("New sent %d requests to the daemon, want none", n)
+	}
 }

@@ -215,6 +215,7 @@ func TestNewEngineOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
+	e.CheckRoots(context.Background())
 	if e.diskMode != DiskLimitWarn || e.pidsLimit != DefaultPidsLimit || e.callTimeout != DefaultCallTimeout ||
 		e.logOpts["max-size"] != "10485760" || e.logOpts["max-file"] != "3" {
 		t.Errorf("defaults: mode %q pids %d timeout %v log %v", e.diskMode, e.pidsLimit, e.callTimeout, e.logOpts)

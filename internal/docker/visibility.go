@@ -19,8 +19,8 @@ import (
 	"github.com/lormas/lormas-agent/internal/protocol"
 )
 
-// startCheckTimeout bounds the check of the volume roots in New; when it
-// cannot finish, the first create with a bind mount tries again.
+// startCheckTimeout bounds CheckRoots; when it cannot finish, the first
+// create with a bind mount tries again.
 const startCheckTimeout = 10 * time.Second
 
 // podSandboxLabel marks the pause container of a Kubernetes pod run by

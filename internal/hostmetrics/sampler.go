@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shirou/gopsutil/v4/common"
@@ -41,6 +42,7 @@ const firstWindow = 200 * time.Millisecond
 type Options struct {
 	// DockerRoot is Docker's data root (docker info: DockerRootDir), whose
 	// file system's usage is reported as disk; "" means /var/lib/docker.
+	// SetDockerRoot changes it once the daemon has said.
 	// Under HOST_ROOT it is looked up there first; when it is not visible
 	// (an agent container without the directory mounted) "/" is used, which
 	// in a container is the overlay on the data root's file system.
@@ -56,7 +58,7 @@ type Options struct {
 // so each Sample's CPU figure covers the time since the previous Sample (a
 // heartbeat interval). Safe for concurrent use.
 type Sampler struct {
-	dockerRoot string
+	dockerRoot atomic.Pointer[string]
 	proc, root string
 	env        common.EnvMap // the paths, for gopsutil
 	window     time.Duration
@@ -76,11 +78,11 @@ func New(opts Options) *Sampler {
 		return p
 	}
 	s := &Sampler{
-		dockerRoot: def(opts.DockerRoot, DefaultDockerRoot),
-		proc:       def(opts.ProcPath, "/proc"),
-		root:       def(opts.RootPath, "/"),
-		window:     firstWindow,
+		proc:   def(opts.ProcPath, "/proc"),
+		root:   def(opts.RootPath, "/"),
+		window: firstWindow,
 	}
+	s.SetDockerRoot(opts.DockerRoot)
 	// Every path set, so gopsutil never falls back to the environment.
 	s.env = common.EnvMap{
 		common.HostProcEnvKey: s.proc,
@@ -88,6 +90,16 @@ func New(opts Options) *Sampler {
 		common.HostRootEnvKey: s.root,
 	}
 	return s
+}
+
+// SetDockerRoot sets Docker's data root, whose file system's usage later
+// Samples report; "" means /var/lib/docker. The agent learns it from the
+// daemon after it has started, without waiting for an answer.
+func (s *Sampler) SetDockerRoot(dir string) {
+	if dir == "" {
+		dir = DefaultDockerRoot
+	}
+	s.dockerRoot.Store(&dir)
 }
 
 // ProcPath is the /proc the Sampler reads.
@@ -199,10 +211,11 @@ func (s *Sampler) cpuBusy(ctx context.Context) (float64, error) {
 // as is, then "/".
 func (s *Sampler) diskUsage(ctx context.Context) *disk.UsageStat {
 	var candidates []string
+	dockerRoot := *s.dockerRoot.Load()
 	if s.root != "/" {
-		candidates = append(candidates, filepath.Join(s.root, s.dockerRoot))
+		candidates = append(candidates, filepath.Join(s.root, dockerRoot))
 	}
-	candidates = append(candidates, s.dockerRoot, "/")
+	candidates = append(candidates, dockerRoot, "/")
 	for _, p := range candidates {
 		if u, err := disk.UsageWithContext(ctx, p); err == nil && u.Total > 0 {
 			return u

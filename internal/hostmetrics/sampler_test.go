@@ -270,5 +270,29 @@ func TestConcurrentSamples(t *testing.T) {
 			}
 		})
 	}
+	// The agent learns the data root while heartbeats sample.
+	wg.Go(func() { s.SetDockerRoot(t.TempDir()) })
 	wg.Wait()
+}
+
+// SetDockerRoot changes the file system whose usage later Samples report.
+func TestSetDockerRoot(t *testing.T) {
+	s := New(Options{DockerRoot: filepath.Join(t.TempDir(), "missing")}) // falls back to "/"
+	dir := "/dev/shm"                                                    // another file system where there is one
+	if _, err := os.Stat(dir); err != nil {
+		dir = t.TempDir()
+	}
+	s.SetDockerRoot(dir)
+	want, err := disk.Usage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Sample(context.Background())
+	if err != nil || r.DiskTotalBytes != want.Total {
+		t.Errorf("disk total %d (%v), want %d: the usage of %s", r.DiskTotalBytes, err, want.Total, dir)
+	}
+	s.SetDockerRoot("")
+	if got := *s.dockerRoot.Load(); got != DefaultDockerRoot {
+		t.Errorf("SetDockerRoot(\"\") gave %q, want %q", got, DefaultDockerRoot)
+	}
 }
