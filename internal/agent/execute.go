@@ -111,9 +111,9 @@ func (a *Agent) runtimeFailed(action protocol.Action, err error) {
 func (a *Agent) finish(cmd *protocol.Command, res *protocol.CommandResult, took time.Duration) {
 	data := a.encodeResult(res)
 	a.seen.complete(cmd.ID, data)
-	a.outbox.push(cmd.ID, data)
-	if s := a.current(); s != nil {
-		s.flush()
+	a.outbox.add(cmd.ID, data)
+	if s := a.current(); s == nil || !s.flush() {
+		a.outbox.signal()
 	}
 	a.obs.CommandDone(cmd.Action, res.Status, took)
 	if res.Status == protocol.StatusSuccess {
