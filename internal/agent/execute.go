@@ -138,7 +138,9 @@ func (a *Agent) deliver(commandID string, res *protocol.CommandResult) {
 // internal error.
 func (a *Agent) encodeResult(res *protocol.CommandResult) []byte {
 	limit := a.opts.MaxMessageBytes
-	data, err := json.Marshal(res)
+	// MarshalJSON directly: json.Marshal would scan and copy its output
+	// twice more (compact, then copy), the same bytes in the end.
+	data, err := res.MarshalJSON()
 	if err != nil {
 		data, _ = json.Marshal(protocol.Failure(res.CommandID, protocol.Errorf(protocol.CodeInternal, "encode result: %v", err), nil))
 		return data
