@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -248,6 +249,15 @@ func start(ctx context.Context, cfg *config.Config, tlsConf *tls.Config, log *sl
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// Keep the heap near what the agent's byte bounds allow (docs/security.md).
 		debug.SetMemoryLimit(a.MemoryLimit())
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// The agent's own work per command is small and sequential (decode,
+		// one Docker call, encode); with a second P the runtime wakes
+		// another thread at every goroutine hand-off, which then spins
+		// and finds nothing, on a host whose CPUs belong to the workloads.
+		// One P measured lower latency and CPU per command (README,
+		// Performance); GOMAXPROCS raises it (e.g. many log floods at once).
+		runtime.GOMAXPROCS(1)
 	}
 	current.Store(a)
 	return a.Run(ctx)

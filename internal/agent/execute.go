@@ -124,9 +124,9 @@ func (a *Agent) runtimeFailed(action protocol.Action, err error) {
 func (a *Agent) finish(cmd *protocol.Command, res *protocol.CommandResult, took time.Duration) {
 	data := a.encodeResult(res)
 	a.seen.complete(cmd.ID, data)
-	a.outbox.push(cmd.ID, data)
-	if s := a.current(); s != nil {
-		s.flush()
+	a.outbox.add(cmd.ID, data)
+	if s := a.current(); s == nil || !s.flush() {
+		a.outbox.signal()
 	}
 	a.obs.CommandDone(cmd.Action, res.Status, took)
 	if res.Status == protocol.StatusSuccess {
@@ -151,7 +151,9 @@ func (a *Agent) deliver(commandID string, res *protocol.CommandResult) {
 // internal error.
 func (a *Agent) encodeResult(res *protocol.CommandResult) []byte {
 	limit := a.opts.MaxMessageBytes
-	data, err := json.Marshal(res)
+	// MarshalJSON directly: json.Marshal would scan and copy its output
+	// twice more (compact, then copy), the same bytes in the end.
+	data, err := res.MarshalJSON()
 	if err != nil {
 		data, _ = json.Marshal(protocol.Failure(res.CommandID, protocol.Errorf(protocol.CodeInternal, "encode result: %v", err), nil))
 		return data

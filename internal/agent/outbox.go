@@ -77,8 +77,18 @@ func (o *outbox) empty() <-chan struct{} {
 	return o.drained
 }
 
-// push appends a result, dropping the oldest ones beyond the bounds.
+// push appends a result, dropping the oldest ones beyond the bounds, and
+// wakes the session's writer (wait).
 func (o *outbox) push(commandID string, data []byte) {
+	o.add(commandID, data)
+	o.signal()
+}
+
+// add is push without the wake-up, for a caller that writes the outbox
+// itself (session.flush) and calls signal only when it could not: waking a
+// writer that finds nothing left to write cost two goroutine wake-ups per
+// command.
+func (o *outbox) add(commandID string, data []byte) {
 	o.mu.Lock()
 	o.seq++
 	o.items = append(o.items, outItem{seq: o.seq, commandID: commandID, data: data})
@@ -96,6 +106,10 @@ func (o *outbox) push(commandID string, data []byte) {
 	n := len(o.items)
 	o.mu.Unlock()
 	o.obs.OutboxDepth(n)
+}
+
+// signal wakes the writer waiting on wait.
+func (o *outbox) signal() {
 	select {
 	case o.notify <- struct{}{}:
 	default:
@@ -239,5 +253,5 @@ func (o *outbox) resends() int {
 	return o.resent
 }
 
-// wait fires after a push; use it when next found nothing.
+// wait fires after a push (or signal); use it when next found nothing.
 func (o *outbox) wait() <-chan struct{} { return o.notify }

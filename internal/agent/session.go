@@ -199,18 +199,21 @@ func (s *session) pumpOutbox() {
 // flush writes the outbox on the caller's goroutine (the one that just
 // queued a result) unless pumpOutbox is writing it already: a command
 // result then goes out without waiting for pumpOutbox to be scheduled.
-// It never waits for the pump; whatever it leaves, pumpOutbox writes. Only
-// one goroutine writes at a time (pumpMu), so a server that stops reading
-// holds at most that one command's slot, for at most the write timeout
-// after which the connection is given up.
-func (s *session) flush() {
+// It never waits for the pump; whatever it leaves, pumpOutbox writes once
+// woken (outbox.signal), which the caller does when flush reports false.
+// Only one goroutine writes at a time (pumpMu), so a server that stops
+// reading holds at most that one command's slot, for at most the write
+// timeout after which the connection is given up.
+func (s *session) flush() bool {
 	if !s.pumping.Load() || !s.pumpMu.TryLock() {
-		return
+		return false
 	}
 	defer s.pumpMu.Unlock()
-	if s.pumping.Load() {
-		s.drain()
+	if !s.pumping.Load() {
+		return false
 	}
+	s.drain()
+	return true
 }
 
 // drain writes the outbox until nothing is left to write (true) or the

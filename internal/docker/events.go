@@ -220,17 +220,19 @@ type eventID struct {
 	nano       int64
 }
 
-// recentEvents remembers the identities of the latest events seen, oldest
-// forgotten first, and the newest time stamp.
+// recentEvents remembers the identities of the latest events seen (at
+// most max), oldest forgotten first, and the newest time stamp. It grows
+// with the events: an idle node's agent holds a few entries, not max.
 type recentEvents struct {
 	seen   map[eventID]struct{}
 	ring   []eventID
+	max    int
 	next   int
 	newest int64 // unix nanoseconds
 }
 
 func newRecentEvents(n int) *recentEvents {
-	return &recentEvents{seen: make(map[eventID]struct{}, n), ring: make([]eventID, 0, n)}
+	return &recentEvents{seen: make(map[eventID]struct{}), max: n}
 }
 
 // idOf is the identity of a Docker event.
@@ -245,7 +247,7 @@ func (r *recentEvents) add(m events.Message) bool {
 		return false
 	}
 	r.newest = max(r.newest, m.TimeNano)
-	if len(r.ring) < cap(r.ring) {
+	if len(r.ring) < r.max {
 		r.ring = append(r.ring, k)
 	} else {
 		delete(r.seen, r.ring[r.next])

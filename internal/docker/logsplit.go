@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Stream names of log lines.
@@ -36,6 +37,10 @@ const (
 // stream of small frames (one per line) costs few read calls.
 const readBufferBytes = 64 << 10
 
+// readers holds read buffers between streams: a logs command of ten lines
+// allocated a buffer of 64 KiB every time, most of its garbage.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferBytes) }}
+
 // lineFunc receives one line of a log stream. stamp is Docker's timestamp of
 // the line when the stream carries them (else nil) and text the line without
 // its ending, "\r" handled as a terminal would; both are only valid during
@@ -52,14 +57,19 @@ type lineFunc func(stream string, stamp, text []byte) error
 // partial message) are removed.
 func readLogs(r io.Reader, tty, timestamps bool, emit lineFunc) error {
 	out := &lineSplitter{stream: StreamStdout, timestamps: timestamps, emit: emit}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil) // keep no reference to the stream
+		readers.Put(br)
+	}()
 	if tty {
-		if _, err := io.Copy(out, r); err != nil {
+		if _, err := br.WriteTo(out); err != nil {
 			return err
 		}
 		return out.flush()
 	}
 	errOut := &lineSplitter{stream: StreamStderr, timestamps: timestamps, emit: emit}
-	br := bufio.NewReaderSize(r, readBufferBytes)
 	var hdr [8]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {

@@ -146,6 +146,13 @@ func (r *reports) flush(ctx context.Context, spread time.Duration) error {
 	var firstErr error
 	written, gone := 0, 0
 	chunks := (len(batch) + flushChunk - 1) / flushChunk
+	if chunks > 1 {
+		// Chunks of consecutive rows share pages (a third of the writes
+		// of chunks in the map's order); unordered is only slower.
+		if err := r.store.InTableOrder(ctx, batch); err != nil {
+			r.log.Debug("heartbeats written unordered", "err", err)
+		}
+	}
 	var pause time.Duration
 	if chunks > 1 {
 		pause = spread / time.Duration(chunks)

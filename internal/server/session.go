@@ -427,7 +427,13 @@ func (h socketHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 
 // handleFrame acts on one agent -> server message.
 func (srv *Server) handleFrame(s *session, frame []byte) {
-	if srv.handleHeartbeat(s, frame) {
+	// The frames of a fleet are nearly all heartbeats and pongs: a pong
+	// as agents write it is recognised without decoding it, and only a
+	// frame that may be a heartbeat is tried as one.
+	if bytes.Equal(frame, pongFrame) {
+		return
+	}
+	if bytes.Contains(frame, heartbeatType) && srv.handleHeartbeat(s, frame) {
 		return
 	}
 	msg, err := protocol.Decode(frame)
@@ -485,6 +491,10 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 		s.log.Debug("ignoring message the server does not expect", "type", msg.MessageType())
 	}
 }
+
+// heartbeatType is in every heartbeat frame (unless its type is written
+// with escapes, which the general path decodes).
+var heartbeatType = []byte(`"` + protocol.TypeHeartbeat + `"`)
 
 // heartbeatFrame is a heartbeat as handleHeartbeat reads it: the fields
 // protocol.Heartbeat checks, with the resources object also kept raw.

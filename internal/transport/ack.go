@@ -24,9 +24,11 @@ import (
 // it). Every ping the Conn writes, the keepalive's and those RequestAck
 // asks for, carries the position of the last data frame written before it,
 // after a nonce of the connection; the echo of a ping of this connection
-// in a pong moves Acked to that position. One requested ping waits for its
-// pong at a time: requests meanwhile are answered by the next ping, sent
-// when the pong arrives, so a busy connection confirms once a round trip.
+// in a pong moves Acked to that position. A requested ping goes out
+// ackDelay after the request, covering whatever was written by then, and
+// one requested ping waits for its pong at a time: requests meanwhile are
+// answered by the next ping, so a busy connection confirms once a round
+// trip plus ackDelay, not once a frame.
 //
 // A server that answers no ping at all (RFC 6455 asks every endpoint to)
 // would leave every frame unconfirmed: when a ping has gone unanswered for
@@ -41,14 +43,24 @@ type ackState struct {
 	notify  chan struct{} // one token: acked moved
 
 	mu         sync.Mutex
-	pinged     uint64    // highest position a ping of this connection carried
-	inflight   bool      // a requested ping waits for its pong
-	wanted     bool      // RequestAck came while one was in flight
-	unanswered time.Time // since when a ping waits for a pong; zero when none
+	pinged     uint64      // highest position a ping of this connection carried
+	inflight   bool        // a requested ping waits for its pong
+	wanted     bool        // RequestAck came while one was in flight
+	scheduled  bool        // a requested ping waits for its delay (timer)
+	timer      *time.Timer // writes the requested ping; nil until the first request
+	unanswered time.Time   // since when a ping waits for a pong; zero when none
 }
 
 // ackPayloadSize is the payload of the Conn's pings: nonce and position.
 const ackPayloadSize = 16
+
+// ackDelay is how long a requested ping waits before it is written, so
+// that the results of commands in quick succession are confirmed by one
+// ping and pong instead of one each: written at once, that exchange was
+// about a fifth of the agent's CPU per command (a frame each way, a wake-up
+// of the writer and of the outbox). A result waits that much longer for its
+// confirmation; its delivery is not delayed.
+const ackDelay = 20 * time.Millisecond
 
 func (a *ackState) init() {
 	a.notify = make(chan struct{}, 1)
@@ -66,10 +78,10 @@ func (c *Conn) AckNotify() <-chan struct{} { return c.ack.notify }
 // Written is the position of the last data frame written.
 func (c *Conn) Written() uint64 { return c.ack.written.Load() }
 
-// RequestAck asks the server to confirm the frames written so far: it
-// queues a ping carrying the last position written, unless a ping already
-// covers it; while a requested ping waits for its pong, the next is sent
-// when the pong arrives. It never blocks.
+// RequestAck asks the server to confirm the frames written so far: a ping
+// goes out ackDelay later carrying the last position written by then,
+// unless a ping already covers this one; while a requested ping waits for
+// its pong, the next is requested when the pong arrives. It never blocks.
 func (c *Conn) RequestAck() {
 	a := &c.ack
 	pos := a.written.Load()
@@ -78,12 +90,29 @@ func (c *Conn) RequestAck() {
 		return
 	}
 	a.mu.Lock()
-	if pos <= a.pinged {
-		a.mu.Unlock()
-		return
-	}
-	if a.inflight {
+	defer a.mu.Unlock()
+	switch {
+	case pos <= a.pinged, a.scheduled:
+	case a.inflight:
 		a.wanted = true
+	default:
+		a.scheduled = true
+		if a.timer == nil {
+			a.timer = time.AfterFunc(ackDelay, c.requestedPing)
+		} else {
+			a.timer.Reset(ackDelay)
+		}
+	}
+}
+
+// requestedPing queues the ping RequestAck scheduled, with the last
+// position written now. After the connection ended it does nothing.
+func (c *Conn) requestedPing() {
+	a := &c.ack
+	pos := a.written.Load()
+	a.mu.Lock()
+	a.scheduled = false
+	if pos <= a.pinged || a.inflight {
 		a.mu.Unlock()
 		return
 	}

@@ -55,8 +55,9 @@ func TestTLSConfig(t *testing.T) {
 			if err != nil {
 				t.Fatalf("unexpected error: %v", err)
 			}
-			if cfg.RootCAs == nil {
-				t.Error("RootCAs is nil; want the system roots (plus the CA file)")
+			// nil verifies against the system roots; a CA file adds to them.
+			if got, want := cfg.RootCAs != nil, tc.ca != ""; got != want {
+				t.Errorf("RootCAs set = %v, want %v", got, want)
 			}
 			if got := len(cfg.Certificates); got != tc.wantCerts {
 				t.Errorf("got %d client certificates, want %d", got, tc.wantCerts)

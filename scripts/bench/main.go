@@ -15,9 +15,11 @@
 //   - logs: a `logs` command (lines=10) for a container that printed 100
 //     lines, n sequential round trips after a warm-up, interleaved across
 //     the subjects (one command to each in turn, so that load from other
-//     processes falls on all of them alike); direct is the same
-//     ContainerLogs tail=10 call on the Docker API, read and split into
-//     lines;
+//     processes falls on all of them alike, the order rotating every round
+//     so that none always follows the same one: what a subject does after
+//     its answer, such as a delivery ping, would otherwise always land on
+//     its neighbour); direct is the same ContainerLogs tail=10 call on the
+//     Docker API, read and split into lines;
 //   - lifecycle: -lifecycle containers at once through create (seed form:
 //     no pullPolicy), start, stop and delete; direct is ContainerCreate,
 //     ContainerStart, ContainerStop and ContainerRemove; the median of
@@ -224,14 +226,21 @@ func run(o options) error {
 		cpuLogs[i] = benchkit.CPUTime(s.cmd.Process.Pid)
 	}
 	for i := 0; i < o.warmup+o.n; i++ {
-		t0 := time.Now()
-		if err := directLogs(ctx, cli, logsID, 10); err != nil {
-			return fmt.Errorf("direct logs: %w", err)
-		}
-		if d := time.Since(t0); i >= o.warmup {
-			direct = append(direct, d)
-		}
-		for _, s := range subjects {
+		// The direct call is the last "subject"; round i starts at i mod
+		// (subjects + 1).
+		for j := range len(subjects) + 1 {
+			k := (i + j) % (len(subjects) + 1)
+			if k == len(subjects) {
+				t0 := time.Now()
+				if err := directLogs(ctx, cli, logsID, 10); err != nil {
+					return fmt.Errorf("direct logs: %w", err)
+				}
+				if d := time.Since(t0); i >= o.warmup {
+					direct = append(direct, d)
+				}
+				continue
+			}
+			s := subjects[k]
 			t0 := time.Now()
 			raw, err := s.peer.command(logsCmd, 30*time.Second)
 			d := time.Since(t0)
@@ -309,7 +318,7 @@ func run(o options) error {
 		line(k, func(s *subject) string { return s.rows[k] }, "")
 	}
 	tw.Flush()
-	fmt.Printf("\n(%d logs round trips of lines=10 over each agent's own WebSocket after %d warm-up, interleaved;\n"+
+	fmt.Printf("\n(%d logs round trips of lines=10 over each agent's own WebSocket after %d warm-up, interleaved in rotating order;\n"+
 		" lifecycle: create (no pullPolicy, stopSignal SIGKILL) + start + stop + delete of %d containers at once, median of %d rounds;\n"+
 		" idle figures over %v connected; %d CPUs, %s; %s)\n",
 		o.n, o.warmup, o.lifecycle, o.rounds, o.idle, benchkit.NumCPU(), engineVersion(ctx, cli), time.Now().UTC().Format("2006-01-02"))

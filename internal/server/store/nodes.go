@@ -1,11 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 )
 
@@ -295,6 +298,54 @@ type NodeUpdate struct {
 	HasIdentify  bool
 	AgentVersion string
 	AgentInfo    json.RawMessage
+}
+
+// InTableOrder sorts updates into the order of the nodes' rows in the
+// database (nodes it does not find go last). A fleet's heartbeats arrive
+// in no order; written in that order, in transactions of a few hundred,
+// nearly every row of a transaction lives on a page of its own, and each
+// page is written once per transaction that touches it: a flush of 19,000
+// nodes wrote three times the pages it needed (BenchmarkRecordNodeUpdates).
+// In table order, consecutive updates share pages.
+func (s *Store) InTableOrder(ctx context.Context, updates []NodeUpdate) error {
+	at := make(map[string]int, len(updates))
+	for i, u := range updates {
+		at[u.ID] = i
+	}
+	rank := make([]int64, len(updates))
+	for i := range rank {
+		rank[i] = math.MaxInt64
+	}
+	// The id index holds every id with its rowid: read that, not the rows.
+	rows, err := s.db.QueryContext(ctx, `SELECT id, rowid FROM nodes`)
+	if err != nil {
+		return fmt.Errorf("order node updates: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id sql.RawBytes
+		var rowid int64
+		if err := rows.Scan(&id, &rowid); err != nil {
+			return fmt.Errorf("order node updates: %w", err)
+		}
+		if i, ok := at[string(id)]; ok {
+			rank[i] = rowid
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("order node updates: %w", err)
+	}
+	order := make([]int, len(updates))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rank[a], rank[b]) })
+	sorted := make([]NodeUpdate, len(updates))
+	for i, j := range order {
+		sorted[i] = updates[j]
+	}
+	copy(updates, sorted)
+	return nil
 }
 
 // RecordNodeUpdates writes a batch of node updates in one transaction and
