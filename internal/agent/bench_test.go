@@ -34,7 +34,7 @@ func BenchmarkLogsCommand(b *testing.B) {
 		lines[i] = "2026-11-30T06:00:00.000000000Z line " + strconv.Itoa(i) + " of the benchmark container's output"
 	}
 	rt := &agenttest.Runtime{
-		LogsFunc: func(context.Context, *protocol.Command) ([]string, error) { return lines, nil },
+		LogsFunc: func(context.Context, protocol.LogsParams) ([]string, error) { return lines, nil },
 	}
 	srv := newBenchServer(b)
 	log, err := logging.New(io.Discard, "info", "text")

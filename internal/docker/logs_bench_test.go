@@ -42,10 +42,9 @@ func BenchmarkLogs(b *testing.B) {
 		}
 	}))
 	b.Cleanup(srv.Close)
-	b.Setenv("DOCKER_HOST", "tcp://"+strings.TrimPrefix(srv.URL, "http://"))
-	b.Setenv("DOCKER_TLS_VERIFY", "")
 	b.Setenv("DOCKER_API_VERSION", "")
-	e, err := New(Options{NodeID: "node-1", CallTimeout: time.Minute})
+	daemon := Daemon{Host: "tcp://" + strings.TrimPrefix(srv.URL, "http://")}
+	e, err := New(Options{Daemon: daemon, NodeID: "node-1", CallTimeout: time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,15 +53,19 @@ func BenchmarkLogs(b *testing.B) {
 
 	lines := 10
 	cmd := &protocol.Command{Action: protocol.ActionLogs, ContainerID: "bench-logs", Lines: &lines}
+	p, err := cmd.LogsParams()
+	if err != nil {
+		b.Fatal(err)
+	}
 	ctx := context.Background()
 	for range 10 { // warm-up: connection, index entry
-		if _, err := e.Logs(ctx, cmd); err != nil {
+		if _, err := e.Logs(ctx, p); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		got, err := e.Logs(ctx, cmd)
+		got, err := e.Logs(ctx, p)
 		if err != nil || len(got) != 10 {
 			b.Fatalf("got %d lines, %v; want 10", len(got), err)
 		}
