@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lormas/lormas-agent/internal/logging"
 	"github.com/lormas/lormas-agent/internal/server/store"
 )
 
@@ -40,7 +41,7 @@ type reports struct {
 	flushMu sync.Mutex // one flush at a time
 	stop    chan struct{}
 	done    chan struct{}
-	failLog *every
+	failLog *logging.Limiter
 }
 
 func newReports(st *store.Store, interval time.Duration, log *slog.Logger) *reports {
@@ -48,7 +49,7 @@ func newReports(st *store.Store, interval time.Duration, log *slog.Logger) *repo
 		store: st, log: log, interval: interval,
 		pending: map[string]store.NodeUpdate{},
 		stop:    make(chan struct{}), done: make(chan struct{}),
-		failLog: &every{period: time.Minute},
+		failLog: logging.Every(time.Minute),
 	}
 }
 
@@ -189,7 +190,7 @@ func (r *reports) flush(ctx context.Context, spread time.Duration) error {
 	r.flushing = nil
 	r.mu.Unlock()
 	if firstErr != nil {
-		if ok, suppressed := r.failLog.allow(); ok {
+		if ok, suppressed := r.failLog.Allow(); ok {
 			r.log.Error("write heartbeats and agent details", "err", firstErr, "kept", len(failed), "written", written,
 				"suppressedLogs", suppressed)
 		}
@@ -199,23 +200,4 @@ func (r *reports) flush(ctx context.Context, spread time.Duration) error {
 		r.log.Debug("reports of deleted nodes discarded", "count", gone)
 	}
 	return nil
-}
-
-// every allows one log line per period and counts the ones it suppressed.
-type every struct {
-	mu         sync.Mutex
-	period     time.Duration
-	last       time.Time
-	suppressed int
-}
-
-func (e *every) allow() (ok bool, suppressed int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if now := time.Now(); e.last.IsZero() || now.Sub(e.last) >= e.period {
-		e.last, suppressed, e.suppressed = now, e.suppressed, 0
-		return true, suppressed
-	}
-	e.suppressed++
-	return false, 0
 }
