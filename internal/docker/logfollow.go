@@ -41,6 +41,9 @@ const (
 // engine's log files rotate past the reader (the agent buffers, so it does
 // not). Its error ends the stream and is returned.
 func (e *Engine) FollowLogs(ctx context.Context, p protocol.LogsParams, emit func(stream, line string) error) error {
+	if p.Lines < 0 { // Docker would read a negative tail as the whole log
+		return protocol.Errorf(protocol.CodeInvalid, "lines must not be negative, got %d", p.Lines)
+	}
 	c, err := e.lookup(ctx, "logs", p.ContainerID)
 	if err != nil {
 		return err

@@ -20,6 +20,9 @@ const maxLogsBytes = 8 << 20
 // stderr, in the order Docker returns them, optionally since p.Since and
 // with Docker's timestamps.
 func (e *Engine) Logs(ctx context.Context, p protocol.LogsParams) ([]string, error) {
+	if p.Lines < 0 { // Docker would read a negative tail as the whole log
+		return nil, protocol.Errorf(protocol.CodeInvalid, "lines must not be negative, got %d", p.Lines)
+	}
 	n := p.Lines
 	ctx, cancel := e.call(ctx, 0)
 	defer cancel()

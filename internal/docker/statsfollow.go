@@ -20,6 +20,9 @@ import (
 // (the first sample has no earlier reading: 0). Memory is usage without
 // the page cache; its limit is the container's, or the host's memory.
 func (e *Engine) FollowStats(ctx context.Context, p protocol.StatsParams, emit func(protocol.StatsSample) error) (int, error) {
+	if p.Interval <= 0 {
+		return 0, protocol.Errorf(protocol.CodeInvalid, "stats interval must be positive, got %s", p.Interval)
+	}
 	c, err := e.consoleTarget(ctx, "stats of", p.ContainerID)
 	if err != nil {
 		return 0, err

@@ -237,3 +237,25 @@ func TestNewEngineOptions(t *testing.T) {
 		t.Errorf("PidsLimit -1 gave %d, want 0 (unlimited)", e2.pidsLimit)
 	}
 }
+
+// The engine trusts its parameters to come from a validated command, but
+// refuses the values Docker would read as "everything" or that would stop
+// a stream, before it asks the daemon anything (a guard against a caller
+// that skipped Validate).
+func TestParamsGuards(t *testing.T) {
+	e, err := New(Options{Daemon: Daemon{Host: "unix://" + t.TempDir() + "/none.sock"}, NodeID: "node-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	if _, err := e.Logs(ctx, protocol.LogsParams{ContainerID: "c", Lines: -1}); protocol.CodeOf(err) != protocol.CodeInvalid {
+		t.Errorf("Logs with lines -1: %v, want invalid", err)
+	}
+	if err := e.FollowLogs(ctx, protocol.LogsParams{ContainerID: "c", Lines: -5}, nil); protocol.CodeOf(err) != protocol.CodeInvalid {
+		t.Errorf("FollowLogs with lines -5: %v, want invalid", err)
+	}
+	if _, err := e.FollowStats(ctx, protocol.StatsParams{ContainerID: "c"}, nil); protocol.CodeOf(err) != protocol.CodeInvalid {
+		t.Errorf("FollowStats with no interval: %v, want invalid", err)
+	}
+}

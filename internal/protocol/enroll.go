@@ -1,6 +1,10 @@
 package protocol
 
-import "strconv"
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+)
 
 // Enrollment (POST /api/nodes/enroll) request and answer. The request
 // without the proof fields is the seed-era contract {name}; with them it
@@ -60,3 +64,28 @@ const EnrollProofWindowSeconds = 5 * 60
 func EnrollProofMessage(name, publicKey string, timestamp int64) []byte {
 	return []byte(EnrollProofContext + "\n" + name + "\n" + publicKey + "\n" + strconv.FormatInt(timestamp, 10))
 }
+
+// String describes the request without its token (a credential), so it can
+// be printed or logged by accident without leaking it.
+func (r EnrollRequest) String() string {
+	return fmt.Sprintf("enroll{name: %s, nodeId: %s, publicKey: %t, timestamp: %d, signature: %t, token: REDACTED (%d bytes)}",
+		strconv.Quote(r.Name), strconv.Quote(r.NodeID), r.PublicKey != "", r.Timestamp, r.Signature != "", len(r.Token))
+}
+
+// GoString is String, so %#v does not print the token either.
+func (r EnrollRequest) GoString() string { return r.String() }
+
+// String describes the answer without its token.
+func (r EnrollResponse) String() string {
+	return fmt.Sprintf("enrolled{id: %s, name: %s, token: REDACTED (%d bytes), expiresAt: %s}",
+		strconv.Quote(r.ID), strconv.Quote(r.Name), len(r.Token), strconv.Quote(r.ExpiresAt))
+}
+
+// GoString is String, so %#v does not print the token either.
+func (r EnrollResponse) GoString() string { return r.String() }
+
+// LogValue is String, so a JSON log handler does not print the token.
+func (r EnrollRequest) LogValue() slog.Value { return slog.StringValue(r.String()) }
+
+// LogValue is String, so a JSON log handler does not print the token.
+func (r EnrollResponse) LogValue() slog.Value { return slog.StringValue(r.String()) }

@@ -1,8 +1,12 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -38,5 +42,29 @@ func TestEnrollWireFormat(t *testing.T) {
 		if err := json.Unmarshal([]byte(c.want), back.Interface()); err != nil || !reflect.DeepEqual(back.Elem().Interface(), c.v) {
 			t.Errorf("%s: decoded %+v, %v; want %+v", c.name, back.Elem().Interface(), err, c.v)
 		}
+	}
+}
+
+func TestEnrollBodiesNeverPrintTheirToken(t *testing.T) {
+	const tok = "eyJhbGciOiJIUzI1NiJ9.secret-token-value"
+	req := EnrollRequest{Name: "n1", NodeID: "id1", Token: tok}
+	res := EnrollResponse{ID: "id1", Name: "n1", Token: tok}
+	for _, s := range []string{
+		fmt.Sprint(req), fmt.Sprintf("%+v", req), fmt.Sprintf("%#v", req), fmt.Sprintf("%v", &req),
+		fmt.Sprint(res), fmt.Sprintf("%+v", res), fmt.Sprintf("%#v", res), fmt.Sprintf("%v", &res),
+	} {
+		if strings.Contains(s, "secret-token") {
+			t.Errorf("printed the token: %s", s)
+		}
+	}
+	var logs bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("x", "req", req, "res", res, "refresh", TokenRefresh{Token: tok})
+	if strings.Contains(logs.String(), "secret-token") {
+		t.Errorf("a JSON log printed the token: %s", logs.String())
+	}
+	// JSON still carries it: the wire is unchanged.
+	b, err := json.Marshal(res)
+	if err != nil || !strings.Contains(string(b), tok) {
+		t.Fatalf("JSON %s, %v: want the token on the wire", b, err)
 	}
 }

@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strconv"
 )
 
@@ -44,3 +45,6 @@ func (m TokenRefresh) String() string {
 
 // GoString is String, so %#v does not print the token either.
 func (m TokenRefresh) GoString() string { return m.String() }
+
+// LogValue is String, so a JSON log handler does not print the token.
+func (m TokenRefresh) LogValue() slog.Value { return slog.StringValue(m.String()) }
