@@ -34,7 +34,7 @@ func TestEventsBurstRelaysEvery(t *testing.T) {
 		t.Skip("a Docker burst: not in the -short tier")
 	}
 	const (
-		containers = 20
+		containers = 12
 		rounds     = 3
 	)
 	it := newIT(t)
