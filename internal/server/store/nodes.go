@@ -1,14 +1,13 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"slices"
+	"sort"
 	"time"
 )
 
@@ -335,17 +334,21 @@ func (s *Store) InTableOrder(ctx context.Context, updates []NodeUpdate) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("order node updates: %w", err)
 	}
-	order := make([]int, len(updates))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rank[a], rank[b]) })
-	sorted := make([]NodeUpdate, len(updates))
-	for i, j := range order {
-		sorted[i] = updates[j]
-	}
-	copy(updates, sorted)
+	sort.Stable(byRank{updates, rank})
 	return nil
+}
+
+// byRank sorts updates and their ranks together, in place.
+type byRank struct {
+	updates []NodeUpdate
+	rank    []int64
+}
+
+func (b byRank) Len() int           { return len(b.rank) }
+func (b byRank) Less(i, j int) bool { return b.rank[i] < b.rank[j] }
+func (b byRank) Swap(i, j int) {
+	b.updates[i], b.updates[j] = b.updates[j], b.updates[i]
+	b.rank[i], b.rank[j] = b.rank[j], b.rank[i]
 }
 
 // RecordNodeUpdates writes a batch of node updates in one transaction and
