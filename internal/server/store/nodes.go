@@ -175,19 +175,7 @@ func (s *Store) Nodes(ctx context.Context) ([]Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	defer rows.Close()
-	nodes := []Node{}
-	for rows.Next() {
-		n, err := scanNode(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list nodes: %w", err)
-		}
-		nodes = append(nodes, n)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
-	}
-	return nodes, nil
+	return scanNodes(rows, []Node{})
 }
 
 // DeleteNode removes the node, or returns ErrNotFound.
@@ -268,8 +256,12 @@ func (s *Store) NodesPage(ctx context.Context, after *PageKey, limit int) ([]Nod
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
+	return scanNodes(rows, make([]Node, 0, min(limit, 1024)))
+}
+
+// scanNodes appends the nodes of rows to nodes and closes rows.
+func scanNodes(rows *sql.Rows, nodes []Node) ([]Node, error) {
 	defer rows.Close()
-	nodes := make([]Node, 0, min(limit, 1024))
 	for rows.Next() {
 		n, err := scanNode(rows)
 		if err != nil {
