@@ -27,6 +27,35 @@ func fakeDaemon(t *testing.T, h http.HandlerFunc) *Engine {
 	return fakeDaemonWith(t, Options{NodeID: "node-1", CallTimeout: 300 * time.Millisecond}, h)
 }
 
+// eventsSubscriptions is a daemon handler that answers /_ping and, for
+// each events subscription, records its since and calls serve with the
+// subscription's number (from 1); other paths are 404. sinces returns the
+// since of every subscription so far.
+func eventsSubscriptions(serve func(n int, enc *json.Encoder, w http.ResponseWriter, r *http.Request)) (h http.HandlerFunc, sinces func() []string) {
+	var mu sync.Mutex
+	var got []string
+	h = func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_ping" {
+			w.Write([]byte("OK"))
+			return
+		}
+		if !strings.HasSuffix(r.URL.Path, "/events") {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		got = append(got, r.URL.Query().Get("since"))
+		n := len(got)
+		mu.Unlock()
+		serve(n, json.NewEncoder(w), w, r)
+	}
+	return h, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
 // fakeDaemonWith is fakeDaemon with the engine's options.
 func fakeDaemonWith(t *testing.T, opts Options, h http.HandlerFunc) *Engine {
 	t.Helper()
@@ -139,22 +168,7 @@ func TestEventsResubscribe(t *testing.T) {
 	other := ev("start", 2500*time.Microsecond, map[string]string{"lormas.node": "node-2"})
 	destroy := ev("destroy", 3*time.Millisecond, nil)
 
-	var mu sync.Mutex
-	var sinces []string
-	e := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/_ping" {
-			w.Write([]byte("OK"))
-			return
-		}
-		if !strings.HasSuffix(r.URL.Path, "/events") {
-			http.NotFound(w, r)
-			return
-		}
-		mu.Lock()
-		sinces = append(sinces, r.URL.Query().Get("since"))
-		n := len(sinces)
-		mu.Unlock()
-		enc := json.NewEncoder(w)
+	handler, sinces := eventsSubscriptions(func(n int, enc *json.Encoder, w http.ResponseWriter, r *http.Request) {
 		switch n {
 		case 1: // two events, then the daemon "restarts"
 			enc.Encode(start)
@@ -169,6 +183,7 @@ func TestEventsResubscribe(t *testing.T) {
 			hang(w, r)
 		}
 	})
+	e := fakeDaemon(t, handler)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	got := make(chan protocol.ContainerEvent, 10)
@@ -195,14 +210,13 @@ func TestEventsResubscribe(t *testing.T) {
 	if want := []string{"start", "die", "destroy"}; !slices.Equal(actions, want) {
 		t.Errorf("events %q, want %q (each once, none of another node)", actions, want)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(sinces) < 3 {
-		t.Fatalf("subscriptions %d, want 3", len(sinces))
+	subs := sinces()
+	if len(subs) < 3 {
+		t.Fatalf("subscriptions %d, want 3", len(subs))
 	}
 	wantSince := unixNano(time.Unix(0, die.TimeNano).Add(-eventsReplayMargin))
-	if sinces[1] != wantSince || sinces[2] != wantSince {
-		t.Errorf("resubscribed with since %q, want %q", sinces[1:], wantSince)
+	if subs[1] != wantSince || subs[2] != wantSince {
+		t.Errorf("resubscribed with since %q, want %q", subs[1:], wantSince)
 	}
 }
 
@@ -315,24 +329,9 @@ func TestEventsOutOfOrderStamps(t *testing.T) {
 	stopD := ev("stop", "dd", "d", 2500*time.Microsecond) // lost when the stream broke
 	destroyA := ev("destroy", "aa", "a", 4*time.Millisecond)
 
-	var mu sync.Mutex
-	var sinces []string
 	logs := &testsupport.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e := fakeDaemonWith(t, Options{NodeID: "node-1", CallTimeout: 300 * time.Millisecond, Logger: log}, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/_ping" {
-			w.Write([]byte("OK"))
-			return
-		}
-		if !strings.HasSuffix(r.URL.Path, "/events") {
-			http.NotFound(w, r)
-			return
-		}
-		mu.Lock()
-		sinces = append(sinces, r.URL.Query().Get("since"))
-		n := len(sinces)
-		mu.Unlock()
-		enc := json.NewEncoder(w)
+	handler, sinces := eventsSubscriptions(func(n int, enc *json.Encoder, w http.ResponseWriter, r *http.Request) {
 		if n == 1 {
 			enc.Encode(startA)
 			enc.Encode(dieB)
@@ -348,6 +347,7 @@ func TestEventsOutOfOrderStamps(t *testing.T) {
 		w.(http.Flusher).Flush()
 		hang(w, r)
 	})
+	e := fakeDaemonWith(t, Options{NodeID: "node-1", CallTimeout: 300 * time.Millisecond, Logger: log}, handler)
 	ctx, cancel := context.WithCancel(context.Background())
 	got := make(chan string, 20)
 	var missed atomic.Int32
@@ -382,10 +382,8 @@ func TestEventsOutOfOrderStamps(t *testing.T) {
 	if n := missed.Load(); n != 0 {
 		t.Errorf("missed called %d times, want none: the replay held the last event read", n)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if want := unixNano(base.Add(3 * time.Millisecond).Add(-eventsReplayMargin)); len(sinces) != 2 || sinces[1] != want {
-		t.Errorf("subscriptions since %q, want the second since %s (the newest event less the margin)", sinces, want)
+	if want, subs := unixNano(base.Add(3*time.Millisecond).Add(-eventsReplayMargin)), sinces(); len(subs) != 2 || subs[1] != want {
+		t.Errorf("subscriptions since %q, want the second since %s (the newest event less the margin)", subs, want)
 	}
 }
 
