@@ -47,9 +47,7 @@ func TestEventsBurstRelaysEvery(t *testing.T) {
 	// The reference: the daemon's own stream of this test's containers.
 	ctx, cancel := context.WithCancel(it.ctx)
 	defer cancel()
-	ref, refErr := it.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", string(events.ContainerEventType)),
-		filters.Arg("label", policy.LabelNode+"="+it.node))})
+	ref, refErr := it.referenceEvents(ctx)
 	var mu sync.Mutex
 	relayed := map[string]int{}
 	done := make(chan error, 1)
@@ -199,9 +197,7 @@ func TestEventsReplayedAfterDockerOutage(t *testing.T) {
 	it.create(it.createCmd(name, it.egg()))
 	ctx, cancel := context.WithCancel(it.ctx)
 	defer cancel()
-	ref, refErr := it.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", string(events.ContainerEventType)),
-		filters.Arg("label", policy.LabelNode+"="+it.node))})
+	ref, refErr := it.referenceEvents(ctx)
 	var mu sync.Mutex
 	relayed := map[string]int{}
 	var missed atomic.Int32
@@ -280,4 +276,12 @@ func TestEventsReplayedAfterDockerOutage(t *testing.T) {
 	// client: on a busy daemon the last event read before the cut may have
 	// left its buffer, and then an inventory is due.
 	t.Logf("%d events relayed; gap reported to the caller %d times", len(relayed), missed.Load())
+}
+
+// referenceEvents is the daemon's own stream of the container events of
+// this test's node: what the engine's relay is compared with.
+func (it *itEnv) referenceEvents(ctx context.Context) (<-chan events.Message, <-chan error) {
+	return it.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("label", policy.LabelNode+"="+it.node))})
 }
