@@ -120,9 +120,7 @@ func (a *Agent) refuse(id string, action protocol.Action, err error) {
 	if errors.As(err, &r) {
 		reason = r.reason
 	}
-	if ro, ok := a.obs.Observer.(RefusalObserver); ok {
-		ro.CommandRefused(reason)
-	}
+	a.obs.CommandRefused(reason)
 	if ok, suppressed := a.refuseLog.Allow(); ok {
 		a.log.Warn("command refused: no room for it among the pending commands", "commandId", id, "action", action,
 			"reason", reason, "err", err, "refusedSinceLastLog", suppressed)

@@ -50,9 +50,15 @@ const (
 	InventoryEventsDropped = "events_dropped" // events were dropped for a slow server
 )
 
-// observer calls the DeliveryObserver methods of an Observer: nothing
-// unless it implements DeliveryObserver.
+// observer calls the optional methods of an Observer (DeliveryObserver,
+// RefusalObserver): nothing unless it implements them.
 type observer struct{ Observer }
+
+func (o observer) CommandRefused(reason string) {
+	if r, ok := o.Observer.(RefusalObserver); ok {
+		r.CommandRefused(reason)
+	}
+}
 
 func (o observer) delivery() DeliveryObserver {
 	d, _ := o.Observer.(DeliveryObserver)
