@@ -23,7 +23,20 @@ type dispatcher struct {
 	inflight int               // jobs and detached tasks not finished
 	changed  chan struct{}     // closed and replaced when inflight changes
 	wg       sync.WaitGroup
+
+	// handoff gives a lane to a lane goroutine that finished its own
+	// and waits for another (laneLinger); quit ends those waits.
+	handoff  chan string
+	quit     chan struct{}
+	quitOnce sync.Once
 }
+
+// laneLinger is how long a lane goroutine whose lane ran empty waits to
+// take another before it ends. A goroutine started for a command starts
+// on a small stack and grows it (copying it, twice for a logs result: a
+// tenth of the agent's CPU per command); one that ran a command before
+// has grown it already. Commands a second apart reuse it.
+const laneLinger = time.Second
 
 // job is one command. run executes it; abort answers it when it is
 // cancelled before it started or cannot start (shutdown). rsv is its room
@@ -45,6 +58,8 @@ func newDispatcher(ctx context.Context, limit int) *dispatcher {
 		lanes:   map[string][]*job{},
 		pending: map[string]*job{},
 		changed: make(chan struct{}),
+		handoff: make(chan string),
+		quit:    make(chan struct{}),
 	}
 }
 
@@ -65,14 +80,36 @@ func (d *dispatcher) submit(j *job) {
 	q, busy := d.lanes[j.key]
 	d.lanes[j.key] = append(q, j)
 	if !busy {
-		d.wg.Add(1)
-		go d.lane(j.key)
+		select {
+		case d.handoff <- j.key: // a lingering lane goroutine takes it
+		default:
+			d.wg.Add(1)
+			go d.lane(j.key)
+		}
 	}
 }
 
-// lane runs the jobs of one key in order, then ends.
+// lane runs the jobs of one key in order, then those of any lane handed
+// to it within laneLinger, then ends.
 func (d *dispatcher) lane(key string) {
 	defer d.wg.Done()
+	linger := time.NewTimer(laneLinger)
+	defer linger.Stop()
+	for {
+		d.runLane(key)
+		linger.Reset(laneLinger)
+		select {
+		case key = <-d.handoff:
+		case <-linger.C:
+			return
+		case <-d.quit:
+			return
+		}
+	}
+}
+
+// runLane runs the jobs queued under key until there are none.
+func (d *dispatcher) runLane(key string) {
 	for {
 		d.mu.Lock()
 		q := d.lanes[key]
@@ -204,5 +241,10 @@ func (d *dispatcher) waitIdle(timeout time.Duration) bool {
 	}
 }
 
-// wait waits for the dispatcher's goroutines; call after waitIdle.
-func (d *dispatcher) wait() { d.wg.Wait() }
+// wait ends the lane goroutines waiting for work and waits for all the
+// dispatcher's goroutines; call after waitIdle. Commands submitted later
+// still run (on goroutines of their own).
+func (d *dispatcher) wait() {
+	d.quitOnce.Do(func() { close(d.quit) })
+	d.wg.Wait()
+}

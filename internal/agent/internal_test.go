@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -282,6 +285,67 @@ func TestDispatcherAbortsAfterShutdown(t *testing.T) {
 	if !slices.Equal(got, []string{errShuttingDown.Error()}) {
 		t.Errorf("got %v, want the job aborted as shutting down", got)
 	}
+}
+
+// A lane goroutine whose lane ran empty takes the next lane instead of a
+// new goroutine (its stack has grown already); wait ends it at once
+// rather than after laneLinger.
+func TestDispatcherReusesLaneGoroutines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t.Context(), 4)
+		var goroutines []uint64
+		var mu sync.Mutex
+		run := func(id, key string) {
+			done := make(chan struct{})
+			d.submit(&job{id: id, key: key,
+				run: func(context.Context) {
+					mu.Lock()
+					goroutines = append(goroutines, goroutineID())
+					mu.Unlock()
+					close(done)
+				},
+				abort: func(error) { t.Errorf("job %s aborted", id) },
+			})
+			<-done
+			synctest.Wait() // the lane goroutine is back waiting for work
+		}
+		run("a1", "a")
+		time.Sleep(laneLinger / 2)
+		run("b1", "b")
+		run("a2", "a")
+		if len(goroutines) != 3 || goroutines[1] != goroutines[0] || goroutines[2] != goroutines[0] {
+			t.Errorf("jobs ran on goroutines %v, want one reused lane goroutine", goroutines)
+		}
+		start := time.Now()
+		if !d.waitIdle(time.Minute) {
+			t.Fatal("not idle")
+		}
+		d.wait()
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("wait took %v (fake time): it waited for the lingering lane goroutine to expire", waited)
+		}
+
+		// Past laneLinger the goroutine has ended: the next lane gets a new one.
+		d = newDispatcher(t.Context(), 4)
+		goroutines = nil
+		run("c1", "c")
+		time.Sleep(laneLinger + time.Millisecond)
+		synctest.Wait()
+		run("c2", "c")
+		if len(goroutines) != 2 || goroutines[0] == goroutines[1] {
+			t.Errorf("jobs ran on goroutines %v, want a new one after laneLinger", goroutines)
+		}
+		d.wait()
+	})
+}
+
+// goroutineID is the running goroutine's id, from its stack header.
+func goroutineID() uint64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	f := strings.Fields(strings.TrimPrefix(string(buf), "goroutine "))
+	id, _ := strconv.ParseUint(f[0], 10, 64)
+	return id
 }
 
 func TestEncodeResultFitsOneFrame(t *testing.T) {
