@@ -10,7 +10,11 @@
 // The benchmark plays the control server itself: each agent dials an
 // in-process WebSocket endpoint and gets its commands straight over its
 // socket, so the figures are the agent's own cost and nothing of
-// lormas-server's. Measured:
+// lormas-server's. A minimal relay (scripts/bench/relay: one Docker call
+// per logs command, nothing checked, limited or logged) is always
+// measured too: the floor of any agent between a server and Docker, its
+// two WebSocket hops and process wake-ups, which the direct call does not
+// have. Measured:
 //
 //   - logs: a `logs` command (lines=10) for a container that printed 100
 //     lines, n sequential round trips after a warm-up, interleaved across
@@ -97,6 +101,8 @@ type subject struct {
 	logs    []time.Duration
 	life    []time.Duration
 	lifeErr string
+	// logsOnly: the minimal relay, which answers logs commands only.
+	logsOnly bool
 }
 
 const (
@@ -106,6 +112,7 @@ const (
 	rowIdleCPU   = "CPU time while idle"
 	rowLogsP50   = "logs p50"
 	rowLogsP99   = "logs p99"
+	rowOverRelay = "logs p50 over the relay"
 	rowLogsCPU   = "agent CPU per logs command"
 	rowLifecycle = "lifecycle"
 	rowLoadRSS   = "RSS after the load"
@@ -139,6 +146,10 @@ func run(o options) error {
 		return err
 	}
 	subjects = append(subjects, &subject{name: "lormas-agent", args: []string{agent}, size: sizeOf(agent)})
+	relay := filepath.Join(work, "relay")
+	if err := benchkit.GoBuild(".", relay, "./scripts/bench/relay"); err != nil {
+		return err
+	}
 	if o.base != "" {
 		bin, err := benchkit.BuildAt(work, o.base, "lormas-agent")
 		if err != nil {
@@ -156,6 +167,7 @@ func run(o options) error {
 		}
 		subjects = append(subjects, &subject{name: "seed agent (node)", args: []string{node, o.peer}, size: sizeOf(o.peer) + " + node " + sizeOf(node)})
 	}
+	subjects = append(subjects, &subject{name: "minimal relay", args: []string{relay}, size: sizeOf(relay), logsOnly: true})
 
 	srv, err := newServer()
 	if err != nil {
@@ -270,7 +282,7 @@ func run(o options) error {
 		}
 		directLife = append(directLife, d)
 		for _, s := range subjects {
-			if s.lifeErr != "" {
+			if s.lifeErr != "" || s.logsOnly {
 				continue
 			}
 			d, err := agentLifecycle(ctx, cli, s, o.image, o.lifecycle)
@@ -307,7 +319,18 @@ func run(o options) error {
 	}
 	line(rowLogsP50, func(s *subject) string { return ratio(benchkit.Percentile(s.logs, 50), directP50) }, ms(directP50))
 	line(rowLogsP99, func(s *subject) string { return ratio(benchkit.Percentile(s.logs, 99), directP99) }, ms(directP99))
+	relayP50 := benchkit.Percentile(subjects[len(subjects)-1].logs, 50)
+	line(rowOverRelay, func(s *subject) string {
+		if s.logsOnly {
+			return ""
+		}
+		p50 := benchkit.Percentile(s.logs, 50)
+		return fmt.Sprintf("%+.2f ms (%.2fx)", float64(p50-relayP50)/float64(time.Millisecond), float64(p50)/float64(relayP50))
+	}, "")
 	line(fmt.Sprintf("%s of %d at once", rowLifecycle, o.lifecycle), func(s *subject) string {
+		if s.logsOnly {
+			return "(logs only)"
+		}
 		if len(s.life) == 0 {
 			return "failed: " + clip(s.lifeErr, 60)
 		}
