@@ -4,7 +4,7 @@
 // in one run on this host against the same Docker Engine, and prints a
 // table.
 //
-//	go run ./scripts/bench [-peer path/to/agent.js] [-base REV] [-n 200] [-warmup 50]
+//	go run ./scripts/bench [-peer path/to/agent.js] [-base REV] [-n 2000] [-warmup 200]
 //	                       [-lifecycle 20] [-rounds 3] [-idle 20s]
 //
 // The benchmark plays the control server itself: each agent dials an
@@ -70,8 +70,8 @@ func main() {
 	var o options
 	flag.StringVar(&o.peer, "peer", os.Getenv("PEER"), "a peer agent to compare with: the seed's bundled agent.js, run with node (also PEER)")
 	flag.StringVar(&o.base, "base", os.Getenv("BASE"), "also measure lormas-agent built from this git revision (also BASE)")
-	flag.IntVar(&o.n, "n", 200, "sequential logs commands per subject")
-	flag.IntVar(&o.warmup, "warmup", 50, "logs commands per subject before measuring")
+	flag.IntVar(&o.n, "n", 2000, "sequential logs commands per subject")
+	flag.IntVar(&o.warmup, "warmup", 200, "logs commands per subject before measuring")
 	flag.IntVar(&o.lifecycle, "lifecycle", 20, "containers through create+start+stop+delete at once")
 	flag.IntVar(&o.rounds, "rounds", 3, "lifecycle rounds per subject (the median is printed)")
 	flag.DurationVar(&o.idle, "idle", 20*time.Second, "time connected before the idle RSS and CPU readings")
