@@ -420,22 +420,31 @@ func (h socketHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 		m.Close()
 		return
 	}
-	frame := bytes.Clone(m.Bytes())
+	h.srv.handleText(s, m.Bytes())
 	m.Close()
-	h.srv.handleFrame(s, frame)
 }
 
-// handleFrame acts on one agent -> server message.
-func (srv *Server) handleFrame(s *session, frame []byte) {
-	// The frames of a fleet are nearly all heartbeats and pongs: a pong
-	// as agents write it is recognised without decoding it, and only a
-	// frame that may be a heartbeat is tried as one.
-	if bytes.Equal(frame, pongFrame) {
+// handleText acts on a text frame whose data is the library's buffer,
+// valid only during the call: what is kept of it is copied.
+func (srv *Server) handleText(s *session, data []byte) {
+	if bytes.Equal(data, pongFrame) {
+		// A pong as agents write it, a good part of a fleet's frames:
+		// nothing to keep, nothing to copy.
 		return
 	}
+	frame := bytes.Clone(data)
+	// Heartbeats, nearly all the rest, go straight to handleHeartbeat, not
+	// through handleFrame's large frame: the read loop's stack stays small
+	// (it is held by every connected agent, and copied when it grows).
 	if bytes.Contains(frame, heartbeatType) && srv.handleHeartbeat(s, frame) {
 		return
 	}
+	srv.handleFrame(s, frame)
+}
+
+// handleFrame acts on one agent -> server message: the general path, for
+// the frames handleText does not take itself.
+func (srv *Server) handleFrame(s *session, frame []byte) {
 	msg, err := protocol.Decode(frame)
 	if err != nil {
 		if errors.Is(err, protocol.ErrUnknownType) {
@@ -507,10 +516,15 @@ type heartbeatFrame struct {
 
 // handleHeartbeat records a well-formed heartbeat and reports true; any
 // other frame (or a heartbeat protocol.Decode would refuse) is left to the
-// general path. Heartbeats are nearly all a fleet sends: this reads a frame
-// once and its resources once, where the general path reads the frame three
-// times (type, message, raw resources).
+// general path. Heartbeats are nearly all a fleet sends: scanHeartbeat reads
+// those agents write without encoding/json; the others are read once, and
+// their resources once, where the general path reads the frame three times
+// (type, message, raw resources).
 func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
+	if nodeID, raw, ok := scanHeartbeat(frame); ok && len(raw) <= maxStoredJSON {
+		srv.recordHeartbeatAs(s, frame, string(nodeID) == s.nodeID, raw)
+		return true
+	}
 	var hb heartbeatFrame
 	if json.Unmarshal(frame, &hb) != nil || hb.Type != protocol.TypeHeartbeat {
 		return false
@@ -526,15 +540,21 @@ func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
 // recordHeartbeat keeps a heartbeat (raw: its resources as sent, known: as
 // this server reads them) and publishes it to the node's event streams.
 func (srv *Server) recordHeartbeat(s *session, frame []byte, nodeID string, raw json.RawMessage, known protocol.HostResources) {
-	if nodeID != s.nodeID && s.warnedID.CompareAndSwap(false, true) {
-		// The value is not logged: the seed's agent sends the first
-		// characters of its token as nodeId.
-		s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
-	}
 	resources, whole := storedResources(raw, known)
 	if !whole && s.warnedSize.CompareAndSwap(false, true) {
 		s.log.Warn("heartbeat resources too large to store; keeping the known fields only",
 			"limit", maxStoredJSON)
+	}
+	srv.recordHeartbeatAs(s, frame, nodeID == s.nodeID, resources)
+}
+
+// recordHeartbeatAs keeps a heartbeat's resources as stored and publishes
+// it; ownID tells whether its nodeId is the session's node.
+func (srv *Server) recordHeartbeatAs(s *session, frame []byte, ownID bool, resources json.RawMessage) {
+	if !ownID && s.warnedID.CompareAndSwap(false, true) {
+		// The value is not logged: the seed's agent sends the first
+		// characters of its token as nodeId.
+		s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
 	}
 	srv.reports.heartbeat(s.nodeID, srv.now(), resources)
 	srv.hub.publishRaw(s.nodeID, protocol.TypeHeartbeat, frame)
