@@ -432,11 +432,19 @@ func (srv *Server) handleText(s *session, data []byte) {
 		// nothing to keep, nothing to copy.
 		return
 	}
+	// Heartbeats, nearly all the rest, are not taken through handleFrame's
+	// large frame: the read loop's stack stays small (it is held by every
+	// connected agent, and copied when it grows).
+	mayBeHeartbeat := bytes.Contains(data, heartbeatType)
+	if mayBeHeartbeat {
+		if nodeID, raw, ok := scanHeartbeat(data); ok && len(raw) <= maxStoredJSON {
+			// Only the resources are kept; event streams copy the frame.
+			srv.recordHeartbeatAs(s, data, string(nodeID) == s.nodeID, bytes.Clone(raw))
+			return
+		}
+	}
 	frame := bytes.Clone(data)
-	// Heartbeats, nearly all the rest, go straight to handleHeartbeat, not
-	// through handleFrame's large frame: the read loop's stack stays small
-	// (it is held by every connected agent, and copied when it grows).
-	if bytes.Contains(frame, heartbeatType) && srv.handleHeartbeat(s, frame) {
+	if mayBeHeartbeat && srv.handleHeartbeat(s, frame) {
 		return
 	}
 	srv.handleFrame(s, frame)
@@ -516,15 +524,11 @@ type heartbeatFrame struct {
 
 // handleHeartbeat records a well-formed heartbeat and reports true; any
 // other frame (or a heartbeat protocol.Decode would refuse) is left to the
-// general path. Heartbeats are nearly all a fleet sends: scanHeartbeat reads
-// those agents write without encoding/json; the others are read once, and
+// general path. Heartbeats are nearly all a fleet sends, and scanHeartbeat
+// reads those agents write (handleText); this reads the others once, and
 // their resources once, where the general path reads the frame three times
 // (type, message, raw resources).
 func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
-	if nodeID, raw, ok := scanHeartbeat(frame); ok && len(raw) <= maxStoredJSON {
-		srv.recordHeartbeatAs(s, frame, string(nodeID) == s.nodeID, raw)
-		return true
-	}
 	var hb heartbeatFrame
 	if json.Unmarshal(frame, &hb) != nil || hb.Type != protocol.TypeHeartbeat {
 		return false
@@ -549,7 +553,8 @@ func (srv *Server) recordHeartbeat(s *session, frame []byte, nodeID string, raw 
 }
 
 // recordHeartbeatAs keeps a heartbeat's resources as stored and publishes
-// it; ownID tells whether its nodeId is the session's node.
+// it (frame is not kept); ownID tells whether its nodeId is the session's
+// node.
 func (srv *Server) recordHeartbeatAs(s *session, frame []byte, ownID bool, resources json.RawMessage) {
 	if !ownID && s.warnedID.CompareAndSwap(false, true) {
 		// The value is not logged: the seed's agent sends the first
