@@ -351,6 +351,32 @@ type socketHandler struct{ srv *Server }
 func (h socketHandler) OnOpen(c *gws.Conn) {
 	s := sessionOf(c)
 	s.refreshReadDeadline()
+	onOwnStack(func() { h.open(s) })
+}
+
+// onOwnStack runs f on a goroutine of its own and waits for it. A read
+// loop's stack is held by every connected agent for as long as it is
+// connected, and stays as deep as the deepest work it did until collections
+// shrink it again, one halving per cycle: the once-per-session work that
+// needs a deep stack (the database, encoding/json, logging) runs on a stack
+// that is freed at once. A panic in f is raised again in the caller, where
+// gws recovers it as before.
+func onOwnStack(f func()) {
+	var p any
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { p = recover() }()
+		f()
+	}()
+	<-done
+	if p != nil {
+		panic(p)
+	}
+}
+
+// open makes s the node's live session once its token is checked again.
+func (h socketHandler) open(s *session) {
 	if !h.srv.hub.attach(s) {
 		s.close(closeGoingAway, "server shutting down")
 		return
@@ -447,7 +473,15 @@ func (srv *Server) handleText(s *session, data []byte) {
 	if mayBeHeartbeat && srv.handleHeartbeat(s, frame) {
 		return
 	}
-	srv.handleFrame(s, frame)
+	select {
+	case <-s.identified:
+		srv.handleFrame(s, frame)
+	default:
+		// Before the agent has identified itself, which every session
+		// does once: its agent_identify is decoded, logged and stored on
+		// a stack of its own (see onOwnStack).
+		onOwnStack(func() { srv.handleFrame(s, frame) })
+	}
 }
 
 // handleFrame acts on one agent -> server message: the general path, for
