@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"log/slog"
 	"testing"
 )
@@ -36,7 +35,7 @@ func BenchmarkAgentFrame(b *testing.B) {
 			frame := []byte(f.frame)
 			b.ReportAllocs()
 			for b.Loop() {
-				srv.handleFrame(s, bytes.Clone(frame)) // as OnMessage does
+				srv.handleText(s, frame) // as OnMessage does
 			}
 		})
 	}

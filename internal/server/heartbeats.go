@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +35,7 @@ type reports struct {
 	mu       sync.Mutex
 	pending  map[string]store.NodeUpdate // not written yet
 	flushing map[string]store.NodeUpdate // being written; still shown
+	spare    map[string]store.NodeUpdate // the last one written, emptied for reuse
 
 	flushMu sync.Mutex // one flush at a time
 	stop    chan struct{}
@@ -139,8 +138,17 @@ func (r *reports) flush(ctx context.Context, spread time.Duration) error {
 		r.mu.Unlock()
 		return nil
 	}
-	r.flushing, r.pending = r.pending, make(map[string]store.NodeUpdate, len(r.pending))
-	batch := slices.Collect(maps.Values(r.flushing))
+	// The map written last time is reused: a fleet's map is megabytes,
+	// and it would be garbage every interval.
+	next := r.spare
+	if next == nil {
+		next = make(map[string]store.NodeUpdate, len(r.pending))
+	}
+	r.flushing, r.pending, r.spare = r.pending, next, nil
+	batch := make([]store.NodeUpdate, 0, len(r.flushing))
+	for _, u := range r.flushing {
+		batch = append(batch, u)
+	}
 	r.mu.Unlock()
 
 	var failed []store.NodeUpdate
@@ -187,7 +195,8 @@ func (r *reports) flush(ctx context.Context, spread time.Duration) error {
 			r.pending[u.ID] = u
 		}
 	}
-	r.flushing = nil
+	clear(r.flushing)
+	r.spare, r.flushing = r.flushing, nil
 	r.mu.Unlock()
 	if firstErr != nil {
 		if ok, suppressed := r.failLog.Allow(); ok {

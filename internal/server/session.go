@@ -351,6 +351,32 @@ type socketHandler struct{ srv *Server }
 func (h socketHandler) OnOpen(c *gws.Conn) {
 	s := sessionOf(c)
 	s.refreshReadDeadline()
+	onOwnStack(func() { h.open(s) })
+}
+
+// onOwnStack runs f on a goroutine of its own and waits for it. A read
+// loop's stack is held by every connected agent for as long as it is
+// connected, and stays as deep as the deepest work it did until collections
+// shrink it again, one halving per cycle: the once-per-session work that
+// needs a deep stack (the database, encoding/json, logging) runs on a stack
+// that is freed at once. A panic in f is raised again in the caller, where
+// gws recovers it as before.
+func onOwnStack(f func()) {
+	var p any
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { p = recover() }()
+		f()
+	}()
+	<-done
+	if p != nil {
+		panic(p)
+	}
+}
+
+// open makes s the node's live session once its token is checked again.
+func (h socketHandler) open(s *session) {
 	if !h.srv.hub.attach(s) {
 		s.close(closeGoingAway, "server shutting down")
 		return
@@ -420,22 +446,47 @@ func (h socketHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 		m.Close()
 		return
 	}
-	frame := bytes.Clone(m.Bytes())
+	h.srv.handleText(s, m.Bytes())
 	m.Close()
-	h.srv.handleFrame(s, frame)
 }
 
-// handleFrame acts on one agent -> server message.
+// handleText acts on a text frame whose data is the library's buffer,
+// valid only during the call: what is kept of it is copied.
+func (srv *Server) handleText(s *session, data []byte) {
+	if bytes.Equal(data, pongFrame) {
+		// A pong as agents write it, a good part of a fleet's frames:
+		// nothing to keep, nothing to copy.
+		return
+	}
+	// Heartbeats, nearly all the rest, are not taken through handleFrame's
+	// large frame: the read loop's stack stays small (it is held by every
+	// connected agent, and copied when it grows).
+	mayBeHeartbeat := bytes.Contains(data, heartbeatType)
+	if mayBeHeartbeat {
+		if nodeID, raw, ok := scanHeartbeat(data); ok && len(raw) <= maxStoredJSON {
+			// Only the resources are kept; event streams copy the frame.
+			srv.recordHeartbeatAs(s, data, string(nodeID) == s.nodeID, bytes.Clone(raw))
+			return
+		}
+	}
+	frame := bytes.Clone(data)
+	if mayBeHeartbeat && srv.handleHeartbeat(s, frame) {
+		return
+	}
+	select {
+	case <-s.identified:
+		srv.handleFrame(s, frame)
+	default:
+		// Before the agent has identified itself, which every session
+		// does once: its agent_identify is decoded, logged and stored on
+		// a stack of its own (see onOwnStack).
+		onOwnStack(func() { srv.handleFrame(s, frame) })
+	}
+}
+
+// handleFrame acts on one agent -> server message: the general path, for
+// the frames handleText does not take itself.
 func (srv *Server) handleFrame(s *session, frame []byte) {
-	// The frames of a fleet are nearly all heartbeats and pongs: a pong
-	// as agents write it is recognised without decoding it, and only a
-	// frame that may be a heartbeat is tried as one.
-	if bytes.Equal(frame, pongFrame) {
-		return
-	}
-	if bytes.Contains(frame, heartbeatType) && srv.handleHeartbeat(s, frame) {
-		return
-	}
 	msg, err := protocol.Decode(frame)
 	if err != nil {
 		if errors.Is(err, protocol.ErrUnknownType) {
@@ -507,9 +558,10 @@ type heartbeatFrame struct {
 
 // handleHeartbeat records a well-formed heartbeat and reports true; any
 // other frame (or a heartbeat protocol.Decode would refuse) is left to the
-// general path. Heartbeats are nearly all a fleet sends: this reads a frame
-// once and its resources once, where the general path reads the frame three
-// times (type, message, raw resources).
+// general path. Heartbeats are nearly all a fleet sends, and scanHeartbeat
+// reads those agents write (handleText); this reads the others once, and
+// their resources once, where the general path reads the frame three times
+// (type, message, raw resources).
 func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
 	var hb heartbeatFrame
 	if json.Unmarshal(frame, &hb) != nil || hb.Type != protocol.TypeHeartbeat {
@@ -526,15 +578,22 @@ func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
 // recordHeartbeat keeps a heartbeat (raw: its resources as sent, known: as
 // this server reads them) and publishes it to the node's event streams.
 func (srv *Server) recordHeartbeat(s *session, frame []byte, nodeID string, raw json.RawMessage, known protocol.HostResources) {
-	if nodeID != s.nodeID && s.warnedID.CompareAndSwap(false, true) {
-		// The value is not logged: the seed's agent sends the first
-		// characters of its token as nodeId.
-		s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
-	}
 	resources, whole := storedResources(raw, known)
 	if !whole && s.warnedSize.CompareAndSwap(false, true) {
 		s.log.Warn("heartbeat resources too large to store; keeping the known fields only",
 			"limit", maxStoredJSON)
+	}
+	srv.recordHeartbeatAs(s, frame, nodeID == s.nodeID, resources)
+}
+
+// recordHeartbeatAs keeps a heartbeat's resources as stored and publishes
+// it (frame is not kept); ownID tells whether its nodeId is the session's
+// node.
+func (srv *Server) recordHeartbeatAs(s *session, frame []byte, ownID bool, resources json.RawMessage) {
+	if !ownID && s.warnedID.CompareAndSwap(false, true) {
+		// The value is not logged: the seed's agent sends the first
+		// characters of its token as nodeId.
+		s.log.Warn("heartbeat names another node id; recording it for the authenticated node")
 	}
 	srv.reports.heartbeat(s.nodeID, srv.now(), resources)
 	srv.hub.publishRaw(s.nodeID, protocol.TypeHeartbeat, frame)

@@ -5,7 +5,7 @@
 // rate. It prints a table, with lormas-server built from an earlier git
 // revision in the same run when -base is given.
 //
-//	go run ./scripts/fleet [-base REV] [-agents N] [-heartbeats 5000] [-commands 200] [-duration 30s]
+//	go run ./scripts/fleet [-base REV] [-agents N] [-heartbeats 5000] [-commands 200] [-duration 30s] [-server-env K=V ...]
 //
 // A process holds at most RLIMIT_NOFILE descriptors (20,000 on the machine
 // this was written on), which caps the connections of the server and of
@@ -20,6 +20,10 @@
 // dispatch latency (POST /api/nodes/{id}/commands to a random connected
 // agent, p50/p99), GET /api/nodes in full and one page of it, and the
 // server's CPU time during the measured window.
+//
+// The servers run with a fixed environment, not this process's; -server-env
+// adds to it (repeatable), e.g. -server-env GODEBUG=gctrace=1 to see the
+// server's collections on stderr, or GOGC / GOMEMLIMIT to try pacing.
 //
 // The nodes are created once through the first server; the second runs on
 // a copy of its data directory (same schema, same token key).
@@ -39,6 +43,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -57,6 +62,20 @@ type options struct {
 	commands   int
 	duration   time.Duration
 	warmup     time.Duration
+	serverEnv  envList
+}
+
+// envList is a repeatable KEY=VALUE flag.
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, " ") }
+
+func (e *envList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
 
 func main() {
@@ -67,6 +86,7 @@ func main() {
 	flag.IntVar(&o.commands, "commands", 200, "commands per second dispatched through the REST API")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "measured window")
 	flag.DurationVar(&o.warmup, "warmup", 10*time.Second, "load before the measured window")
+	flag.Var(&o.serverEnv, "server-env", "KEY=VALUE added to the servers' environment (repeatable)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
@@ -140,7 +160,7 @@ func run(o options) error {
 		} else if err := exec.Command("cp", "-a", seed, data).Run(); err != nil {
 			return fmt.Errorf("copy the data directory: %w", err)
 		}
-		p, err := startServer(s.bin, data, admin)
+		p, err := startServer(s.bin, data, admin, o.serverEnv)
 		if err != nil {
 			return err
 		}
@@ -153,7 +173,7 @@ func run(o options) error {
 			// Start again, so both servers begin from a database read from
 			// disk and an empty heap.
 			p.stop()
-			if p, err = startServer(s.bin, data, admin); err != nil {
+			if p, err = startServer(s.bin, data, admin, o.serverEnv); err != nil {
 				return err
 			}
 		}
@@ -198,7 +218,7 @@ type proc struct {
 	api  *api
 }
 
-func startServer(bin, data, admin string) (*proc, error) {
+func startServer(bin, data, admin string, extraEnv []string) (*proc, error) {
 	addr, err := benchkit.FreeAddr()
 	if err != nil {
 		return nil, err
@@ -206,6 +226,7 @@ func startServer(bin, data, admin string) (*proc, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"LISTEN_ADDR=" + addr, "DATA_DIR=" + data, "ADMIN_TOKEN=" + admin, "LOG_LEVEL=warn",
 		"NODE_TOKEN_TTL=24h", "PATH=" + os.Getenv("PATH")}
+	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err

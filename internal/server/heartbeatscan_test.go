@@ -1,0 +1,104 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/lormas/lormas-agent/internal/protocol"
+)
+
+// heartbeatScanCases are frames scanHeartbeat must take (true) or leave to
+// encoding/json (false).
+var heartbeatScanCases = []struct {
+	frame string
+	fast  bool
+}{
+	{fleetHeartbeat, true},
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"cpu":0.5,"memory":"512MB"},"timestamp":"t"}`, true},
+	{` { "type" : "heartbeat" , "nodeId" : "n1" , "resources" : { "cpu" : 1e-3 , "memory" : null } } `, true},
+	{`{"type":"heartbeat","resources":{}}`, true},
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"cpu":0,"newField":{"a":[1,"}",{"b":null}]},"containers":null}}`, true},
+	{`{"type":"heartbeat","nodeId":"n1","extra":[1,2,{"x":"\"}"}],"resources":{"containers":{"running":1,"total":2,"paused":0}}}`, true},
+	{`{"type":"ping","type":"heartbeat","nodeId":"a","nodeId":"b","resources":{"cpu":2},"resources":{"cpu":1}}`, true},
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"memory":"\u00e9\"\\"}}`, true},
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"uptimeSeconds":18446744073709551615,"cpuCores":-9223372036854775808}}`, true},
+
+	{`{"type":"heartbeat","nodeId":"n1"}`, false},                       // no resources
+	{`{"type":"heartbeat","nodeId":"n1","resources":null}`, false},      // null resources
+	{`{"type":"heartbeat","nodeId":"n1","resources":[]}`, false},        // not an object
+	{`{"Type":"heartbeat","nodeId":"n1","resources":{}}`, false},        // folded key
+	{`{"type":"heartbeat","NODEID":"n1","resources":{}}`, false},        // folded key
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"CPU":1}}`, false}, // folded key
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"containers":{"Total":1}}}`, false},
+	{`{"\u0074ype":"heartbeat","nodeId":"n1","resources":{}}`, false},          // escaped key
+	{`{"type":"heart\u0062eat","nodeId":"n1","resources":{}}`, false},          // escaped type
+	{`{"type":"heartbeat","nodeId":"n\u0031","resources":{}}`, false},          // escaped nodeId
+	{"{\"type\":\"heartbeat\",\"nodeId\":\"n\xff\",\"resources\":{}}", false},  // not UTF-8
+	{`{"type":"Heartbeat","nodeId":"n1","resources":{}}`, false},               // another type
+	{`{"type":"heartbeat","nodeId":1,"resources":{}}`, false},                  // type error
+	{`{"type":"heartbeat","nodeId":"n1","timestamp":5,"resources":{}}`, false}, // type error
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"cpu":"1"}}`, false},      // type error
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"cpu":1e400}}`, false},    // out of range
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"cpu":1` + strings.Repeat("0", 298) + `.5}}`, true},
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"cpu":1` + strings.Repeat("0", 309) + `}}`, false}, // out of range
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"cpuCores":1.5}}`, false},                          // not an int
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"uptimeSeconds":-1}}`, false},                      // negative
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"memory":5}}`, false},                              // type error
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"containers":3}}`, false},                          // type error
+	{`{"type":"heartbeat","nodeId":"n1","resources":{"containers":{"total":true}}}`, false},
+	{`{"type":"heartbeat","nodeId":"n1","resources":{}}x`, false}, // not JSON
+	{`{"type":"heartbeat","nodeId":"n1","resources":{}`, false},   // not JSON
+	{`["heartbeat"]`, false},
+	{``, false},
+}
+
+// TestScanHeartbeat checks the frames scanHeartbeat takes and that it reads
+// them as encoding/json does.
+func TestScanHeartbeat(t *testing.T) {
+	for _, c := range heartbeatScanCases {
+		nodeID, resources, ok := scanHeartbeat([]byte(c.frame))
+		if ok != c.fast {
+			t.Errorf("scanHeartbeat(%s): ok=%v, want %v", c.frame, ok, c.fast)
+		}
+		if ok {
+			checkAsDecoded(t, []byte(c.frame), nodeID, resources)
+		}
+	}
+}
+
+// FuzzScanHeartbeat checks that whatever scanHeartbeat takes, encoding/json
+// decodes to the same node id and resources without an error.
+func FuzzScanHeartbeat(f *testing.F) {
+	for _, c := range heartbeatScanCases {
+		f.Add([]byte(c.frame))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if nodeID, resources, ok := scanHeartbeat(frame); ok {
+			checkAsDecoded(t, frame, nodeID, resources)
+		}
+	})
+}
+
+func checkAsDecoded(t *testing.T, frame, nodeID, resources []byte) {
+	t.Helper()
+	var hb heartbeatFrame
+	if err := json.Unmarshal(frame, &hb); err != nil || hb.Type != protocol.TypeHeartbeat {
+		t.Fatalf("scanHeartbeat took %s; encoding/json: type %q, %v", frame, hb.Type, err)
+	}
+	if string(nodeID) != hb.NodeID || !bytes.Equal(resources, hb.Resources) {
+		t.Fatalf("scanHeartbeat(%s) = %q, %s; encoding/json: %q, %s", frame, nodeID, resources, hb.NodeID, hb.Resources)
+	}
+	var known protocol.HostResources
+	if err := json.Unmarshal(resources, &known); err != nil {
+		t.Fatalf("scanHeartbeat took %s; its resources: %v", frame, err)
+	}
+	m, err := protocol.Decode(frame)
+	if err != nil {
+		t.Fatalf("scanHeartbeat took %s; protocol.Decode: %v", frame, err)
+	}
+	if got := m.(protocol.Heartbeat).NodeID; got != hb.NodeID || strings.Contains(got, "\ufffd") {
+		t.Fatalf("protocol.Decode(%s): node id %q", frame, got)
+	}
+}
