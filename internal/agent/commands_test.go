@@ -102,6 +102,8 @@ func TestInvalidCommandsGetInvalidResults(t *testing.T) {
 		{"containerId as number", `{"type":"command","id":"i9","action":"start","containerId":42}`, `"containerId"`},
 		{"environment as list", `{"type":"command","id":"i10","action":"create","containerId":"web","eggConfig":{"image":"x"},"environment":["A=1"]}`, `"environment"`},
 		{"missing action", `{"type":"command","id":"i11","containerId":"web"}`, "action is required"},
+		// The last of repeated keys counts, in the peek as in the decoding.
+		{"type repeated, last null", `{"type":"command","id":"i12","action":"start","containerId":"web","type":null}`, `no "type" string`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

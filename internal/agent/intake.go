@@ -38,6 +38,9 @@ type peekString string
 const peekMax = 1024
 
 func (p *peekString) UnmarshalJSON(b []byte) error {
+	// The last of repeated keys counts, as for every decoder of the frame:
+	// a later value that is not a string leaves nothing.
+	*p = ""
 	if len(b) < 2 || b[0] != '"' || len(b) > peekMax {
 		return nil
 	}
@@ -84,12 +87,18 @@ func laneKey(action protocol.Action, containerID string) string {
 // size in the pending budget; when there is none the command is answered
 // at once with unavailable, from its id, action and container alone, and
 // its body is never decoded. admit returns the room held (nil for other
-// frames) and false when the frame has been answered.
-func (a *Agent) admit(frame []byte) (*reservation, bool) {
+// frames), whether the frame is a command, and false when the frame has
+// been answered.
+func (a *Agent) admit(frame []byte) (rsv *reservation, command, ok bool) {
 	var head frameHead
 	if json.Unmarshal(frame, &head) != nil || head.Type != protocol.TypeCommand {
-		return nil, true // not a command, or malformed: Decode reports it
+		return nil, false, true // not a command, or malformed: Decode reports it
 	}
+	rsv, ok = a.admitCommand(frame, head)
+	return rsv, true, ok
+}
+
+func (a *Agent) admitCommand(frame []byte, head frameHead) (*reservation, bool) {
 	action := protocol.Action(head.Action)
 	key := laneKey(action, string(head.ContainerID))
 	rsv, err := a.pending.reserve(key, int64(len(frame))+jobOverhead)

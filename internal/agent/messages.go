@@ -22,11 +22,17 @@ func (a *Agent) handleFrame(s *session, f transport.Frame) {
 		a.log.Warn("binary frame ignored: the protocol uses text frames", "bytes", len(f.Data))
 		return
 	}
-	hold, ok := a.admit(f.Data)
+	hold, command, ok := a.admit(f.Data)
 	if !ok {
 		return
 	}
-	msg, err := protocol.Decode(f.Data)
+	var msg protocol.Message
+	var err error
+	if command {
+		msg, err = protocol.DecodeCommand(f.Data)
+	} else {
+		msg, err = protocol.Decode(f.Data)
+	}
 	if err != nil {
 		hold.release()
 		a.handleDecodeError(err, len(f.Data))

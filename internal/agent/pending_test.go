@@ -234,7 +234,7 @@ func TestAdmitDoesNotDecodeTheBody(t *testing.T) {
 	}
 	frame := []byte(costFrames()["tiny env entries"])
 	allocs := testing.AllocsPerRun(5, func() {
-		if _, ok := a.admit(frame); ok {
+		if _, _, ok := a.admit(frame); ok {
 			t.Fatal("admitted into an empty budget")
 		}
 	})
@@ -288,7 +288,7 @@ func BenchmarkRefuseLargeCommand(b *testing.B) {
 	b.SetBytes(int64(len(frame)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok := a.admit(frame); ok {
+		if _, _, ok := a.admit(frame); ok {
 			b.Fatal("admitted")
 		}
 	}

@@ -85,6 +85,21 @@ func Decode(frame []byte) (Message, error) {
 	return m, nil
 }
 
+// DecodeCommand decodes a frame whose "type" is known to be "command" (a
+// caller that read it already): one pass over the frame where Decode makes
+// two. It fails as Decode would, with Decode's error.
+func DecodeCommand(frame []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(frame, &c); err != nil {
+		// Rare: Decode reads the id and type again for its error.
+		if _, derr := Decode(frame); derr != nil {
+			return Command{}, derr
+		}
+		return Command{}, &DecodeError{Type: TypeCommand, Err: fmt.Errorf("%w: %v", ErrMalformed, fieldError(err))}
+	}
+	return c, nil
+}
+
 func decodeAs[T Message](frame []byte) (Message, error) {
 	var v T
 	err := json.Unmarshal(frame, &v)
