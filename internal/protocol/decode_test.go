@@ -399,11 +399,11 @@ func TestDecodeCommandIsDecode(t *testing.T) {
 	for _, frame := range []string{
 		seedCreate, seedLogs,
 		`{"type":"command","id":"c1","action":"exec","containerId":"x","cmd":["sh","-c","true"],"env":{"A":"b"}}`,
-		`{"type":"command","id":"c2","action":"logs","lines":"ten"}`,          // type error
-		`{"type":"command","id":"c3","action":"create","eggConfig":[]}`,       // type error
-		`{"type":"command","id":"c4","action":"stop","timeout":1e999}`,        // out of range
-		`{"type":"command","id":"c5","action":"start"`,                        // truncated
-		`{"type":"command","id":["c6"],"action":"start","containerId":5}`,     // id not a string
+		`{"type":"command","id":"c2","action":"logs","lines":"ten"}`,           // type error
+		`{"type":"command","id":"c3","action":"create","eggConfig":[]}`,        // type error
+		`{"type":"command","id":"c4","action":"stop","timeout":1e999}`,         // out of range
+		`{"type":"command","id":"c5","action":"start"`,                         // truncated
+		`{"type":"command","id":["c6"],"action":"start","containerId":5}`,      // id not a string
 		`{"type":"command","id":"c7","action":"start","containerId":"\ud800"}`, // lone surrogate
 	} {
 		want, wantErr := Decode([]byte(frame))
