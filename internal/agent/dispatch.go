@@ -25,10 +25,14 @@ type dispatcher struct {
 	wg       sync.WaitGroup
 
 	// handoff gives a lane to a lane goroutine that finished its own
-	// and waits for another (laneLinger); quit ends those waits.
-	handoff  chan string
-	quit     chan struct{}
-	quitOnce sync.Once
+	// and waits for another (laneLinger); quit ends those waits. At most
+	// cap(lingering), the concurrency limit, wait: more could never run
+	// at once, and a hostile server's thousand lanes must not leave a
+	// thousand goroutines behind for a second after their commands.
+	handoff   chan string
+	lingering chan struct{}
+	quit      chan struct{}
+	quitOnce  sync.Once
 }
 
 // laneLinger is how long a lane goroutine whose lane ran empty waits to
@@ -53,13 +57,14 @@ type job struct {
 
 func newDispatcher(ctx context.Context, limit int) *dispatcher {
 	return &dispatcher{
-		ctx:     ctx,
-		sem:     semaphore.NewWeighted(int64(limit)),
-		lanes:   map[string][]*job{},
-		pending: map[string]*job{},
-		changed: make(chan struct{}),
-		handoff: make(chan string),
-		quit:    make(chan struct{}),
+		ctx:       ctx,
+		sem:       semaphore.NewWeighted(int64(limit)),
+		lanes:     map[string][]*job{},
+		pending:   map[string]*job{},
+		changed:   make(chan struct{}),
+		handoff:   make(chan string),
+		lingering: make(chan struct{}, limit),
+		quit:      make(chan struct{}),
 	}
 }
 
@@ -97,12 +102,20 @@ func (d *dispatcher) lane(key string) {
 	defer linger.Stop()
 	for {
 		d.runLane(key)
-		linger.Reset(laneLinger)
 		select {
-		case key = <-d.handoff:
+		case d.lingering <- struct{}{}:
+		default:
+			return // enough goroutines wait already
+		}
+		linger.Reset(laneLinger)
+		var ok bool
+		select {
+		case key, ok = <-d.handoff:
 		case <-linger.C:
-			return
 		case <-d.quit:
+		}
+		<-d.lingering
+		if !ok {
 			return
 		}
 	}

@@ -39,7 +39,12 @@ const peekMax = 1024
 
 func (p *peekString) UnmarshalJSON(b []byte) error {
 	// The last of repeated keys counts, as for every decoder of the frame:
-	// a later value that is not a string leaves nothing.
+	// a later null leaves the value before it (as in a string field), any
+	// other value that is not a string of at most peekMax bytes leaves
+	// nothing.
+	if string(b) == "null" {
+		return nil
+	}
 	*p = ""
 	if len(b) < 2 || b[0] != '"' || len(b) > peekMax {
 		return nil
@@ -66,9 +71,21 @@ func hasControl(b []byte) bool {
 	return false
 }
 
+// peekType is the peek of "type", which protocol.Decode reads into an
+// interface: there a later null clears it, and so here.
+type peekType peekString
+
+func (p *peekType) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*p = ""
+		return nil
+	}
+	return (*peekString)(p).UnmarshalJSON(b)
+}
+
 // frameHead is what admit reads of a frame before decoding it.
 type frameHead struct {
-	Type        peekString `json:"type"`
+	Type        peekType   `json:"type"`
 	ID          peekString `json:"id"`
 	Action      peekString `json:"action"`
 	ContainerID peekString `json:"containerId"`

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -339,6 +340,37 @@ func TestDispatcherReusesLaneGoroutines(t *testing.T) {
 	})
 }
 
+// After a burst of lanes at once, only as many goroutines as may run at
+// once stay waiting for more: a hostile server's many containers leave
+// no crowd behind.
+func TestDispatcherLingersNoMoreThanTheLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const limit, lanes = 3, 40
+		before := runtime.NumGoroutine()
+		d := newDispatcher(t.Context(), limit)
+		gate := make(chan struct{})
+		for i := range lanes {
+			d.submit(&job{id: strconv.Itoa(i), key: strconv.Itoa(i),
+				run:   func(context.Context) { <-gate },
+				abort: func(error) { t.Errorf("job %d aborted", i) },
+			})
+		}
+		synctest.Wait()
+		if n := runtime.NumGoroutine() - before; n != lanes {
+			t.Fatalf("%d goroutines for %d lanes", n, lanes)
+		}
+		close(gate)
+		synctest.Wait()
+		if n := runtime.NumGoroutine() - before; n != limit {
+			t.Errorf("%d lane goroutines wait for work after the burst, want the limit %d", n, limit)
+		}
+		d.wait()
+		if n := runtime.NumGoroutine() - before; n != 0 {
+			t.Errorf("%d goroutines left after wait", n)
+		}
+	})
+}
+
 // goroutineID is the running goroutine's id, from its stack header.
 func goroutineID() uint64 {
 	buf := make([]byte, 64)
@@ -346,6 +378,53 @@ func goroutineID() uint64 {
 	f := strings.Fields(strings.TrimPrefix(string(buf), "goroutine "))
 	id, _ := strconv.ParseUint(f[0], 10, 64)
 	return id
+}
+
+// admit's peek reads a command's type, id, action and container as the
+// decoding does (protocol.Decode, then the command), repeated keys and
+// nulls included: otherwise a frame could be admitted, refused or
+// recognised as a duplicate under another id or container than the one
+// that runs.
+func TestPeekReadsWhatDecodeReads(t *testing.T) {
+	for _, frame := range []string{
+		`{"type":"command","id":"x","action":"stop","containerId":"web"}`,
+		`{"type":"command","id":"x","action":"stop","containerId":"web","id":null,"containerId":null,"action":null}`,
+		`{"type":"command","id":"x","action":"stop","containerId":"web","id":"y","containerId":"db"}`,
+		`{"type":"command","id":"x","action":"stop","containerId":"web","type":null}`,
+		`{"type":"command","id":"x","action":"stop","containerId":"web","type":"ping"}`,
+		`{"type":null,"type":"command","id":"x","action":"start","containerId":"w\u0065b"}`,
+		`{"type":"command","id":"x","id":7,"action":"stop","containerId":"web"}`,
+		`{"type":"ping","id":"p"}`,
+	} {
+		var head frameHead
+		if err := json.Unmarshal([]byte(frame), &head); err != nil {
+			t.Fatalf("peek %s: %v", frame, err)
+		}
+		var typ, id, action, container string
+		m, err := protocol.Decode([]byte(frame))
+		var de *protocol.DecodeError
+		switch {
+		case errors.As(err, &de):
+			typ, id = de.Type, de.ID
+		case err != nil:
+			t.Fatalf("Decode(%s): %v", frame, err)
+		default:
+			typ = m.MessageType()
+			if c, ok := m.(protocol.Command); ok {
+				id, action, container = c.ID, string(c.Action), c.ContainerID
+			}
+		}
+		if typ != protocol.TypeCommand {
+			if head.Type == protocol.TypeCommand {
+				t.Errorf("peek of %s: a command; Decode: %q", frame, typ)
+			}
+			continue
+		}
+		got := []string{string(head.Type), string(head.ID), string(head.Action), string(head.ContainerID)}
+		if want := []string{typ, id, action, container}; err == nil && !slices.Equal(got, want) || err != nil && got[1] != id {
+			t.Errorf("peek of %s: %q; decoded: %q (err %v)", frame, got, want, err)
+		}
+	}
 }
 
 func TestEncodeResultFitsOneFrame(t *testing.T) {
