@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -54,6 +56,21 @@ var heartbeatScanCases = []struct {
 	{``, false},
 }
 
+// heartbeatScanEdges are frames at the edges of what the scan may take:
+// whatever it does with them, what it takes must read as encoding/json
+// reads it.
+var heartbeatScanEdges = []string{
+	`{"type":"heartbeat","nodeId":"n","reſources":{"cpu":"x"},"resources":{}}`, // folds to "resources"
+	`{"type":"heartbeat","nodeId":"n","resources":{"\u212Apu":1}}`,             // Kelvin sign
+	`{"type":"heartbeat","nodeId":"n","resources":{"cpuCores":-0,"uptimeSeconds":0,"cpu":-0.0e-0}}`,
+	`{"type":"heartbeat","nodeId":"n","resources":{"cpuCores":1E2}}`,
+	`{"type":"heartbeat","nodeId":"n","resources":{"x":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}}`,
+	`{"type":"heartbeat","nodeId":"n","resources":{"cpu":4.9e-400}}`,
+	`{"type":"heartbeat","nodeId":"n\u0000","resources":{}}`,
+	`{"type":"heartbeat","nodeId":"n","resources":{},"resources":{"load1":"1"}}`,
+	`{"type":"heartbeat","nodeId":"n","resources":{"containers":{"running":1},"containers":{"total":"2"}}}`,
+}
+
 // TestScanHeartbeat checks the frames scanHeartbeat takes and that it reads
 // them as encoding/json does.
 func TestScanHeartbeat(t *testing.T) {
@@ -66,6 +83,35 @@ func TestScanHeartbeat(t *testing.T) {
 			checkAsDecoded(t, []byte(c.frame), nodeID, resources)
 		}
 	}
+	for _, frame := range heartbeatScanEdges {
+		if nodeID, resources, ok := scanHeartbeat([]byte(frame)); ok {
+			checkAsDecoded(t, []byte(frame), nodeID, resources)
+		}
+	}
+}
+
+// The scan's lists of field names are those of the protocol's types: a
+// field added to one of them and not to the scan would be skipped by it
+// unchecked, and a frame encoding/json refuses taken.
+func TestScanFieldListsMatchProtocol(t *testing.T) {
+	for _, c := range []struct {
+		list []string
+		v    any
+	}{
+		{heartbeatFields, protocol.Heartbeat{}},
+		{resourceFields, protocol.HostResources{}},
+		{containerFields, protocol.ContainerCounts{}},
+	} {
+		var names []string
+		typ := reflect.TypeOf(c.v)
+		for i := range typ.NumField() {
+			name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			names = append(names, name)
+		}
+		if got, want := slices.Sorted(slices.Values(c.list)), slices.Sorted(slices.Values(names)); !slices.Equal(got, want) {
+			t.Errorf("%T: the scan knows %v, the type has %v", c.v, got, want)
+		}
+	}
 }
 
 // FuzzScanHeartbeat checks that whatever scanHeartbeat takes, encoding/json
@@ -73,6 +119,9 @@ func TestScanHeartbeat(t *testing.T) {
 func FuzzScanHeartbeat(f *testing.F) {
 	for _, c := range heartbeatScanCases {
 		f.Add([]byte(c.frame))
+	}
+	for _, frame := range heartbeatScanEdges {
+		f.Add([]byte(frame))
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if nodeID, resources, ok := scanHeartbeat(frame); ok {

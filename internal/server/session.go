@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -359,14 +360,20 @@ func (h socketHandler) OnOpen(c *gws.Conn) {
 // connected, and stays as deep as the deepest work it did until collections
 // shrink it again, one halving per cycle: the once-per-session work that
 // needs a deep stack (the database, encoding/json, logging) runs on a stack
-// that is freed at once. A panic in f is raised again in the caller, where
-// gws recovers it as before.
+// that is freed at once. A panic in f is raised again in the caller, with
+// the stack where it happened (an ownStackPanic): on a frame's handling gws
+// recovers and logs it as before; in OnOpen, which gws calls outside its
+// recovery, it ends the process as before.
 func onOwnStack(f func()) {
-	var p any
+	var p *ownStackPanic
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer func() { p = recover() }()
+		defer func() {
+			if v := recover(); v != nil {
+				p = &ownStackPanic{value: v, stack: debug.Stack()}
+			}
+		}()
 		f()
 	}()
 	<-done
@@ -374,6 +381,15 @@ func onOwnStack(f func()) {
 		panic(p)
 	}
 }
+
+// ownStackPanic is a panic of onOwnStack's function raised again in its
+// caller, whose own stack ends at onOwnStack.
+type ownStackPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *ownStackPanic) Error() string { return fmt.Sprintf("%v\n\n%s", p.value, p.stack) }
 
 // open makes s the node's live session once its token is checked again.
 func (h socketHandler) open(s *session) {

@@ -1,6 +1,9 @@
 package server
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestOnOwnStackRaisesPanicsInTheCaller: gws recovers a panic of a frame's
 // handling on the read loop; one on the helper goroutine must reach it.
@@ -11,10 +14,17 @@ func TestOnOwnStackRaisesPanicsInTheCaller(t *testing.T) {
 		t.Fatal("onOwnStack returned before running f")
 	}
 	defer func() {
-		if p := recover(); p != "frame" {
+		p, ok := recover().(*ownStackPanic)
+		if !ok || p.value != "frame" {
 			t.Fatalf("recovered %v, want the panic of f", p)
 		}
+		// The stack where it happened, which the caller's does not show.
+		if !strings.Contains(p.Error(), "panicsInTheCallerFrame") {
+			t.Errorf("the panic does not carry the stack of f:\n%s", p.Error())
+		}
 	}()
-	onOwnStack(func() { panic("frame") })
+	onOwnStack(panicsInTheCallerFrame)
 	t.Fatal("onOwnStack returned after a panic")
 }
+
+func panicsInTheCallerFrame() { panic("frame") }
