@@ -3,8 +3,9 @@
 # baseline is measured in the same run (no figure comes from another run):
 #
 #   agent  lormas-agent against the direct Docker API call it stands for
-#          (logs round trips, 20 containers through create/start/stop/delete at
-#          once, start-up, idle RSS and CPU); scripts/bench
+#          and a minimal relay, the floor of any agent in between (logs round
+#          trips, 20 containers through create/start/stop/delete at once,
+#          start-up, idle RSS and CPU); scripts/bench
 #   fleet  lormas-server under a simulated fleet on loopback (heartbeat load,
 #          dispatch latency, memory per connected agent, the node list);
 #          scripts/fleet
