@@ -132,7 +132,11 @@ func FuzzScanHeartbeat(f *testing.F) {
 
 func checkAsDecoded(t *testing.T, frame, nodeID, resources []byte) {
 	t.Helper()
-	var hb heartbeatFrame
+	var hb struct {
+		Type      string          `json:"type"`
+		NodeID    string          `json:"nodeId"`
+		Resources json.RawMessage `json:"resources"`
+	}
 	if err := json.Unmarshal(frame, &hb); err != nil || hb.Type != protocol.TypeHeartbeat {
 		t.Fatalf("scanHeartbeat took %s; encoding/json: type %q, %v", frame, hb.Type, err)
 	}

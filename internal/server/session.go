@@ -476,9 +476,10 @@ func (srv *Server) handleText(s *session, data []byte) {
 	}
 	// Heartbeats, nearly all the rest, are not taken through handleFrame's
 	// large frame: the read loop's stack stays small (it is held by every
-	// connected agent, and copied when it grows).
-	mayBeHeartbeat := bytes.Contains(data, heartbeatType)
-	if mayBeHeartbeat {
+	// connected agent, and copied when it grows). Those the scan does not
+	// take (written otherwise than agents write them, or too large to store
+	// whole) take the general path.
+	if bytes.Contains(data, heartbeatType) {
 		if nodeID, raw, ok := scanHeartbeat(data); ok && len(raw) <= maxStoredJSON {
 			// Only the resources are kept; event streams copy the frame.
 			srv.recordHeartbeatAs(s, data, string(nodeID) == s.nodeID, bytes.Clone(raw))
@@ -486,9 +487,6 @@ func (srv *Server) handleText(s *session, data []byte) {
 		}
 	}
 	frame := bytes.Clone(data)
-	if mayBeHeartbeat && srv.handleHeartbeat(s, frame) {
-		return
-	}
 	select {
 	case <-s.identified:
 		srv.handleFrame(s, frame)
@@ -535,7 +533,7 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 		srv.hub.publishRaw(s.nodeID, m.MessageType(), frame)
 		srv.hub.resend(s)
 	case protocol.Heartbeat:
-		srv.recordHeartbeat(s, frame, m.NodeID, rawField(frame, "resources"), m.Resources)
+		srv.recordHeartbeat(s, frame, m.NodeID, rawResources(frame), m.Resources)
 	case protocol.CommandResult:
 		delivered := srv.hub.deliverResult(s.nodeID, m.CommandID, frame)
 		if !srv.hub.firstResult(s.nodeID, m.CommandID) && !delivered {
@@ -562,34 +560,6 @@ func (srv *Server) handleFrame(s *session, frame []byte) {
 // heartbeatType is in every heartbeat frame (unless its type is written
 // with escapes, which the general path decodes).
 var heartbeatType = []byte(`"` + protocol.TypeHeartbeat + `"`)
-
-// heartbeatFrame is a heartbeat as handleHeartbeat reads it: the fields
-// protocol.Heartbeat checks, with the resources object also kept raw.
-type heartbeatFrame struct {
-	Type      string          `json:"type"`
-	NodeID    string          `json:"nodeId"`
-	Timestamp string          `json:"timestamp"`
-	Resources json.RawMessage `json:"resources"`
-}
-
-// handleHeartbeat records a well-formed heartbeat and reports true; any
-// other frame (or a heartbeat protocol.Decode would refuse) is left to the
-// general path. Heartbeats are nearly all a fleet sends, and scanHeartbeat
-// reads those agents write (handleText); this reads the others once, and
-// their resources once, where the general path reads the frame three times
-// (type, message, raw resources).
-func (srv *Server) handleHeartbeat(s *session, frame []byte) bool {
-	var hb heartbeatFrame
-	if json.Unmarshal(frame, &hb) != nil || hb.Type != protocol.TypeHeartbeat {
-		return false
-	}
-	var known protocol.HostResources
-	if hb.Resources != nil && json.Unmarshal(hb.Resources, &known) != nil {
-		return false // a type error: reported by the general path
-	}
-	srv.recordHeartbeat(s, frame, hb.NodeID, hb.Resources, known)
-	return true
-}
 
 // recordHeartbeat keeps a heartbeat (raw: its resources as sent, known: as
 // this server reads them) and publishes it to the node's event streams.
@@ -636,13 +606,16 @@ func storedResources(raw json.RawMessage, known protocol.HostResources) (resourc
 	return typed, raw == nil
 }
 
-// rawField returns the raw JSON of one top-level field of frame, or nil.
-func rawField(frame []byte, name string) json.RawMessage {
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(frame, &fields) != nil {
+// rawResources returns a heartbeat frame's resources object as sent (nil
+// when absent), its key matched as encoding/json matches it to the field.
+func rawResources(frame []byte) json.RawMessage {
+	var hb struct {
+		Resources json.RawMessage `json:"resources"`
+	}
+	if json.Unmarshal(frame, &hb) != nil {
 		return nil
 	}
-	return fields[name]
+	return hb.Resources
 }
 
 // agentInfo is what the server keeps from agent_identify.

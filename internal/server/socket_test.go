@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -252,6 +253,28 @@ func TestIdentifyAndHeartbeatAreStored(t *testing.T) {
 	}
 	_ = a.conn.WriteClose(1000, nil)
 	testsupport.WaitFor(t, "disconnected", func() bool { return !h.node(n.ID).Connected })
+}
+
+// Heartbeats the scan leaves to the general path (keys in another case,
+// a type written with escapes) are stored as encoding/json reads them: the
+// resources object as sent, fields this server does not know included.
+func TestHeartbeatsOutsideTheScanAreStored(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.createNode("unusual")
+	a := h.connect(n.ID, n.Token)
+	for i, frame := range []string{
+		`{"type":"heartbeat","NodeId":"` + n.ID + `","Resources":{"cpu":0.5,"futureField":1}}`,
+		`{"type":"heart\u0062eat","nodeId":"` + n.ID + `","resources":{"cpu":0.5,"futureField":2}}`,
+	} {
+		if _, _, ok := scanHeartbeat([]byte(frame)); ok {
+			t.Fatalf("the scan takes %s; the test wants one it leaves", frame)
+		}
+		a.send([]byte(frame))
+		want := fmt.Sprintf(`"futureField":%d`, i+1)
+		testsupport.WaitFor(t, "heartbeat "+want+" stored", func() bool {
+			return strings.Contains(string(h.node(n.ID).Resources), want)
+		})
+	}
 }
 
 func TestApplicationPings(t *testing.T) {
